@@ -1,0 +1,46 @@
+"""Exception types raised by wsss_kit.
+
+Every error message names the thing that is wrong (a file, a config key, a plugin), what was
+expected and what was found, so that a user can fix it without reading the source.
+"""
+
+from __future__ import annotations
+
+
+class WSSSError(Exception):
+    """Base class of all errors raised on purpose by wsss_kit."""
+
+
+class PluginError(WSSSError):
+    """A plugin cannot be found, is ambiguous, failed to import or is incompatible."""
+
+
+class UnknownPluginError(PluginError, KeyError):
+    """No plugin of that kind and name is installed or registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousPluginError(PluginError):
+    """Two distributions provide a plugin with the same kind and name."""
+
+
+class BrokenPluginError(PluginError):
+    """A plugin's entry point failed to load."""
+
+
+class PluginVersionError(PluginError):
+    """A plugin was written for an incompatible interface version."""
+
+
+class ConfigError(WSSSError, ValueError):
+    """A run configuration is malformed; the message names the config path of the bad key."""
+
+
+class DataError(WSSSError, ValueError):
+    """A dataset file is missing, unreadable or inconsistent; the message names the file."""
+
+
+class WeightsError(WSSSError, FileNotFoundError):
+    """Pretrained weights could not be found or loaded; the message says what file is expected."""

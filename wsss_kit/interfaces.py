@@ -1,0 +1,176 @@
+"""The interfaces every plugin implements.
+
+Tensor conventions (shared by every interface, see ARCHITECTURE.md):
+
+* images   ``float32[B, 3, H, W]`` RGB in ``[0, 1]``, *not* normalised; each model applies the
+  normalisation its backbone expects, so that CRFs, pictures and models all see one format.
+* labels   ``float32[B, C]`` multi-hot over the ``C`` foreground classes.
+* CAMs     ``float32[B, C, H, W]`` in ``[0, 1]``, zero for classes absent from ``labels``.
+* masks    ``int64[B, H, W]``: 0 = background, 1..C = foreground classes, 255 = ignore.
+* probabilities over ``K = C + 1`` classes: ``float32[B, K, H, W]``, channel 0 is background.
+
+A plugin declares the interface version it was written for with a ``wsss_api_version`` attribute
+(``"MAJOR.MINOR"``) on the object its entry point names; see :mod:`wsss_kit.registry`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+IGNORE_INDEX = 255
+"""Mask value for pixels that are ignored by losses and metrics."""
+
+
+class CAMGenerator(nn.Module, abc.ABC):
+    """A trainable network that turns image-level labels into class activation maps.
+
+    Subclasses set ``num_classes`` (``C``, foreground only) and implement :meth:`forward` and
+    :meth:`cams`; :meth:`seeds` is shared.
+    """
+
+    num_classes: int
+
+    @abc.abstractmethod
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Training/inference pass.
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1].
+            labels: ``(B, C)`` multi-hot, or ``None`` at inference.
+
+        Returns:
+            a dict with at least ``"logits"`` ``(B, C)``; when ``labels`` is given also ``"loss"``
+            (a scalar to minimise) and optionally further scalar terms for logging.
+        """
+
+    @abc.abstractmethod
+    def cams(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+    ) -> torch.Tensor:
+        """Class activation maps ``(B, C, H, W)`` in [0, 1] at the image size, zero where
+        ``labels`` is 0."""
+
+    def seeds(self, cams: torch.Tensor, bg_threshold: float) -> torch.Tensor:
+        """Seed masks ``(B, H, W)`` int64 from CAMs ``(B, C, H, W)``.
+
+        A pixel takes the class with the highest CAM, or background (0) where no CAM exceeds
+        ``bg_threshold``.
+        """
+        return cams_to_seeds(cams, bg_threshold)
+
+
+def cams_to_seeds(cams: torch.Tensor, bg_threshold: float) -> torch.Tensor:
+    """Argmax over ``[bg_threshold, cams]``: ``(B, C, H, W)`` → int64 ``(B, H, W)`` with 0 = background."""
+    if cams.dim() != 4:
+        raise ValueError(f"cams must be (B, C, H, W), got shape {tuple(cams.shape)}")
+    bg = torch.full_like(cams[:, :1], float(bg_threshold))
+    return torch.cat([bg, cams], dim=1).argmax(dim=1)
+
+
+class PromptStrategy(nn.Module, abc.ABC):
+    """Turns class names into text-encoder inputs or text embeddings; may own parameters.
+
+    A fixed strategy returns prompt strings; a learnable one returns embeddings ``(K, D)``
+    from a text encoder it is given. The CLIP-specific details live with the CLIP access code.
+    """
+
+    @abc.abstractmethod
+    def forward(self, class_names: Sequence[str], **context: Any) -> Any:
+        """Prompts or text embeddings for ``class_names`` (one per class, in order)."""
+
+
+class Refiner(abc.ABC):
+    """Turns CAMs (or seed masks) into pseudo-mask probabilities or masks.
+
+    A refiner may be trainable (it then also subclasses ``nn.Module``) or not (dense CRF).
+    """
+
+    trainable: bool = False
+
+    @abc.abstractmethod
+    def refine(self, images: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Refine a batch.
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1].
+            cams: CAMs ``(B, C, H, W)`` in [0, 1], or seed masks ``(B, H, W)`` int64.
+            labels: ``(B, C)`` multi-hot.
+
+        Returns:
+            probabilities ``(B, C + 1, H, W)`` (channel 0 = background), or masks ``(B, H, W)``
+            int64 with 255 = ignore.
+        """
+
+
+class Loss(nn.Module):
+    """A loss with its hyper-parameters; each has a functional twin of the same name in snake case.
+
+    Subclasses document the shapes their ``forward`` takes.
+    """
+
+
+class RetrainHead(nn.Module, abc.ABC):
+    """A segmentation network trained on pseudo masks.
+
+    ``num_classes`` is ``K = C + 1`` (background included).
+    """
+
+    num_classes: int
+
+    @abc.abstractmethod
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K, H, W)`` at the input size for images ``(B, 3, H, W)`` in [0, 1]."""
+
+
+class WSSSDataset(Dataset, abc.ABC):
+    """A dataset of images with image-level labels (and ground-truth masks where they exist).
+
+    ``__getitem__`` returns a dict:
+
+    * ``image``  float32 ``(3, H, W)`` RGB in [0, 1]
+    * ``labels`` float32 ``(C,)`` multi-hot over foreground classes
+    * ``mask``   int64 ``(H, W)`` with 0 = background, 1..C, 255 = ignore; all 255 when the
+      split has no ground truth
+    * ``name``   str, the image id (used for output file names)
+    """
+
+    class_names: tuple[str, ...]
+    """Foreground class names, ``C`` of them (background is implicit)."""
+
+    palette: Sequence[tuple[int, int, int]]
+    """RGB colour per mask value 0..C (background first)."""
+
+    @property
+    def num_classes(self) -> int:
+        """Number of foreground classes ``C``."""
+        return len(self.class_names)
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+    def describe(self) -> str:
+        """One line for logs and check-data reports."""
+        return f"{type(self).__name__}: {len(self)} images, {self.num_classes} classes"
+
+
+INTERFACES: dict[str, type] = {
+    "cams": CAMGenerator,
+    "prompts": PromptStrategy,
+    "refiners": Refiner,
+    "losses": Loss,
+    "heads": RetrainHead,
+    "datasets": WSSSDataset,
+}
+"""Plugin kind → the interface its objects must implement."""
