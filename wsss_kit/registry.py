@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import inspect
 import re
 import sys
@@ -124,7 +125,7 @@ class Registry:
                 path = self._path if self._path is not None else sys.path
                 for ep in entrypoints.get_group_all(group_of(kind), path=path):
                     dist = normalize_dist(ep.distro.name) if ep.distro else "unknown"
-                    version = (ep.distro.version if ep.distro else None) or "unknown"
+                    version = (ep.distro.version if ep.distro else None) or _installed_version(dist)
                     target = ep.module_name + (f":{ep.object_name}" if ep.object_name else "")
                     found.append(PluginInfo(kind, ep.name, dist, version, target, _entry_point=ep))
                 self._scanned[kind] = found
@@ -259,6 +260,14 @@ class Registry:
         with self._lock:
             if self._local[kind].pop(name, None) is None:
                 raise UnknownPluginError(f"{kind} plugin {name!r} was not registered in this process")
+
+
+def _installed_version(dist: str) -> str:
+    # An .egg-info folder (e.g. left by an editable build) carries no version in its name.
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def parse_version(text: str) -> tuple[int, int]:
