@@ -64,7 +64,7 @@ def check_kind(kind: str) -> str:
     if kind in _KIND_ALIASES:
         return _KIND_ALIASES[kind]
     raise UnknownPluginError(
-        f"unknown plugin kind {kind!r}; valid kinds: {', '.join(KINDS)}" + _did_you_mean(kind, KINDS)
+        f"unknown plugin kind {kind!r}; valid kinds: {', '.join(KINDS)}" + did_you_mean(kind, KINDS)
     )
 
 
@@ -178,7 +178,7 @@ class Registry:
             )
         available = ", ".join(names) if names else "none installed"
         raise UnknownPluginError(
-            f"unknown {kind} plugin {bare!r}; available: {available}{_did_you_mean(bare, names)}. "
+            f"unknown {kind} plugin {bare!r}; available: {available}{did_you_mean(bare, names)}. "
             f"Run 'wsss plugins' to see every plugin with its distribution; a plugin must be installed "
             f"(pip install) and declare an entry point in group {group_of(kind)!r}, "
             f"or be registered in-process with wsss_kit.register({kind!r}, name)"
@@ -307,7 +307,7 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], where: str
         return
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        hints = "".join(_did_you_mean(u, valid) for u in unknown)
+        hints = "".join(did_you_mean(u, valid) for u in unknown)
         raise TypeError(
             f"{where} got unexpected keyword{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(map(repr, unknown))}; valid keywords: {', '.join(valid) or 'none'}{hints}"
@@ -329,7 +329,7 @@ def accepted_kwargs(factory: Callable[..., Any]) -> list[str] | None:
     return names
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
     if not close:
         return ""
