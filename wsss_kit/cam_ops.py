@@ -1,0 +1,142 @@
+"""Operations on class activation maps shared by every CAM generator.
+
+A CAM plugin supplies one function, ``raw_fn(images) -> (B, C, h, w)`` unnormalised class maps at
+its own feature resolution; :func:`multiscale_cams` does the rest the way the CAM papers do at
+inference time (IRN/CLIMS, MCTformer): resize the images to every scale, optionally add the
+horizontally flipped pass, rectify, bring every map back to the image size, sum, zero the classes
+absent from the image-level labels and normalise each map to [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+NORMALIZE_MODES = ("max", "minmax")
+"""Per-image, per-class normalisations accepted by :func:`normalize_cams`."""
+
+RawCAMFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def normalize_cams(cams: torch.Tensor, mode: str = "max", eps: float = 1e-5) -> torch.Tensor:
+    """Normalise every map of every image on its own.
+
+    Args:
+        cams: ``(B, C, H, W)`` non-negative maps (for ``"max"``) or any maps (for ``"minmax"``).
+        mode: ``"max"``: ``x / (max(x) + eps)`` (IRN, CLIMS); ``"minmax"``:
+            ``(x - min(x)) / (max(x) - min(x) + eps)`` (MCTformer).
+        eps: keeps all-zero maps at zero instead of dividing by zero.
+
+    Returns:
+        ``(B, C, H, W)``, in [0, 1) when ``cams`` is non-negative (``"max"``) or always (``"minmax"``).
+    """
+    _check_4d(cams, "cams")
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"normalize mode must be one of {', '.join(NORMALIZE_MODES)}; got {mode!r}")
+    flat = cams.flatten(2)
+    high = flat.amax(dim=2)[..., None, None]
+    if mode == "max":
+        return cams / (high + eps)
+    low = flat.amin(dim=2)[..., None, None]
+    return (cams - low) / (high - low + eps)
+
+
+def resize_cams(
+    cams: torch.Tensor, size: tuple[int, int] | Sequence[int], align_corners: bool = False
+) -> torch.Tensor:
+    """Bilinear resize of ``(B, C, h, w)`` maps to ``size = (H, W)``; a no-op when already that size."""
+    _check_4d(cams, "cams")
+    size = _check_size(size)
+    if tuple(cams.shape[-2:]) == size:
+        return cams
+    return F.interpolate(cams, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def multiscale_cams(
+    raw_fn: RawCAMFn,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    normalize: str = "max",
+    relu: bool = True,
+) -> torch.Tensor:
+    """Multi-scale (and flip) aggregated CAMs at the image size.
+
+    For every scale ``s`` the images are resized to ``round(s·H) × round(s·W)`` (bilinear,
+    ``align_corners=False``) and ``raw_fn`` gives ``(B, C, h, w)`` maps; those are rectified (when
+    ``relu``), resized back to ``H × W`` and summed; with ``flip`` the mirrored images add their maps,
+    mirrored back. The sum is multiplied by ``labels`` (absent classes become exactly 0) and
+    normalised per image and class with :func:`normalize_cams`.
+
+    Gradients flow through ``raw_fn``; wrap the call in ``torch.no_grad()`` for inference.
+
+    Args:
+        raw_fn: images ``(B, 3, h', w')`` → unnormalised maps ``(B, C, h, w)``.
+        images: ``(B, 3, H, W)``; passed to ``raw_fn`` as they are, apart from resizing.
+        labels: ``(B, C)`` multi-hot (any non-negative weights are accepted).
+        scales: positive resize factors, e.g. ``(1.0, 0.5, 1.5, 2.0)``.
+        flip: also run every scale on the horizontally flipped images.
+        normalize: ``"max"`` or ``"minmax"``, see :func:`normalize_cams`.
+        relu: rectify every pass before summation.
+
+    Returns:
+        ``(B, C, H, W)`` float in [0, 1], zero where ``labels`` is 0.
+    """
+    _check_4d(images, "images")
+    if images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W); got shape {tuple(images.shape)}")
+    batch, _, height, width = images.shape
+    if labels.dim() != 2 or labels.shape[0] != batch:
+        raise ValueError(
+            f"labels must be (B, C) with B = {batch} (the images' batch size); got shape {tuple(labels.shape)}"
+        )
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; got {normalize!r}")
+    scales = tuple(float(s) for s in scales)
+    if not scales or any(not s > 0 for s in scales):
+        raise ValueError(f"scales must be a non-empty sequence of positive numbers; got {scales}")
+
+    num_classes = labels.shape[1]
+    total: torch.Tensor | None = None
+    for scale in scales:
+        if scale == 1.0:
+            scaled = images
+        else:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        passes = [(scaled, False)] + ([(scaled.flip(-1), True)] if flip else [])
+        for batch_images, mirrored in passes:
+            maps = raw_fn(batch_images)
+            if maps.dim() != 4 or maps.shape[0] != batch or maps.shape[1] != num_classes:
+                raise ValueError(
+                    f"raw_fn must return (B, C, h, w) = ({batch}, {num_classes}, h, w) matching images and "
+                    f"labels; got shape {tuple(maps.shape)} at scale {scale}"
+                )
+            if relu:
+                maps = F.relu(maps)
+            maps = resize_cams(maps, (height, width))
+            if mirrored:
+                maps = maps.flip(-1)
+            total = maps if total is None else total + maps
+    assert total is not None
+    mask = labels.to(total.dtype)[:, :, None, None]
+    cams = normalize_cams(total * mask, normalize)
+    # minmax shifts by the minimum, which is the only way a masked class could become non-zero.
+    return cams * (mask != 0).to(cams.dtype)
+
+
+def _check_4d(tensor: torch.Tensor, name: str) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (B, C, H, W); got {type(tensor).__name__}")
+    if tensor.dim() != 4:
+        raise ValueError(f"{name} must be 4-D (B, C, H, W); got shape {tuple(tensor.shape)}")
+
+
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    out = tuple(int(s) for s in size)
+    if len(out) != 2 or min(out) < 1:
+        raise ValueError(f"size must be (H, W) with positive integers; got {tuple(size)}")
+    return out  # type: ignore[return-value]

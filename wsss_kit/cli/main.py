@@ -1,0 +1,108 @@
+"""The ``wsss`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import WSSSError
+from ..version import API_VERSION, __version__
+
+STAGE_VERBS = {
+    "train-cam": "train_cam",
+    "cams": "cams",
+    "seeds": "seeds",
+    "pseudo-masks": "pseudo_masks",
+    "train-head": "train_head",
+    "evaluate": "eval",
+}
+
+
+def demo_config_path() -> Path:
+    """The embedded demo's run file (shipped inside the package)."""
+    return Path(str(resources.files("wsss_kit") / "configs" / "demo.yaml"))
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set cam.train.steps=100 (repeatable)")
+    p.add_argument("--out", help="run directory (default: the config's run_dir)")
+    p.add_argument("--shard", help="process only items i, i+n, ... of inference stages: i/n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsss", description="wsss_kit: weakly-supervised semantic segmentation toolkit")
+    parser.add_argument("--version", action="version", version=f"wsss-kit {__version__} (interface {API_VERSION})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list installed plugins by kind, with distribution and version")
+    p.add_argument("--kind", help="only this kind (cams, prompts, refiners, losses, heads, datasets)")
+    p.add_argument("--no-load", action="store_true", help="do not import plugins (broken ones show as unloaded)")
+
+    p = sub.add_parser("demo", help="run the embedded end-to-end demo on the synthetic dataset")
+    _add_run_options(p)
+    p.add_argument("--print-config", action="store_true", help="print the demo's config and exit")
+
+    p = sub.add_parser("run", help="run (or resume) a pipeline from a YAML config")
+    p.add_argument("config")
+    _add_run_options(p)
+    p.add_argument("--stages", help="comma-separated stages to run (default: all)")
+    p.add_argument("--restart", metavar="STAGE", help="recompute this stage and the ones after it")
+
+    for verb, stage in STAGE_VERBS.items():
+        p = sub.add_parser(verb, help=f"run only the {stage} stage of a config")
+        p.add_argument("config")
+        _add_run_options(p)
+
+    p = sub.add_parser("eval", help="score a folder of PNG masks against ground-truth PNGs")
+    p.add_argument("--pred", required=True, help="folder of predicted masks <name>.png")
+    p.add_argument("--gt", required=True, help="folder of ground-truth masks <name>.png")
+    p.add_argument("--classes", default="voc",
+                   help="'voc', 'coco', a comma-separated list of foreground names, or a text file with one per line")
+    p.add_argument("--format", default="text", choices=("text", "markdown", "csv"))
+    p.add_argument("--allow-missing", action="store_true", help="skip ground truth without a prediction")
+
+    p = sub.add_parser("check-data", help="scan the datasets of a config and report every problem")
+    p.add_argument("config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--key", action="append", help="dataset node(s) to check, e.g. data.train (default: all under data)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except WSSSError as exc:
+        print(f"wsss {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from . import commands
+
+    if args.command == "plugins":
+        return commands.plugins(args.kind, load=not args.no_load)
+    if args.command == "demo":
+        return commands.demo(args)
+    if args.command == "run":
+        stages = args.stages.split(",") if args.stages else None
+        return commands.run(args.config, args, stages=stages, restart=args.restart)
+    if args.command in STAGE_VERBS:
+        return commands.run(args.config, args, stages=[STAGE_VERBS[args.command]])
+    if args.command == "eval":
+        return commands.evaluate(args)
+    if args.command == "check-data":
+        return commands.check_data(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

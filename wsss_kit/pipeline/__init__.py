@@ -1,0 +1,6 @@
+"""Pipelines over a run directory: train_cam → cams → seeds → pseudo_masks → train_head → eval."""
+
+from .context import STAGES, RunContext, Shard
+from .runner import format_report, run_pipeline
+
+__all__ = ["STAGES", "RunContext", "Shard", "format_report", "run_pipeline"]

@@ -1,0 +1,63 @@
+"""Scoring stage outputs (CAM files, mask PNGs) against a split's ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.image_io import read_mask
+from ..interfaces import IGNORE_INDEX
+from ..metrics import ConfusionMatrix, ThresholdSweep
+from .artifacts import load_cams
+from .context import RunContext
+
+
+def _ground_truth(ctx: RunContext, split: str) -> list[tuple[str, torch.Tensor]] | None:
+    ds = ctx.dataset(split)
+    pairs = []
+    for i in range(len(ds)):
+        sample = ds[i]
+        pairs.append((sample["name"], sample["mask"]))
+    if all(bool((m == IGNORE_INDEX).all()) for _, m in pairs):
+        return None  # a split without ground truth (e.g. VOC test)
+    return pairs
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    iou = result["iou"]
+    return {
+        "miou": float(result["miou"]),
+        "iou": [None if torch.isnan(v) else round(float(v), 6) for v in iou],
+    }
+
+
+def evaluate_cams(ctx: RunContext, split: str) -> dict[str, Any]:
+    """Background-threshold sweep of the CAM files of ``split``: best threshold and its mIoU."""
+    gt = _ground_truth(ctx, split)
+    if gt is None:
+        return {"miou": None, "best_threshold": None}
+    sweep = ThresholdSweep(ctx.num_classes)
+    for name, mask in tqdm(gt, desc=f"score CAMs [{split}]", unit="img", leave=False):
+        cam = load_cams(ctx.path("cams", split, f"{name}.npz"), ctx.num_classes)
+        sweep.update(cam[None], mask[None])
+    threshold, miou = sweep.best()
+    best = sweep.confusion(threshold).compute()
+    return {**_summary(best), "miou": float(miou), "best_threshold": round(float(threshold), 4)}
+
+
+def evaluate_masks(ctx: RunContext, split: str, folder: Path) -> dict[str, Any]:
+    """mIoU of the PNG masks in ``folder`` against the ground truth of ``split``."""
+    gt = _ground_truth(ctx, split)
+    if gt is None:
+        return {"miou": None}
+    cm = ConfusionMatrix(ctx.num_classes + 1)
+    for name, mask in tqdm(gt, desc=f"score {folder.name} [{split}]", unit="img", leave=False):
+        pred = read_mask(folder / f"{name}.png", ctx.num_classes, expected_size=tuple(mask.shape))
+        pred = torch.as_tensor(pred, dtype=torch.int64)
+        # An ignore value in a prediction (e.g. uncertain seeds) counts as background.
+        pred = torch.where(pred == IGNORE_INDEX, torch.zeros_like(pred), pred)
+        cm.update(pred[None], mask[None])
+    return _summary(cm.compute())
