@@ -1,0 +1,23 @@
+"""Segmentation metrics: confusion-matrix IoU, result tables and CAM threshold sweeps."""
+
+from .confusion import (
+    ConfusionMatrix,
+    all_reduce_sum,
+    confusion_matrix,
+    iou_from_confusion,
+    metrics_from_confusion,
+)
+from .table import format_iou_table, format_stage_table
+from .threshold_sweep import ThresholdSweep, default_thresholds
+
+__all__ = [
+    "ConfusionMatrix",
+    "ThresholdSweep",
+    "all_reduce_sum",
+    "confusion_matrix",
+    "default_thresholds",
+    "format_iou_table",
+    "format_stage_table",
+    "iou_from_confusion",
+    "metrics_from_confusion",
+]
