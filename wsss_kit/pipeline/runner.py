@@ -63,7 +63,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
         if info is None:
             print(f"[wsss] {stage}: shard {shard.rank}/{shard.count} done; waiting for the other shards")
             return ctx.manifest.data["stages"]
-        ctx.manifest.mark_complete(stage, fp, seconds=round(time.perf_counter() - start, 1), **info)
+        ctx.manifest.mark_complete(stage, fp, wall_seconds=round(time.perf_counter() - start, 1), **info)
     if all(ctx.manifest.info(s).get("complete") for s in STAGES):
         write_report(ctx, pictures)
     return ctx.manifest.data["stages"]

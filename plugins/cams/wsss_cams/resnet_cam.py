@@ -84,9 +84,17 @@ class ResNetCAM(wsss_kit.CAMGenerator):
         self.scales = scales
         self.flip = bool(flip)
 
-        self.backbone = create_timm_model(
-            backbone, weights=weights, features_only=True, out_indices=(-1,), output_stride=output_stride
-        )
+        try:
+            self.backbone = create_timm_model(
+                backbone, weights=weights, features_only=True, out_indices=(-1,), output_stride=output_stride
+            )
+        except (TypeError, RuntimeError) as exc:
+            # timm rejects features_only/output_stride for architectures without them (e.g. ViTs)
+            raise ValueError(
+                f"backbone {backbone!r} cannot be built with features_only=True and "
+                f"output_stride={output_stride}: {type(exc).__name__}: {exc}; use a CNN that supports "
+                f"both, such as timm's resnets"
+            ) from exc
         self.feature_dim = int(self.backbone.feature_info.channels()[-1])
         self.classifier = nn.Conv2d(self.feature_dim, num_classes, kernel_size=1, bias=False)
         nn.init.xavier_uniform_(self.classifier.weight)

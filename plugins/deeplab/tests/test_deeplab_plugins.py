@@ -1,0 +1,33 @@
+"""The deeplab distribution's entry points are discovered and built through the wsss_kit registry."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import torch
+from wsss_deeplab import BalancedCELoss, SMPHead
+
+import wsss_kit
+
+DIST = "wsss-kit-deeplab"
+
+
+def test_registry_lists_the_plugins_with_distribution_and_version():
+    version = importlib.metadata.version(DIST)
+    found = {(i.kind, i.name): i for i in wsss_kit.list_plugins(load=True) if i.dist == DIST}
+    assert {("heads", "smp"), ("losses", "balanced_ce")} <= set(found)
+    for key in (("heads", "smp"), ("losses", "balanced_ce")):
+        assert found[key].version == version
+        assert found[key].status == "ok", found[key].error
+    assert found[("heads", "smp")].target == "wsss_deeplab.smp_head:SMPHead"
+
+
+def test_create_builds_them():
+    torch.manual_seed(0)
+    head = wsss_kit.create("heads", "smp", num_classes=3, encoder_name="tu-test_resnet", arch="Unet")
+    assert isinstance(head, SMPHead) and isinstance(head, wsss_kit.RetrainHead)
+    with torch.no_grad():
+        assert head.eval()(torch.rand(1, 3, 20, 30)).shape == (1, 3, 20, 30)
+    loss = wsss_kit.create("losses", f"{DIST}:balanced_ce", ignore_index=0)
+    assert isinstance(loss, BalancedCELoss) and loss.ignore_index == 0
+    assert SMPHead.wsss_api_version == BalancedCELoss.wsss_api_version == "1.0"

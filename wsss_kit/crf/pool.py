@@ -1,0 +1,243 @@
+"""A reusable pool of CRF worker processes.
+
+pydensecrf holds the GIL during inference, so only processes run CRFs in parallel. The
+workers are started with the ``forkserver`` method (``spawn`` where that is unavailable): a
+plain ``fork`` of a process that runs torch's thread pools can deadlock.
+
+Fast start: pickle sends a function by its module path, and importing ``wsss_kit.crf...`` would
+run ``wsss_kit/__init__.py``, which imports torch (seconds per worker). Instead, every worker runs
+a short bootstrap (passed as the pool initializer, through the builtin ``exec``) that loads
+``dense_crf.py`` from its file under the stand-alone module name :data:`WORKER_MODULE`; the
+parent loads it under the same name, and tasks refer to that module. A worker so imports only
+numpy and pydensecrf. The pool is reused across calls, so each worker starts once.
+
+As with any ``spawn``/``forkserver`` pool, a worker also imports the script the user ran (not
+``python -m ...`` modules): keep its work under ``if __name__ == "__main__":``. A script read from
+stdin cannot be re-imported, so there the CRFs run in the calling process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import sys
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+# Not ``from . import dense_crf``: the package re-exports the function of that name.
+_dense_crf_module = importlib.import_module(".dense_crf", __package__)
+
+WORKER_MODULE = "_wsss_kit_crf_worker"
+"""Name under which worker processes (and the parent, for pickling) load ``dense_crf.py``."""
+
+_BOOTSTRAP = """
+import importlib.util, sys
+if {name!r} not in sys.modules:
+    _spec = importlib.util.spec_from_file_location({name!r}, {path!r})
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules[{name!r}] = _module
+    _spec.loader.exec_module(_module)
+"""
+
+
+def _bootstrap_code() -> str:
+    path = str(Path(_dense_crf_module.__file__).resolve())
+    return _BOOTSTRAP.format(name=WORKER_MODULE, path=path)
+
+
+def worker_module() -> Any:
+    """The stand-alone copy of ``dense_crf.py`` whose functions are sent to workers."""
+    if WORKER_MODULE not in sys.modules:
+        exec(_bootstrap_code(), {})  # noqa: S102 - our own fixed code, see the module docstring
+    return sys.modules[WORKER_MODULE]
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _context() -> Any:
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+class CRFPool:
+    """``workers`` processes that run dense CRFs; reuse one across batches.
+
+    Example::
+
+        with CRFPool(4) as pool:
+            outs = pool.map(images, probs, get_params("psa").as_tuple())
+    """
+
+    def __init__(self, workers: int) -> None:
+        if int(workers) < 1:
+            raise ValueError(f"a CRF pool needs at least 1 worker, got {workers}")
+        self.workers = int(workers)
+        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=_context(),
+            initializer=exec,
+            initargs=(_bootstrap_code(), {}),
+        )
+        self._task = worker_module().crf_chunk
+
+    @property
+    def closed(self) -> bool:
+        return self._executor is None
+
+    def map(
+        self,
+        images: Sequence[np.ndarray],
+        probs: Sequence[np.ndarray],
+        settings: tuple,
+        min_prob: float = _dense_crf_module.DEFAULT_MIN_PROB,
+    ) -> list[np.ndarray]:
+        """CRF of every ``(images[i], probs[i])`` (validated, contiguous), results in input order.
+
+        Raises:
+            RuntimeError: a CRF failed (naming the image index) or a worker process died.
+        """
+        if self._executor is None:
+            raise RuntimeError("this CRFPool has been closed")
+        n = len(images)
+        if n == 0:
+            return []
+        # A few chunks per worker: fewer round trips for small images, still balanced; chunks
+        # interleave indices so that images of similar size spread over the workers.
+        n_chunks = min(n, self.workers * 4)
+        chunks = [[(i, images[i], probs[i]) for i in range(j, n, n_chunks)] for j in range(n_chunks)]
+        futures: list[Future] = []
+        try:
+            for chunk in chunks:
+                futures.append(self._executor.submit(self._task, chunk, settings, float(min_prob)))
+        except BrokenProcessPool as exc:
+            self.close(wait=False)
+            raise RuntimeError(f"the CRF worker pool is broken; start a new one: {exc}") from exc
+        results: list[Any] = [None] * n
+        for chunk, future in zip(chunks, futures):
+            try:
+                done = future.result()
+            except BrokenProcessPool as exc:
+                for f in futures:
+                    f.cancel()
+                self.close(wait=False)
+                indices = ", ".join(str(i) for i, _, _ in chunk)
+                raise RuntimeError(
+                    f"a dense CRF worker process died while processing images {indices} of {n} "
+                    f"(killed, out of memory, or a crash inside pydensecrf)"
+                ) from exc
+            for index, out, error in done:
+                if error is not None:
+                    for f in futures:
+                        f.cancel()
+                    raise RuntimeError(f"dense CRF failed on image {index} of {n}: {error}")
+                results[index] = out
+        return results
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the worker processes."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
+        with _LOCK:
+            for key, pool in list(_SHARED.items()):
+                if pool is self:
+                    del _SHARED[key]
+
+    def __enter__(self) -> "CRFPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CRFPool(workers={self.workers}{', closed' if self.closed else ''})"
+
+
+_LOCK = threading.Lock()
+_SHARED: dict[str, CRFPool] = {}
+
+
+def shared_pool(workers: int) -> CRFPool:
+    """The process-wide pool with ``workers`` processes, started on first use and kept.
+
+    Asking for a different size replaces the pool. The processes end with the interpreter or
+    with :func:`shutdown_shared_pool`.
+    """
+    with _LOCK:
+        pool = _SHARED.get("pool")
+        if pool is not None and not pool.closed and pool.workers == workers:
+            return pool
+    if pool is not None:
+        pool.close()
+    new = CRFPool(workers)
+    with _LOCK:
+        _SHARED["pool"] = new
+    return new
+
+
+def shutdown_shared_pool() -> None:
+    """Stop the shared pool's processes (a later call starts a new pool)."""
+    with _LOCK:
+        pool = _SHARED.pop("pool", None)
+    if pool is not None:
+        pool.close()
+
+
+def _main_importable() -> bool:
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
+
+
+def resolve_workers(workers: int | None, n_items: int) -> int:
+    """Worker processes to use for ``n_items`` CRFs (0 means this process)."""
+    if workers is None:
+        workers = available_cpus()
+    workers = int(workers)
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 or None, got {workers}")
+    # Daemonic processes (e.g. DataLoader workers) may not start children, and worker processes
+    # cannot re-import a main script read from stdin (``python - < script.py``).
+    if workers <= 1 or n_items <= 1 or multiprocessing.current_process().daemon or not _main_importable():
+        return 0
+    return min(workers, n_items)
+
+
+def run_batch(
+    images: Sequence[np.ndarray] | np.ndarray,
+    probs: Sequence[np.ndarray] | np.ndarray,
+    settings: tuple,
+    workers: int | None = None,
+    min_prob: float = _dense_crf_module.DEFAULT_MIN_PROB,
+) -> list[np.ndarray]:
+    """Validate a batch and run it serially or on the shared pool; see ``dense_crf_batch``."""
+    if len(images) != len(probs):
+        raise ValueError(f"dense_crf_batch got {len(images)} images but {len(probs)} probability maps")
+    checked = [
+        _dense_crf_module.check_crf_inputs(img, p, where=f"image {i}") for i, (img, p) in enumerate(zip(images, probs))
+    ]
+    if not checked:
+        return []
+    if any(p.shape[0] > 1 for _, p in checked):
+        _dense_crf_module._import_densecrf()  # a clear ImportError here rather than from a worker
+    n_workers = resolve_workers(workers, len(checked))
+    if n_workers == 0:
+        out = []
+        for i, (img, p) in enumerate(checked):
+            try:
+                out.append(_dense_crf_module.crf_inference(img, p, settings, min_prob))
+            except Exception as exc:
+                raise RuntimeError(f"dense CRF failed on image {i} of {len(checked)}: {exc}") from exc
+        return out
+    return shared_pool(n_workers).map([c[0] for c in checked], [c[1] for c in checked], settings, min_prob)

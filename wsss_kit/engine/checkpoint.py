@@ -1,0 +1,73 @@
+"""Training checkpoints: written atomically, read back without unpickling code, checked on resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..atomic import atomic_path
+from ..errors import ConfigError, WeightsError
+from ..weights import load_state_dict, load_weights_into
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "check_trajectory",
+    "load_checkpoint",
+    "load_model_weights",
+    "save_checkpoint",
+    "save_model_weights",
+]
+
+CHECKPOINT_FORMAT = "wsss_kit.train_checkpoint/1"
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Write a training checkpoint dict atomically: a crash mid-write leaves the previous one intact."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear error
+        raise WeightsError(
+            f"cannot read training checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+            f"delete it to start over, or pass resume=False"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise WeightsError(f"{path} is not a wsss_kit training checkpoint (format {found!r}, "
+                           f"expected {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def check_trajectory(path: Path, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` when the config that wrote a checkpoint differs in a field that
+    changes the sequence of updates (so resuming would not continue the same run)."""
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in current.items() if saved.get(k) != v]
+    if diffs:
+        raise ConfigError(
+            f"checkpoint {path} was written with a different training config ({'; '.join(diffs)}); "
+            f"resuming would not continue that run: use another output folder, delete the "
+            f"checkpoint, or pass resume=False"
+        )
+
+
+def save_model_weights(path: str | os.PathLike[str], model: nn.Module) -> Path:
+    """Save ``model.state_dict()`` (tensors only) atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return Path(path)
+
+
+def load_model_weights(path: str | os.PathLike[str], model: nn.Module, source: str | None = None) -> None:
+    """Load a saved state dict into ``model`` strictly, with an error listing mismatched keys."""
+    load_weights_into(model, load_state_dict(path), strict=True, source=source or f"weights file {path}")

@@ -1,0 +1,98 @@
+"""Process-group helpers: the same calls work in one process and under ``torchrun`` (DDP).
+
+Outside an initialised process group every helper acts as the single-process case (rank 0 of
+1, reductions are identities), so engine code can call them unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "all_reduce_mean",
+    "all_reduce_sum",
+    "barrier",
+    "gather_objects",
+    "get_rank",
+    "get_world_size",
+    "is_distributed",
+    "is_main_process",
+    "local_rank",
+    "reduce_scalars",
+    "unwrap_model",
+]
+
+
+def is_distributed() -> bool:
+    """Whether a ``torch.distributed`` process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """Global rank of this process (0 when not distributed)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes in the group (1 when not distributed)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def local_rank() -> int:
+    """Rank within this machine, from ``LOCAL_RANK`` (set by torchrun); 0 otherwise."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True on rank 0: the only process that writes checkpoints, logs and final weights."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every process (no-op when not distributed)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over processes in place and return it (unchanged in one process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Average ``tensor`` over processes in place and return it (unchanged in one process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(get_world_size())
+    return tensor
+
+
+def reduce_scalars(values: dict[str, float], device: torch.device | str = "cpu") -> dict[str, float]:
+    """Average a dict of Python floats over processes with one collective (same keys on every rank)."""
+    if not is_distributed() or not values:
+        return dict(values)
+    keys = sorted(values)
+    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    all_reduce_mean(packed)
+    return dict(zip(keys, packed.tolist()))
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` as a list indexed by rank (``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model

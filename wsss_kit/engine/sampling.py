@@ -1,0 +1,99 @@
+"""Deterministic data order and per-sample random streams.
+
+The order of an epoch is a permutation drawn from ``(seed, epoch)`` alone, so a run resumed at
+``(epoch, position)`` sees the same samples as an uninterrupted one. Each sample's random
+augmentation runs under RNGs seeded from ``(seed, epoch, index)``, which makes it independent
+of the number of DataLoader workers, of prefetching and of where a run was interrupted.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+__all__ = ["EpochSampler", "SeededSamples", "epoch_permutation", "sample_seed"]
+
+_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads nearby (seed, epoch) pairs apart
+
+
+def _mix(*values: int) -> int:
+    h = 0
+    for v in values:
+        h = (h ^ (int(v) + _MIX + ((h << 6) & 0xFFFFFFFFFFFFFFFF) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
+    """The sample order of ``epoch``: a permutation of ``range(n)`` that depends only on ``(seed, epoch)``."""
+    if not shuffle:
+        return list(range(n))
+    gen = torch.Generator().manual_seed(_mix(seed, epoch))
+    return torch.randperm(n, generator=gen).tolist()
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Seed of the random stream used while loading sample ``index`` in ``epoch``."""
+    return _mix(seed, epoch, index, 1)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, sample_seed)`` pairs of one epoch, from micro-batch ``start_batch`` on.
+
+    Under DDP each rank takes every ``world_size``-th sample of the permutation; the epoch is cut
+    to whole micro-batches on every rank (the remainder is dropped, as with ``drop_last``).
+    """
+
+    def __init__(self, n: int, *, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
+        self.start_batch, self.rank, self.world_size, self.shuffle = start_batch, rank, world_size, shuffle
+
+    @staticmethod
+    def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+        return n // (batch_size * world_size)
+
+    def _indices(self) -> list[int]:
+        per_rank = self.batches_per_epoch(self.n, self.batch_size, self.world_size) * self.batch_size
+        order = epoch_permutation(self.n, self.seed, self.epoch, self.shuffle)
+        mine = order[self.rank::self.world_size][:per_rank]
+        return mine[self.start_batch * self.batch_size:]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self._indices():
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that item ``(index, seed)`` is loaded under RNGs seeded with ``seed``.
+
+    torch, NumPy and ``random`` are seeded for the call and restored afterwards, so loading in the
+    main process (``num_workers=0``) leaves the training RNG streams untouched.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        torch_state = torch.get_rng_state()
+        np_state = np.random.get_state()
+        py_state = random.getstate()
+        try:
+            pass  # CPU only: CUDA streams stay untouched
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(torch_state)
+            np.random.set_state(np_state)
+            random.setstate(py_state)
