@@ -34,6 +34,15 @@ from wsss_kit.errors import ConfigError, WeightsError
 NUM_CLASSES = 3
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convolutions run fastest single-threaded (and don't suffer from a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class ToyDataset:
     """Class c is present when channel c of the 8x8 image is bright; random flips use the global RNG."""
 
@@ -90,7 +99,7 @@ def cfg(**overrides: Any) -> TrainConfig:
 # --------------------------------------------------------------------------- learning
 def test_loss_decreases_and_files_are_written(tmp_path: Path) -> None:
     model = make_model()
-    result = train(model, ToyDataset(augment=False), cfg(steps=60, lr=0.5, log_every=5), tmp_path)
+    result = train(model, ToyDataset(augment=False), cfg(steps=60, lr=0.5, log_every=5, checkpoint_every=25), tmp_path)
     losses = [row["loss"] for row in result.history]
     assert len(losses) == 60 and result.steps == 60
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
@@ -340,8 +349,11 @@ def test_config_validation_messages() -> None:
         TrainConfig.from_dict({"steps": 5, "grad_accum": 0}, where="head.train")
     with pytest.raises(ConfigError, match=r"cam\.train\.steps is required"):
         TrainConfig.from_dict({"lr": 0.1}, where="cam.train")
-    built = TrainConfig.from_dict({"steps": 5.0, "lr": 1, "optimizer": "AdamW"})
+    built = TrainConfig.from_dict({"steps": 5.0, "lr": 1, "optimizer": "AdamW", "weight_decay": "1e-4"})
     assert built.steps == 5 and isinstance(built.lr, float) and built.optimizer == "adamw"
+    assert built.weight_decay == 1e-4
+    with pytest.raises(ConfigError, match=r"train\.lr must be a number > 0; got 'fast'"):
+        TrainConfig.from_dict({"steps": 5, "lr": "fast"})
     assert TrainConfig.from_dict(built.to_dict()) == built
 
 

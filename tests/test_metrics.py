@@ -171,6 +171,10 @@ def test_threshold_sweep_best_picks_constructed_threshold():
     t, miou = sweep.best()
     assert t == pytest.approx(0.30)  # the lowest perfect one (ties with 0.3 go to background)
     assert miou == pytest.approx(1.0)
+    best = sweep.confusion(t).compute()
+    assert best["miou"] == pytest.approx(1.0) and best["matrix"].sum() == 64
+    with pytest.raises(ValueError, match="not swept"):
+        sweep.confusion(0.805)
     res = sweep.results()
     assert res[29][1] < 1.0 and res[50][1] < 1.0 and res[49][1] == pytest.approx(1.0)
 

@@ -95,3 +95,18 @@ def test_save_png_is_atomic_and_readable(tmp_path):
     assert np.array_equal(back, to_uint8_image(img))
     save_png(path, make_grid([[img]]))
     assert sorted(p.name for p in path.parent.iterdir()) == ["pic.png"]
+
+
+def test_save_png_failure_leaves_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "pic.png"
+    save_png(target, np.zeros((4, 4, 3), np.uint8))
+    before = target.read_bytes()
+
+    def broken_save(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_png(target, np.full((4, 4, 3), 200, np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pic.png"]
+    assert target.read_bytes() == before

@@ -114,6 +114,17 @@ def test_load_state_dict_reads_safetensors(tmp_path: Path) -> None:
     assert torch.equal(state["w"], torch.arange(6.0).view(2, 3))
 
 
+def test_torchscript_archive_gives_its_parameters(tmp_path: Path) -> None:
+    import warnings
+
+    net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated, but OpenAI's CLIP files are TorchScript
+        torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3)), str(tmp_path / "ViT-tiny.pt"))
+        state = load_state_dict(tmp_path / "ViT-tiny.pt")
+    assert set(state) == {"0.weight", "0.bias"} and torch.equal(state["0.bias"], net[0].bias)
+
+
 def test_weights_only_refuses_pickled_objects(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _NotATensor()}, path)

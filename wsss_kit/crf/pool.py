@@ -5,28 +5,31 @@ workers are started with the ``forkserver`` method (``spawn`` where that is unav
 plain ``fork`` of a process that runs torch's thread pools can deadlock.
 
 Fast start: pickle sends a function by its module path, and importing ``wsss_kit.crf...`` would
-run ``wsss_kit/__init__.py``, which imports torch (seconds per worker). Instead, every worker runs
-a short bootstrap (passed as the pool initializer, through the builtin ``exec``) that loads
-``dense_crf.py`` from its file under the stand-alone module name :data:`WORKER_MODULE`; the
-parent loads it under the same name, and tasks refer to that module. A worker so imports only
-numpy and pydensecrf. The pool is reused across calls, so each worker starts once.
+run ``wsss_kit/__init__.py``, which imports torch (seconds and hundreds of MB per worker).
+Instead, every worker runs a short bootstrap (passed as the pool initializer, through the
+builtin ``exec``) that loads ``dense_crf.py`` from its file under the stand-alone module name
+:data:`WORKER_MODULE`; the parent loads it under the same name, and tasks refer to that module.
 
-As with any ``spawn``/``forkserver`` pool, a worker also imports the script the user ran (not
-``python -m ...`` modules): keep its work under ``if __name__ == "__main__":``. A script read from
-stdin cannot be re-imported, so there the CRFs run in the calling process.
+``spawn``/``forkserver`` children also re-import the script the user ran (for the ``wsss``
+command that imports torch). Our workers never unpickle anything defined in ``__main__``, so
+while this module submits work (which is when the executor starts processes) ``__main__`` is
+swapped for an empty module and the children skip that import. A worker so imports only numpy
+and pydensecrf. The pool is reused across calls, so each worker starts once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import os
 import sys
 import threading
+import types
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -64,6 +67,21 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Swap ``sys.modules["__main__"]`` for an empty module, so that processes started inside do
+    not re-import the user's script (see the module docstring)."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__file__", None) is None:
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _context() -> Any:
@@ -119,8 +137,9 @@ class CRFPool:
         chunks = [[(i, images[i], probs[i]) for i in range(j, n, n_chunks)] for j in range(n_chunks)]
         futures: list[Future] = []
         try:
-            for chunk in chunks:
-                futures.append(self._executor.submit(self._task, chunk, settings, float(min_prob)))
+            with _main_script_hidden():  # worker processes are started by submit()
+                for chunk in chunks:
+                    futures.append(self._executor.submit(self._task, chunk, settings, float(min_prob)))
         except BrokenProcessPool as exc:
             self.close(wait=False)
             raise RuntimeError(f"the CRF worker pool is broken; start a new one: {exc}") from exc
@@ -195,11 +214,6 @@ def shutdown_shared_pool() -> None:
         pool.close()
 
 
-def _main_importable() -> bool:
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    return main_file is None or os.path.exists(main_file)
-
-
 def resolve_workers(workers: int | None, n_items: int) -> int:
     """Worker processes to use for ``n_items`` CRFs (0 means this process)."""
     if workers is None:
@@ -207,9 +221,8 @@ def resolve_workers(workers: int | None, n_items: int) -> int:
     workers = int(workers)
     if workers < 0:
         raise ValueError(f"workers must be >= 0 or None, got {workers}")
-    # Daemonic processes (e.g. DataLoader workers) may not start children, and worker processes
-    # cannot re-import a main script read from stdin (``python - < script.py``).
-    if workers <= 1 or n_items <= 1 or multiprocessing.current_process().daemon or not _main_importable():
+    # Daemonic processes (e.g. DataLoader workers) may not start children.
+    if workers <= 1 or n_items <= 1 or multiprocessing.current_process().daemon:
         return 0
     return min(workers, n_items)
 

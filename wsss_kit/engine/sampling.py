@@ -89,7 +89,7 @@ class SeededSamples(Dataset):
         np_state = np.random.get_state()
         py_state = random.getstate()
         try:
-            pass  # CPU only: CUDA streams stay untouched
+            torch.default_generator.manual_seed(seed)  # CPU only: CUDA streams stay untouched
             np.random.seed(seed % 2**32)
             random.seed(seed)
             return self.dataset[index]

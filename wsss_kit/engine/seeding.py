@@ -37,6 +37,7 @@ def worker_init_fn(worker_id: int) -> None:
 def capture_rng_state() -> dict[str, Any]:
     """Every global RNG state, in a form ``torch.load(weights_only=True)`` can read back."""
     np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -47,7 +48,7 @@ def capture_rng_state() -> dict[str, Any]:
             "has_gauss": int(np_state[3]),
             "cached_gaussian": float(np_state[4]),
         },
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "python": [py_version, list(py_internal), py_gauss],
     }
 
 

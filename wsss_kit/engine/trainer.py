@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..weights import load_weights_into
 from .checkpoint import (
     check_trajectory,
     load_checkpoint,
@@ -30,7 +31,7 @@ from .checkpoint import (
 )
 from .csv_log import CsvLog, read_log
 from .distributed import barrier, gather_objects, get_rank, get_world_size, is_distributed, is_main_process
-from .distributed import reduce_scalars, unwrap_model
+from .distributed import local_rank, reduce_scalars, unwrap_model
 from .sampling import EpochSampler, SeededSamples
 from .schedule import StepSchedule
 from .seeding import capture_rng_state, restore_rng_state, seed_everything, worker_init_fn
@@ -56,10 +57,10 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → this rank's CUDA device if there is one, else CPU; other names as given."""
+    """``"auto"`` → this rank's CUDA device (``LOCAL_RANK`` under torchrun) if there is one, else CPU."""
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
+            return torch.device("cuda", local_rank() if is_distributed() else torch.cuda.current_device())
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -307,7 +308,5 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
 
 def load_model_weights_from_state(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
     """Load a checkpoint's model state strictly, naming the checkpoint in the error."""
-    from ..weights import load_weights_into
-
     load_weights_into(unwrap_model(model), state, strict=True,
                       source=f"checkpoint {path} (written for another model? use another output folder)")

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from .confusion import IGNORE_INDEX, all_reduce_sum, iou_from_confusion
+from .confusion import IGNORE_INDEX, ConfusionMatrix, all_reduce_sum, iou_from_confusion
 
 
 def default_thresholds() -> torch.Tensor:
@@ -161,6 +161,23 @@ class ThresholdSweep:
         m = self.mious()
         i = int(torch.nan_to_num(m, nan=-1.0).argmax())
         return float(self.thresholds[i]), float(m[i])
+
+    def index_of(self, threshold: float) -> int:
+        """Position of ``threshold`` among :attr:`thresholds` (within 1e-6), else ``ValueError``."""
+        diff = (self.thresholds - float(threshold)).abs()
+        i = int(diff.argmin())
+        if float(diff[i]) > 1e-6:
+            raise ValueError(
+                f"threshold {threshold} was not swept; swept {self.num_thresholds} thresholds from "
+                f"{float(self.thresholds[0]):g} to {float(self.thresholds[-1]):g}"
+            )
+        return i
+
+    def confusion(self, threshold: float) -> ConfusionMatrix:
+        """The accumulated :class:`ConfusionMatrix` of one swept threshold (e.g. the best one)."""
+        cm = ConfusionMatrix(self.num_classes + 1, self.ignore_index)
+        cm.load_state_dict({"matrix": self.matrices[self.index_of(threshold)]})
+        return cm
 
     def __repr__(self) -> str:
         lo, hi = float(self.thresholds[0]), float(self.thresholds[-1])

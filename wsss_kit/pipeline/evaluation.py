@@ -26,12 +26,8 @@ def _ground_truth(ctx: RunContext, split: str) -> list[tuple[str, torch.Tensor]]
     return pairs
 
 
-def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    iou = result["iou"]
-    return {
-        "miou": float(result["miou"]),
-        "iou": [None if torch.isnan(v) else round(float(v), 6) for v in iou],
-    }
+def _iou_list(iou: torch.Tensor) -> list[float | None]:
+    return [None if torch.isnan(v) else round(float(v), 6) for v in iou]
 
 
 def evaluate_cams(ctx: RunContext, split: str) -> dict[str, Any]:
@@ -44,8 +40,8 @@ def evaluate_cams(ctx: RunContext, split: str) -> dict[str, Any]:
         cam = load_cams(ctx.path("cams", split, f"{name}.npz"), ctx.num_classes)
         sweep.update(cam[None], mask[None])
     threshold, miou = sweep.best()
-    best = sweep.confusion(threshold).compute()
-    return {**_summary(best), "miou": float(miou), "best_threshold": round(float(threshold), 4)}
+    index = int(torch.argmin((sweep.thresholds - threshold).abs()))
+    return {"miou": float(miou), "iou": _iou_list(sweep.ious()[index]), "best_threshold": round(threshold, 4)}
 
 
 def evaluate_masks(ctx: RunContext, split: str, folder: Path) -> dict[str, Any]:
@@ -60,4 +56,5 @@ def evaluate_masks(ctx: RunContext, split: str, folder: Path) -> dict[str, Any]:
         # An ignore value in a prediction (e.g. uncertain seeds) counts as background.
         pred = torch.where(pred == IGNORE_INDEX, torch.zeros_like(pred), pred)
         cm.update(pred[None], mask[None])
-    return _summary(cm.compute())
+    result = cm.compute()
+    return {"miou": float(result["miou"]), "iou": _iou_list(result["iou"])}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -13,6 +14,16 @@ from ..provenance import write_provenance
 from ..registry import did_you_mean
 from .context import STAGES, RunContext, Shard
 from .stages import STAGE_FUNCTIONS
+
+STAGE_FOLDERS = {
+    "train_cam": ("train_cam",),
+    "cams": ("cams",),
+    "seeds": ("seeds",),
+    "pseudo_masks": ("pseudo_masks",),
+    "train_head": ("train_head",),
+    "eval": ("predictions", "pictures"),
+}
+"""Folders of the run directory each stage writes."""
 
 REPORT_ROWS = (
     ("cams", "CAM (best threshold)"),
@@ -38,8 +49,8 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
                  shard: Shard = Shard(), source: str = "config", pictures: int | None = None) -> dict[str, Any]:
     """Run (or resume) the stages of ``cfg`` in ``run_dir``; return the manifest's stage records.
 
-    ``restart`` recomputes that stage and everything after it (their manifest entries are dropped;
-    item files already written are kept unless deleted, so remove a stage folder to recompute it).
+    ``restart`` recomputes that stage and everything after it: their manifest entries and output
+    folders are deleted first.
     """
     ctx = RunContext(cfg, run_dir, shard=shard, source=source)
     wanted = select_stages(stages)
@@ -47,6 +58,8 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
         select_stages([restart])
         for stage in STAGES[STAGES.index(restart):]:
             ctx.manifest.reset(stage)
+            for folder in STAGE_FOLDERS[stage]:
+                shutil.rmtree(ctx.path(folder), ignore_errors=True)
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(ctx.run_dir, cfg)
     for stage in wanted:

