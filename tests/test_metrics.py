@@ -244,3 +244,41 @@ def test_stage_table():
     assert lines[2].split() == ["cams", "48.2", "0.15", "-"]
     assert lines[3].split() == ["pseudo", "masks", "60.3", "-", "12"]
     assert lines[4].split() == ["eval", "-", "-", "-"]
+
+
+# ---------------------------------------------------------------- distributed (2 CPU processes, gloo)
+def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(10)
+        pred = torch.randint(0, 3, (4, 5, 5), generator=g)
+        target = torch.randint(0, 3, (4, 5, 5), generator=g)
+        cm = ConfusionMatrix(3)
+        cm.update(pred[rank::world], target[rank::world])  # each rank sees its own samples
+        cm.all_reduce()
+        cm.all_reduce()  # repeated: must not double-count
+        sweep = ThresholdSweep(2, thresholds=[0.2, 0.6])
+        cams = torch.rand(4, 2, 5, 5, generator=g)
+        sweep.update(cams[rank::world], target[rank::world])
+        sweep.all_reduce()
+        torch.save({"cm": cm.matrix, "sweep": sweep.matrices}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_sums_over_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    g = torch.Generator().manual_seed(10)
+    pred = torch.randint(0, 3, (4, 5, 5), generator=g)
+    target = torch.randint(0, 3, (4, 5, 5), generator=g)
+    cams = torch.rand(4, 2, 5, 5, generator=g)
+    sweep = ThresholdSweep(2, thresholds=[0.2, 0.6])
+    sweep.update(cams, target)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.equal(got["cm"], confusion_matrix(pred, target, 3))
+        assert torch.equal(got["sweep"], sweep.matrices)

@@ -118,16 +118,26 @@ class CRFPool:
         self,
         images: Sequence[np.ndarray],
         probs: Sequence[np.ndarray],
-        settings: tuple,
+        settings: Any,
         min_prob: float = _dense_crf_module.DEFAULT_MIN_PROB,
     ) -> list[np.ndarray]:
-        """CRF of every ``(images[i], probs[i])`` (validated, contiguous), results in input order.
+        """CRF of every ``(images[i], probs[i])``, results in input order.
+
+        ``images``/``probs`` are numpy arrays already checked by ``check_crf_inputs`` (uint8
+        ``(H, W, 3)``, float32 ``(K, H, W)``); ``settings`` a :class:`CRFParams` or its
+        ``as_tuple()``.
 
         Raises:
             RuntimeError: a CRF failed (naming the image index) or a worker process died.
         """
         if self._executor is None:
             raise RuntimeError("this CRFPool has been closed")
+        # Plain numbers only: a CRFParams would make the worker import wsss_kit (and torch).
+        if hasattr(settings, "as_tuple"):
+            settings = settings.as_tuple()
+        if len(settings) != 6:
+            raise ValueError(f"CRF settings must be 6 numbers (see CRFParams.as_tuple), got {settings!r}")
+        settings = (*(float(v) for v in settings[:5]), int(settings[5]))
         n = len(images)
         if n == 0:
             return []

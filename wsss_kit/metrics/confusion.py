@@ -214,8 +214,9 @@ class ConfusionMatrix:
                     f"pred scores have {pred.shape[1]} channels but the matrix has {self.num_classes} classes"
                 )
             pred = pred.argmax(1)
-        if self._local is not None and target.device != self._local.device:
-            target = target.to(self._local.device)
+        home = self._local.device if self._local is not None else self._device
+        if home is not None and target.device != home:
+            target = target.to(home)
         pred = pred.to(target.device)
         cm = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         self._local = cm if self._local is None else self._local + cm
