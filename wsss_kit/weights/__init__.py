@@ -13,8 +13,10 @@ A *weights spec* is one of
 :func:`resolve` turns a spec into a path (or a hub tag), failing with a :class:`WeightsError`
 that says which file is expected and where to put it; nothing here waits on the network when
 ``HF_HUB_OFFLINE=1``. :func:`load_state_dict` reads checkpoints with
-``torch.load(..., weights_only=True)`` so that a file can never run code on load.
+``torch.load(..., weights_only=True)``, so no pickled Python object is ever run on load
+(TorchScript archives, like OpenAI's CLIP files, are read with ``torch.jit.load``).
 """
+
 from __future__ import annotations
 
 from .converters import CONVERTERS, convert_efficientnet_lite0, get_converter, register_converter
