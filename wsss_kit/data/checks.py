@@ -125,7 +125,8 @@ def check_dataset(dataset: Any, progress: bool = True) -> list[DataProblem]:
                 continue
             sample = dataset[index]
         except DataError as exc:
-            problems.append(DataProblem(name, "", "error", str(exc)))
+            message = str(exc) if name in str(exc) else f"{name}: {exc}"
+            problems.append(DataProblem(name, "", "error", message))
             continue
         except Exception as exc:  # noqa: BLE001 - the point is to report every failure, of any type
             problems.append(DataProblem(name, "", "error", f"{name}: {type(exc).__name__}: {exc}"))

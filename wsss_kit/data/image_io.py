@@ -8,6 +8,7 @@ truncated file fails here, with its name, instead of deep inside a training loop
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -32,25 +33,36 @@ class MaskFormatError(DataError):
     """A mask file decodes but is not an index image (e.g. an RGB colour mask)."""
 
 
+_warned_truncated = False
+
+
+def _warn_truncated_once() -> None:
+    # Someone in this process asked PIL to pad truncated files with grey. That is their choice to
+    # make, but it hides broken data from these readers and from check_dataset, so say it once.
+    global _warned_truncated
+    _warned_truncated = True
+    warnings.warn(
+        "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process: truncated image files will load "
+        "silently (padded) instead of raising DataError; set it back to False to detect them",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def _open_decoded(path: PathLike, what: str) -> Image.Image:
     """Open ``path`` and decode all of its pixels, or raise DataError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file")
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Someone in the process asked PIL to pad truncated files with grey; that would hide
-        # broken data, so say so rather than silently accept it.
-        raise DataError(
-            f"cannot check {what} {path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process, "
-            f"which makes truncated files load silently; set it back to False"
-        )
+    if ImageFile.LOAD_TRUNCATED_IMAGES and not _warned_truncated:
+        _warn_truncated_once()
     try:
         img = Image.open(path)
         img.load()
     except UnidentifiedImageError:
         raise DataError(f"{what} {path} is not a readable image (corrupt, or not an image format PIL knows)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{what} {path} could not be decoded: {exc}") from None
+        raise DataError(f"{what} {path} could not be decoded (corrupt or truncated file): {exc}") from None
     return img
 
 

@@ -98,7 +98,7 @@ class TrainAugment:
             image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
             image = image.clamp_(0.0, 1.0)
             for k in keys:
-                resized = F.interpolate(out[k][None, None].float(), size=size, mode="nearest")[0, 0]
+                resized = F.interpolate(out[k][None, None].float(), size=size, mode="nearest-exact")[0, 0]
                 out[k] = resized.to(out[k].dtype)
         if self.photometric:
             image = photometric_distortion(image)
