@@ -60,24 +60,28 @@ def train_cam(ctx: RunContext) -> dict[str, Any]:
 # --------------------------------------------------------------------------- cams
 def cams(ctx: RunContext) -> dict[str, Any] | None:
     infer = dict(ctx.get("cam.infer", {}) or {})
-    check_keys(infer, ("scales", "flip"), "cam.infer")
+    check_keys(infer, ("scales", "flip", "batch_size"), "cam.infer")
     scales = tuple(float(s) for s in infer.get("scales", (1.0,)))
     flip = bool(infer.get("flip", False))
+    batch_size = int(infer.get("batch_size", 1))
     model = _load_model(ctx, "cam.model", ctx.path("train_cam", "model.pt"), num_classes=ctx.num_classes)
     complete = True
     for split in SPLITS:
         ds = ctx.dataset(split)
         out = ctx.path("cams", split)
-        for i in tqdm(list(ctx.items(ds)), desc=f"CAMs [{split}]", unit="img"):
-            sample = ds[i]
-            path = out / f"{sample['name']}.npz"
-            if path.exists():
-                continue
+        names = _names(ds)
+        todo = [i for i in ctx.items(ds) if not (out / f"{names[i]}.npz").exists()]
+        bar = tqdm(total=len(todo), desc=f"CAMs [{split}]", unit="img")
+        for batch in _same_size_batches(ds, todo, batch_size):
+            images = torch.stack([s["image"] for s in batch]).to(ctx.device)
+            labels = torch.stack([s["labels"] for s in batch])
             with torch.no_grad():
-                cam = model.cams(sample["image"][None].to(ctx.device), sample["labels"][None].to(ctx.device),
-                                 scales=scales, flip=flip)[0]
-            save_cams(path, cam, sample["labels"])
-        complete &= _all_exist(out, _names(ds), ".npz")
+                cam = model.cams(images, labels.to(ctx.device), scales=scales, flip=flip)
+            for s, c, y in zip(batch, cam, labels):
+                save_cams(out / f"{s['name']}.npz", c, y)
+            bar.update(len(batch))
+        bar.close()
+        complete &= _all_exist(out, names, ".npz")
     if not complete:
         return None
     return {split: evaluate_cams(ctx, split) for split in SPLITS}
