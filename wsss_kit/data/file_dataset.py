@@ -61,6 +61,12 @@ class FileDataset(WSSSDataset):
     names: list[str]
     """Image ids, in dataset order (after ``max_images``)."""
 
+    label_file: Path | None = None
+    """Label file the image-level labels come from, or ``None`` to take them from the masks."""
+
+    _labels: dict[str, list[int]] | None = None
+    """Image id → 0-based classes, read from :attr:`label_file`."""
+
     def __init__(
         self,
         augment: Mapping[str, Any] | Callable[[dict], dict] | None = None,
@@ -80,8 +86,8 @@ class FileDataset(WSSSDataset):
         return None
 
     def label_indices(self, index: int) -> list[int] | None:
-        """0-based classes of item ``index`` from a label source, or ``None`` to take them from the mask."""
-        return None
+        """0-based classes of item ``index`` from the label file, or ``None`` to take them from the mask."""
+        return None if self._labels is None else self._labels[self.names[index]]
 
     def load_mask(self, index: int, size: tuple[int, int]) -> np.ndarray | None:
         """The checked ``int64 (H, W)`` mask of item ``index`` or ``None``; raises DataError."""
@@ -113,6 +119,8 @@ class FileDataset(WSSSDataset):
 
     def label_source(self, index: int) -> str:
         """Where the labels of item ``index`` come from, for error messages."""
+        if self._labels is not None:
+            return f"label file {self.label_file}"
         path = self.mask_file(index)
         return f"its mask {path}" if path is not None else "its label entry"
 

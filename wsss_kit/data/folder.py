@@ -136,11 +136,3 @@ class FolderDataset(FileDataset):
 
     def mask_file(self, index: int) -> Path | None:
         return None if self.mask_dir is None else self.mask_dir / f"{self.names[index]}.png"
-
-    def label_indices(self, index: int) -> list[int] | None:
-        return None if self._labels is None else self._labels[self.names[index]]
-
-    def label_source(self, index: int) -> str:
-        if self._labels is not None:
-            return f"label file {self.label_file}"
-        return super().label_source(index)

@@ -150,11 +150,3 @@ class VOC2012Dataset(FileDataset):
             if path.is_file():
                 return path
         return candidates[0]
-
-    def label_indices(self, index: int) -> list[int] | None:
-        return None if self._labels is None else self._labels[self.names[index]]
-
-    def label_source(self, index: int) -> str:
-        if self._labels is not None:
-            return f"label file {self.label_file}"
-        return super().label_source(index)

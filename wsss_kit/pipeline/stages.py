@@ -49,6 +49,15 @@ def _names(ds: Any) -> list[str]:
     return list(names) if names is not None else [ds[i]["name"] for i in range(len(ds))]
 
 
+def _pending(ctx: RunContext, split: str, folder: str, suffix: str) -> tuple[Any, list[str], Path, list[int]]:
+    """``(dataset, names, output folder, indices of this shard without an output file yet)``."""
+    ds = ctx.dataset(split)
+    names = _names(ds)
+    out = ctx.path(folder, split)
+    todo = [i for i in ctx.items(ds) if not (out / f"{names[i]}{suffix}").exists()]
+    return ds, names, out, todo
+
+
 # --------------------------------------------------------------------------- train_cam
 def train_cam(ctx: RunContext) -> dict[str, Any]:
     ds = ctx.dataset("train", augment=ctx.get("cam.augment", None))
@@ -67,10 +76,7 @@ def cams(ctx: RunContext) -> dict[str, Any] | None:
     model = _load_model(ctx, "cam.model", ctx.path("train_cam", "model.pt"), num_classes=ctx.num_classes)
     complete = True
     for split in SPLITS:
-        ds = ctx.dataset(split)
-        out = ctx.path("cams", split)
-        names = _names(ds)
-        todo = [i for i in ctx.items(ds) if not (out / f"{names[i]}.npz").exists()]
+        ds, names, out, todo = _pending(ctx, split, "cams", ".npz")
         bar = tqdm(total=len(todo), desc=f"CAMs [{split}]", unit="img")
         for batch in _same_size_batches(ds, todo, batch_size):
             images = torch.stack([s["image"] for s in batch]).to(ctx.device)
@@ -109,14 +115,10 @@ def seeds(ctx: RunContext) -> dict[str, Any] | None:
     palette = ctx.reference.palette
     complete = True
     for split in SPLITS:
-        ds = ctx.dataset(split)
-        names = _names(ds)
-        out = ctx.path("seeds", split)
-        for i in tqdm(list(ctx.items(ds)), desc=f"seeds [{split}]", unit="img"):
-            path = out / f"{names[i]}.png"
-            if not path.exists():
-                cam = load_cams(ctx.path("cams", split, f"{names[i]}.npz"), ctx.num_classes)
-                save_mask_png(path, cams_to_seeds(cam[None], threshold)[0], palette)
+        _, names, out, todo = _pending(ctx, split, "seeds", ".png")
+        for i in tqdm(todo, desc=f"seeds [{split}]", unit="img"):
+            cam = load_cams(ctx.path("cams", split, f"{names[i]}.npz"), ctx.num_classes)
+            save_mask_png(out / f"{names[i]}.png", cams_to_seeds(cam[None], threshold)[0], palette)
         complete &= _all_exist(out, names, ".png")
     if not complete:
         return None
@@ -155,10 +157,7 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
     palette = ctx.reference.palette
     complete = True
     for split in SPLITS:
-        ds = ctx.dataset(split)
-        names = _names(ds)
-        out = ctx.path("pseudo_masks", split)
-        todo = [i for i in ctx.items(ds) if not (out / f"{names[i]}.png").exists()]
+        ds, names, out, todo = _pending(ctx, split, "pseudo_masks", ".png")
         bar = tqdm(total=len(todo), desc=f"pseudo masks [{split}]", unit="img")
         for batch in _same_size_batches(ds, todo, int(opts.get("batch_size", 8))):
             images = torch.stack([s["image"] for s in batch])
@@ -215,13 +214,9 @@ def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
     scales = tuple(float(s) for s in infer.get("scales", (1.0,)))
     model = _load_model(ctx, "head.model", ctx.path("train_head", "model.pt"), num_classes=ctx.num_classes + 1)
     palette = ctx.reference.palette
-    ds = ctx.dataset("eval")
-    names = _names(ds)
-    out = ctx.path("predictions", "eval")
-    for i in tqdm(list(ctx.items(ds)), desc="predict [eval]", unit="img"):
+    ds, names, out, todo = _pending(ctx, "eval", "predictions", ".png")
+    for i in tqdm(todo, desc="predict [eval]", unit="img"):
         path = out / f"{names[i]}.png"
-        if path.exists():
-            continue
         with torch.no_grad():
             prob = predict(model, ds[i]["image"][None].to(ctx.device), scales, bool(infer.get("flip", False)))
         save_mask_png(path, prob.argmax(1)[0], palette)
