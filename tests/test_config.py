@@ -101,3 +101,13 @@ def test_get_path_and_check_keys():
         get_path(cfg, "a.b.d", source="run.yaml")
     with pytest.raises(ConfigError, match=r"cam\.infer\.scale: unknown key \(did you mean 'scales'\?\)"):
         check_keys({"scale": [1]}, ("scales", "flip"), "cam.infer")
+
+
+def test_validate_checks_every_node_without_building(scale_loss):
+    from wsss_kit.config import validate
+
+    validate({"a": [{"type": "losses/test_scale", "factor": 2}], "b": {"c": 1}}, "cfg")
+    with pytest.raises(ConfigError, match=r"^cfg\.a\.0\.inner\.factr: losses/test_scale has no keyword 'factr'"):
+        validate({"a": [{"type": "losses/test_scale", "inner": {"type": "losses/test_scale", "factr": 1}}]}, "cfg")
+    with pytest.raises(ConfigError, match=r"^head\.type: unknown losses plugin"):
+        validate({"type": "losses/nope"}, "head")

@@ -110,3 +110,9 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
     assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+def test_a_bad_late_stage_keyword_fails_before_any_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"refiner\.iters: refiners/dense_crf has no keyword 'iters'"):
+        run_pipeline(tiny_config(["refiner.iters=3"]), tmp_path)
+    assert not (tmp_path / "train_cam").exists()

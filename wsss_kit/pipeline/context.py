@@ -9,7 +9,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from ..config import build, check_keys, get_path, is_node
+from ..config import build, check_keys, get_path, is_node, validate
 from ..errors import ConfigError
 from ..interfaces import WSSSDataset
 from .manifest import Manifest, fingerprint
@@ -62,6 +62,8 @@ class RunContext:
     def __init__(self, cfg: Mapping[str, Any], run_dir: str | Path | None = None,
                  shard: Shard = Shard(), source: str = "config") -> None:
         check_keys(cfg, TOP_LEVEL_KEYS, "config")
+        for key, value in cfg.items():
+            validate(value, key)
         self.cfg = dict(cfg)
         self.source = source
         self.run_dir = Path(run_dir or cfg.get("run_dir") or "runs/default")
