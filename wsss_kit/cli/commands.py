@@ -67,7 +67,7 @@ def demo(args: argparse.Namespace) -> int:
         return 0
     cfg = apply_overrides(parse_config(path.read_text(encoding="utf-8"), source="demo.yaml"), args.overrides)
     print("wsss demo: CAM training -> CAMs/seeds -> dense CRF pseudo masks -> retrained head -> evaluation")
-    return _run_config(cfg, args, source="demo.yaml")
+    return _run_config(cfg, args, source="demo.yaml", restart=args.restart)
 
 
 def _class_names(spec: str) -> tuple[str, ...]:

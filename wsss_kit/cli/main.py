@@ -31,6 +31,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set cam.train.steps=100 (repeatable)")
     p.add_argument("--out", help="run directory (default: the config's run_dir)")
     p.add_argument("--shard", help="process only items i, i+n, ... of inference stages: i/n")
+    p.add_argument("--restart", metavar="STAGE", help="recompute this stage and the ones after it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     _add_run_options(p)
     p.add_argument("--stages", help="comma-separated stages to run (default: all)")
-    p.add_argument("--restart", metavar="STAGE", help="recompute this stage and the ones after it")
 
     for verb, stage in STAGE_VERBS.items():
         p = sub.add_parser(verb, help=f"run only the {stage} stage of a config")
@@ -96,7 +96,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         stages = args.stages.split(",") if args.stages else None
         return commands.run(args.config, args, stages=stages, restart=args.restart)
     if args.command in STAGE_VERBS:
-        return commands.run(args.config, args, stages=[STAGE_VERBS[args.command]])
+        return commands.run(args.config, args, stages=[STAGE_VERBS[args.command]], restart=args.restart)
     if args.command == "eval":
         return commands.evaluate(args)
     if args.command == "check-data":
