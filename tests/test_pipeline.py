@@ -116,3 +116,15 @@ def test_a_bad_late_stage_keyword_fails_before_any_training(tmp_path):
     with pytest.raises(ConfigError, match=r"refiner\.iters: refiners/dense_crf has no keyword 'iters'"):
         run_pipeline(tiny_config(["refiner.iters=3"]), tmp_path)
     assert not (tmp_path / "train_cam").exists()
+
+
+def test_training_stages_are_deterministic_under_the_config_seed(tmp_path):
+    import torch
+
+    cfg = tiny_config()
+    run_pipeline(cfg, tmp_path / "a", stages=["train_cam"])
+    torch.rand(1000)  # a different global RNG state must not matter
+    run_pipeline(cfg, tmp_path / "b", stages=["train_cam"])
+    a = torch.load(tmp_path / "a" / "train_cam" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "train_cam" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -30,12 +30,12 @@ def plugins(kind: str | None, load: bool = True) -> int:
     return 0
 
 
-def _print_run_summary(stages: dict[str, Any], run_dir: Path, seconds: float) -> None:
+def _print_run_summary(stages: dict[str, Any], run_dir: Path, seconds: float, refiner: str) -> None:
     from ..pipeline.runner import format_report
 
     if all(s.get("complete") for s in stages.values()) and "eval" in stages:
         print()
-        print(format_report(stages))
+        print(format_report(stages, refiner))
         print(f"\nrun directory: {run_dir}  (results.md, pictures/, config.resolved.yaml, provenance.json)")
     print(f"wall time: {seconds:.0f} s")
 
@@ -43,12 +43,13 @@ def _print_run_summary(stages: dict[str, Any], run_dir: Path, seconds: float) ->
 def _run_config(cfg: dict[str, Any], args: argparse.Namespace, source: str,
                 stages: Sequence[str] | None = None, restart: str | None = None) -> int:
     from ..pipeline import Shard, run_pipeline
+    from ..pipeline.runner import refiner_name
 
     start = time.perf_counter()
     run_dir = Path(args.out or cfg.get("run_dir") or "runs/default")
     result = run_pipeline(cfg, run_dir, stages=stages, restart=restart, shard=Shard.parse(args.shard),
                           source=source)
-    _print_run_summary(result, run_dir, time.perf_counter() - start)
+    _print_run_summary(result, run_dir, time.perf_counter() - start, refiner_name(cfg))
     return 0
 
 

@@ -50,7 +50,7 @@ def evaluate_masks(ctx: RunContext, split: str, folder: Path) -> dict[str, Any]:
     if gt is None:
         return {"miou": None}
     cm = ConfusionMatrix(ctx.num_classes + 1)
-    for name, mask in tqdm(gt, desc=f"score {folder.name} [{split}]", unit="img", leave=False):
+    for name, mask in tqdm(gt, desc=f"score {folder.parent.name} [{split}]", unit="img", leave=False):
         pred = read_mask(folder / f"{name}.png", ctx.num_classes, expected_size=tuple(mask.shape))
         pred = torch.as_tensor(pred, dtype=torch.int64)
         # An ignore value in a prediction (e.g. uncertain seeds) counts as background.

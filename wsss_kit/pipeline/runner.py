@@ -82,6 +82,11 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
     return ctx.manifest.data["stages"]
 
 
+def refiner_name(cfg: Mapping[str, Any]) -> str:
+    """The refiner plugin's name in a config (``"dense_crf"`` for ``refiners/dense_crf``)."""
+    return str((cfg.get("refiner") or {}).get("type", "")).split("/")[-1]
+
+
 def stage_rows(stages: Mapping[str, Any], refiner: str = "") -> list[tuple[str, dict[str, Any]]]:
     """(row title, {split: mIoU, ...}) for the report, from manifest stage records."""
     rows = []
@@ -118,7 +123,7 @@ def write_report(ctx: RunContext, pictures: int | None = None) -> str:
     from .pictures import write_pictures
 
     stages = ctx.manifest.data["stages"]
-    refiner = str((ctx.get("refiner", {}) or {}).get("type", "")).split("/")[-1]
+    refiner = refiner_name(ctx.cfg)
     table = format_report(stages, refiner)
     class_names = ("background",) + ctx.class_names
     per_class = {title: splits["eval"]["iou"] for title, splits in stage_rows(stages, refiner)

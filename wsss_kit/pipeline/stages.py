@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..config import build, check_keys, is_node
 from ..data.image_io import save_mask_png
 from ..data.transforms import build_augment
-from ..engine import TrainConfig, train
+from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError
 from ..interfaces import cams_to_seeds
 from ..weights import load_state_dict
@@ -61,8 +61,10 @@ def _pending(ctx: RunContext, split: str, folder: str, suffix: str) -> tuple[Any
 # --------------------------------------------------------------------------- train_cam
 def train_cam(ctx: RunContext) -> dict[str, Any]:
     ds = ctx.dataset("train", augment=ctx.get("cam.augment", None))
+    config = _train_config(ctx, "cam.train")
+    seed_everything(config.seed)  # the model's random initialisation is part of the run
     model = build(ctx.get("cam.model"), "cam.model", num_classes=ctx.num_classes)
-    result = train(model, ds, _train_config(ctx, "cam.train"), ctx.path("train_cam"), desc="train CAM")
+    result = train(model, ds, config, ctx.path("train_cam"), desc="train CAM")
     return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1)}
 
 
@@ -180,14 +182,15 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
 def train_head(ctx: RunContext) -> dict[str, Any]:
     augment = build_augment(ctx.get("head.augment", None))
     ds = MaskTargetDataset(ctx.dataset("train"), ctx.path("pseudo_masks", "train"), augment=augment)
+    config = _train_config(ctx, "head.train")
+    seed_everything(config.seed)
     model = build(ctx.get("head.model"), "head.model", num_classes=ctx.num_classes + 1)
     loss_fn = build(ctx.get("head.loss"), "head.loss")
 
     def step(m: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {"loss": loss_fn(m(batch["image"]), batch["target"])}
 
-    result = train(model, ds, _train_config(ctx, "head.train"), ctx.path("train_head"), step_fn=step,
-                   desc="train head")
+    result = train(model, ds, config, ctx.path("train_head"), step_fn=step, desc="train head")
     return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1)}
 
 
