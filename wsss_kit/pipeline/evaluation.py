@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -15,15 +15,18 @@ from .artifacts import load_cams
 from .context import RunContext
 
 
-def _ground_truth(ctx: RunContext, split: str) -> list[tuple[str, torch.Tensor]] | None:
+def _ground_truth(ctx: RunContext, split: str, desc: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, mask)`` of every item of ``split``, streamed (a split's masks may not fit in memory)."""
     ds = ctx.dataset(split)
-    pairs = []
-    for i in range(len(ds)):
+    for i in tqdm(range(len(ds)), desc=desc, unit="img", leave=False):
         sample = ds[i]
-        pairs.append((sample["name"], sample["mask"]))
-    if all(bool((m == IGNORE_INDEX).all()) for _, m in pairs):
-        return None  # a split without ground truth (e.g. VOC test)
-    return pairs
+        yield sample["name"], torch.as_tensor(sample["mask"])
+
+
+def _has_ground_truth(ctx: RunContext, split: str) -> bool:
+    """False for a split whose masks are all ignore (e.g. VOC test); looks at the first item."""
+    ds = ctx.dataset(split)
+    return len(ds) > 0 and not bool((torch.as_tensor(ds[0]["mask"]) == IGNORE_INDEX).all())
 
 
 def _iou_list(iou: torch.Tensor) -> list[float | None]:
@@ -32,11 +35,10 @@ def _iou_list(iou: torch.Tensor) -> list[float | None]:
 
 def evaluate_cams(ctx: RunContext, split: str) -> dict[str, Any]:
     """Background-threshold sweep of the CAM files of ``split``: best threshold and its mIoU."""
-    gt = _ground_truth(ctx, split)
-    if gt is None:
+    if not _has_ground_truth(ctx, split):
         return {"miou": None, "best_threshold": None}
     sweep = ThresholdSweep(ctx.num_classes)
-    for name, mask in tqdm(gt, desc=f"score CAMs [{split}]", unit="img", leave=False):
+    for name, mask in _ground_truth(ctx, split, f"score CAMs [{split}]"):
         cam = load_cams(ctx.path("cams", split, f"{name}.npz"), ctx.num_classes)
         sweep.update(cam[None], mask[None])
     threshold, miou = sweep.best()
@@ -46,11 +48,10 @@ def evaluate_cams(ctx: RunContext, split: str) -> dict[str, Any]:
 
 def evaluate_masks(ctx: RunContext, split: str, folder: Path) -> dict[str, Any]:
     """mIoU of the PNG masks in ``folder`` against the ground truth of ``split``."""
-    gt = _ground_truth(ctx, split)
-    if gt is None:
+    if not _has_ground_truth(ctx, split):
         return {"miou": None}
     cm = ConfusionMatrix(ctx.num_classes + 1)
-    for name, mask in tqdm(gt, desc=f"score {folder.parent.name} [{split}]", unit="img", leave=False):
+    for name, mask in _ground_truth(ctx, split, f"score {folder.parent.name} [{split}]"):
         pred = read_mask(folder / f"{name}.png", ctx.num_classes, expected_size=tuple(mask.shape))
         pred = torch.as_tensor(pred, dtype=torch.int64)
         # An ignore value in a prediction (e.g. uncertain seeds) counts as background.
