@@ -111,3 +111,12 @@ def test_validate_checks_every_node_without_building(scale_loss):
         validate({"a": [{"type": "losses/test_scale", "inner": {"type": "losses/test_scale", "factr": 1}}]}, "cfg")
     with pytest.raises(ConfigError, match=r"^head\.type: unknown losses plugin"):
         validate({"type": "losses/nope"}, "head")
+
+
+def test_override_into_an_empty_section_and_singular_kinds():
+    cfg = parse_config("seeds:\nrefiner: {type: refiners/dense_crf}\n")
+    assert apply_overrides(cfg, ["seeds.bg_threshold=0.2"])["seeds"] == {"bg_threshold": 0.2}
+    from wsss_kit.registry import check_kind
+
+    assert [check_kind(k) for k in ("loss", "cam", "dataset", "head", "prompt", "refiner")] == [
+        "losses", "cams", "datasets", "heads", "prompts", "refiners"]

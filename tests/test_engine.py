@@ -378,3 +378,26 @@ def test_rng_state_roundtrip_through_checkpoint(tmp_path: Path) -> None:
     restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_a_finished_run_is_not_reused_for_other_settings(tmp_path):
+    import torch
+    from torch import nn
+
+    from wsss_kit.engine import TrainConfig, train
+    from wsss_kit.errors import ConfigError
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 1)
+
+        def forward(self, image, labels):
+            return {"loss": ((self.lin(image) - labels) ** 2).mean()}
+
+    data = [{"image": torch.randn(2), "labels": torch.randn(1)} for _ in range(8)]
+    train(Toy(), data, TrainConfig(steps=2, batch_size=4, lr=0.1, device="cpu"), tmp_path)
+    assert (tmp_path / "train_config.json").is_file()
+    train(Toy(), data, TrainConfig(steps=2, batch_size=4, lr=0.1, device="cpu"), tmp_path)  # reused
+    with pytest.raises(ConfigError, match="lr: checkpoint 0.1, now 0.5"):
+        train(Toy(), data, TrainConfig(steps=2, batch_size=4, lr=0.5, device="cpu"), tmp_path)

@@ -128,3 +128,25 @@ def test_training_stages_are_deterministic_under_the_config_seed(tmp_path):
     a = torch.load(tmp_path / "a" / "train_cam" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "train_cam" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_half_done_stage_refuses_new_settings(tmp_path):
+    from wsss_kit.pipeline import Shard
+
+    run_pipeline(tiny_config(), tmp_path, shard=Shard(0, 2))  # stops after the CAMs of shard 0
+    stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+    assert stages["train_cam"]["complete"] and not stages["cams"]["complete"]
+    with pytest.raises(ConfigError, match="stage 'cams' .* was started with different settings"):
+        run_pipeline(tiny_config(["cam.infer.scales=[1.0, 0.5]"]), tmp_path, shard=Shard(1, 2))
+    done = run_pipeline(tiny_config(), tmp_path, shard=Shard(1, 2))  # the other shard completes it
+    assert done["cams"]["complete"] and not done["seeds"]["complete"]  # seeds: shard 0's half pending
+    assert len(list((tmp_path / "cams" / "train").glob("*.npz"))) == 12
+
+
+def test_other_shards_leave_training_to_shard_zero(tmp_path, capsys):
+    from wsss_kit.pipeline import Shard
+
+    stages = run_pipeline(tiny_config(), tmp_path, shard=Shard(1, 2))
+    assert "train_cam" not in stages
+    assert "trained by shard 0 only" in capsys.readouterr().out
+    assert not (tmp_path / "train_cam").exists()

@@ -86,7 +86,9 @@ def _set_path(node: Any, parts: list[str], value: Any, item: str) -> None:
             continue
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {here!r} is a {type(node).__name__}, not a mapping")
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # a missing key, or an empty YAML section (`seeds:`)
+            node[part] = {}
+        node = node[part]
     last = parts[-1]
     if isinstance(node, list):
         node[_list_index(node, last, ".".join(parts), item)] = value

@@ -47,7 +47,8 @@ KINDS: tuple[str, ...] = tuple(sorted(INTERFACES))
 LOCAL_DIST = "local"
 """Distribution name reported for plugins registered in-process with :func:`register`."""
 
-_KIND_ALIASES = {k.rstrip("s"): k for k in KINDS} | {"cam": "cams", "head": "heads"}
+_KIND_ALIASES = {k[:-1]: k for k in KINDS} | {"loss": "losses"}
+"""Singular spellings accepted for each kind (``cam``, ``loss``, ``dataset`` ...)."""
 
 T = TypeVar("T")
 

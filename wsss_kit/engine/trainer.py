@@ -9,6 +9,7 @@ Only rank 0 writes files; every rank keeps the same step counter.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..atomic import write_text
 from ..errors import ConfigError
 from ..weights import load_weights_into
 from .checkpoint import (
@@ -41,6 +43,8 @@ __all__ = ["TrainResult", "build_optimizer", "default_step", "move_to_device", "
 
 StepFn = Callable[[nn.Module, dict[str, Any]], Mapping[str, Tensor]]
 CHECKPOINT_NAME, MODEL_NAME, LOG_NAME = "checkpoint.pt", "model.pt", "log.csv"
+CONFIG_NAME = "train_config.json"
+"""Training settings of a finished run, checked before its ``model.pt`` is reused."""
 
 
 @dataclass
@@ -163,6 +167,9 @@ def _finished(model: nn.Module, config: TrainConfig, out: Path, start: float) ->
             f"{out} holds a finished run of {history[-1]['step']} steps but the config asks for "
             f"{config.steps}; use another output folder, or pass resume=False to train again"
         )
+    if (out / CONFIG_NAME).is_file():
+        saved = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
+        check_trajectory(out / MODEL_NAME, saved, json.loads(json.dumps(config.trajectory())))
     load_model_weights(out / MODEL_NAME, unwrap_model(model), source=f"finished run's weights {out / MODEL_NAME}")
     return TrainResult(config.steps, history[-1]["loss"] if history else None, history, out / MODEL_NAME,
                        time.perf_counter() - start)
@@ -296,6 +303,7 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
 
     model_path = out / MODEL_NAME
     if main:
+        write_text(out / CONFIG_NAME, json.dumps(config.trajectory(), indent=2) + "\n")
         save_model_weights(model_path, unwrap_model(model))
         if ckpt_path.exists():
             ckpt_path.unlink()  # the run is complete; model.pt is what resumes/skips from now on

@@ -26,7 +26,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "seeds": ("seeds",),
     "pseudo_masks": ("refiner", "pseudo_masks"),
     "train_head": ("head.model", "head.loss", "head.train", "head.augment"),
-    "eval": ("head.infer", "eval"),
+    "eval": ("head.infer",),  # eval.pictures only changes the report
 }
 """Config sections each stage depends on (besides its upstream stages')."""
 

@@ -24,9 +24,10 @@ def _ground_truth(ctx: RunContext, split: str, desc: str) -> Iterator[tuple[str,
 
 
 def _has_ground_truth(ctx: RunContext, split: str) -> bool:
-    """False for a split whose masks are all ignore (e.g. VOC test); looks at the first item."""
+    """False for a split whose masks are all ignore (e.g. VOC test): stops at the first mask with
+    a labelled pixel, so it reads one item for a split that has ground truth."""
     ds = ctx.dataset(split)
-    return len(ds) > 0 and not bool((torch.as_tensor(ds[0]["mask"]) == IGNORE_INDEX).all())
+    return any(not bool((torch.as_tensor(ds[i]["mask"]) == IGNORE_INDEX).all()) for i in range(len(ds)))
 
 
 def _iou_list(iou: torch.Tensor) -> list[float | None]:

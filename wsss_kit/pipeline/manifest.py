@@ -42,17 +42,32 @@ class Manifest:
         write_text(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
     def is_complete(self, stage: str, fp: str) -> bool:
-        """True if ``stage`` finished with fingerprint ``fp``; a different fingerprint is an error."""
+        """True if ``stage`` finished with fingerprint ``fp``.
+
+        A stage that finished, or only started, with another fingerprint is an error: its files
+        were (partly) made with other settings and must not be mixed with new ones.
+        """
         entry = self.data["stages"].get(stage)
-        if not entry or not entry.get("complete"):
+        if not entry:
             return False
         if entry.get("fingerprint") != fp:
+            state = "completed" if entry.get("complete") else "started"
             raise ConfigError(
-                f"stage {stage!r} in {self.path.parent} was completed with different settings "
+                f"stage {stage!r} in {self.path.parent} was {state} with different settings "
                 f"(fingerprint {entry.get('fingerprint')} vs {fp} now); use another run directory "
                 f"(--out), or rerun with --restart {stage} to recompute it and everything after it"
             )
-        return True
+        return bool(entry.get("complete"))
+
+    def mark_started(self, stage: str, fp: str) -> None:
+        """Record that ``stage`` is being computed with fingerprint ``fp`` (kept if already there)."""
+        if stage not in self.data["stages"]:
+            self.data["stages"][stage] = {
+                "complete": False,
+                "fingerprint": fp,
+                "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            self._save()
 
     def mark_complete(self, stage: str, fp: str, **info: Any) -> None:
         self.data["stages"][stage] = {

@@ -25,6 +25,9 @@ STAGE_FOLDERS = {
 }
 """Folders of the run directory each stage writes."""
 
+TRAINING_STAGES = ("train_cam", "train_head")
+"""Stages that are not split across shards: with ``--shard i/n`` only shard 0 runs them."""
+
 REPORT_ROWS = (
     ("cams", "CAM (best threshold)"),
     ("seeds", "seeds"),
@@ -70,6 +73,11 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
         missing = [s for s in STAGES[: STAGES.index(stage)] if not ctx.manifest.info(s).get("complete")]
         if missing:
             raise ConfigError(f"stage {stage!r} needs {', '.join(missing)} first (run them, or run without --stages)")
+        if stage in TRAINING_STAGES and shard.rank != 0:
+            print(f"[wsss] {stage}: trained by shard 0 only; rerun shard {shard.rank}/{shard.count} "
+                  "once it is complete")
+            return ctx.manifest.data["stages"]
+        ctx.manifest.mark_started(stage, fp)
         start = time.perf_counter()
         print(f"[wsss] {stage}: running")
         info = STAGE_FUNCTIONS[stage](ctx)

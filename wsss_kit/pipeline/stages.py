@@ -167,7 +167,7 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
             cam = torch.stack([load_cams(ctx.path("cams", split, f"{s['name']}.npz"), ctx.num_classes)
                                for s in batch])
             refined = refiner.refine(images, cam, labels)
-            masks = refined if refined.dtype == torch.int64 else refined.argmax(1)
+            masks = refined.argmax(1) if refined.is_floating_point() else refined.long()
             for s, m in zip(batch, masks):
                 save_mask_png(out / f"{s['name']}.png", m, palette)
             bar.update(len(batch))
