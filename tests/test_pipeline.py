@@ -150,3 +150,24 @@ def test_other_shards_leave_training_to_shard_zero(tmp_path, capsys):
     assert "train_cam" not in stages
     assert "trained by shard 0 only" in capsys.readouterr().out
     assert not (tmp_path / "train_cam").exists()
+
+
+def test_a_refiner_may_return_integer_masks_of_any_dtype(tmp_path):
+    import torch
+
+    import wsss_kit
+    from wsss_kit.registry import default_registry
+
+    @wsss_kit.register("refiners", "test_uint8_masks")
+    class Uint8Masks(wsss_kit.Refiner):
+        def refine(self, images, cams, labels):
+            return wsss_kit.cams_to_seeds(cams, 0.5).to(torch.uint8)
+
+    try:
+        stages = run_pipeline(tiny_config(["refiner={type: refiners/test_uint8_masks}"]), tmp_path,
+                              stages=["train_cam", "cams", "seeds", "pseudo_masks"])
+    finally:
+        default_registry().unregister("refiners", "test_uint8_masks")
+    assert stages["pseudo_masks"]["complete"]
+    mask = np.asarray(Image.open(next((tmp_path / "pseudo_masks" / "train").glob("*.png"))))
+    assert mask.shape == (64, 64)
