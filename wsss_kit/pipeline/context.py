@@ -70,6 +70,7 @@ class RunContext:
         self.shard = shard
         self.manifest = Manifest(self.run_dir)
         self.seed = int(cfg.get("seed", 0))
+        self._datasets: dict[str, WSSSDataset] = {}
 
     def get(self, dotted: str, default: Any = ...) -> Any:
         return get_path(self.cfg, dotted, default, source=self.source)
@@ -86,7 +87,9 @@ class RunContext:
 
     def dataset(self, split: str, augment: Any = None) -> WSSSDataset:
         """Build ``data.<split>``; ``augment`` (a dict for the dataset's ``augment`` keyword) is
-        added for training copies."""
+        added for training copies. Un-augmented datasets are built once and shared by the stages."""
+        if augment is None and split in self._datasets:
+            return self._datasets[split]
         node = self.get(f"data.{split}")
         if not is_node(node):
             raise ConfigError(f"{self.source}: data.{split} must be a dataset node like "
@@ -94,7 +97,9 @@ class RunContext:
         node = dict(node)
         if augment is not None:
             node["augment"] = augment
-        return build(node, f"data.{split}")
+            return build(node, f"data.{split}")
+        self._datasets[split] = build(node, f"data.{split}")
+        return self._datasets[split]
 
     @cached_property
     def reference(self) -> WSSSDataset:

@@ -43,8 +43,8 @@ def evaluate_cams(ctx: RunContext, split: str) -> dict[str, Any]:
         cam = load_cams(ctx.path("cams", split, f"{name}.npz"), ctx.num_classes)
         sweep.update(cam[None], mask[None])
     threshold, miou = sweep.best()
-    index = int(torch.argmin((sweep.thresholds - threshold).abs()))
-    return {"miou": float(miou), "iou": _iou_list(sweep.ious()[index]), "best_threshold": round(threshold, 4)}
+    iou = sweep.ious()[sweep.index_of(threshold)]
+    return {"miou": float(miou), "iou": _iou_list(iou), "best_threshold": round(threshold, 4)}
 
 
 def evaluate_masks(ctx: RunContext, split: str, folder: Path) -> dict[str, Any]:
