@@ -62,6 +62,8 @@ def multiscale_cams(
     flip: bool = False,
     normalize: str = "max",
     relu: bool = True,
+    eps: float = 1e-5,
+    upsample_stride: int | None = None,
 ) -> torch.Tensor:
     """Multi-scale (and flip) aggregated CAMs at the image size.
 
@@ -81,6 +83,11 @@ def multiscale_cams(
         flip: also run every scale on the horizontally flipped images.
         normalize: ``"max"`` or ``"minmax"``, see :func:`normalize_cams`.
         relu: rectify every pass before summation.
+        eps: added to the normaliser, see :func:`normalize_cams` (IRN/CLIMS use 1e-5,
+            MCTformer 1e-8).
+        upsample_stride: ``None`` resizes every pass straight to ``H × W``. An integer ``s``
+            follows IRN/CLIMS's "high-res" CAM instead: every pass is resized to
+            ``(ceil(H/s)·s, ceil(W/s)·s)``, summed, and the top-left ``H × W`` is kept.
 
     Returns:
         ``(B, C, H, W)`` float in [0, 1], zero where ``labels`` is 0.
@@ -95,9 +102,23 @@ def multiscale_cams(
         )
     if normalize not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; got {normalize!r}")
+    empty = torch.nonzero(~(labels > 0).any(dim=1)).flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"image(s) {empty} of the batch have an empty label set: a CAM exists only for classes "
+            f"present in the image; drop images without foreground labels before computing CAMs"
+        )
     scales = tuple(float(s) for s in scales)
     if not scales or any(not s > 0 for s in scales):
         raise ValueError(f"scales must be a non-empty sequence of positive numbers; got {scales}")
+
+    if upsample_stride is not None and (isinstance(upsample_stride, bool) or int(upsample_stride) < 1):
+        raise ValueError(f"upsample_stride must be None or a positive int; got {upsample_stride!r}")
+    if upsample_stride is None:
+        out_size = (height, width)
+    else:
+        stride = int(upsample_stride)
+        out_size = (-(-height // stride) * stride, -(-width // stride) * stride)
 
     num_classes = labels.shape[1]
     total: torch.Tensor | None = None
@@ -117,13 +138,14 @@ def multiscale_cams(
                 )
             if relu:
                 maps = F.relu(maps)
-            maps = resize_cams(maps, (height, width))
+            maps = resize_cams(maps, out_size)
             if mirrored:
                 maps = maps.flip(-1)
             total = maps if total is None else total + maps
     assert total is not None
+    total = total[..., :height, :width]
     mask = labels.to(total.dtype)[:, :, None, None]
-    cams = normalize_cams(total * mask, normalize)
+    cams = normalize_cams(total * mask, normalize, eps=eps)
     # minmax shifts by the minimum, which is the only way a masked class could become non-zero.
     return cams * (mask != 0).to(cams.dtype)
 
