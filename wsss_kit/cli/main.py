@@ -58,6 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config")
         _add_run_options(p)
 
+    p = sub.add_parser("cam", help="write the CAMs and seeds of one split from a CAM network checkpoint",
+                       description="Compute CAM files (<out>/cams/<split>/<name>.npz) and seed masks "
+                       "(<out>/seeds/<split>/<name>.png) of one split with the config's cam.model, without "
+                       "running a pipeline. Existing files are skipped, so rerunning resumes; --shard splits "
+                       "the split between processes. The split is scored once all its files exist.")
+    p.add_argument("config", help="a run config (data.<split>, cam.model, cam.infer, seeds, run_dir, device, seed)")
+    p.add_argument("--split", default="train", choices=("train", "eval"), help="which data.<split> (default: train)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="state dict of the CAM network, loaded strictly (default: <run_dir>/train_cam/model.pt "
+                   "when it exists, else the model as cam.model builds it)")
+    p.add_argument("--bg-threshold", metavar="T",
+                   help="background threshold of the seeds (default: seeds.bg_threshold); 'auto' takes the best "
+                   "threshold of the CAM sweep and needs ground truth")
+    p.add_argument("--compress", action="store_true", help="write CAM files with np.savez_compressed")
+    p.add_argument("--out", help="output folder (default: the config's run_dir)")
+    p.add_argument("--shard", metavar="i/n", help="process only items i, i+n, ... (e.g. 0/4)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set cam.infer.flip=false (repeatable)")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="images per network call (default: cam.infer.batch_size)")
+    p.add_argument("--no-seeds", action="store_true", help="write only the CAM files")
+
     p = sub.add_parser("eval", help="score a folder of PNG masks against ground-truth PNGs")
     p.add_argument("--pred", required=True, help="folder of predicted masks <name>.png")
     p.add_argument("--gt", required=True, help="folder of ground-truth masks <name>.png")
@@ -97,6 +119,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.run(args.config, args, stages=stages, restart=args.restart)
     if args.command in STAGE_VERBS:
         return commands.run(args.config, args, stages=[STAGE_VERBS[args.command]], restart=args.restart)
+    if args.command == "cam":
+        from .cam import cam
+
+        return cam(args)
     if args.command == "eval":
         return commands.evaluate(args)
     if args.command == "check-data":

@@ -2,7 +2,8 @@
 
 Stages talk only through these files, so any stage can start from files a user brings: CAMs as
 ``<name>.npz`` (``cams``: float16 ``(n, H, W)`` for the ``n`` present classes, ``classes``: their
-0-based foreground indices), masks as palette PNGs ``<name>.png`` with values 0..C and 255.
+0-based foreground indices; plain or compressed ``np.savez``), masks as palette PNGs ``<name>.png``
+with values 0..C and 255.
 """
 
 from __future__ import annotations
@@ -19,13 +20,22 @@ from ..errors import DataError
 from ..interfaces import WSSSDataset
 
 
-def save_cams(path: str | Path, cams: torch.Tensor, labels: torch.Tensor) -> None:
-    """Save one image's CAMs ``(C, H, W)`` keeping only the classes present in ``labels`` ``(C,)``."""
-    present = torch.nonzero(labels > 0.5).flatten()
-    arr = cams[present].detach().cpu().numpy().astype(np.float16)
+def save_cams(path: str | Path, cams: torch.Tensor, labels: torch.Tensor, compress: bool = False) -> torch.Tensor:
+    """Save one image's CAMs ``(C, H, W)`` keeping only the classes present in ``labels`` ``(C,)``.
+
+    ``compress`` writes with ``np.savez_compressed`` (smaller, slower); :func:`load_cams` reads
+    both. Returns what :func:`load_cams` will read back: float32 ``(C, H, W)`` on the CPU, the
+    present classes rounded to float16, zeros elsewhere (seeds made from it match the file's).
+    """
+    present = torch.nonzero(labels.detach().cpu() > 0.5).flatten()
+    arr = cams.detach().float().cpu()[present].numpy().astype(np.float16)
+    writer = np.savez_compressed if compress else np.savez
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, cams=arr, classes=present.cpu().numpy().astype(np.int64))
+            writer(fh, cams=arr, classes=present.numpy().astype(np.int64))
+    stored = torch.zeros(cams.shape, dtype=torch.float32)
+    stored[present] = torch.from_numpy(arr.astype(np.float32))
+    return stored
 
 
 def load_cams(path: str | Path, num_classes: int) -> torch.Tensor:

@@ -20,11 +20,12 @@ from ..data.image_io import save_mask_png
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError
-from ..interfaces import cams_to_seeds
-from ..weights import load_state_dict
-from .artifacts import MaskTargetDataset, load_cams, save_cams
+from ..weights import load_state_dict, load_weights_into
+from .artifacts import MaskTargetDataset, load_cams
+from .cam_export import export_cams, seed_from_cam_file
 from .context import SPLITS, RunContext
 from .evaluation import evaluate_cams, evaluate_masks
+from .items import all_exist, item_names, same_size_batches
 
 
 def _train_config(ctx: RunContext, section: str) -> TrainConfig:
@@ -36,23 +37,14 @@ def _train_config(ctx: RunContext, section: str) -> TrainConfig:
 
 def _load_model(ctx: RunContext, node_key: str, weights: Path, **extra: Any) -> torch.nn.Module:
     model = build(ctx.get(node_key), node_key, **extra)
-    model.load_state_dict(load_state_dict(weights))
+    load_weights_into(model, load_state_dict(weights), source=f"weights file {weights}")
     return model.to(ctx.device).eval()
-
-
-def _all_exist(folder: Path, names: Iterable[str], suffix: str) -> bool:
-    return all((folder / f"{n}{suffix}").exists() for n in names)
-
-
-def _names(ds: Any) -> list[str]:
-    names = getattr(ds, "names", None)
-    return list(names) if names is not None else [ds[i]["name"] for i in range(len(ds))]
 
 
 def _pending(ctx: RunContext, split: str, folder: str, suffix: str) -> tuple[Any, list[str], Path, list[int]]:
     """``(dataset, names, output folder, indices of this shard without an output file yet)``."""
     ds = ctx.dataset(split)
-    names = _names(ds)
+    names = item_names(ds)
     out = ctx.path(folder, split)
     todo = [i for i in ctx.items(ds) if not (out / f"{names[i]}{suffix}").exists()]
     return ds, names, out, todo
@@ -69,27 +61,33 @@ def train_cam(ctx: RunContext) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- cams
-def cams(ctx: RunContext) -> dict[str, Any] | None:
+def cam_infer_settings(ctx: RunContext) -> tuple[tuple[float, ...], bool, int]:
+    """``cam.infer`` as ``(scales, flip, batch_size)``."""
     infer = dict(ctx.get("cam.infer", {}) or {})
     check_keys(infer, ("scales", "flip", "batch_size"), "cam.infer")
-    scales = tuple(float(s) for s in infer.get("scales", (1.0,)))
-    flip = bool(infer.get("flip", False))
-    batch_size = int(infer.get("batch_size", 1))
-    model = _load_model(ctx, "cam.model", ctx.path("train_cam", "model.pt"), num_classes=ctx.num_classes)
+    try:
+        scales = tuple(float(s) for s in infer.get("scales", (1.0,)))
+        batch_size = int(infer.get("batch_size", 1))
+    except (TypeError, ValueError):
+        raise ConfigError(f"cam.infer: scales must be a list of numbers and batch_size an integer, got "
+                          f"{infer.get('scales')!r} and {infer.get('batch_size')!r}") from None
+    if not scales or any(not s > 0 for s in scales) or batch_size < 1:
+        raise ConfigError(f"cam.infer: scales must be positive numbers and batch_size >= 1, got "
+                          f"{list(scales)} and {batch_size}")
+    return scales, bool(infer.get("flip", False)), batch_size
+
+
+def cams(ctx: RunContext) -> dict[str, Any] | None:
+    scales, flip, batch_size = cam_infer_settings(ctx)
+    model = None
     complete = True
     for split in SPLITS:
         ds, names, out, todo = _pending(ctx, split, "cams", ".npz")
-        bar = tqdm(total=len(todo), desc=f"CAMs [{split}]", unit="img")
-        for batch in _same_size_batches(ds, todo, batch_size):
-            images = torch.stack([s["image"] for s in batch]).to(ctx.device)
-            labels = torch.stack([s["labels"] for s in batch])
-            with torch.no_grad():
-                cam = model.cams(images, labels.to(ctx.device), scales=scales, flip=flip)
-            for s, c, y in zip(batch, cam, labels):
-                save_cams(out / f"{s['name']}.npz", c, y)
-            bar.update(len(batch))
-        bar.close()
-        complete &= _all_exist(out, names, ".npz")
+        if todo and model is None:
+            model = _load_model(ctx, "cam.model", ctx.path("train_cam", "model.pt"), num_classes=ctx.num_classes)
+        export_cams(model, ds, todo, out, scales=scales, flip=flip, batch_size=batch_size, device=ctx.device,
+                    desc=f"CAMs [{split}]", where=f"data.{split}")
+        complete &= all_exist(out, names, ".npz")
     if not complete:
         return None
     return {split: evaluate_cams(ctx, split) for split in SPLITS}
@@ -119,9 +117,9 @@ def seeds(ctx: RunContext) -> dict[str, Any] | None:
     for split in SPLITS:
         _, names, out, todo = _pending(ctx, split, "seeds", ".png")
         for i in tqdm(todo, desc=f"seeds [{split}]", unit="img"):
-            cam = load_cams(ctx.path("cams", split, f"{names[i]}.npz"), ctx.num_classes)
-            save_mask_png(out / f"{names[i]}.png", cams_to_seeds(cam[None], threshold)[0], palette)
-        complete &= _all_exist(out, names, ".png")
+            seed_from_cam_file(ctx.path("cams", split, f"{names[i]}.npz"), out / f"{names[i]}.png",
+                               ctx.num_classes, threshold, palette)
+        complete &= all_exist(out, names, ".png")
     if not complete:
         return None
     result = {split: evaluate_masks(ctx, split, ctx.path("seeds", split)) for split in SPLITS}
@@ -140,18 +138,6 @@ def _refiner(ctx: RunContext) -> Any:
     return build(node, "refiner")
 
 
-def _same_size_batches(ds: Any, indices: list[int], batch_size: int) -> Iterable[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for i in indices:
-        sample = ds[i]
-        if batch and (len(batch) == batch_size or batch[0]["image"].shape != sample["image"].shape):
-            yield batch
-            batch = []
-        batch.append(sample)
-    if batch:
-        yield batch
-
-
 def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
     opts = dict(ctx.get("pseudo_masks", {}) or {})
     check_keys(opts, ("batch_size",), "pseudo_masks")
@@ -161,7 +147,7 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
     for split in SPLITS:
         ds, names, out, todo = _pending(ctx, split, "pseudo_masks", ".png")
         bar = tqdm(total=len(todo), desc=f"pseudo masks [{split}]", unit="img")
-        for batch in _same_size_batches(ds, todo, int(opts.get("batch_size", 8))):
+        for batch in same_size_batches(ds, todo, int(opts.get("batch_size", 8))):
             images = torch.stack([s["image"] for s in batch])
             labels = torch.stack([s["labels"] for s in batch])
             cam = torch.stack([load_cams(ctx.path("cams", split, f"{s['name']}.npz"), ctx.num_classes)
@@ -172,7 +158,7 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
                 save_mask_png(out / f"{s['name']}.png", m, palette)
             bar.update(len(batch))
         bar.close()
-        complete &= _all_exist(out, names, ".png")
+        complete &= all_exist(out, names, ".png")
     if not complete:
         return None
     return {split: evaluate_masks(ctx, split, ctx.path("pseudo_masks", split)) for split in SPLITS}
@@ -223,7 +209,7 @@ def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
         with torch.no_grad():
             prob = predict(model, ds[i]["image"][None].to(ctx.device), scales, bool(infer.get("flip", False)))
         save_mask_png(path, prob.argmax(1)[0], palette)
-    if not _all_exist(out, names, ".png"):
+    if not all_exist(out, names, ".png"):
         return None
     return {"eval": evaluate_masks(ctx, "eval", out)}
 
@@ -237,4 +223,4 @@ STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any] | None]] = {
     "eval": evaluate_head,
 }
 
-__all__ = ["STAGE_FUNCTIONS", "bg_threshold", "predict"]
+__all__ = ["STAGE_FUNCTIONS", "bg_threshold", "cam_infer_settings", "predict"]

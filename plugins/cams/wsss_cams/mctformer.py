@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,8 @@ class MCTformer(wsss_kit.CAMGenerator):
         version: 1 (class tokens only) or 2 (plus the patch-token convolution classifier).
         backbone: a timm ViT name (``deit_small_patch16_224`` as in the papers; ``test_vit`` or
             ``deit_tiny_patch16_224`` for tests). The ViT's own head and final norm are unused.
+        backbone_kwargs: extra keywords for ``timm.create_model`` that reshape the ViT, e.g.
+            ``{patch_size: 8, depth: 6}`` for small images.
         weights: ImageNet initialisation of the ViT (local file, ``released:deit_small_imagenet``
             or a ``timm:`` tag); the CLS token and its position embedding are replicated ``C`` times
             and the position grid resized to ``img_size``. ``None``: random (trunc-normal) init.
@@ -75,6 +77,7 @@ class MCTformer(wsss_kit.CAMGenerator):
         num_classes: int,
         version: int = 2,
         backbone: str = "deit_small_patch16_224",
+        backbone_kwargs: Mapping[str, Any] | None = None,
         weights: str | os.PathLike[str] | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
         img_size: int = 224,
@@ -108,7 +111,7 @@ class MCTformer(wsss_kit.CAMGenerator):
         self.scales = scales
         self.flip = bool(flip)
 
-        vit = self._build_vit(backbone, weights, img_size, drop_rate, drop_path_rate)
+        vit = self._build_vit(backbone, dict(backbone_kwargs or {}), weights, img_size, drop_rate, drop_path_rate)
         depth = len(vit.blocks)
         if isinstance(cam_layers, bool) or not isinstance(cam_layers, int) or not 1 <= cam_layers <= depth:
             raise ValueError(f"cam_layers must be an int in 1..{depth} (the backbone's depth); got {cam_layers!r}")
@@ -140,9 +143,13 @@ class MCTformer(wsss_kit.CAMGenerator):
 
     # ------------------------------------------------------------------ construction
     @staticmethod
-    def _build_vit(backbone: str, weights: Any, img_size: int, drop_rate: float,
+    def _build_vit(backbone: str, extra: dict[str, Any], weights: Any, img_size: int, drop_rate: float,
                    drop_path_rate: float) -> VisionTransformer:
-        kwargs = dict(num_classes=0, img_size=img_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+        reserved = {"num_classes", "img_size", "drop_rate", "drop_path_rate", "pretrained"} & set(extra)
+        if reserved:
+            raise ValueError(f"backbone_kwargs must not set {sorted(reserved)}: they are MCTformer's own "
+                             f"arguments (pass them directly)")
+        kwargs = dict(extra, num_classes=0, img_size=img_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         is_tag = isinstance(weights, str) and weights.startswith("timm:")
         try:
             vit = create_timm_model(

@@ -1,0 +1,36 @@
+"""Every config shipped under benchmarks/ is complete and valid: known plugins and keywords, a
+well-formed training recipe and augmentation, even where its data (VOC, COCO) is not on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wsss_kit.config import check_keys, load_config, validate
+from wsss_kit.data.transforms import build_augment
+from wsss_kit.engine import TrainConfig
+from wsss_kit.pipeline.context import TOP_LEVEL_KEYS
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").rglob("*.yaml"))
+
+
+def test_configs_are_found():
+    assert len(CONFIGS) >= 6
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_benchmark_config_is_valid(path: Path):
+    cfg = load_config(path)
+    check_keys(cfg, TOP_LEVEL_KEYS, str(path))
+    for key, value in cfg.items():
+        validate(value, key)
+    assert "train" in cfg["data"] and "eval" in cfg["data"]
+    for section in ("cam", "head"):
+        if section in cfg and "train" in cfg[section]:
+            config = TrainConfig.from_dict(cfg[section]["train"], where=f"{section}.train")
+            assert config.steps > 0
+            if config.warmup_steps:
+                assert config.warmup_steps < config.steps
+        if section in cfg and cfg[section].get("augment"):
+            assert build_augment(cfg[section]["augment"]) is not None

@@ -1,0 +1,195 @@
+"""``wsss cam CONFIG``: CAM files and seed masks of one split from a CAM network, without a pipeline.
+
+Reads a run config (``data.<split>``, ``cam.model``, ``cam.infer``, ``seeds.bg_threshold``,
+``run_dir``, ``device``, ``seed``) and writes ``<out>/cams/<split>/<name>.npz`` and
+``<out>/seeds/<split>/<name>.png`` for this process's shard, skipping existing files. The loop is
+:func:`wsss_kit.pipeline.cam_export.export_cams`, the one the pipeline's ``cams`` stage runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import write_text
+from ..config import build, check_keys, is_node, load_config
+from ..engine import seed_everything
+from ..errors import ConfigError, WeightsError
+from ..interfaces import WSSSDataset
+from ..pipeline.cam_export import ExportCounts, export_cams, record_settings, weights_digest
+from ..pipeline.context import RunContext, Shard
+from ..pipeline.evaluation import has_ground_truth, score_mask_files, sweep_cam_files
+from ..pipeline.items import all_exist, item_names
+from ..pipeline.stages import cam_infer_settings
+from ..weights import load_state_dict, load_weights_into, resolve
+
+
+def threshold_setting(args: argparse.Namespace, ctx: RunContext) -> float | str:
+    """``--bg-threshold``, else ``seeds.bg_threshold`` (default ``auto``): a number or ``"auto"``."""
+    check_keys(ctx.get("seeds", {}) or {}, ("bg_threshold",), "seeds")
+    if args.bg_threshold is not None:
+        value, where = args.bg_threshold, "--bg-threshold"
+    else:
+        value, where = ctx.get("seeds.bg_threshold", "auto"), "seeds.bg_threshold"
+    if value == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} must be a number (e.g. 0.25) or 'auto', got {value!r}")
+    return number
+
+
+def load_cam_model(ctx: RunContext, num_classes: int, checkpoint: str | None,
+                   run_dir: Path) -> tuple[torch.nn.Module, str]:
+    """Build ``cam.model`` (``num_classes`` = C) on the run's device in eval mode and load its weights:
+    ``checkpoint``, else ``<run_dir>/train_cam/model.pt`` when it exists, else none (the model as
+    built, which may load its own checkpoint through a constructor argument). Returns the model and
+    a line saying which weights it has."""
+    node = ctx.get("cam.model")
+    if not is_node(node):
+        raise ConfigError(f"{ctx.source}: cam.model must be a CAM network node like "
+                          "{type: cams/resnet_cam, backbone: resnet50}")
+    seed_everything(ctx.seed)  # parts left at random initialisation are then the same in every shard
+    model = build(node, "cam.model", num_classes=num_classes)
+    trained = run_dir / "train_cam" / "model.pt"
+    if checkpoint is not None:
+        path = resolve(checkpoint, purpose="--checkpoint")
+        if not isinstance(path, Path):
+            raise WeightsError(f"--checkpoint {checkpoint!r} is a hub tag; pass a checkpoint file (a state dict)")
+        load_weights_into(model, load_state_dict(path), source=f"checkpoint {path}")
+        used = f"--checkpoint {path}"
+    elif trained.is_file():
+        load_weights_into(model, load_state_dict(trained), source=f"trained CAM network {trained}")
+        used = f"{trained} (the trained CAM network of run_dir)"
+    else:
+        used = (f"{node['type']} as built from cam.model's own arguments (no --checkpoint, and no "
+                f"{trained})")
+    return model.to(ctx.device).eval(), used
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def cam(args: argparse.Namespace) -> int:
+    """Compute the CAMs and seeds of one split for this shard; score them once the split is done."""
+    cfg = load_config(args.config, args.overrides)
+    run_dir = Path(cfg.get("run_dir") or "runs/default")
+    out = Path(args.out) if args.out else run_dir
+    shard = Shard.parse(args.shard)
+    ctx = RunContext(cfg, out, shard=shard, source=args.config)
+    split, where = args.split, f"data.{args.split}"
+    scales, flip, batch_size = cam_infer_settings(ctx)
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+        batch_size = args.batch_size
+    threshold = None if args.no_seeds else threshold_setting(args, ctx)
+    ds = ctx.dataset(split)
+    if threshold == "auto" and not has_ground_truth(ds):
+        raise ConfigError(f"bg_threshold 'auto' picks the best threshold against ground-truth masks, and {where} "
+                          "has none; pass a number, e.g. --bg-threshold 0.25 (or --no-seeds)")
+    names = item_names(ds)
+    mine = list(shard.indices(len(ds)))
+    cam_dir, seed_dir = out / "cams" / split, out / "seeds" / split
+    print(f"wsss cam: {where}: {ds.describe()}; shard {shard.rank}/{shard.count}: {len(mine)} images")
+
+    model = None
+    if any(not (cam_dir / f"{names[i]}.npz").exists() for i in mine):
+        model, used = load_cam_model(ctx, ds.num_classes, args.checkpoint, run_dir)
+        print(f"weights: {used}")
+        record_settings(cam_dir, {"model": f"{type(model).__module__}.{type(model).__qualname__}",
+                                  "weights_sha256": weights_digest(model), "scales": list(scales),
+                                  "flip": flip}, "CAM files")
+    else:
+        print("weights: not needed (every CAM file of this shard exists)")
+    common: dict[str, Any] = dict(scales=scales, flip=flip, batch_size=batch_size, palette=ds.palette,
+                                  device=ctx.device, compress=args.compress, where=where)
+    fixed = threshold if isinstance(threshold, float) else None
+    if fixed is not None:
+        record_settings(seed_dir, {"bg_threshold": fixed}, "seeds")
+    counts = export_cams(model, ds, mine, cam_dir, seed_dir=seed_dir if fixed is not None else None,
+                         threshold=fixed, desc=f"CAMs [{split}]", **common)
+    cams_done = all_exist(cam_dir, names, ".npz")
+    cam_score = None
+    if threshold == "auto":
+        if not cams_done:
+            print(f"seeds: bg_threshold 'auto' needs every CAM file of {where}, and other shards' are still "
+                  f"missing; rerun once they are done (or pass --bg-threshold)")
+            _report(counts, shard, cam_dir, None)
+            return 0
+        cam_score = sweep_cam_files(ds, cam_dir, ds.num_classes, desc=f"score CAMs [{split}]")
+        fixed = float(cam_score["best_threshold"])
+        print(f"bg threshold: {fixed:.2f} (auto: the best of the CAM sweep on {where})")
+        record_settings(seed_dir, {"bg_threshold": fixed}, "seeds")
+        seeded = export_cams(None, ds, mine, cam_dir, seed_dir=seed_dir, threshold=fixed,
+                             desc=f"seeds [{split}]", **common)
+        counts = ExportCounts(computed=counts.computed, seeded=seeded.seeded, skipped=seeded.skipped)
+    _report(counts, shard, cam_dir, seed_dir if fixed is not None else None)
+
+    seeds_done = fixed is None or all_exist(seed_dir, names, ".png")
+    if not (cams_done and seeds_done):
+        have = sum((cam_dir / f"{n}.npz").exists() for n in names)
+        seeds = "" if fixed is None else f", {sum((seed_dir / f'{n}.png').exists() for n in names)} seeds"
+        print(f"other shards pending: {have} of {len(names)} CAM files{seeds} exist; the split is scored "
+              "when all are done")
+        return 0
+    summary = _summary(ds, where, cam_dir, seed_dir if fixed is not None else None, fixed, cam_score,
+                       fresh=counts.computed + counts.seeded > 0)
+    _print_summary(summary, where)
+    print(f"summary: {cam_dir / 'summary.json'}")
+    return 0
+
+
+def _report(counts: ExportCounts, shard: Shard, cam_dir: Path, seed_dir: Path | None) -> None:
+    print(f"shard {shard.rank}/{shard.count}: {counts.computed} CAMs computed, {counts.seeded} seeds made from "
+          f"existing CAM files, {counts.skipped} already complete")
+    print(f"CAMs: {cam_dir}" + (f"  seeds: {seed_dir}" if seed_dir is not None else ""))
+
+
+def _summary(ds: WSSSDataset, where: str, cam_dir: Path, seed_dir: Path | None, threshold: float | None,
+             cam_score: dict[str, Any] | None, fresh: bool) -> dict[str, Any]:
+    """Scores of a finished split, written to ``cam_dir/summary.json`` (reused when nothing changed)."""
+    path = cam_dir / "summary.json"
+    if not fresh and path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("bg_threshold") == threshold and old.get("images") == len(ds):
+            return old
+    seed_score = None
+    if not has_ground_truth(ds):  # checked once here: without ground truth it reads the whole split
+        cam_score, seed_score = {"miou": None, "best_threshold": None}, {"miou": None}
+    elif cam_score is None:
+        cam_score = sweep_cam_files(ds, cam_dir, ds.num_classes, desc="score CAMs")
+    if seed_dir is not None and seed_score is None:
+        seed_score = score_mask_files(ds, seed_dir, ds.num_classes, desc="score seeds")
+    summary: dict[str, Any] = {
+        "dataset": where,
+        "images": len(ds),
+        "classes": ["background", *ds.class_names],
+        "cams": cam_score,
+        "bg_threshold": threshold,
+        "seeds": None if seed_dir is None else seed_score,
+    }
+    write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], where: str) -> None:
+    cams = summary["cams"]
+    if cams.get("miou") is None:
+        print(f"{where} has no ground truth: CAMs and seeds are not scored")
+        return
+    print(f"CAM sweep: best threshold {cams['best_threshold']:.2f}, mIoU {_percent(cams['miou'])}")
+    if summary["seeds"] is not None:
+        print(f"seeds (threshold {summary['bg_threshold']:.2f}): mIoU {_percent(summary['seeds']['miou'])}")
