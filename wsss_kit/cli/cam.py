@@ -64,7 +64,10 @@ def load_cam_model(ctx: RunContext, num_classes: int, checkpoint: str | None,
         path = resolve(checkpoint, purpose="--checkpoint")
         if not isinstance(path, Path):
             raise WeightsError(f"--checkpoint {checkpoint!r} is a hub tag; pass a checkpoint file (a state dict)")
-        load_weights_into(model, load_state_dict(path), source=f"checkpoint {path}")
+        if callable(getattr(model, "load_checkpoint", None)):
+            model.load_checkpoint(str(path))  # the plugin knows its authors' layouts and converts them
+        else:
+            load_weights_into(model, load_state_dict(path), source=f"checkpoint {path}")
         used = f"--checkpoint {path}"
     elif trained.is_file():
         load_weights_into(model, load_state_dict(trained), source=f"trained CAM network {trained}")

@@ -15,7 +15,8 @@ DIST = "wsss-kit-cams"
 def test_registry_lists_the_plugins_with_distribution_and_version():
     version = importlib.metadata.version(DIST)
     found = {(i.kind, i.name): i for i in wsss_kit.list_plugins(load=True) if i.dist == DIST}
-    assert set(found) == {("cams", "resnet_cam"), ("losses", "multilabel_soft_margin")}
+    assert set(found) == {("cams", "resnet_cam"), ("cams", "mctformer_v1"), ("cams", "mctformer_v2"),
+                          ("losses", "multilabel_soft_margin")}
     for info in found.values():
         assert info.version == version
         assert info.status == "ok", info.error

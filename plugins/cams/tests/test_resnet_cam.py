@@ -81,8 +81,9 @@ def test_seeds_use_the_background_threshold_and_never_pick_absent_classes():
     assert torch.all(model.seeds(cams, bg_threshold=1.0) == 0)
 
 
-def test_gradients_reach_trainable_parameters_and_not_the_frozen_stem():
-    model = make().train()
+@pytest.mark.parametrize("frozen_stages", [2, 0])
+def test_gradients_reach_trainable_parameters_and_not_the_frozen_parts(frozen_stages):
+    model = make(frozen_stages=frozen_stages).train()
     with torch.no_grad():
         # timm zero-initialises each block's last BN scale, which would zero the gradient of the
         # convolutions before it; give every BN a non-zero scale so the check sees every weight
@@ -91,10 +92,11 @@ def test_gradients_reach_trainable_parameters_and_not_the_frozen_stem():
                 m.weight.uniform_(0.5, 1.5)
     out = model(torch.rand(2, 3, 64, 64), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
     out["loss"].backward()
-    stem_ids = {id(p) for name in ("conv1", "bn1") for p in getattr(model.backbone, name).parameters()}
-    assert stem_ids
+    frozen = ("conv1", "bn1") + tuple(f"layer{i + 1}" for i in range(frozen_stages))
+    frozen_ids = {id(p) for name in frozen for p in getattr(model.backbone, name).parameters()}
+    assert frozen_ids
     for name, p in model.named_parameters():
-        if id(p) in stem_ids:
+        if id(p) in frozen_ids:
             assert not p.requires_grad and p.grad is None, name
         else:
             assert p.requires_grad, name
@@ -102,7 +104,8 @@ def test_gradients_reach_trainable_parameters_and_not_the_frozen_stem():
 
 
 def test_frozen_stem_batchnorm_stays_in_eval_mode():
-    model = make().train()
+    # ordinary BatchNorm elsewhere (fixed_bn=False) and no frozen residual stage
+    model = make(fixed_bn=False, frozen_stages=0).train()
     assert not model.backbone.bn1.training and model.backbone.layer1.training
     before = model.backbone.bn1.running_mean.clone()
     inner = next(m for m in model.backbone.layer1.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -113,7 +116,7 @@ def test_frozen_stem_batchnorm_stays_in_eval_mode():
     model.eval().train()
     assert not model.backbone.bn1.training
 
-    unfrozen = make(freeze_stem=False).train()
+    unfrozen = make(freeze_stem=False, fixed_bn=False).train()
     assert unfrozen.backbone.bn1.training
     assert all(p.requires_grad for p in unfrozen.parameters())
 
@@ -149,7 +152,7 @@ def test_other_backbones_and_output_strides():
         assert model.raw_cams(torch.rand(1, 3, 64, 64)).shape == (1, 2, 8, 8)
     assert model.feature_dim == 512
     # stems under other names are found and frozen too
-    effnet = make(backbone="test_efficientnet")
+    effnet = make(backbone="test_efficientnet", dilate_last_stage=True, frozen_stages=0)
     assert not any(p.requires_grad for p in effnet.backbone.conv_stem.parameters())
     assert all(p.requires_grad for p in effnet.backbone.blocks.parameters())
 
