@@ -199,7 +199,8 @@ def test_register_checks_declared_version():
 def test_builtins_register_through_entry_points():
     infos = {(i.kind, i.name): i for i in wsss_kit.list_plugins()}
     for key in [("datasets", "synthetic"), ("datasets", "voc2012"), ("datasets", "coco2014"),
-                ("datasets", "folder"), ("refiners", "dense_crf")]:
+                ("datasets", "folder"), ("refiners", "dense_crf"), ("prompts", "template"),
+                ("prompts", "coop"), ("prompts", "defo"), ("prompts", "target_opt")]:
         assert key in infos, key
         assert infos[key].dist == "wsss-kit"
         assert infos[key].version == wsss_kit.__version__

@@ -79,13 +79,29 @@ def cams_to_seeds(cams: torch.Tensor, bg_threshold: float) -> torch.Tensor:
 class PromptStrategy(nn.Module, abc.ABC):
     """Turns class names into text-encoder inputs or text embeddings; may own parameters.
 
-    A fixed strategy returns prompt strings; a learnable one returns embeddings ``(K, D)``
-    from a text encoder it is given. The CLIP-specific details live with the CLIP access code.
+    The convention for CLIP-based strategies (the core's ``template``, ``coop``, ``defo``,
+    ``target_opt``): ``forward(class_names, clip=clip)`` returns text features ``(K, E)``, one row
+    per class in order, computed with the :class:`wsss_kit.clip.CLIPModel` it is given (the
+    strategy never owns the CLIP model, so its parameters and state dict hold only its own
+    learnable vectors). Further keyword context (an image, CAMs) is strategy-specific. A
+    strategy with fixed text also implements :meth:`prompts`. The CLIP-specific details live
+    with the CLIP access code (:mod:`wsss_kit.clip`).
     """
+
+    learnable: bool = False
+    """Whether the strategy owns parameters that training should update."""
 
     @abc.abstractmethod
     def forward(self, class_names: Sequence[str], **context: Any) -> Any:
         """Prompts or text embeddings for ``class_names`` (one per class, in order)."""
+
+    def prompts(self, class_names: Sequence[str]) -> list[str]:
+        """The prompt strings for ``class_names`` (fixed-text strategies only).
+
+        Raises:
+            NotImplementedError: the strategy has no fixed text (learnable vectors).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fixed prompt text")
 
 
 class Refiner(abc.ABC):

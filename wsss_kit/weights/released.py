@@ -23,6 +23,8 @@ class ReleasedCheckpoint:
     sha256: str | None = None
     """Hex SHA-256 of the file, or a prefix of it (torch.hub's 8-digit convention); None if unknown."""
     notes: str = ""
+    hub_tags: tuple[str, ...] = ()
+    """Hub tags (``open_clip:<model>/<tag>``, ``timm:<model>.<tag>``) that name the same weights."""
 
 
 RELEASED: dict[str, ReleasedCheckpoint] = {
@@ -63,6 +65,7 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "cams/resnet_cam (ImageNet initialisation)",
         "19c8e357",
         "Also reachable as timm:resnet50.tv_in1k when the Hugging Face cache holds it.",
+        ("timm:resnet50.tv_in1k",),
     ),
     "weakclip_voc": ReleasedCheckpoint(
         "weakclip_voc.pth",
@@ -95,6 +98,7 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
         "A TorchScript archive; open_clip reads it given the path. Equivalent tag: "
         "open_clip:ViT-B-16/openai.",
+        ("open_clip:ViT-B-16/openai",),
     ),
     "clip_vit_b32_openai": ReleasedCheckpoint(
         "ViT-B-32.pt",
@@ -103,6 +107,7 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
         "A TorchScript archive; open_clip reads it given the path. Equivalent tag: "
         "open_clip:ViT-B-32/openai.",
+        ("open_clip:ViT-B-32/openai",),
     ),
 }
 

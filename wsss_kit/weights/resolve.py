@@ -139,10 +139,16 @@ def _hf_cached(repo_id: str, filenames: list[str]) -> bool:
 
 
 def _offline_error(tag: str, purpose: str, where: str) -> WeightsError:
+    same = [(name, entry) for name, entry in sorted(RELEASED.items()) if tag in entry.hub_tags]
+    bring = ""
+    if same:
+        name, entry = same[0]
+        bring = (f"; the same weights as a file: save {entry.filename!r} (from {entry.source}) as "
+                 f"{weights_dir() / entry.filename} and pass 'released:{name}'")
     return WeightsError(
         f"{purpose}: pretrained tag {tag!r} is not in the local cache ({where}) and HF_HUB_OFFLINE=1 "
         f"forbids downloading it; download the weights on a machine with network access and pass the "
-        f"local file instead (a path or 'released:<name>'), or unset HF_HUB_OFFLINE"
+        f"local file instead (a path or 'released:<name>'), or unset HF_HUB_OFFLINE{bring}"
     )
 
 

@@ -1,0 +1,53 @@
+"""CLIP access: one place that builds open_clip models and exposes what WSSS methods need.
+
+::
+
+    from wsss_kit.clip import load_clip
+
+    clip = load_clip("ViT-B-16", weights="released:clip_vit_b16_openai", normalization="imagenet",
+                     pos_interpolation="bilinear")            # frozen, eval, fp16 autocast on CUDA
+    feats = clip.dense_features(images, layers=(3, 5, 7, 11))  # maps (B, 768, H/16, W/16) + pixels
+    text = clip.encode_text(["a photo of cat.", "a photo of dog."])       # (2, 512), cached
+    prompts = clip.tokenize_prompts(["cat", "dog"], template=None, context_length=5)
+    emb = clip.encode_text_with_context(prompts, ctx, position="after_start")   # ctx (8, 512)
+
+Importing this package does not import open_clip; building a model does. The tiny random
+architecture ``"wsss-tiny-clip"`` (:data:`TINY_CLIP`) serves tests and the demo.
+"""
+
+from .configs import CONFIG_DIR, TINY_CLIP, register_model_configs
+from .image import DenseFeatures, interpolate_pos_embed
+from .loading import build_open_clip_model, load_clip
+from .model import CLIPModel
+from .preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PRECISIONS, autocast_for
+from .text import (
+    POSITIONS,
+    ContextPosition,
+    TokenizedPrompts,
+    assemble_prompt_embeddings,
+    encode_prompt_embeddings,
+    tokenize_prompts,
+)
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "CONFIG_DIR",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "POSITIONS",
+    "PRECISIONS",
+    "TINY_CLIP",
+    "CLIPModel",
+    "ContextPosition",
+    "DenseFeatures",
+    "TokenizedPrompts",
+    "assemble_prompt_embeddings",
+    "autocast_for",
+    "build_open_clip_model",
+    "encode_prompt_embeddings",
+    "interpolate_pos_embed",
+    "load_clip",
+    "register_model_configs",
+    "tokenize_prompts",
+]
