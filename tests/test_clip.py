@@ -109,6 +109,14 @@ def test_bad_images_and_layers_raise(clip: CLIPModel) -> None:
         clip.encode_image(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
 
 
+def test_encode_image_can_skip_its_normalisation(clip: CLIPModel) -> None:
+    images = torch.rand(2, 3, 64, 64)
+    expected = clip.encode_image(images)
+    assert torch.allclose(clip.encode_image(clip.normalize(images), normalized=True), expected, atol=ATOL)
+    with pytest.raises(ValueError, match="floating point"):
+        clip.encode_image(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), normalized=True)
+
+
 def test_imagenet_normalisation_and_options() -> None:
     model = load_clip(TINY_CLIP, normalization="imagenet", pos_interpolation="bilinear", precision="fp32")
     assert torch.allclose(model.mean.flatten(), torch.tensor(IMAGENET_MEAN))

@@ -161,13 +161,22 @@ class CLIPModel(nn.Module):
             raise ValueError(f"images must be floating point in [0, 1], got {images.dtype}")
         return (images.float() - self.mean) / self.std
 
-    def encode_image(self, images: Tensor) -> Tensor:
+    def encode_image(self, images: Tensor, *, normalized: bool = False) -> Tensor:
         """Image embeddings ``(B, E)``: projected, **not** L2-normalised, float32.
 
         ``images``: ``(B, 3, H, W)`` RGB in [0, 1], any size ≥ one patch (ViT towers resize their
         position embedding to the patch grid; other towers get the images as they are).
+        ``normalized=True``: the images are already normalised as the caller wants and go to the
+        tower as they are, skipping this model's ``normalization`` (CLIMS feeds CLIP with
+        CAM-masked ImageNet-normalised images).
         """
-        x = self.normalize(images)
+        if normalized:
+            if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+                raise ValueError(f"images must be floating point (B, 3, H, W), got shape {tuple(images.shape)} "
+                                 f"and dtype {images.dtype}")
+            x = images.float()
+        else:
+            x = self.normalize(images)
         with self.autocast(x.device.type):
             if not _is_vit(self.visual):
                 return self.model.encode_image(x).float()
