@@ -81,6 +81,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     rows = {}
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    if load_before[0] > 1.0:
+        print(f"note: load average {load_before[0]} before measuring; other processes share the CPU", file=sys.stderr)
     for name in models:
         cmd = [sys.executable, __file__, "--child", name, "--size", str(args.size), "--scales", args.scales,
                "--images", str(args.images), "--device", args.device] + (["--amp"] if args.amp else [])
@@ -97,6 +100,7 @@ def main() -> int:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     record = {"size": args.size, "scales": list(scales), "flip": True, "classes_present": 20, "amp": args.amp,
               "device": args.device, "device_name": device_name, "cpus": os.cpu_count(),
+              "load_average_before": load_before,
               "torch_threads": torch.get_num_threads(), "results": rows}
     out = Path(args.results or RESULTS / f"cam_throughput_{args.device}{'_amp' if args.amp else ''}.json")
     write_text(out, json.dumps(record, indent=2) + "\n")
