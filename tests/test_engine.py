@@ -125,6 +125,34 @@ def test_finished_run_is_skipped_and_loaded(tmp_path: Path) -> None:
         train(make_model(), ToyDataset(), cfg(steps=5), tmp_path)
 
 
+class NamedToyCAM(ToyCAM):
+    """Records the image ids the training step passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Any] = []
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                names: list[str] | None = None) -> dict[str, torch.Tensor]:
+        self.seen.append(names)
+        return super().forward(images, labels)
+
+
+def test_default_step_passes_image_ids_to_a_forward_that_declares_names(tmp_path: Path) -> None:
+    from wsss_kit.engine import default_step
+
+    model = NamedToyCAM()
+    train(model, ToyDataset(), cfg(steps=2, batch_size=4), tmp_path / "named")
+    assert len(model.seen) == 2 and all(isinstance(n, list) and len(n) == 4 for n in model.seen)
+    assert all(isinstance(i, str) and i.startswith("img_") for n in model.seen for i in n)  # default collate
+    batch = {"image": torch.rand(1, 3, 8, 8), "labels": torch.ones(1, NUM_CLASSES), "name": ["a"]}
+    default_step(model, {k: v for k, v in batch.items() if k != "name"})  # no ids in the batch: not passed
+    assert model.seen[-1] is None
+    kwargs_only = ToyCAM()
+    kwargs_only.forward = lambda images, labels=None, **kw: {"loss": images.sum(), "got": torch.tensor(len(kw))}
+    assert default_step(kwargs_only, batch)["got"] == 0  # only a declared `names` parameter receives them
+
+
 # --------------------------------------------------------------------------- exact resume
 class Crash(RuntimeError):
     pass

@@ -46,6 +46,11 @@ class CAMGenerator(nn.Module, abc.ABC):
         Returns:
             a dict with at least ``"logits"`` ``(B, C)``; when ``labels`` is given also ``"loss"``
             (a scalar to minimise) and optionally further scalar terms for logging.
+
+        Optional keyword ``names``: a network whose training needs the image ids (e.g. POLE's
+        per-image prompts) declares ``forward(self, images, labels=None, names=None)``; the engine's
+        :func:`~wsss_kit.engine.default_step` then passes ``names=batch["name"]``, the ``B`` image
+        ids as a list of str. Networks that do not declare it are called without it.
         """
 
     @abc.abstractmethod

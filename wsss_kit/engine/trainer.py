@@ -9,6 +9,8 @@ Only rank 0 writes files; every rank keeps the same step counter.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import math
 import time
@@ -84,9 +86,37 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 
 
 def default_step(model: nn.Module, batch: Mapping[str, Any]) -> Mapping[str, Tensor]:
-    """``model(batch["image"], batch["labels"])``; a bare tensor output is taken as the loss."""
-    out = model(batch["image"], batch["labels"])
+    """``model(batch["image"], batch["labels"])``; a bare tensor output is taken as the loss.
+
+    When the model's ``forward`` declares a ``names`` parameter (by name, not through ``**kwargs``)
+    and the batch has ``"name"``, the image ids go along: ``model(..., names=batch["name"])``
+    (a list of str with the default collate), for networks whose training depends on the image,
+    e.g. POLE's per-image prompts. A DDP/DataParallel wrapper is looked through.
+    """
+    if "name" in batch and _forward_takes_names(unwrap_model(model)):
+        out = model(batch["image"], batch["labels"], names=batch["name"])
+    else:
+        out = model(batch["image"], batch["labels"])
     return {"loss": out} if isinstance(out, Tensor) else out
+
+
+def _forward_takes_names(model: nn.Module) -> bool:
+    forward = model.forward
+    forward = getattr(forward, "__func__", forward)
+    try:
+        return _declares_names(forward)
+    except TypeError:  # an unhashable callable: not cached
+        return _declares_names.__wrapped__(forward)
+
+
+@functools.lru_cache(maxsize=256)
+def _declares_names(forward: Callable[..., Any]) -> bool:
+    """Whether ``forward`` has a parameter ``names`` that can be passed by keyword (cached per function)."""
+    try:
+        param = inspect.signature(forward).parameters.get("names")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -184,7 +214,8 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         model: the network; moved to the resolved device and trained in place (left in train mode).
         dataset: map-style; items are dicts (``image`` ``(3, H, W)``, ``labels`` ``(C,)`` ...).
         step_fn: ``step_fn(model, batch) -> {"loss": scalar, other scalar terms...}``, run under
-            autocast when ``config.amp``; default ``model(batch["image"], batch["labels"])``.
+            autocast when ``config.amp``; default :func:`default_step`, ``model(batch["image"],
+            batch["labels"])`` (plus ``names=batch["name"]`` for a ``forward`` that declares ``names``).
         collate_fn: DataLoader collate function (default: torch's, which keeps strings as lists).
         resume: continue from ``out_dir/checkpoint.pt``; when ``out_dir/model.pt`` exists the run
             is complete: load it into ``model`` and return without training.

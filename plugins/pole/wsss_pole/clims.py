@@ -25,7 +25,7 @@ is built), so checkpoints hold the CAM network (``cam.*``) and any learnable pro
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -265,6 +265,13 @@ class CLIMS(wsss_kit.CAMGenerator):
             with labels also ``"loss"`` (the weighted CLIMS loss) and its unweighted terms ``"otm"``,
             ``"btm"``, ``"cbs"``, ``"reg"`` (see :func:`wsss_pole.losses.clims_loss`).
         """
+        return self._training_pass(images, labels, self.class_text_features)
+
+    def _training_pass(self, images: Tensor, labels: Tensor | None, class_text: Callable[[], Tensor], *,
+                       image_adapter: Callable[[Tensor], Tensor] | None = None,
+                       text_adapter: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
+        """:meth:`forward` with the class texts (``(C, E)`` or ``(B, C, E)``, computed only with
+        labels) and the adapters of :func:`wsss_pole.losses.clims_loss` given (for subclasses)."""
         raw = self.raw_cams(images)
         out = {"logits": raw.mean(dim=(2, 3))}  # = classifier(GAP(features)): the classifier is linear, bias-free
         if labels is None:
@@ -273,8 +280,9 @@ class CLIMS(wsss_kit.CAMGenerator):
             raise ValueError(f"labels must be (B, C) = ({images.shape[0]}, {self.num_classes}) multi-hot; "
                              f"got {_describe(labels)}")
         cams = torch.sigmoid(raw)
-        out.update(self.criterion(images, cams, labels.to(cams.dtype), clip=self.clip,
-                             class_text=self.class_text_features(), background_text=self.background_prompts))
+        out.update(self.criterion(images, cams, labels.to(cams.dtype), clip=self.clip, class_text=class_text(),
+                                  background_text=self.background_prompts, image_adapter=image_adapter,
+                                  text_adapter=text_adapter))
         return out
 
     def cams(self, images: Tensor, labels: Tensor, scales: Sequence[float] | None = None,

@@ -1,4 +1,4 @@
-"""CLIMS presets as data: the official settings per dataset (github CVI-SZU/CLIMS).
+"""CLIMS presets (the official settings per dataset, github CVI-SZU/CLIMS) and POLE's Table 4, as data.
 
 =================  =====================================  ======================================
 keyword            ``voc``                                ``coco``
@@ -16,6 +16,8 @@ The weights and thresholds are those of the official README commands (VOC ``--hy
 COCO ``--hyper 2,14,1.25,0.2 --cbs_loss_thresh 0.285``). The class prompts are ``"a photo of {}."``
 with the official code's class words (``clip_utils.py``), which differ from wsss_kit's dataset
 names only where the overrides say.
+
+POLE's Table 4 rows as ``cam.model`` nodes: :data:`POLE_TABLE4`, :func:`pole_table4_node`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any
 
 from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
 
-__all__ = ["CLIMS_PRESETS", "CLIMS_TEMPLATE", "clims_loss_preset", "clims_preset"]
+__all__ = ["CLIMS_PRESETS", "CLIMS_TEMPLATE", "POLE_ONLY_KEYS", "POLE_TABLE4", "clims_loss_preset", "clims_preset",
+           "pole_table4_node"]
 
 CLIMS_TEMPLATE = "a photo of {}."
 """CLIMS's class prompt template."""
@@ -68,3 +71,33 @@ def clims_loss_preset(name: str) -> dict[str, float]:
     """The loss weights and CBS threshold of the preset ``name``."""
     preset = clims_preset(name)
     return {k: float(preset[k]) for k in LOSS_KEYS}
+
+
+POLE_TABLE4: dict[str, dict[str, Any]] = {
+    "A": {"node": {"type": "cams/clims"}, "miou": 70.5, "what": "image label as [CLS], i.e. CLIMS"},
+    "B": {"node": {"type": "cams/pole", "adapter": "none"}, "miou": 73.6, "what": "selected [CLS*], no adapter"},
+    "C": {"node": {"type": "cams/pole", "adapter": "fixed"}, "miou": 73.8,
+          "what": "[CLS*] + adapters with the fixed ratio 0.2"},
+    "D": {"node": {"type": "cams/pole", "adapter": "vector"}, "miou": 74.2,
+          "what": "[CLS*] + adapters with learnable ratio vectors (POLE)"},
+}
+"""POLE's Table 4 (VOC 2012 train, mIoU % of the pseudo masks after RW) as ``cam.model`` nodes.
+Rows B–D also need ``selection_cache`` (and the same CLIMS keywords as row A)."""
+
+POLE_ONLY_KEYS = ("synonyms", "selection_cache", "adapter", "adapter_ratio", "adapter_lr_mult", "adapter_final_relu")
+"""Keywords of ``cams/pole`` that ``cams/clims`` does not have."""
+
+
+def pole_table4_node(row: str, **kwargs: Any) -> dict[str, Any]:
+    """The ``cam.model`` node of Table 4 row ``row`` (``"A"`` … ``"D"``) with ``kwargs`` added, e.g.
+    ``pole_table4_node("D", selection_cache="run/pole_selection_train.json", init_checkpoint=...)``.
+    For row A the POLE-only keywords (:data:`POLE_ONLY_KEYS`) are dropped, so that one set of
+    keywords gives all four rows."""
+    key = str(row).upper()
+    if key not in POLE_TABLE4:
+        raise ValueError(f"unknown POLE Table 4 row {row!r}; available: {', '.join(POLE_TABLE4)}")
+    node = copy.deepcopy(POLE_TABLE4[key]["node"])
+    if key == "A":
+        kwargs = {k: v for k, v in kwargs.items() if k not in POLE_ONLY_KEYS}
+    node.update(kwargs)
+    return node
