@@ -5,7 +5,7 @@ A preset is a subclass whose constructor has the same keywords with the preset's
 registry checks keywords before calling, and checkpoints and ``repr`` name the preset. A plugin
 registers its own preset the same way, e.g. the WeakCLIP plugin::
 
-    # wsss_weakclip/prompts.py
+    # wsss_weakclip/prompt.py
     from wsss_kit.prompts import context_prompt_preset
 
     WeakCLIPContext = context_prompt_preset(
@@ -15,7 +15,7 @@ registers its own preset the same way, e.g. the WeakCLIP plugin::
 
     # pyproject.toml
     [project.entry-points."wsss_kit.prompts"]
-    weakclip_context = "wsss_weakclip.prompts:WeakCLIPContext"
+    weakclip_context = "wsss_weakclip.prompt:WeakCLIPContext"
 """
 
 from __future__ import annotations
