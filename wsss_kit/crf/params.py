@@ -76,6 +76,8 @@ PARAM_SETS: dict[str, CRFParams] = {
     "weakclip_retrain": CRFParams(1, 3, 112, 2, 3),
     # MCTformer's segmentation network (ResNet38 + dilated convs), test time.
     "mctformer_seg": CRFParams(4, 3, 83, 5, 3),
+    # CLIMS/POLE's DeepLabV2 retrain (kazuto1011/deeplab-pytorch's VOC config), test time.
+    "clims_retrain": CRFParams(1, 3, 67, 3, 4),
 }
 """Named parameter sets; see ``docs/`` and METHODS for where each comes from."""
 

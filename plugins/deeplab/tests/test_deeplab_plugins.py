@@ -15,11 +15,14 @@ DIST = "wsss-kit-deeplab"
 def test_registry_lists_the_plugins_with_distribution_and_version():
     version = importlib.metadata.version(DIST)
     found = {(i.kind, i.name): i for i in wsss_kit.list_plugins(load=True) if i.dist == DIST}
-    assert {("heads", "smp"), ("losses", "balanced_ce")} <= set(found)
-    for key in (("heads", "smp"), ("losses", "balanced_ce")):
+    expected = {("heads", "smp"), ("heads", "deeplab_v1_wr38"), ("heads", "deeplab_v2_r101"),
+                ("losses", "balanced_ce"), ("losses", "cross_entropy"), ("losses", "deeplab_msc")}
+    assert expected <= set(found)
+    for key in expected:
         assert found[key].version == version
         assert found[key].status == "ok", found[key].error
     assert found[("heads", "smp")].target == "wsss_deeplab.smp_head:SMPHead"
+    assert found[("heads", "deeplab_v2_r101")].target == "wsss_deeplab.deeplab_v2:DeepLabV2R101"
 
 
 def test_create_builds_them():
