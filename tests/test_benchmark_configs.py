@@ -34,3 +34,8 @@ def test_benchmark_config_is_valid(path: Path):
                 assert config.warmup_steps < config.steps
         if section in cfg and cfg[section].get("augment"):
             assert build_augment(cfg[section]["augment"]) is not None
+    if cfg.get("refiner_train") is not None:  # a trainable refiner's recipe (train_refiner stage)
+        config = TrainConfig.from_dict(cfg["refiner_train"], where="refiner_train")
+        assert config.steps > 0 and config.warmup_steps < config.steps
+    if cfg.get("refiner_augment"):
+        assert build_augment(cfg["refiner_augment"]) is not None

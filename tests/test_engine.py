@@ -393,8 +393,15 @@ def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
     full = [i for i, _ in EpochSampler(20, batch_size=3, seed=0, epoch=1)]
     assert len(full) == 18 and full == a[:18]
     assert [i for i, _ in EpochSampler(20, batch_size=3, seed=0, epoch=1, start_batch=4)] == full[12:]
-    ranks = [[i for i, _ in EpochSampler(20, batch_size=3, seed=0, epoch=1, rank=r, world_size=2)] for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == 9 and not set(ranks[0]) & set(ranks[1])
+    # batch_size is the global micro-batch: 2 ranks take 2 + 2 of each batch of 4, in the 1-process order
+    single = [i for i, _ in EpochSampler(20, batch_size=4, seed=0, epoch=1)]
+    ranks = [[i for i, _ in EpochSampler(20, batch_size=4, seed=0, epoch=1, rank=r, world_size=2)] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 10 and not set(ranks[0]) & set(ranks[1])
+    assert [x for k in range(5) for r in (0, 1) for x in ranks[r][2 * k:2 * k + 2]] == single
+    resumed = [i for i, _ in EpochSampler(20, batch_size=4, seed=0, epoch=1, start_batch=3, rank=1, world_size=4)]
+    assert resumed == [single[4 * k + 1] for k in range(3, 5)]  # start_batch counts global batches
+    with pytest.raises(ValueError, match="not divisible"):
+        EpochSampler(20, batch_size=3, seed=0, epoch=1, rank=0, world_size=2)
 
 
 def test_rng_state_roundtrip_through_checkpoint(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from wsss_kit.cli.main import demo_config_path, main
 from wsss_kit.config import apply_overrides, parse_config
 from wsss_kit.errors import ConfigError
 from wsss_kit.pipeline import STAGES, run_pipeline
+from wsss_kit.pipeline.context import RunContext
 
 TINY = [
     "data.train.num_images=12", "data.train.image_size=64",
@@ -171,3 +172,177 @@ def test_a_refiner_may_return_integer_masks_of_any_dtype(tmp_path):
     assert stages["pseudo_masks"]["complete"]
     mask = np.asarray(Image.open(next((tmp_path / "pseudo_masks" / "train").glob("*.png"))))
     assert mask.shape == (64, 64)
+
+
+# --------------------------------------------------------------------------- trainable refiners
+TRAIN_REFINER = ["refiner={type: refiners/test_trainable}",
+                 "refiner_train={steps: 3, batch_size: 4, lr: 0.1, optimizer: sgd, checkpoint_every: 2}",
+                 "refiner_augment={crop_size: 48, scale_range: [0.9, 1.1]}"]
+UP_TO_PSEUDO_MASKS = ["train_cam", "cams", "seeds", "train_refiner", "pseudo_masks"]
+
+
+@pytest.fixture(scope="module")
+def trainable_refiner():
+    """A tiny trainable refiner registered in this process: a 3x3 conv trained with cross-entropy
+    on the seeds; it records the class names the pipeline gives it."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import wsss_kit
+    from wsss_kit.registry import default_registry
+
+    class TinyTrainable(wsss_kit.Refiner, nn.Module):
+        trainable = True
+        built_with: list = []
+
+        def __init__(self, num_classes: int, class_names=None, width: int = 3):
+            nn.Module.__init__(self)
+            self.conv = nn.Conv2d(3, num_classes + 1, width, padding=width // 2)
+            TinyTrainable.built_with.append(list(class_names))
+
+        def training_step(self, batch):
+            assert batch["image"].shape[-2:] == batch["target"].shape[-2:] == (48, 48)
+            loss = F.cross_entropy(self.conv(batch["image"]), batch["target"], ignore_index=255)
+            return {"loss": loss, "ce": loss.detach()}
+
+        def refine(self, images, cams, labels):
+            return self.conv(images).softmax(1)
+
+    wsss_kit.register("refiners", "test_trainable", TinyTrainable)
+    yield TinyTrainable
+    default_registry().unregister("refiners", "test_trainable")
+
+
+@pytest.fixture(scope="module")
+def refined_run(tmp_path_factory, trainable_refiner):
+    run_dir = tmp_path_factory.mktemp("refined")
+    stages = run_pipeline(tiny_config(TRAIN_REFINER), run_dir, stages=UP_TO_PSEUDO_MASKS)
+    return run_dir, stages
+
+
+def test_a_non_trainable_refiner_skips_train_refiner(finished_run):
+    run_dir, stages = finished_run
+    assert stages["train_refiner"]["complete"] and stages["train_refiner"]["skipped"]
+    assert "not trainable" in stages["train_refiner"]["reason"]
+    assert not (run_dir / "train_refiner").exists()
+    assert "pseudo masks (dense_crf) " in (run_dir / "results.md").read_text()
+
+
+def test_a_trainable_refiner_trains_on_the_train_seeds_and_makes_the_pseudo_masks(refined_run, trainable_refiner):
+    import torch
+
+    from wsss_kit.data.image_io import read_mask
+    from wsss_kit.data.synthetic import CLASS_NAMES
+
+    run_dir, stages = refined_run
+    rec = stages["train_refiner"]
+    assert rec["complete"] and rec["steps"] == 3 and rec["images"] == 12 and not rec.get("skipped")
+    assert (run_dir / "train_refiner" / "model.pt").is_file() and (run_dir / "train_refiner" / "log.csv").is_file()
+    assert trainable_refiner.built_with[0] == list(CLASS_NAMES)  # the pipeline gives the C foreground names
+    # The pseudo masks are the trained weights' predictions (not a fresh random refiner's).
+    trained = trainable_refiner(num_classes=5, class_names=CLASS_NAMES)
+    trained.load_state_dict(torch.load(run_dir / "train_refiner" / "model.pt", weights_only=True))
+    sample = RunContext(tiny_config(TRAIN_REFINER), run_dir).dataset("train")[0]
+    with torch.no_grad():
+        expected = trained.refine(sample["image"][None], None, None).argmax(1)[0]
+    got = read_mask(run_dir / "pseudo_masks" / "train" / f"{sample['name']}.png", 5)
+    assert np.array_equal(got, expected.numpy())
+    assert 0.0 <= stages["pseudo_masks"]["train"]["miou"] <= 1.0
+
+
+def test_train_refiner_resumes_and_restarts(refined_run, capsys):
+    run_dir, _ = refined_run
+    before = json.loads((run_dir / "manifest.json").read_text())["stages"]["train_refiner"]["finished"]
+    again = run_pipeline(tiny_config(TRAIN_REFINER), run_dir, stages=UP_TO_PSEUDO_MASKS)
+    assert again["train_refiner"]["finished"] == before
+    assert capsys.readouterr().out.count("complete, skipped") == len(UP_TO_PSEUDO_MASKS)
+    longer = tiny_config(TRAIN_REFINER + ["refiner_train.steps=4"])
+    with pytest.raises(ConfigError, match="stage 'train_refiner' .* completed with different settings"):
+        run_pipeline(longer, run_dir, stages=UP_TO_PSEUDO_MASKS)
+    stages = run_pipeline(longer, run_dir, stages=UP_TO_PSEUDO_MASKS, restart="train_refiner")
+    assert stages["train_refiner"]["steps"] == 4 and stages["pseudo_masks"]["complete"]
+    assert stages["seeds"]["complete"] and stages["seeds"]["finished"]  # upstream kept
+    run_pipeline(tiny_config(TRAIN_REFINER), run_dir, stages=UP_TO_PSEUDO_MASKS, restart="train_refiner")
+
+
+def test_train_refiner_reports_every_bad_seed_file(tmp_path, trainable_refiner):
+    from wsss_kit.data.image_io import read_mask, save_mask_png
+    from wsss_kit.errors import DataError
+
+    cfg = tiny_config(TRAIN_REFINER)
+    run_pipeline(cfg, tmp_path, stages=["train_cam", "cams", "seeds"])
+    seeds = sorted((tmp_path / "seeds" / "train").glob("*.png"))
+    save_mask_png(seeds[0], np.zeros((32, 32), dtype=np.int64))                 # wrong size
+    seeds[1].unlink()                                                           # missing
+    ds = RunContext(cfg, tmp_path).dataset("train")
+    index = next(i for i in range(len(ds)) if float(ds[i]["labels"].sum()) < 5)
+    absent = int((ds[index]["labels"] == 0).nonzero()[0]) + 1
+    stray = tmp_path / "seeds" / "train" / f"{ds[index]['name']}.png"
+    mask = read_mask(stray, 5).copy()
+    mask[:4, :4] = absent                                                       # a class not in the labels
+    save_mask_png(stray, mask)
+    with pytest.raises(DataError) as info:
+        run_pipeline(cfg, tmp_path, stages=["train_refiner"])
+    msg = str(info.value)
+    assert f"{seeds[0].name} is 32x32 but the image is 64x64" in msg
+    assert f"{seeds[1]} is missing for image {seeds[1].stem!r}" in msg
+    assert f"{stray} of image {ds[index]['name']!r} has class(es) [{absent}]" in msg
+    assert not (tmp_path / "train_refiner" / "model.pt").exists()
+
+
+def test_cli_train_refiner_verb(tmp_path, trainable_refiner, capsys):
+    from wsss_kit.config import dump_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text(dump_config(tiny_config(TRAIN_REFINER)))
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--stages", "train_cam,cams,seeds"]) == 0
+    assert main(["train-refiner", str(config), "--out", str(out)]) == 0
+    assert (out / "train_refiner" / "model.pt").is_file()
+    assert main(["pseudo-masks", str(config), "--out", str(out)]) == 0
+
+
+def test_a_run_can_start_from_seed_masks_without_cams(refined_run, tmp_path, trainable_refiner):
+    """seeds.source (e.g. the released MCTformer seeds) without a cam section: train_cam and cams are
+    skipped, the seeds are checked and copied, and the refiner gets them instead of CAMs."""
+    source, _ = refined_run
+    cfg = tiny_config(TRAIN_REFINER)
+    del cfg["cam"]
+    cfg["seeds"] = {"source": {"train": str(source / "seeds" / "train"), "eval": str(source / "seeds" / "eval")}}
+    stages = run_pipeline(cfg, tmp_path)
+    assert stages["train_cam"]["skipped"] and stages["cams"]["skipped"]
+    assert not (tmp_path / "cams").exists() and not (tmp_path / "train_cam").exists()
+    assert stages["seeds"]["train"]["miou"] == pytest.approx(json.loads(
+        (source / "manifest.json").read_text())["stages"]["seeds"]["train"]["miou"])
+    assert stages["train_refiner"]["steps"] == 3 and stages["eval"]["complete"]
+    report = (tmp_path / "results.md").read_text()
+    assert "CAM (not computed)" in report and "seeds (seeds.source)" in report
+    assert "pseudo masks (test_trainable, trained 3 steps)" in report
+
+
+def test_without_cams_the_seeds_must_be_given(tmp_path):
+    cfg = tiny_config()
+    del cfg["cam"]
+    with pytest.raises(ConfigError, match="no cam section.*seeds.source"):
+        run_pipeline(cfg, tmp_path)
+
+
+def test_dense_crf_refines_given_seed_masks_from_one_folder(refined_run, tmp_path):
+    import shutil
+
+    source, _ = refined_run
+    folder = tmp_path / "released_seeds"
+    for split in ("train", "eval"):
+        shutil.copytree(source / "seeds" / split, folder, dirs_exist_ok=True)
+    cfg = tiny_config()
+    del cfg["cam"]
+    cfg["seeds"] = {"source": str(folder)}
+    with pytest.raises(ConfigError, match=r"'auto' \(seeds.bg_threshold, refiner.bg_threshold\) .* no CAMs"):
+        run_pipeline(cfg, tmp_path / "auto", stages=["seeds", "pseudo_masks"])
+    cfg = apply_overrides(cfg, ["refiner.bg_threshold=null"])
+    stages = run_pipeline(cfg, tmp_path / "run", stages=["seeds", "pseudo_masks"])
+    assert stages["train_cam"]["skipped"] and stages["train_refiner"]["skipped"]
+    assert stages["seeds"]["bg_threshold"] is None and stages["pseudo_masks"]["complete"]
+    with pytest.raises(ConfigError, match="pseudo_masks.input is cams, but this run computed no CAMs"):
+        run_pipeline(apply_overrides(cfg, ["pseudo_masks.input=cams"]), tmp_path / "other")

@@ -226,3 +226,31 @@ def test_unknown_tags_and_specs() -> None:
         resolve("justaword")
     with pytest.raises(WeightsError, match="unknown state-dict converter"):
         create_timm_model("tf_efficientnet_lite0", weights=LITE0["weights"], converter="nope")
+
+
+def test_a_state_dict_with_extra_state_loads(tmp_path):
+    """``get_extra_state`` entries (e.g. a learnable prompt's class names) are not tensors; a saved
+    state dict holding them reads back and loads like any other."""
+    from torch import nn
+
+    from wsss_kit.weights import load_state_dict, load_weights_into
+
+    class WithNames(nn.Module):
+        def __init__(self, names):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+            self.names = list(names)
+
+        def get_extra_state(self):
+            return {"class_names": self.names}
+
+        def set_extra_state(self, state):
+            self.names = list(state["class_names"])
+
+    saved = WithNames(["cat", "dog"])
+    torch.save(saved.state_dict(), tmp_path / "m.pt")
+    state = load_state_dict(tmp_path / "m.pt")
+    assert state["_extra_state"] == {"class_names": ["cat", "dog"]}
+    model = WithNames(["a", "b"])
+    assert load_weights_into(model, state) == ([], [])
+    assert model.names == ["cat", "dog"] and torch.equal(model.linear.weight, saved.linear.weight)

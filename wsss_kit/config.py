@@ -13,6 +13,7 @@ the bad key, and for a wrong keyword the valid ones.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -236,5 +237,14 @@ def check_keys(section: Mapping[str, Any], allowed: Iterable[str], where: str) -
     for key in section:
         if key not in allowed:
             raise ConfigError(
-                f"{where}.{key}: unknown key{did_you_mean(str(key), allowed)}; valid keys: {', '.join(allowed)}"
+                f"{where}.{key}: unknown key{did_you_mean(str(key), _best_matches(str(key), allowed))}; "
+                f"valid keys: {', '.join(allowed)}"
             )
+
+
+def _best_matches(word: str, choices: list[str], margin: float = 0.1) -> list[str]:
+    """The choices nearly as close to ``word`` as the closest one: a typo of ``refiner`` suggests
+    ``refiner``, not also ``refiner_train``."""
+    scores = {c: difflib.SequenceMatcher(None, word, c).ratio() for c in choices}
+    best = max(scores.values(), default=0.0)
+    return [c for c in choices if scores[c] >= best - margin]

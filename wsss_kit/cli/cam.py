@@ -4,6 +4,9 @@ Reads a run config (``data.<split>``, ``cam.model``, ``cam.infer``, ``seeds.bg_t
 ``run_dir``, ``device``, ``seed``) and writes ``<out>/cams/<split>/<name>.npz`` and
 ``<out>/seeds/<split>/<name>.png`` for this process's shard, skipping existing files. The loop is
 :func:`wsss_kit.pipeline.cam_export.export_cams`, the one the pipeline's ``cams`` stage runs.
+Under ``torchrun`` the items are split over the processes too (rank ``r`` of ``N`` within
+``--shard i/n`` handles ``i + n * r, i + n * (r + N), ...``), the processes meet before the split
+is scored, the scores are summed over them, and rank 0 writes ``summary.json``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import torch
 from ..atomic import write_text
 from ..config import build, check_keys, is_node, load_config
 from ..engine import seed_everything
+from ..engine.distributed import any_rank, init_distributed, is_main_process
 from ..errors import ConfigError, WeightsError
 from ..interfaces import WSSSDataset
 from ..pipeline.cam_export import ExportCounts, export_cams, record_settings, weights_digest
 from ..pipeline.context import RunContext, Shard
+from ..pipeline.distributed import process_shard
 from ..pipeline.evaluation import has_ground_truth, score_mask_files, sweep_cam_files
 from ..pipeline.items import all_exist, item_names
 from ..pipeline.stages import cam_infer_settings
@@ -89,6 +94,8 @@ def cam(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir
     shard = Shard.parse(args.shard)
     ctx = RunContext(cfg, out, shard=shard, source=args.config)
+    init_distributed(ctx.device)  # under torchrun: join the process group and split the items by rank too
+    shard = ctx.shard = process_shard(shard)
     split, where = args.split, f"data.{args.split}"
     scales, flip, batch_size = cam_infer_settings(ctx)
     if args.batch_size is not None:
@@ -129,7 +136,7 @@ def cam(args: argparse.Namespace) -> int:
                   f"missing; rerun once they are done (or pass --bg-threshold)")
             _report(counts, shard, cam_dir, None)
             return 0
-        cam_score = sweep_cam_files(ds, cam_dir, ds.num_classes, desc=f"score CAMs [{split}]")
+        cam_score = sweep_cam_files(ds, cam_dir, ds.num_classes, desc=f"score CAMs [{split}]", across_ranks=True)
         fixed = float(cam_score["best_threshold"])
         print(f"bg threshold: {fixed:.2f} (auto: the best of the CAM sweep on {where})")
         record_settings(seed_dir, {"bg_threshold": fixed}, "seeds")
@@ -146,7 +153,7 @@ def cam(args: argparse.Namespace) -> int:
               "when all are done")
         return 0
     summary = _summary(ds, where, cam_dir, seed_dir if fixed is not None else None, fixed, cam_score,
-                       fresh=counts.computed + counts.seeded > 0)
+                       fresh=any_rank(counts.computed + counts.seeded > 0))
     _print_summary(summary, where)
     print(f"summary: {cam_dir / 'summary.json'}")
     return 0
@@ -173,9 +180,9 @@ def _summary(ds: WSSSDataset, where: str, cam_dir: Path, seed_dir: Path | None, 
     if not has_ground_truth(ds):  # checked once here: without ground truth it reads the whole split
         cam_score, seed_score = {"miou": None, "best_threshold": None}, {"miou": None}
     elif cam_score is None:
-        cam_score = sweep_cam_files(ds, cam_dir, ds.num_classes, desc="score CAMs")
+        cam_score = sweep_cam_files(ds, cam_dir, ds.num_classes, desc="score CAMs", across_ranks=True)
     if seed_dir is not None and seed_score is None:
-        seed_score = score_mask_files(ds, seed_dir, ds.num_classes, desc="score seeds")
+        seed_score = score_mask_files(ds, seed_dir, ds.num_classes, desc="score seeds", across_ranks=True)
     summary: dict[str, Any] = {
         "dataset": where,
         "images": len(ds),
@@ -184,7 +191,8 @@ def _summary(ds: WSSSDataset, where: str, cam_dir: Path, seed_dir: Path | None, 
         "bg_threshold": threshold,
         "seeds": None if seed_dir is None else seed_score,
     }
-    write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if is_main_process():
+        write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 

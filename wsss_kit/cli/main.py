@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -15,6 +17,7 @@ STAGE_VERBS = {
     "train-cam": "train_cam",
     "cams": "cams",
     "seeds": "seeds",
+    "train-refiner": "train_refiner",
     "pseudo-masks": "pseudo_masks",
     "train-head": "train_head",
     "evaluate": "eval",
@@ -97,14 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun only rank 0 prints; errors come from every rank
+    tag = f" [rank {rank}]" if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
     try:
-        return _dispatch(args)
+        with contextlib.ExitStack() as stack:
+            if rank > 0:
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            code = _dispatch(args)
+        _leave_process_group()
+        return code
     except WSSSError as exc:
-        print(f"wsss {args.command}: error: {exc}", file=sys.stderr)
+        print(f"wsss {args.command}: error{tag}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _leave_process_group() -> None:
+    """Destroy the torch.distributed group a command joined under torchrun (after success)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -225,9 +225,11 @@ def shutdown_shared_pool() -> None:
 
 
 def resolve_workers(workers: int | None, n_items: int) -> int:
-    """Worker processes to use for ``n_items`` CRFs (0 means this process)."""
+    """Worker processes to use for ``n_items`` CRFs (0 means this process). ``None``: one per CPU
+    core, shared out among the processes torchrun started on this machine (``LOCAL_WORLD_SIZE``),
+    so that N ranks do not start N pools of one worker per core each."""
     if workers is None:
-        workers = available_cpus()
+        workers = max(1, available_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
     workers = int(workers)
     if workers < 0:
         raise ValueError(f"workers must be >= 0 or None, got {workers}")

@@ -108,7 +108,8 @@ class DenseCRF(Refiner):
                 ``(1 - max cam) ** bg_power``.
             bg_power: the exponent α of PSA's background score (1 or 12 in PSA/MCTformer).
             seed_confidence: probability of the seed class for seed-mask input, in (0, 1].
-            workers: CRF processes; ``None`` = one per CPU core, 0 = in this process.
+            workers: CRF processes; ``None`` = one per CPU core (divided among torchrun's processes on this
+                machine), 0 = in this process.
             min_prob: floor applied to probabilities before ``-log``.
         """
         self.params = get_params(params) if iterations is None else get_params(params, iterations=iterations)

@@ -26,6 +26,7 @@ PROBLEM_TITLES = {
     "mask_size": "masks whose size differs from the image",
     "mask_values": "masks with out-of-range values",
     "empty_labels": "images with an empty label set",
+    "seed_classes": "seed masks with classes that the image's labels do not have",
     "bad_sample": "samples that break the dataset contract",
     "error": "other errors",
 }

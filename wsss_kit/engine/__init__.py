@@ -1,5 +1,6 @@
 """The training engine: a plain PyTorch loop with AMP, gradient accumulation, exact resume,
-atomic checkpoints, tqdm progress and a CSV log; rank-aware so that DDP fits in.
+atomic checkpoints, tqdm progress and a CSV log; on one device or under ``torchrun`` (DDP, with the
+global batch split over the processes and checkpoints that resume under any number of them).
 
     from wsss_kit.engine import TrainConfig, train
     result = train(model, dataset, TrainConfig(steps=1000, lr=0.01), "runs/cam")
@@ -10,12 +11,15 @@ from .csv_log import CsvLog, read_log
 from .distributed import (
     all_reduce_mean,
     all_reduce_sum,
+    any_rank,
     barrier,
     gather_objects,
     get_rank,
     get_world_size,
+    init_distributed,
     is_distributed,
     is_main_process,
+    launched_by_torchrun,
     local_rank,
     reduce_scalars,
     unwrap_model,
@@ -38,6 +42,7 @@ __all__ = [
     "TrainResult",
     "all_reduce_mean",
     "all_reduce_sum",
+    "any_rank",
     "barrier",
     "build_optimizer",
     "capture_rng_state",
@@ -46,8 +51,10 @@ __all__ = [
     "gather_objects",
     "get_rank",
     "get_world_size",
+    "init_distributed",
     "is_distributed",
     "is_main_process",
+    "launched_by_torchrun",
     "load_checkpoint",
     "load_model_weights",
     "local_rank",

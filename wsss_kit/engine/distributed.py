@@ -16,16 +16,50 @@ from torch import nn
 __all__ = [
     "all_reduce_mean",
     "all_reduce_sum",
+    "any_rank",
     "barrier",
     "gather_objects",
     "get_rank",
     "get_world_size",
+    "init_distributed",
     "is_distributed",
     "is_main_process",
+    "launched_by_torchrun",
     "local_rank",
     "reduce_scalars",
     "unwrap_model",
 ]
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` are set)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_distributed(device: torch.device | str | None = None) -> bool:
+    """Join the process group that ``torchrun`` set up, once; return whether one is initialised.
+
+    Nothing happens outside ``torchrun`` (no ``RANK``/``WORLD_SIZE`` in the environment) or when a
+    group exists already (e.g. one the caller made). The backend is NCCL when ``device`` (default:
+    CUDA if available) is a CUDA device, else gloo; with NCCL this process's CUDA device becomes
+    ``cuda:LOCAL_RANK``. Rendezvous is torchrun's ``env://`` (``MASTER_ADDR``, ``MASTER_PORT``).
+    """
+    if is_distributed():
+        return True
+    if not launched_by_torchrun():
+        return False
+    if not dist.is_available():
+        raise RuntimeError("torchrun started this process, but this torch build has no torch.distributed")
+    if device is None:
+        cuda = torch.cuda.is_available()
+    else:
+        cuda = torch.device(device).type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device} asked for, but CUDA is not available")
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return True
 
 
 def is_distributed() -> bool:
@@ -56,7 +90,26 @@ def is_main_process() -> bool:
 def barrier() -> None:
     """Wait for every process (no-op when not distributed)."""
     if is_distributed():
-        dist.barrier()
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (``flag`` itself when not distributed); a collective."""
+    if not is_distributed():
+        return bool(flag)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _collective_device() -> torch.device:
+    """Where a small tensor must live to be reduced: the current CUDA device under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -79,6 +132,8 @@ def reduce_scalars(values: dict[str, float], device: torch.device | str = "cpu")
     if not is_distributed() or not values:
         return dict(values)
     keys = sorted(values)
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        device = _collective_device()
     packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     all_reduce_mean(packed)
     return dict(zip(keys, packed.tolist()))

@@ -43,31 +43,47 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields ``(index, sample_seed)`` pairs of one epoch, from micro-batch ``start_batch`` on.
 
-    Under DDP each rank takes every ``world_size``-th sample of the permutation; the epoch is cut
-    to whole micro-batches on every rank (the remainder is dropped, as with ``drop_last``).
+    ``batch_size`` is the *global* micro-batch: micro-batch ``k`` of the epoch is
+    ``order[k * batch_size:(k + 1) * batch_size]`` of the epoch's permutation, whatever the number
+    of processes. Under DDP rank ``r`` of ``world_size`` takes the ``r``-th contiguous slice of
+    ``batch_size // world_size`` samples of every micro-batch, so the ranks together see exactly
+    the samples (and the order) of a one-process run, and ``start_batch`` (a position in global
+    micro-batches) means the same for any number of processes. The epoch is cut to whole
+    micro-batches (the remainder is dropped, as with ``drop_last``).
     """
 
     def __init__(self, n: int, *, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
                  rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"EpochSampler: need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+        if batch_size % world_size:
+            raise ValueError(f"EpochSampler: the global batch_size {batch_size} is not divisible by "
+                             f"world_size {world_size}")
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
         self.start_batch, self.rank, self.world_size, self.shuffle = start_batch, rank, world_size, shuffle
 
     @staticmethod
-    def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
-        return n // (batch_size * world_size)
+    def batches_per_epoch(n: int, batch_size: int) -> int:
+        """Whole global micro-batches of ``batch_size`` in an epoch of ``n`` samples."""
+        return n // batch_size
+
+    @property
+    def per_rank(self) -> int:
+        """Samples this rank takes from each micro-batch (``batch_size // world_size``)."""
+        return self.batch_size // self.world_size
 
     def _indices(self) -> list[int]:
-        per_rank = self.batches_per_epoch(self.n, self.batch_size, self.world_size) * self.batch_size
         order = epoch_permutation(self.n, self.seed, self.epoch, self.shuffle)
-        mine = order[self.rank::self.world_size][:per_rank]
-        return mine[self.start_batch * self.batch_size:]
+        b, lo = self.batch_size, self.rank * self.per_rank
+        return [i for k in range(self.start_batch, self.batches_per_epoch(self.n, b))
+                for i in order[k * b + lo:k * b + lo + self.per_rank]]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for index in self._indices():
             yield index, sample_seed(self.seed, self.epoch, index)
 
     def __len__(self) -> int:
-        return len(self._indices())
+        return max(0, self.batches_per_epoch(self.n, self.batch_size) - self.start_batch) * self.per_rank
 
 
 class SeededSamples(Dataset):

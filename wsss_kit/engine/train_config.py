@@ -21,7 +21,8 @@ TRAJECTORY_FIELDS = (
     "warmup_steps", "warmup_ratio", "min_lr", "grad_accum", "amp", "seed", "clip_grad_norm",
 )
 """Fields that change the sequence of updates: a checkpoint only resumes under equal values.
-(``checkpoint_every``, ``log_every``, ``num_workers`` and ``device`` may change between runs.)"""
+(``checkpoint_every``, ``log_every``, ``num_workers``, ``device``, ``find_unused_parameters``,
+``sync_batchnorm`` and the number of processes may change between runs.)"""
 
 _ALIASES = {
     "learning_rate": "lr", "base_lr": "lr", "iterations": "steps", "iters": "steps", "max_iters": "steps",
@@ -29,6 +30,7 @@ _ALIASES = {
     "gradient_accumulation": "grad_accum", "optim": "optimizer", "lr_schedule": "schedule",
     "scheduler": "schedule", "warmup_iters": "warmup_steps", "workers": "num_workers",
     "mixed_precision": "amp", "fp16": "amp", "max_grad_norm": "clip_grad_norm",
+    "sync_bn": "sync_batchnorm", "syncbn": "sync_batchnorm", "global_batch_size": "batch_size",
 }
 """Names other trainers use for these fields, suggested in unknown-key errors."""
 
@@ -37,8 +39,13 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 @dataclass
 class TrainConfig:
-    """How to train: ``steps`` counts optimizer steps (each of ``grad_accum`` micro-batches of
-    ``batch_size`` samples per process). Invalid values raise :class:`ConfigError` (a
+    """How to train: ``steps`` counts optimizer steps, each of ``grad_accum`` micro-batches of
+    ``batch_size`` samples. ``batch_size`` is the *global* micro-batch: under ``torchrun`` with
+    ``N`` processes each process takes ``batch_size / N`` samples of it (``N`` must divide it), so
+    a run sees the same samples per step whatever ``N`` is. ``find_unused_parameters`` is passed to
+    DistributedDataParallel (set it for a network with trainable parameters that a step leaves
+    unused); ``sync_batchnorm`` turns BatchNorm layers into SyncBatchNorm when training with DDP on
+    CUDA (never in one process or on CPU). Invalid values raise :class:`ConfigError` (a
     ``ValueError``) naming the field, the valid values and the value given."""
 
     steps: int
@@ -60,6 +67,8 @@ class TrainConfig:
     seed: int = 0
     clip_grad_norm: float | None = None
     device: str = "auto"
+    find_unused_parameters: bool = False
+    sync_batchnorm: bool = True
 
     def __post_init__(self) -> None:
         self._where = getattr(self, "_where", "train")
@@ -79,8 +88,9 @@ class TrainConfig:
             self._float("clip_grad_norm", low=0.0, low_open=True)
         self._choice("optimizer", OPTIMIZERS)
         self._choice("schedule", SCHEDULES)
-        if not isinstance(self.amp, bool):
-            self._fail("amp", "true or false", self.amp)
+        for name in ("amp", "find_unused_parameters", "sync_batchnorm"):
+            if not isinstance(getattr(self, name), bool):
+                self._fail(name, "true or false", getattr(self, name))
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             self._fail("device", "one of auto, cpu, cuda, cuda:N, mps", self.device)
 

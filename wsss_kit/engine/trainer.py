@@ -1,9 +1,16 @@
-"""The training loop: one device now, written so that DDP needs no change of structure.
+"""The training loop, on one device or under ``torchrun`` with DistributedDataParallel.
 
 Per optimizer step: set the scheduled learning rate, run ``grad_accum`` micro-batches (each loss
 divided by ``grad_accum``) under autocast when ``amp``, optionally clip, step, log a CSV row, and
 every ``checkpoint_every`` steps write a checkpoint from which the run resumes bit for bit.
-Only rank 0 writes files; every rank keeps the same step counter.
+
+Under ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment) :func:`train` joins the process
+group (NCCL on CUDA, gloo on CPU), wraps the model in DDP and gives each of the ``N`` processes
+``batch_size / N`` samples of every global micro-batch, so the samples of a step, and with them
+the loss curve of a network without batch statistics, are those of a one-process run. Only rank 0
+writes files (the others wait at a barrier); every rank keeps the same step counter, and the
+checkpoint counts steps and the data position in global micro-batches, so a run resumes under
+any number of processes that divides the batch.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import inspect
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -34,8 +42,8 @@ from .checkpoint import (
     save_model_weights,
 )
 from .csv_log import CsvLog, read_log
-from .distributed import barrier, gather_objects, get_rank, get_world_size, is_distributed, is_main_process
-from .distributed import local_rank, reduce_scalars, unwrap_model
+from .distributed import barrier, gather_objects, get_rank, get_world_size, init_distributed, is_distributed
+from .distributed import is_main_process, launched_by_torchrun, local_rank, reduce_scalars, unwrap_model
 from .sampling import EpochSampler, SeededSamples
 from .schedule import StepSchedule
 from .seeding import capture_rng_state, restore_rng_state, seed_everything, worker_init_fn
@@ -63,14 +71,18 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → this rank's CUDA device (``LOCAL_RANK`` under torchrun) if there is one, else CPU."""
+    """``"auto"`` → this rank's CUDA device (``LOCAL_RANK`` under torchrun) if there is one, else CPU;
+    ``"cuda"`` without an index is this rank's CUDA device too."""
+    multi = is_distributed() or launched_by_torchrun()
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank() if is_distributed() else torch.cuda.current_device())
+            return torch.device("cuda", local_rank() if multi else torch.cuda.current_device())
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device is {device!r} but CUDA is not available; use 'cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank() if multi else torch.cuda.current_device())
     return dev
 
 
@@ -155,28 +167,29 @@ def _scalar_terms(out: Mapping[str, Tensor]) -> dict[str, float]:
 
 
 class _Batches:
-    """Micro-batches forever, epoch after epoch, tracking ``(epoch, position)`` for checkpoints."""
+    """This rank's part of the global micro-batches, forever, epoch after epoch, tracking
+    ``(epoch, position)`` (in global micro-batches) for checkpoints."""
 
     def __init__(self, dataset: Any, config: TrainConfig, collate_fn: Callable | None,
                  epoch: int, position: int, pin: bool) -> None:
         self.data, self.config, self.collate_fn = SeededSamples(dataset), config, collate_fn
         self.epoch, self.position, self.pin = epoch, position, pin
-        self.per_epoch = EpochSampler.batches_per_epoch(len(dataset), config.batch_size, get_world_size())
+        self.per_epoch = EpochSampler.batches_per_epoch(len(dataset), config.batch_size)
         if self.per_epoch == 0:
             raise ConfigError(
                 f"the dataset has {len(dataset)} samples, fewer than one micro-batch "
-                f"(batch_size {config.batch_size} x {get_world_size()} processes); lower train.batch_size"
+                f"({getattr(config, '_where', 'train')}.batch_size {config.batch_size}); lower the batch size"
             )
         self._it: Iterator[Any] | None = None
 
     def _loader(self) -> Iterator[Any]:
+        world = get_world_size()
         sampler = EpochSampler(len(self.data), batch_size=self.config.batch_size, seed=self.config.seed,
-                               epoch=self.epoch, start_batch=self.position, rank=get_rank(),
-                               world_size=get_world_size())
+                               epoch=self.epoch, start_batch=self.position, rank=get_rank(), world_size=world)
         # A private generator: the loader's base seed must not draw from the global torch RNG.
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
         kwargs: dict[str, Any] = {"collate_fn": self.collate_fn} if self.collate_fn is not None else {}
-        return iter(DataLoader(self.data, batch_size=self.config.batch_size, sampler=sampler, drop_last=True,
+        return iter(DataLoader(self.data, batch_size=self.config.batch_size // world, sampler=sampler, drop_last=True,
                                num_workers=self.config.num_workers, worker_init_fn=worker_init_fn,
                                generator=gen, pin_memory=self.pin, **kwargs))
 
@@ -222,20 +235,39 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
 
     Writes ``checkpoint.pt`` (every ``checkpoint_every`` steps, removed at the end), ``log.csv``
     and the final ``model.pt`` (state dict only), all from rank 0.
+
+    Under ``torchrun`` every process calls :func:`train` with the same arguments; it joins the
+    process group if the caller has not, and ``step_fn`` runs inside the DistributedDataParallel
+    wrapper (it receives the unwrapped model), so any step function gets synchronised gradients.
+    ``config.batch_size`` is the global micro-batch (:class:`ConfigError` when the number of
+    processes does not divide it); the logged terms are means over the processes. BatchNorm
+    becomes SyncBatchNorm only under DDP on CUDA (``sync_batchnorm``); on CPU (gloo) each process
+    normalises over its own ``batch_size / N`` samples and rank 0's running statistics are kept.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (use TrainConfig.from_dict), got {type(config).__name__}")
     start = time.perf_counter()
     out = Path(out_dir)
     step_fn = step_fn or default_step
-    main = is_main_process()
     if resume and (out / MODEL_NAME).is_file():
         return _finished(model, config, out, start)
 
     device = resolve_device(config.device)
+    init_distributed(device)
+    main, world = is_main_process(), get_world_size()
+    if config.batch_size % world:
+        where = getattr(config, "_where", "train")
+        raise ConfigError(
+            f"{where}.batch_size {config.batch_size} (the global batch, split over the processes) is not "
+            f"divisible by the number of processes, {world}; use a multiple of {world} (e.g. "
+            f"{max(world, config.batch_size // world * world)}) or a number of processes that divides "
+            f"{config.batch_size}"
+        )
+    ddp = is_distributed() and world > 1
     model.to(device)
     model.train()
-    optimizer = build_optimizer(model, config)
+    net = _prepare_batchnorm(model, config, device, ddp, main)
+    optimizer = build_optimizer(net, config)
     schedule = StepSchedule(optimizer, base_lr=config.lr, total_steps=config.steps, schedule=config.schedule,
                             poly_power=config.poly_power, warmup_steps=config.warmup_steps,
                             warmup_ratio=config.warmup_ratio, min_lr=config.min_lr)
@@ -248,7 +280,7 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         check_trajectory(ckpt_path, state["config"], config.trajectory())
-        load_model_weights_from_state(model, state["model"], ckpt_path)
+        load_model_weights_from_state(net, state["model"], ckpt_path)
         try:
             optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as exc:
@@ -260,7 +292,13 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
         seconds_before = float(state.get("seconds", 0.0))
         rng = state["rng"]
-        restore_rng_state(rng[get_rank()] if len(rng) == get_world_size() else rng[0])
+        # Under another number of processes the samples of each step are the same (global
+        # positions); each rank then continues rank 0's RNG streams (dropout etc.).
+        restore_rng_state(rng[get_rank()] if len(rng) == world else rng[0])
+        saved_world = int(state.get("world_size", len(rng)))
+        if main and saved_world != world:
+            print(f"{desc}: resuming {ckpt_path} (written by {saved_world} process(es)) with {world}: "
+                  f"step {step}, global batch {config.batch_size}, same data order")
         log = CsvLog(out / LOG_NAME, keep_until=step, enabled=main)
     else:
         if main and ckpt_path.exists():
@@ -270,6 +308,11 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
     history = log.rows
 
     batches = _Batches(dataset, config, collate_fn, epoch, position, pin=device.type == "cuda")
+    runner: nn.Module | None = None
+    if ddp:
+        runner = nn.parallel.DistributedDataParallel(
+            _StepModule(net, step_fn), device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.find_unused_parameters)
     bar = tqdm(total=config.steps, initial=step, desc=desc, disable=None if main else True, dynamic_ncols=True)
     run_start = time.perf_counter()
 
@@ -278,11 +321,11 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         rng_states = gather_objects(capture_rng_state())
         if main:
             save_checkpoint(ckpt_path, {
-                "model": unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "model": unwrap_model(net).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": schedule.state_dict(), "scaler": scaler.state_dict() if use_scaler else {},
                 "step": step, "epoch": batches.epoch, "position": batches.position,
                 "seconds": seconds_before + time.perf_counter() - run_start,
-                "config": config.to_dict(), "rng": rng_states,
+                "config": config.to_dict(), "rng": rng_states, "world_size": world,
             })
         barrier()
 
@@ -294,11 +337,10 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
             for micro in range(config.grad_accum):
                 batch = move_to_device(batches.next(), device)
                 last = micro == config.grad_accum - 1
-                sync = contextlib.nullcontext() if last or not is_distributed() or not hasattr(model, "no_sync") \
-                    else model.no_sync()
+                sync = contextlib.nullcontext() if last or runner is None else runner.no_sync()
                 with sync:
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=config.amp):
-                        out_terms = step_fn(model, batch)
+                        out_terms = runner(batch) if runner is not None else step_fn(net, batch)
                     if not isinstance(out_terms, Mapping) or "loss" not in out_terms:
                         got = list(out_terms) if isinstance(out_terms, Mapping) else type(out_terms).__name__
                         raise ConfigError(f"step_fn must return a dict with a 'loss' tensor; got {got}")
@@ -335,7 +377,7 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
     model_path = out / MODEL_NAME
     if main:
         write_text(out / CONFIG_NAME, json.dumps(config.trajectory(), indent=2) + "\n")
-        save_model_weights(model_path, unwrap_model(model))
+        save_model_weights(model_path, unwrap_model(net))
         if ckpt_path.exists():
             ckpt_path.unlink()  # the run is complete; model.pt is what resumes/skips from now on
     barrier()
@@ -343,6 +385,41 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
     if final is not None and not math.isfinite(final):
         final = None
     return TrainResult(step, final, list(history), model_path, time.perf_counter() - start)
+
+
+class _StepModule(nn.Module):
+    """``forward(batch) = step_fn(model, batch)``: what DDP wraps, so that any step function's
+    forward pass goes through DDP (which then synchronises the gradients of the backward)."""
+
+    def __init__(self, model: nn.Module, step_fn: StepFn) -> None:
+        super().__init__()
+        self.model = model
+        self.step_fn = step_fn
+
+    def forward(self, batch: dict[str, Any]) -> Mapping[str, Tensor]:
+        return self.step_fn(self.model, batch)
+
+
+def _prepare_batchnorm(model: nn.Module, config: TrainConfig, device: torch.device, ddp: bool,
+                       main: bool) -> nn.Module:
+    """``model`` with its BatchNorm layers made SyncBatchNorm when training under DDP on CUDA and
+    ``config.sync_batchnorm``; otherwise ``model`` unchanged. Layers are replaced in place (the new
+    layers share the old ones' parameters and buffers, and have the same state-dict keys), so the
+    caller's ``model`` holds the trained weights either way."""
+    batchnorm = [m for m in model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)]
+    if not ddp or not any(m.training for m in batchnorm):  # none, or all frozen (eval mode)
+        return model
+    if device.type != "cuda":
+        if main:
+            warnings.warn(
+                "training with DDP on CPU (gloo): BatchNorm layers are not synchronised (SyncBatchNorm needs "
+                f"CUDA), so each process normalises over its own {config.batch_size // get_world_size()} samples "
+                "and the loss curve differs slightly from a one-process run", stacklevel=3)
+        return model
+    if not config.sync_batchnorm:
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def load_model_weights_from_state(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:

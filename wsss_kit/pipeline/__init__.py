@@ -1,4 +1,4 @@
-"""Pipelines over a run directory: train_cam → cams → seeds → pseudo_masks → train_head → eval."""
+"""Pipelines over a run directory: train_cam → cams → seeds → train_refiner → pseudo_masks → train_head → eval."""
 
 from .cam_export import export_cams
 from .context import STAGES, RunContext, Shard

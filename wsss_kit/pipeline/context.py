@@ -14,16 +14,17 @@ from ..errors import ConfigError
 from ..interfaces import WSSSDataset
 from .manifest import Manifest, fingerprint
 
-TOP_LEVEL_KEYS = ("run_dir", "seed", "device", "data", "cam", "seeds", "refiner", "pseudo_masks", "head",
-                  "eval")
+TOP_LEVEL_KEYS = ("run_dir", "seed", "device", "data", "cam", "seeds", "refiner", "refiner_train",
+                  "refiner_augment", "pseudo_masks", "head", "eval")
 
 SPLITS = ("train", "eval")
-"""``data.train`` trains the CAM and the head and gets pseudo masks; ``data.eval`` is held out."""
+"""``data.train`` trains the CAM, a trainable refiner and the head, and gets pseudo masks; ``data.eval`` is held out."""
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_cam": ("seed", "data.train", "cam.model", "cam.train", "cam.augment"),
     "cams": ("data.eval", "cam.infer"),
     "seeds": ("seeds",),
+    "train_refiner": ("refiner", "refiner_train", "refiner_augment"),
     "pseudo_masks": ("refiner", "pseudo_masks"),
     "train_head": ("head.model", "head.loss", "head.train", "head.augment"),
     "eval": ("head.infer",),  # eval.pictures only changes the report
@@ -31,6 +32,10 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 """Config sections each stage depends on (besides its upstream stages')."""
 
 STAGES: tuple[str, ...] = tuple(STAGE_SECTIONS)
+
+OPTIONAL_SECTIONS = frozenset({"refiner_train", "refiner_augment"})
+"""Sections left out of fingerprints while absent, so that the runs of configs written before they
+existed (every non-trainable refiner) keep their fingerprints and resume as they were."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +123,7 @@ class RunContext:
         """Fingerprint of ``stage`` including every upstream stage's sections."""
         upto = STAGES[: STAGES.index(stage) + 1]
         sections = {s: self.get(s, None) for st in upto for s in STAGE_SECTIONS[st]}
+        sections = {s: v for s, v in sections.items() if not (v is None and s in OPTIONAL_SECTIONS)}
         return fingerprint(sections)
 
     def path(self, *parts: str) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..engine.distributed import barrier
 from ..interfaces import WSSSDataset
 
 
@@ -30,5 +31,11 @@ def same_size_batches(ds: WSSSDataset, indices: Iterable[int], batch_size: int) 
 
 
 def all_exist(folder: Path, names: Iterable[str], suffix: str) -> bool:
-    """Whether ``folder/<name><suffix>`` exists for every name."""
+    """Whether ``folder/<name><suffix>`` exists for every name.
+
+    Under ``torch.distributed`` this is the point where the processes of an inference stage meet:
+    it waits for every process (a barrier) before looking, so all of them see the files of all
+    shards and give the same answer. Every process must call it, the same number of times.
+    """
+    barrier()
     return all((folder / f"{n}{suffix}").exists() for n in names)

@@ -3,6 +3,10 @@
 Each stage records a fingerprint of the config sections it depends on (its own and its upstream
 stages'). Re-running with unchanged settings skips complete stages; changed settings are an error
 that says which stage and which sections differ, instead of silently mixing outputs.
+
+Under ``torch.distributed`` every process keeps the same manifest in memory (they make the same
+calls), only rank 0 writes the file, and :meth:`Manifest.mark_complete` waits for every process
+first, so no stage is recorded complete while a process is still working on it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..atomic import write_text
+from ..engine.distributed import barrier, is_main_process
 from ..errors import ConfigError
 
 
@@ -39,7 +44,8 @@ class Manifest:
             self.data.setdefault("stages", {})
 
     def _save(self) -> None:
-        write_text(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        if is_main_process():
+            write_text(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
     def is_complete(self, stage: str, fp: str) -> bool:
         """True if ``stage`` finished with fingerprint ``fp``.
@@ -70,6 +76,9 @@ class Manifest:
             self._save()
 
     def mark_complete(self, stage: str, fp: str, **info: Any) -> None:
+        """Record ``stage`` complete with ``info``; under torch.distributed a collective (all processes
+        call it once their part is done)."""
+        barrier()
         self.data["stages"][stage] = {
             "complete": True,
             "fingerprint": fp,

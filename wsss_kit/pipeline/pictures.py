@@ -23,7 +23,9 @@ def write_pictures(ctx: RunContext, count: int, split: str = "eval") -> list[str
         name = sample["name"]
         image = (sample["image"].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         size = tuple(image.shape[:2])
-        cam = load_cams(ctx.path("cams", split, f"{name}.npz"), ctx.num_classes).amax(0)
+        cam_file = ctx.path("cams", split, f"{name}.npz")
+        # A run that starts from given seeds (no cam section) has no CAM files: an empty column.
+        cam = load_cams(cam_file, ctx.num_classes).amax(0) if cam_file.exists() else torch.zeros(size)
         masks = [read_mask(ctx.path(folder, split, f"{name}.png"), ctx.num_classes, expected_size=size)
                  for folder in ("seeds", "pseudo_masks", "predictions")]
         row = [image, cam_overlay(image, cam.numpy())]

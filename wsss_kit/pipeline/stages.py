@@ -1,9 +1,12 @@
 """The pipeline stages. Each reads the previous stages' files in the run directory and writes its own.
 
-    train_cam → cams → seeds → pseudo_masks → train_head → eval
+    train_cam → cams → seeds → train_refiner → pseudo_masks → train_head → eval
 
 Inference stages skip items whose output file exists (resume) and handle only this process's shard.
 A stage returns a dict recorded in the manifest, or ``None`` when other shards are still pending.
+A stage with nothing to do returns ``{"skipped": True, "reason": ...}`` and counts as complete:
+``train_refiner`` for a refiner that is not trainable; ``train_cam`` and ``cams`` for a config
+without a ``cam`` section whose seeds come from ``seeds.source`` (a folder of seed masks).
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import build, check_keys, is_node
-from ..data.image_io import save_mask_png
+from ..config import build, check_keys, is_node, split_type
+from ..data.image_io import read_mask, save_mask_png
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
-from ..errors import ConfigError
+from ..errors import ConfigError, PluginError
+from ..registry import accepted_kwargs, default_registry
 from ..weights import load_state_dict, load_weights_into
 from .artifacts import MaskTargetDataset, load_cams
 from .cam_export import export_cams, seed_from_cam_file
 from .context import SPLITS, RunContext
 from .evaluation import evaluate_cams, evaluate_masks
 from .items import all_exist, item_names, same_size_batches
+from .seed_masks import check_seed_masks, copy_seed_masks, raise_seed_problems
 
 
 def _train_config(ctx: RunContext, section: str) -> TrainConfig:
@@ -51,7 +56,25 @@ def _pending(ctx: RunContext, split: str, folder: str, suffix: str) -> tuple[Any
 
 
 # --------------------------------------------------------------------------- train_cam
+def _without_cams(ctx: RunContext) -> dict[str, Any] | None:
+    """``{"skipped": ...}`` when the config has no ``cam`` section (the seeds come from
+    ``seeds.source``); ``None`` when CAMs are to be computed."""
+    if ctx.get("cam", None) is not None:
+        return None
+    sources = seed_sources(ctx)
+    missing = [split for split in SPLITS if split not in sources]
+    if missing:
+        raise ConfigError(
+            f"the config has no cam section, so seeds cannot be computed for data.{missing[0]}: add a cam "
+            f"section (cam.model, cam.train, ...), or give seed masks with seeds.source: DIR (a folder of "
+            f"<name>.png for both splits) or seeds.source: {{train: DIR, eval: DIR}}")
+    return {"skipped": True, "reason": "no cam section: the seeds come from seeds.source"}
+
+
 def train_cam(ctx: RunContext) -> dict[str, Any]:
+    skipped = _without_cams(ctx)
+    if skipped is not None:
+        return skipped
     ds = ctx.dataset("train", augment=ctx.get("cam.augment", None))
     config = _train_config(ctx, "cam.train")
     seed_everything(config.seed)  # the model's random initialisation is part of the run
@@ -78,6 +101,9 @@ def cam_infer_settings(ctx: RunContext) -> tuple[tuple[float, ...], bool, int]:
 
 
 def cams(ctx: RunContext) -> dict[str, Any] | None:
+    skipped = _without_cams(ctx)
+    if skipped is not None:
+        return skipped
     scales, flip, batch_size = cam_infer_settings(ctx)
     model = None
     complete = True
@@ -94,6 +120,11 @@ def cams(ctx: RunContext) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- seeds
+def cams_skipped(ctx: RunContext) -> bool:
+    """Whether the run computed no CAMs (no ``cam`` section; the seeds were brought in)."""
+    return bool(ctx.manifest.info("cams").get("skipped"))
+
+
 def bg_threshold(ctx: RunContext) -> float:
     """``seeds.bg_threshold``; ``auto`` takes the best threshold of the CAM sweep on ``data.train``."""
     value = ctx.get("seeds.bg_threshold", "auto")
@@ -102,6 +133,10 @@ def bg_threshold(ctx: RunContext) -> float:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"seeds.bg_threshold must be a number or 'auto', got {value!r}") from None
+    if cams_skipped(ctx):
+        raise ConfigError("a background threshold of 'auto' (seeds.bg_threshold, refiner.bg_threshold) is the best "
+                          "threshold of the CAM sweep, but this run computed no CAMs (no cam section); set a number "
+                          "or null")
     sweep = ctx.manifest.info("cams").get("train") or {}
     if sweep.get("best_threshold") is None:
         raise ConfigError("seeds.bg_threshold: 'auto' needs ground-truth masks on data.train to pick the "
@@ -109,39 +144,169 @@ def bg_threshold(ctx: RunContext) -> float:
     return float(sweep["best_threshold"])
 
 
+def seed_sources(ctx: RunContext) -> dict[str, Path]:
+    """``seeds.source`` as ``{split: folder}``: a folder of ``<name>.png`` seed masks for both splits,
+    or ``{train: DIR, eval: DIR}`` (a split left out gets its seeds from the CAMs)."""
+    source = ctx.get("seeds.source", None)
+    if source is None:
+        return {}
+    if isinstance(source, str):
+        return {split: Path(source).expanduser() for split in SPLITS}
+    if isinstance(source, dict):
+        check_keys(source, SPLITS, "seeds.source")
+        return {split: Path(str(folder)).expanduser() for split, folder in source.items() if folder is not None}
+    raise ConfigError(f"seeds.source must be a folder of <name>.png seed masks or {{train: DIR, eval: DIR}}, "
+                      f"got {source!r}")
+
+
 def seeds(ctx: RunContext) -> dict[str, Any] | None:
-    check_keys(ctx.get("seeds", {}) or {}, ("bg_threshold",), "seeds")
-    threshold = bg_threshold(ctx)
+    check_keys(ctx.get("seeds", {}) or {}, ("bg_threshold", "source"), "seeds")
+    sources = seed_sources(ctx)
+    threshold = bg_threshold(ctx) if any(split not in sources for split in SPLITS) else None
     palette = ctx.reference.palette
     complete = True
     for split in SPLITS:
-        _, names, out, todo = _pending(ctx, split, "seeds", ".png")
-        for i in tqdm(todo, desc=f"seeds [{split}]", unit="img"):
-            seed_from_cam_file(ctx.path("cams", split, f"{names[i]}.npz"), out / f"{names[i]}.png",
-                               ctx.num_classes, threshold, palette)
+        ds, names, out, todo = _pending(ctx, split, "seeds", ".png")
+        if split in sources:
+            copy_seed_masks(ds, sources[split], out, todo, palette, desc=f"seeds [{split}] from {sources[split]}")
+        else:
+            for i in tqdm(todo, desc=f"seeds [{split}]", unit="img"):
+                seed_from_cam_file(ctx.path("cams", split, f"{names[i]}.npz"), out / f"{names[i]}.png",
+                                   ctx.num_classes, threshold, palette)
         complete &= all_exist(out, names, ".png")
     if not complete:
         return None
-    result = {split: evaluate_masks(ctx, split, ctx.path("seeds", split)) for split in SPLITS}
+    result: dict[str, Any] = {split: evaluate_masks(ctx, split, ctx.path("seeds", split)) for split in SPLITS}
     result["bg_threshold"] = threshold
+    if sources:
+        result["source"] = {split: str(folder) for split, folder in sources.items()}
     return result
 
 
-# --------------------------------------------------------------------------- pseudo_masks
-def _refiner(ctx: RunContext) -> Any:
+# --------------------------------------------------------------------------- train_refiner
+def _refiner_factory(ctx: RunContext) -> tuple[dict[str, Any], Any]:
+    """The ``refiner`` node (a dict) and the factory its ``type`` names."""
     node = ctx.get("refiner")
     if not is_node(node):
         raise ConfigError("refiner must be a refiner node like {type: refiners/dense_crf}")
-    node = dict(node)
+    kind, name = split_type(node["type"], "refiner")
+    try:
+        return dict(node), default_registry().get(kind, name)
+    except PluginError as exc:
+        raise ConfigError(f"refiner.type: {exc}") from None
+
+
+def refiner_extras(factory: Any, ctx: RunContext) -> dict[str, Any]:
+    """What the pipeline knows and a refiner may take: ``class_names`` (the ``C`` foreground names of
+    ``data.train``, background excluded) and ``num_classes`` (``C``), each passed only when the
+    factory declares that keyword (the config's own value wins)."""
+    accepted = accepted_kwargs(factory) or ()
+    known = {"class_names": list(ctx.class_names), "num_classes": ctx.num_classes}
+    return {k: v for k, v in known.items() if k in accepted}
+
+
+def _refiner(ctx: RunContext) -> Any:
+    node, factory = _refiner_factory(ctx)
     if node.get("bg_threshold") == "auto":
         node["bg_threshold"] = bg_threshold(ctx)
-    return build(node, "refiner")
+    return build(node, "refiner", **refiner_extras(factory, ctx))
+
+
+def refiner_is_trainable(ctx: RunContext) -> bool:
+    """Whether the configured refiner learns (``trainable = True``), read from its class when the
+    factory is one (nothing is built), else from a built instance."""
+    node, factory = _refiner_factory(ctx)
+    if isinstance(factory, type):
+        return bool(getattr(factory, "trainable", False))
+    return bool(getattr(_refiner(ctx), "trainable", False))
+
+
+def _refiner_not_trainable(ctx: RunContext) -> dict[str, Any] | None:
+    """``{"skipped": ...}`` when the refiner does not learn (``train_refiner`` has nothing to do)."""
+    if refiner_is_trainable(ctx):
+        return None
+    node = ctx.get("refiner")
+    for key in ("refiner_train", "refiner_augment"):
+        if ctx.get(key, None) is not None:
+            print(f"[wsss] train_refiner: note: {key} is ignored, {node['type']} does not train")
+    return {"skipped": True, "reason": f"{node['type']} is not trainable"}
+
+
+def train_refiner(ctx: RunContext) -> dict[str, Any]:
+    """Train a trainable refiner on ``data.train`` with the run's train seeds (``seeds/train``) as
+    targets: ``refiner_train`` (a TrainConfig) and ``refiner_augment``; writes ``train_refiner/model.pt``.
+
+    The refiner must be an ``nn.Module`` with ``training_step(batch) -> {"loss": ..., terms}``; a
+    batch holds ``image`` ``(B, 3, h, w)``, ``target`` (the seeds, int64 ``(B, h, w)``, 255 =
+    ignore), ``labels`` ``(B, C)`` and ``name``. Every seed file is checked first (size, values,
+    classes against the image's labels) and all bad files are reported together.
+    """
+    node = ctx.get("refiner")
+    skipped = _refiner_not_trainable(ctx)
+    if skipped is not None:
+        return skipped
+    if ctx.get("refiner_train", None) is None:
+        raise ConfigError(f"refiner_train is required: {node['type']} is trainable (e.g. refiner_train: "
+                          "{steps: 20000, batch_size: 16, lr: 1.0e-4, optimizer: adamw})")
+    config = _train_config(ctx, "refiner_train")
+    augment = build_augment(ctx.get("refiner_augment", None))
+    seed_dir = ctx.path("seeds", "train")
+    base = ctx.dataset("train")
+    raise_seed_problems(check_seed_masks(base, seed_dir, desc="check train seeds"), seed_dir,
+                        "train_refiner (targets: the train seeds)")
+    ds = MaskTargetDataset(base, seed_dir, augment=augment)
+    seed_everything(config.seed)  # the refiner's random initialisation is part of the run
+    refiner = _refiner(ctx)
+    if not getattr(refiner, "trainable", False):  # e.g. a configuration whose parts are all frozen
+        return {"skipped": True, "reason": f"{node['type']} has nothing to train in this configuration"}
+    if not isinstance(refiner, torch.nn.Module) or not callable(getattr(refiner, "training_step", None)):
+        raise ConfigError(f"refiner {node['type']} says trainable = True but is not an nn.Module with a "
+                          "training_step(batch) method")
+
+    def step(model: torch.nn.Module, batch: dict[str, Any]) -> Any:
+        return model.training_step(batch)
+
+    result = train(refiner, ds, config, ctx.path("train_refiner"), step_fn=step, desc="train refiner")
+    return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
+            "images": len(ds)}
+
+
+# --------------------------------------------------------------------------- pseudo_masks
+def _refiner_input(ctx: RunContext, opts: dict[str, Any]) -> str:
+    """``pseudo_masks.input``: ``cams`` (the CAM files), ``seeds`` (the seed masks) or ``auto``
+    (CAMs when the run computed them, else seeds)."""
+    value = str(opts.get("input", "auto"))
+    if value not in ("auto", "cams", "seeds"):
+        raise ConfigError(f"pseudo_masks.input must be auto, cams or seeds, got {value!r}")
+    if value == "auto":
+        return "seeds" if cams_skipped(ctx) else "cams"
+    if value == "cams" and cams_skipped(ctx):
+        raise ConfigError("pseudo_masks.input is cams, but this run computed no CAMs (no cam section); use seeds")
+    return value
+
+
+def trained_refiner(ctx: RunContext) -> Any:
+    """The configured refiner; a trainable one with ``train_refiner/model.pt`` loaded (strictly),
+    on the run's device, in eval mode.
+
+    A trainable refiner is built under the seed it was trained with, so that parts its checkpoint
+    leaves out (e.g. a frozen backbone that is not saved) get the same initialisation, even random."""
+    if refiner_is_trainable(ctx) and ctx.get("refiner_train", None) is not None:
+        seed_everything(_train_config(ctx, "refiner_train").seed)
+    refiner = _refiner(ctx)
+    if getattr(refiner, "trainable", False):
+        weights = ctx.path("train_refiner", "model.pt")
+        load_weights_into(refiner, load_state_dict(weights), source=f"trained refiner {weights}")
+        refiner = refiner.to(ctx.device).eval()
+    return refiner
 
 
 def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
     opts = dict(ctx.get("pseudo_masks", {}) or {})
-    check_keys(opts, ("batch_size",), "pseudo_masks")
-    refiner = _refiner(ctx)
+    check_keys(opts, ("batch_size", "input"), "pseudo_masks")
+    source = _refiner_input(ctx, opts)
+    refiner = trained_refiner(ctx)
+    device = ctx.device if isinstance(refiner, torch.nn.Module) else torch.device("cpu")
     palette = ctx.reference.palette
     complete = True
     for split in SPLITS:
@@ -150,9 +315,15 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
         for batch in same_size_batches(ds, todo, int(opts.get("batch_size", 8))):
             images = torch.stack([s["image"] for s in batch])
             labels = torch.stack([s["labels"] for s in batch])
-            cam = torch.stack([load_cams(ctx.path("cams", split, f"{s['name']}.npz"), ctx.num_classes)
-                               for s in batch])
-            refined = refiner.refine(images, cam, labels)
+            if source == "cams":
+                given = torch.stack([load_cams(ctx.path("cams", split, f"{s['name']}.npz"), ctx.num_classes)
+                                     for s in batch])
+            else:
+                given = torch.stack([torch.from_numpy(read_mask(ctx.path("seeds", split, f"{s['name']}.png"),
+                                                                ctx.num_classes, tuple(images.shape[-2:])))
+                                     for s in batch])
+            with torch.no_grad():
+                refined = refiner.refine(images.to(device), given.to(device), labels.to(device))
             masks = refined.argmax(1) if refined.is_floating_point() else refined.long()
             for s, m in zip(batch, masks):
                 save_mask_png(out / f"{s['name']}.png", m, palette)
@@ -214,13 +385,24 @@ def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
     return {"eval": evaluate_masks(ctx, "eval", out)}
 
 
+NOTHING_TO_DO: dict[str, Callable[[RunContext], dict[str, Any] | None]] = {
+    "train_cam": _without_cams,
+    "cams": _without_cams,
+    "train_refiner": _refiner_not_trainable,
+}
+"""Stages that may have nothing to do in a config: the function gives the stage's ``{"skipped": ...}``
+record then (``None`` otherwise), so a run that leaves such a stage out (``--stages``) can still
+go on past it."""
+
 STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any] | None]] = {
     "train_cam": train_cam,
     "cams": cams,
     "seeds": seeds,
+    "train_refiner": train_refiner,
     "pseudo_masks": pseudo_masks,
     "train_head": train_head,
     "eval": evaluate_head,
 }
 
-__all__ = ["STAGE_FUNCTIONS", "bg_threshold", "cam_infer_settings", "predict"]
+__all__ = ["NOTHING_TO_DO", "STAGE_FUNCTIONS", "bg_threshold", "cam_infer_settings", "predict", "refiner_extras",
+           "refiner_is_trainable", "seed_sources", "trained_refiner"]

@@ -60,11 +60,20 @@ def load_state_dict(path: str | os.PathLike[str], map_location: str | torch.devi
     return _unwrap(obj, path)
 
 
+EXTRA_STATE_SUFFIX = "_extra_state"
+"""Keys of a module's ``get_extra_state()`` in a state dict (any picklable value, e.g. a prompt's
+class names): kept as they are, they are not tensors."""
+
+
+def _is_state_entry(key: Any, value: Any) -> bool:
+    return isinstance(value, Tensor) or str(key).endswith(EXTRA_STATE_SUFFIX)
+
+
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
-    while isinstance(obj, Mapping) and not all(isinstance(v, Tensor) for v in obj.values()):
+    while isinstance(obj, Mapping) and not all(_is_state_entry(k, v) for k, v in obj.items()):
         inner = next((obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
-            bad = [k for k, v in obj.items() if not isinstance(v, Tensor)][:5]
+            bad = [k for k, v in obj.items() if not _is_state_entry(k, v)][:5]
             raise WeightsError(
                 f"weights file {path} holds no state dict: top-level keys {list(obj)[:8]}, of which "
                 f"{bad} are not tensors; expected name → tensor, or a wrapper with one of {list(_CONTAINER_KEYS)}"
@@ -104,11 +113,11 @@ def load_weights_into(model: nn.Module, state_dict: Mapping[str, Tensor], *, str
     heads = _classifier_prefixes(model)
     allowed_missing: set[str] = set()
     for key in list(state):
-        if any(key.startswith(h) for h in heads) and (key not in own or own[key].shape != state[key].shape):
+        if any(key.startswith(h) for h in heads) and (key not in own or _shape_differs(own[key], state[key])):
             state.pop(key)
             allowed_missing |= {k for k in own if k == key}
     mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and own[k].shape != v.shape]
+                  for k, v in state.items() if k in own and _shape_differs(own[k], v)]
     missing = [k for k in own if k not in state and k not in allowed_missing]
     unexpected = [k for k in state if k not in own]
     if ignore_unexpected:
@@ -126,10 +135,15 @@ def load_weights_into(model: nn.Module, state_dict: Mapping[str, Tensor], *, str
             f"{source} does not fit {type(model).__name__}: " + "; ".join(parts)
             + ". Is it the right architecture/size, or does it need a converter (converter=...)?"
         )
-    for k in [k for k in state if k in own and own[k].shape != state[k].shape]:
+    for k in [k for k in state if k in own and _shape_differs(own[k], state[k])]:
         state.pop(k)
     result = model.load_state_dict(state, strict=False)
     return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def _shape_differs(own: Any, given: Any) -> bool:
+    """Whether two state-dict values are tensors of different shapes (extra state has no shape)."""
+    return isinstance(own, Tensor) and isinstance(given, Tensor) and own.shape != given.shape
 
 
 def create_timm_model(name: str, weights: str | os.PathLike[str] | None = None, *, strict: bool = True,

@@ -88,8 +88,30 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "ilsvrc-cls_rna-a1_cls1000_ep-0001.params, as linked from the PSA (jiwoon-ahn/psa) README",
         "heads/deeplab_v1_wr38, refiners/psa_rw (ResNet38 / WideResNet38 initialisation)",
         None,
-        "The download is an MXNet .params file: convert it to a PyTorch state dict (.pth) "
-        "with the deeplab plugin's converter and save it under this name.",
+        "The download is an MXNet .params file: PSA's network/resnet38d.py convert_mxnet_to_torch "
+        "(needs mxnet) turns it into the state dict (conv1a.weight, b2.conv_branch2a.weight, ..., "
+        "bn7.*) that the deeplab plugin reads (converter 'psa_resnet38'); torch.save that dict "
+        "under this name.",
+    ),
+    "deeplab_resnet101_coco": ReleasedCheckpoint(
+        "deeplabv1_resnet101-coco.pth",
+        "kazuto1011/deeplab-pytorch (scripts/setup_caffemodels.sh fetches the DeepLab authors' "
+        "init.caffemodel; `python convert.py --dataset coco` writes this file), or the weights "
+        "folder linked from CLIMS's segmentation/deeplabv2/README.md",
+        "heads/deeplab_v2_r101 with style='caffe' (the COCO initialisation of the CLIMS/POLE retrain)",
+        None,
+        "DeepLabV1 ResNet-101 (Caffe) trained on MS COCO, in kazuto1011's layout "
+        "(layer1.conv1.conv.weight, layer2.block1.reduce.conv.weight, ..., fc.* with 91 classes, "
+        "dropped); converter 'deeplab_v2_kazuto1011'.",
+    ),
+    "deeplab_resnet101_imagenet": ReleasedCheckpoint(
+        "deeplabv1_resnet101-imagenet.pth",
+        "the weights folder linked from CLIMS's segmentation/deeplabv2/README.md",
+        "heads/deeplab_v2_r101 with style='caffe' (the ImageNet initialisation of CLIMS's main_v2.py retrain)",
+        None,
+        "What CLIMS's voc12_imagenet_pretrained.yaml loads: by its name, ImageNet ResNet-101 "
+        "weights in kazuto1011's DeepLabV1 layout (not checked against the file); converter "
+        "'deeplab_v2_kazuto1011'.",
     ),
     "clip_vit_b16_openai": ReleasedCheckpoint(
         "ViT-B-16.pt",
