@@ -12,10 +12,9 @@ without a ``cam`` section whose seeds come from ``seeds.source`` (a folder of se
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import build, check_keys, is_node, split_type
@@ -23,6 +22,7 @@ from ..data.image_io import read_mask, save_mask_png
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError, PluginError
+from ..inference import predict_multiscale
 from ..registry import accepted_kwargs, default_registry
 from ..weights import load_state_dict, load_weights_into
 from .artifacts import MaskTargetDataset, load_cams
@@ -352,24 +352,9 @@ def train_head(ctx: RunContext) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- eval
-def predict(model: torch.nn.Module, images: torch.Tensor, scales: Iterable[float], flip: bool) -> torch.Tensor:
-    """Average softmax over scales (and horizontal flips): ``(B, 3, H, W)`` → ``(B, K, H, W)``."""
-    h, w = images.shape[-2:]
-    total = None
-    for s in scales:
-        x = images if s == 1.0 else F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=False)
-        views = [(x, False)] + ([(x.flip(-1), True)] if flip else [])
-        for view, flipped in views:
-            logits = model(view)
-            logits = logits.flip(-1) if flipped else logits
-            prob = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(1)
-            total = prob if total is None else total + prob
-    return total
-
-
 def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
     infer = dict(ctx.get("head.infer", {}) or {})
-    check_keys(infer, ("scales", "flip"), "head.infer")
+    check_keys(infer, ("scales", "flip", "aggregate", "crf", "resize_align_corners"), "head.infer")
     check_keys(ctx.get("eval", {}) or {}, ("pictures",), "eval")
     scales = tuple(float(s) for s in infer.get("scales", (1.0,)))
     model = _load_model(ctx, "head.model", ctx.path("train_head", "model.pt"), num_classes=ctx.num_classes + 1)
@@ -377,8 +362,14 @@ def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
     ds, names, out, todo = _pending(ctx, "eval", "predictions", ".png")
     for i in tqdm(todo, desc="predict [eval]", unit="img"):
         path = out / f"{names[i]}.png"
-        with torch.no_grad():
-            prob = predict(model, ds[i]["image"][None].to(ctx.device), scales, bool(infer.get("flip", False)))
+        try:
+            with torch.no_grad():
+                prob = predict_multiscale(
+                    model, ds[i]["image"][None].to(ctx.device), scales, bool(infer.get("flip", False)),
+                    aggregate=str(infer.get("aggregate", "mean")), crf=infer.get("crf"),
+                    resize_align_corners=bool(infer.get("resize_align_corners", False)))
+        except (ValueError, ConfigError) as exc:
+            raise ConfigError(f"head.infer: {exc}") from exc
         save_mask_png(path, prob.argmax(1)[0], palette)
     if not all_exist(out, names, ".png"):
         return None
@@ -404,5 +395,5 @@ STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any] | None]] = {
     "eval": evaluate_head,
 }
 
-__all__ = ["NOTHING_TO_DO", "STAGE_FUNCTIONS", "bg_threshold", "cam_infer_settings", "predict", "refiner_extras",
+__all__ = ["NOTHING_TO_DO", "STAGE_FUNCTIONS", "bg_threshold", "cam_infer_settings", "refiner_extras",
            "refiner_is_trainable", "seed_sources", "trained_refiner"]

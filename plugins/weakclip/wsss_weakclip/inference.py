@@ -1,0 +1,122 @@
+"""WeakCLIP pseudo-mask inference: multi-scale + flip sliding windows, averaged softmax, dense CRF,
+and the paper's rule (Eq. 14) for classes outside the image label.
+
+The official test pipeline (mmseg ``MultiScaleFlipAug``, ``img_scale=(2048, 512)``,
+``img_ratios=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]``, ``flip=True``):
+
+1. for each ratio ``r`` the image is resized, keeping its aspect ratio, to fit inside
+   ``(2048 r, 512 r)`` (long side ≤ 2048 r, short side ≤ 512 r; mmcv's ``rescale_size``);
+2. each view (and its horizontal mirror) is predicted with sliding windows
+   (:func:`~wsss_weakclip.sliding_window.slide_logits`), the logits are resized to the original
+   image (bilinear, ``align_corners=False``), turned into a softmax and mirrored back;
+3. the softmaxes of all views are averaged.
+
+Then (pseudo masks) the probabilities are kept for the classes present in the argmax, the
+others dropped, and a dense CRF runs over the kept classes (VOC Gaussian 3/3, bilateral 83/5/3;
+COCO 1/3, 67/3/4). The official code stops there; the paper (Eq. 14) further sets a pixel to 255
+when its class is not in the image label.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wsss_kit import IGNORE_INDEX
+from wsss_kit.crf import dense_crf_batch, images_to_uint8
+
+from .sliding_window import slide_logits
+
+__all__ = ["OFFICIAL_SCALES", "crf_over_predicted_classes", "multiscale_softmax", "restrict_to_labels",
+           "scaled_size"]
+
+OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+"""The official test ratios of the ``(2048, 512)`` image scale."""
+
+
+def scaled_size(height: int, width: int, ratio: float,
+                base_size: Sequence[int] | None = (2048, 512)) -> tuple[int, int]:
+    """``(h, w)`` of an image at test ratio ``ratio``.
+
+    With ``base_size`` ``(long, short)`` the image is fitted inside ``(long · r, short · r)``
+    keeping its aspect ratio (mmcv's ``imrescale``: ``int(long · r)``, ``int(short · r)``, then the
+    scale factor ``min(long' / max(h, w), short' / min(h, w))`` and ``int(x · factor + 0.5)``);
+    with ``None`` the image itself is scaled by ``r``.
+    """
+    if base_size is None:
+        factor = float(ratio)
+    else:
+        long_side, short_side = (int(float(s) * ratio) for s in base_size)
+        long_side, short_side = max(long_side, short_side), min(long_side, short_side)
+        factor = min(long_side / max(height, width), short_side / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+def multiscale_softmax(predict: Callable[[Tensor], Tensor], images: Tensor, *,
+                       scales: Sequence[float] = OFFICIAL_SCALES, base_size: Sequence[int] | None = (2048, 512),
+                       flip: bool = True, window: int = 512, stride: int = 341, window_batch: int = 8) -> Tensor:
+    """Average softmax ``(B, K, H, W)`` over scales and (optionally) horizontal flips.
+
+    Args:
+        predict: ``(N, 3, h, w)`` → logits ``(N, K, h', w')`` (e.g. ``net(x)["logits"]``).
+        images: ``(B, 3, H, W)`` in [0, 1].
+        scales, base_size: the test ratios and the image scale they multiply (:func:`scaled_size`).
+        flip: add the mirrored view of every scale.
+        window, stride, window_batch: sliding windows (:func:`~wsss_weakclip.sliding_window.slide_logits`).
+    """
+    if not len(scales):
+        raise ValueError("scales must hold at least one ratio")
+    h, w = images.shape[-2:]
+    total: Tensor | None = None
+    views = 0
+    for ratio in scales:
+        if not float(ratio) > 0:
+            raise ValueError(f"scales must be positive, got {list(scales)}")
+        size = scaled_size(h, w, float(ratio), base_size)
+        x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        for mirrored in ((False, True) if flip else (False,)):
+            view = x.flip(-1) if mirrored else x
+            logits = slide_logits(predict, view, window, stride, window_batch)
+            if logits.shape[-2:] != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            prob = logits.softmax(1)
+            prob = prob.flip(-1) if mirrored else prob
+            total = prob if total is None else total + prob
+            views += 1
+    assert total is not None
+    return total / views
+
+
+def crf_over_predicted_classes(probs: Tensor, images: Tensor, params: Any, workers: int | None = None) -> Tensor:
+    """Dense CRF of each image over the classes present in its argmax (official pseudo-mask step).
+
+    For each image the probabilities of the classes that win at least one pixel are kept (the
+    others are dropped), a fully connected CRF runs over them with ``params`` (a
+    :mod:`wsss_kit.crf` set name such as ``"weakclip_voc"``, a mapping or ``CRFParams``), and its
+    marginals are put back in place. Returns ``float32 (B, K, H, W)`` on ``probs``' device: sums
+    to 1 over ``K`` with 0 for the dropped classes. The CRFs of a batch run in worker processes.
+    """
+    rgb = images_to_uint8(images)
+    kept = [torch.unique(probs[i].argmax(0)).cpu() for i in range(probs.shape[0])]
+    sub = [probs[i, idx.to(probs.device)].float().cpu().numpy() for i, idx in enumerate(kept)]
+    refined = dense_crf_batch(list(rgb), sub, params, workers=workers)
+    out = torch.zeros_like(probs, dtype=torch.float32)
+    for i, (idx, q) in enumerate(zip(kept, refined)):
+        out[i, idx.to(out.device)] = torch.from_numpy(np.asarray(q, dtype=np.float32)).to(out.device)
+    return out
+
+
+def restrict_to_labels(masks: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Paper Eq. 14: ``ignore_index`` where a mask's class is neither background nor in the image label.
+
+    Args:
+        masks: int64 ``(B, H, W)`` with values ``0..C`` (0 = background).
+        labels: ``(B, C)`` multi-hot over the foreground classes.
+    """
+    allowed = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1) > 0.5  # (B, C+1), background allowed
+    keep = torch.gather(allowed.to(masks.device), 1, masks.flatten(1).clamp(0, allowed.shape[1] - 1)).view_as(masks)
+    return torch.where(keep, masks, torch.full_like(masks, ignore_index))

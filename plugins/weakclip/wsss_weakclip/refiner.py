@@ -1,0 +1,344 @@
+"""``refiners/weakclip``: WeakCLIP as a trainable refiner — seeds in, pseudo masks out.
+
+::
+
+    refiner = wsss_kit.create("refiners", "weakclip", class_names=VOC_CLASSES, preset="official")
+    out = refiner.training_step({"image": images, "target": seeds, "labels": labels})   # {"loss", ...}
+    probs = refiner.refine(images, seeds, labels)        # (B, C+1, H, W), official inference + CRF
+
+In a pipeline the ``train_refiner`` stage trains it on the train seeds (``refiner_train``,
+``refiner_augment``) and ``pseudo_masks`` loads ``train_refiner/model.pt``; the pipeline gives
+it the dataset's class names. Training (paper Sec. 3.3.5, official weights): ``1 · balanced seeding
++ 1 · CRF boundary + 0.4 · score-map cross-entropy``. Inference (:mod:`wsss_weakclip.inference`):
+scales 0.5–1.75 of ``(2048, 512)`` + flip, sliding windows 512 / 341, averaged softmax, dense CRF
+over the classes present in the argmax; with ``restrict_to_labels`` (the ``paper`` preset, Eq. 14)
+pixels whose class is not in the image label become 255.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import wsss_kit
+from wsss_kit import IGNORE_INDEX
+from wsss_kit.crf import get_params
+from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
+
+from .inference import OFFICIAL_SCALES, crf_over_predicted_classes, multiscale_softmax, restrict_to_labels
+from .losses import balanced_seed_loss, crf_boundary_loss, score_map_loss
+from .model import WeakCLIPNet
+from .presets import OFFICIAL
+
+__all__ = ["DATASET_CLASSES", "REFINER_PRESETS", "WeakCLIPRefiner", "check_seed_batch"]
+
+DATASET_CLASSES: dict[str, tuple[str, ...]] = {"voc": tuple(VOC_CLASSES), "coco": tuple(COCO_CLASSES)}
+"""Foreground class names by dataset, for ``dataset=`` (the raw names the official code feeds CLIP)."""
+
+REFINER_PRESETS: dict[str, dict[str, Any]] = {"paper": {"restrict_to_labels": True}}
+"""Refiner settings that follow the network preset (every other preset: ``restrict_to_labels=False``,
+the official code, which has no such step)."""
+
+CHECKPOINT_FORMAT = "wsss_weakclip.refiner/1"
+
+
+def check_seed_batch(seeds: Tensor, images: Tensor, labels: Tensor | None = None,
+                     names: Sequence[str] | None = None, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Validate training seeds ``(B, H, W)`` against ``images`` ``(B, 3, H, W)`` and ``labels`` ``(B, C)``.
+
+    Raises:
+        ValueError: naming the image (``names[i]`` when given, else its batch index) whose seed mask
+            has another size than the image, or holds a class id outside ``0..C`` or a class
+            that the image's labels do not have.
+    """
+    def who(i: int) -> str:
+        return f"image {names[i]!r}" if names is not None and i < len(names) else f"image {i} of the batch"
+
+    if not isinstance(seeds, Tensor) or seeds.is_floating_point() or seeds.dim() != 3:
+        got = f"{seeds.dtype} {tuple(seeds.shape)}" if isinstance(seeds, Tensor) else type(seeds).__name__
+        raise ValueError(f"seeds must be an integer (B, H, W) tensor, got {got}")
+    if seeds.shape[0] != images.shape[0]:
+        raise ValueError(f"{seeds.shape[0]} seed masks for {images.shape[0]} images")
+    if tuple(seeds.shape[-2:]) != tuple(images.shape[-2:]):
+        raise ValueError(f"the seed masks are {seeds.shape[-2]}x{seeds.shape[-1]} but the images are "
+                         f"{images.shape[-2]}x{images.shape[-1]} ({who(0)} and the rest of the batch)")
+    seeds = seeds.long()
+    if labels is None:
+        return seeds
+    c = labels.shape[1]
+    allowed = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1).to(seeds.device) > 0.5
+    for i in range(seeds.shape[0]):
+        values = torch.unique(seeds[i])
+        values = values[values != ignore_index]
+        out = values[(values < 0) | (values > c)]
+        if out.numel():
+            raise ValueError(f"seed mask of {who(i)} holds values {out.tolist()} outside 0..{c} and {ignore_index}")
+        stray = [int(v) for v in values if not bool(allowed[i, v])]
+        if stray:
+            raise ValueError(f"seed mask of {who(i)} has class(es) {stray} that its labels do not have "
+                             f"(labels: {[int(k) for k in allowed[i].nonzero().flatten().tolist() if k]})")
+    return seeds
+
+
+class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
+    """WeakCLIP (Zhu et al., IJCV 2024) as a trainable refiner; wraps :class:`~wsss_weakclip.WeakCLIPNet`.
+
+    Args:
+        class_names: the ``C`` foreground class names (background excluded, dataset order; the
+            pipeline passes ``data.train``'s); ``background_name`` is put first, so the network
+            has ``K = C + 1`` classes.
+        num_classes: ``C``; with ``class_names`` a check, without it ``dataset``'s names are used.
+        dataset: ``"voc"`` or ``"coco"``: the names when ``class_names`` is not given.
+        background_name: the name of class 0 given to the text encoder (official ``"background"``).
+        preset: network preset (``official``, ``paper``, ``table4_*``, ``table5_n*``,
+            ``table8_init*``; :mod:`wsss_weakclip.presets`); ``paper`` also turns
+            ``restrict_to_labels`` on.
+        clip_model, clip_weights: the frozen CLIP (``"ViT-B-16"`` with OpenAI's weights officially;
+            ``"wsss-tiny-clip"`` with ``None`` for tests).
+        checkpoint: weights to load (a refiner checkpoint, a ``WeakCLIPNet`` state dict or an
+            official WeakCLIP checkpoint); class names must match.
+        seed_loss_weight, boundary_loss_weight, score_map_loss_weight: loss weights (1, 1, 0.4).
+        loss_size: side of the seeding/boundary loss grid (64).
+        loss_crf: CRF parameters of the boundary loss (``weakclip_loss``: 3/3, 80/13/10, 10 iterations).
+        loss_crf_workers: processes for the boundary-loss CRFs (``"auto"``, an int, 0 = in process).
+        scales, base_size, flip: test ratios of the ``(2048, 512)`` image scale (``None``: of the
+            image itself) and horizontal flip.
+        window, stride, window_batch: sliding windows (512 / 341) and windows per network call.
+        crf: CRF of the pseudo masks (``"weakclip_voc"``, ``"weakclip_coco"``, a mapping, or
+            ``None`` for none), over the classes present in the argmax.
+        crf_workers: CRF processes at inference (``None``: one per core, 0 = in process).
+        restrict_to_labels: return masks with 255 where the class is not in the image label (Eq. 14);
+            ``None``: from the preset (on for ``paper``).
+        **network: any :class:`~wsss_weakclip.WeakCLIPNet` setting (``n_context``,
+            ``residual_init``, ``clip_precision``, ...; :data:`wsss_weakclip.presets.OFFICIAL`).
+    """
+
+    wsss_api_version = "1.0"
+    trainable = True
+
+    def __init__(self, class_names: Sequence[str] | None = None, num_classes: int | None = None,
+                 dataset: str | None = None, background_name: str = "background", preset: str = "official",
+                 clip_model: str = "ViT-B-16", clip_weights: str | os.PathLike[str] | None = "default",
+                 checkpoint: str | os.PathLike[str] | None = None,
+                 seed_loss_weight: float = 1.0, boundary_loss_weight: float = 1.0, score_map_loss_weight: float = 0.4,
+                 loss_size: int = 64, loss_crf: Any = "weakclip_loss", loss_crf_workers: int | str | None = "auto",
+                 scales: Sequence[float] = OFFICIAL_SCALES, base_size: Sequence[int] | None = (2048, 512),
+                 flip: bool = True, window: int = 512, stride: int = 341, window_batch: int = 8,
+                 crf: Any = "weakclip_voc", crf_workers: int | None = None, restrict_to_labels: bool | None = None,
+                 **network: Any) -> None:
+        nn.Module.__init__(self)
+        names = self._class_names(class_names, num_classes, dataset, background_name)
+        self.net = WeakCLIPNet(names, clip_model=clip_model, clip_weights=clip_weights, preset=preset, **network)
+        self.preset = preset
+        self.trainable = bool(self.net.trainable_parameters())  # e.g. table4_direct_clip has nothing to learn
+        self.loss_weights = {"seed": float(seed_loss_weight), "boundary": float(boundary_loss_weight),
+                             "score_map": float(score_map_loss_weight)}
+        if any(w < 0 for w in self.loss_weights.values()) or not any(self.loss_weights.values()):
+            raise ValueError(f"loss weights must be >= 0 and not all 0, got {self.loss_weights}")
+        self.loss_size, self.loss_crf, self.loss_crf_workers = int(loss_size), get_params(loss_crf), loss_crf_workers
+        self.scales = tuple(float(s) for s in scales)
+        if not self.scales or any(not s > 0 for s in self.scales):
+            raise ValueError(f"scales must be positive ratios, got {list(scales)}")
+        self.base_size = None if base_size is None else tuple(int(s) for s in base_size)
+        self.flip, self.window, self.stride, self.window_batch = bool(flip), int(window), int(stride), int(window_batch)
+        if self.window < 1 or self.stride < 1 or self.stride > self.window:
+            raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
+        self.crf = None if crf is None else get_params(crf)
+        self.crf_workers = crf_workers
+        if restrict_to_labels is None:
+            restrict_to_labels = REFINER_PRESETS.get(preset if isinstance(preset, str) else "", {}).get(
+                "restrict_to_labels", False)
+        self.restrict_to_labels = bool(restrict_to_labels)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+
+    @staticmethod
+    def _class_names(class_names: Sequence[str] | None, num_classes: int | None, dataset: str | None,
+                     background_name: str) -> tuple[str, ...]:
+        if class_names is None:
+            if dataset is None:
+                raise ValueError("the WeakCLIP refiner needs the class names (its text prompts are built from "
+                                 "them): pass class_names=[...] (the C foreground names) or dataset='voc'/'coco'")
+            if dataset not in DATASET_CLASSES:
+                raise ValueError(f"dataset must be one of {', '.join(DATASET_CLASSES)}, got {dataset!r}")
+            class_names = DATASET_CLASSES[dataset]
+        if isinstance(class_names, str):
+            raise ValueError(f"class_names must be a list of names, got the string {class_names!r}")
+        names = tuple(str(n) for n in class_names)
+        if background_name in names:
+            raise ValueError(f"class_names are the C foreground classes; {background_name!r} is added as class 0, "
+                             f"so leave it out (got {list(names)})")
+        if num_classes is not None and int(num_classes) != len(names):
+            raise ValueError(f"class_names has {len(names)} names but num_classes={num_classes}")
+        if not names:
+            raise ValueError("class_names is empty")
+        return (str(background_name),) + names
+
+    # ------------------------------------------------------------------ properties and state
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The ``K`` class names, background first."""
+        return self.net.class_names
+
+    @property
+    def num_classes(self) -> int:
+        """``C``, the foreground classes."""
+        return len(self.class_names) - 1
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "class_names": list(self.class_names)}
+
+    def set_extra_state(self, state: Any) -> None:
+        names = list(state.get("class_names") or []) if isinstance(state, Mapping) else []
+        if names and names != list(self.class_names):
+            raise ValueError(_mismatch("the weights being loaded", names, self.class_names))
+
+    def load_checkpoint(self, checkpoint: str | os.PathLike[str] | Mapping[str, Any]) -> "WeakCLIPRefiner":
+        """Load a refiner checkpoint (``train_refiner/model.pt``), a ``WeakCLIPNet`` state dict or an
+        official WeakCLIP checkpoint (file, ``released:`` spec or state dict); returns ``self``.
+
+        Raises:
+            ValueError: the checkpoint was trained for other class names (both lists are named).
+            WeightsError: the file is unreadable or does not fit the network.
+        """
+        from wsss_kit.weights import load_state_dict, load_weights_into, resolve
+
+        from .convert import is_official_layout, load_official_checkpoint
+
+        source = "the given state dict" if isinstance(checkpoint, Mapping) else f"checkpoint {checkpoint}"
+        state = dict(checkpoint) if isinstance(checkpoint, Mapping) else load_state_dict(resolve(checkpoint))
+        if is_official_layout(state):
+            load_official_checkpoint(self.net, state)
+            return self
+        if not any(k.startswith("net.") for k in state):
+            state = {f"net.{k}": v for k, v in state.items()}
+        for key in ("_extra_state", "net.prompt._extra_state"):  # the refiner's and the learnable prompt's record
+            extra = state.get(key)
+            names = extra.get("class_names") if isinstance(extra, Mapping) else None
+            if names is not None and list(names) != list(self.class_names):
+                raise ValueError(_mismatch(source, list(names), self.class_names))
+        state.setdefault("_extra_state", self.get_extra_state())
+        load_weights_into(self, state, source=source)
+        return self
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """The network: ``images`` ``(B, 3, H, W)`` in [0, 1] → ``{"logits", "score_map"}``."""
+        return self.net(images)
+
+    def param_groups(self, lr: float, **options: Any) -> list[dict[str, Any]]:
+        """The network's optimiser groups (prompt, adapter when trained, matching, decoder)."""
+        return self.net.param_groups(lr, **options)
+
+    def training_step(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Forward + losses on ``batch["image"]`` ``(B, 3, H, W)`` with ``batch["target"]`` seeds
+        ``(B, H, W)`` (255 = ignore); ``batch["labels"]`` ``(B, C)`` and ``batch["name"]``, when
+        present, check the seeds and name a bad image.
+
+        Returns ``{"loss", "seed", "boundary", "score_map"}`` (terms with weight 0 are not computed).
+        """
+        images = batch["image"]
+        labels = batch.get("labels")
+        names = batch.get("name")
+        seeds = check_seed_batch(batch["target"], images, None if labels is None else torch.as_tensor(labels),
+                                 names if isinstance(names, (list, tuple)) else None)
+        out = self.net(images)
+        terms: dict[str, Tensor] = {}
+        if self.loss_weights["seed"]:
+            terms["seed"] = balanced_seed_loss(out["logits"], seeds, size=self.loss_size)
+        if self.loss_weights["boundary"]:
+            terms["boundary"] = crf_boundary_loss(out["logits"], images, size=self.loss_size, params=self.loss_crf,
+                                                  iterations=None, workers=self.loss_crf_workers)
+        if self.loss_weights["score_map"]:
+            terms["score_map"] = score_map_loss(out["score_map"], seeds,
+                                                temperature=float(self.net.settings["score_temperature"]))
+        loss = sum(self.loss_weights[k] * v for k, v in terms.items())
+        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def probabilities(self, images: Tensor) -> Tensor:
+        """Averaged softmax ``(B, K, H, W)`` over the scales, flips and sliding windows (no CRF).
+
+        The class text is encoded at most once per call (the network caches it while its
+        prompt does not change), not once per window.
+        """
+        device = next(self.net.parameters(), torch.empty(0)).device
+        x = images.to(device=device, dtype=torch.float32)
+        self.net.text_embeddings()  # encode the text once; every window reuses it
+        return multiscale_softmax(lambda v: self.net(v)["logits"], x, scales=self.scales, base_size=self.base_size,
+                                  flip=self.flip, window=self.window, stride=self.stride,
+                                  window_batch=self.window_batch)
+
+    @torch.no_grad()
+    def refine(self, images: Tensor, cams: Tensor | None, labels: Tensor | None) -> Tensor:
+        """Pseudo masks of a batch (the seeds or CAMs are not used at inference, only checked).
+
+        Args:
+            images: ``(B, 3, H, W)`` float RGB in [0, 1].
+            cams: CAMs ``(B, C, H, W)`` or seed masks ``(B, H, W)`` of the same images, or ``None``.
+            labels: ``(B, C)`` multi-hot (needed with ``restrict_to_labels``).
+
+        Returns:
+            on ``images``' device: ``float32 (B, C+1, H, W)`` probabilities summing to 1 (after the
+            CRF: 0 for the classes absent from the argmax), or, with ``restrict_to_labels``, int64
+            masks ``(B, H, W)`` with 255 where the class is not in the image label.
+        """
+        self._check_inputs(images, cams, labels)
+        was_training = self.training
+        self.eval()
+        try:
+            probs = self.probabilities(images)
+        finally:
+            self.train(was_training)
+        if self.crf is not None:
+            probs = crf_over_predicted_classes(probs, images, self.crf, workers=self.crf_workers)
+        probs = probs.to(images.device)
+        if not self.restrict_to_labels:
+            return probs
+        return restrict_to_labels(probs.argmax(1), torch.as_tensor(labels).to(images.device))
+
+    def _check_inputs(self, images: Tensor, cams: Tensor | None, labels: Tensor | None) -> None:
+        if not (isinstance(images, Tensor) and images.dim() == 4 and images.shape[1] == 3
+                and images.is_floating_point()):
+            got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must be float (B, 3, H, W) in [0, 1], got {got}")
+        b, h, w = images.shape[0], *images.shape[-2:]
+        if cams is not None and (cams.shape[0] != b or tuple(cams.shape[-2:]) != (h, w)):
+            raise ValueError(f"images are {tuple(images.shape)} but the CAMs/seeds are {tuple(cams.shape)}: batch "
+                             f"size and H x W must agree")
+        shape = None if labels is None else tuple(torch.as_tensor(labels).shape)
+        if shape is not None and shape != (b, self.num_classes):
+            raise ValueError(f"labels must be (B, C) = ({b}, {self.num_classes}), got {shape}")
+        if labels is None and self.restrict_to_labels:
+            raise ValueError("restrict_to_labels needs the image labels (B, C)")
+
+    def extra_repr(self) -> str:
+        return (f"classes={len(self.class_names)}, preset={self.preset!r}, scales={self.scales}, flip={self.flip}, "
+                f"window={self.window}/{self.stride}, crf={'off' if self.crf is None else 'on'}, "
+                f"restrict_to_labels={self.restrict_to_labels}, loss_weights={self.loss_weights}")
+
+
+def _mismatch(source: str, theirs: Sequence[str], ours: Sequence[str]) -> str:
+    return (f"{source} was trained for {len(theirs)} classes {list(theirs)[:6]}{' ...' if len(theirs) > 6 else ''} "
+            f"but this refiner has {len(ours)}: {list(ours)[:6]}{' ...' if len(ours) > 6 else ''}; use weights trained "
+            f"on this dataset's classes (class_names, background first)")
+
+
+def _signature() -> inspect.Signature:
+    """The constructor's keywords with every network setting spelled out (instead of ``**network``), so
+    that configs are checked before anything runs and ``wsss plugins`` shows them."""
+    own = [p for name, p in inspect.signature(WeakCLIPRefiner.__init__).parameters.items()
+           if name != "self" and p.kind is not p.VAR_KEYWORD]
+    taken = {p.name for p in own}
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in OFFICIAL.items()
+             if k not in taken]
+    return inspect.Signature(own + extra)
+
+
+WeakCLIPRefiner.__signature__ = _signature()  # type: ignore[attr-defined]
