@@ -6,12 +6,18 @@ Plugins (entry points):
 * ``heads/deeplab_v1_wr38`` → :class:`DeepLabV1WR38` (DeepLabV1 on WideResNet-38: PSA, MCTformer, WeakCLIP);
 * ``heads/deeplab_v2_r101`` → :class:`DeepLabV2R101` (DeepLabV2 ResNet-101 + ASPP + MSC: CLIMS, POLE);
 * ``losses/balanced_ce`` → :class:`BalancedCELoss`, ``losses/cross_entropy`` → :class:`CrossEntropyLoss`,
-  ``losses/deeplab_msc`` → :class:`MSCLoss` (the DeepLabV2 multi-scale sum around any loss).
+  ``losses/deeplab_msc`` → :class:`MSCLoss` (the DeepLabV2 multi-scale sum around any loss);
+* ``refiners/psa_rw`` → :class:`PSARefiner` (PSA's AffinityNet + random walk, MCTformer's refinement);
+* ``refiners/irn_rw`` → :class:`IRNRefiner` (IRNet's boundary branch + random walk, CLIMS/POLE's
+  refinement; no displacement branch).
+
+The random-walk core shared by PSA and IRNet is :mod:`wsss_deeplab.random_walk`.
 
 State-dict converters (``wsss_kit.weights.CONVERTERS``): ``psa_resnet38``, ``mctformer_resnet38_seg``,
 ``deeplab_v2_kazuto1011``.
 """
 
+from .affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss, confident_regions
 from .convert_deeplab_v2 import convert_deeplab_v2_kazuto1011
 from .convert_wr38 import convert_mctformer_resnet38_seg, convert_resnet38_imagenet
 from .deeplab_v1 import DeepLabV1WR38
@@ -24,18 +30,27 @@ from .losses import (
     cross_entropy_loss,
     msc_loss,
 )
+from .irn import BoundaryBranch, IRNBackbone, IRNRefiner
 from .smp_head import SMPHead
 from .wide_resnet38 import WideResNet38
 
 __all__ = [
+    "AffinityNet",
     "BalancedCELoss",
+    "BoundaryBranch",
     "CrossEntropyLoss",
     "DeepLabV1WR38",
     "DeepLabV2R101",
+    "IRNBackbone",
+    "IRNRefiner",
     "MSCLoss",
+    "PSARefiner",
     "SMPHead",
     "WideResNet38",
+    "affinity_labels",
+    "affinity_loss",
     "balanced_ce_loss",
+    "confident_regions",
     "convert_deeplab_v2_kazuto1011",
     "convert_mctformer_resnet38_seg",
     "convert_resnet38_imagenet",

@@ -1,0 +1,238 @@
+"""``refiners/psa_rw``: PSA's AffinityNet (Ahn & Kwak, CVPR 2018) and its random walk, as used by
+MCTformer.
+
+::
+
+    refiner = wsss_kit.create("refiners", "psa_rw")
+    out = refiner.training_step({"image": images, "target": seeds})   # {"loss", "bg", "fg", "neg"}
+    probs = refiner.refine(images, cams, labels)                        # (B, C+1, H, W)
+
+Network (facts from jiwoon-ahn/psa ``network/resnet38_aff.py``): a :class:`WideResNet38` trunk;
+three feature maps at stride 8 — the activated (BN-ReLU) outputs of stage ``b4`` and ``b5`` (the
+pre-activation of the next stage) and the trunk output (``bn7``) — each through a bias-free 1×1
+convolution (to 64, 128, 256 channels) and ELU, concatenated (448) and through a bias-free 1×1
+convolution + ELU (448): the affinity embedding. Init: Kaiming normal, the last one Xavier
+uniform with gain 4. The stem and stage ``b2`` are frozen.
+
+Training labels (PSA Sec. 3.2): the ``target`` is a label map with confident regions, 255
+elsewhere (PSA/MCTformer build it from two dense-CRF maps with background ``(1 − max)^α``,
+α = 1 and 12 for MCTformer — :func:`confident_regions`); it is nearest-resized to the feature grid.
+Pairs within radius 5 with both ends labelled are positive (same label; background and
+foreground pairs kept apart) or negative. Loss (PSA Eq. 4–6, official weights):
+``bg/4 + fg/4 + neg/2``, each term averaged over its own pairs.
+
+Inference (``infer_aff``): CAMs average-pooled by 8, a background channel (a constant 0.39 for
+MCTformer, or ``(1 − max)^α``), walk with ``β = 8``, ``log_t = 6`` (:func:`psa_random_walk`),
+bilinear back to the image.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import wsss_kit
+from wsss_kit import IGNORE_INDEX
+from wsss_kit.errors import WeightsError
+from wsss_kit.weights import load_state_dict, load_weights_into, resolve
+
+from .convert_wr38 import convert_resnet38_imagenet
+from .random_walk import feature_affinity, path_indices, psa_random_walk
+from .wide_resnet38 import WideResNet38
+
+__all__ = ["AffinityNet", "PSARefiner", "affinity_labels", "affinity_loss", "confident_regions"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def confident_regions(low_alpha_labels: Tensor, high_alpha_labels: Tensor,
+                      ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """PSA's affinity training labels from two CRF label maps (int64 ``(B, H, W)``, 0 = background).
+
+    ``low_alpha_labels``: argmax of the CRF with the *larger* background score (small α, MCTformer
+    α = 1); ``high_alpha_labels``: the smaller one (α = 12). Foreground is kept where even the
+    low-α map says foreground, background where even the high-α map says background; the rest is
+    ``ignore_index``.
+    """
+    if low_alpha_labels.shape != high_alpha_labels.shape:
+        raise ValueError(f"the two label maps differ in shape: {tuple(low_alpha_labels.shape)} "
+                         f"vs {tuple(high_alpha_labels.shape)}")
+    out = low_alpha_labels.clone()
+    out[low_alpha_labels == 0] = ignore_index
+    out[high_alpha_labels == 0] = 0
+    return out
+
+
+def affinity_labels(mask: Tensor, radius: int = 5, cover_border: bool = False,
+                    ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor, Tensor]:
+    """Pair labels for the pairs of :func:`~wsss_deeplab.random_walk.path_indices`.
+
+    Args:
+        mask: int64 ``(B, h, w)`` at the feature resolution; ``ignore_index`` = unlabelled.
+        cover_border: ``False`` (default) is PSA's training layout.
+
+    Returns:
+        ``(bg_pos, fg_pos, neg)``, float ``(B, M)`` indicators: both background; both the same
+        foreground class; different labels. Pairs touching an ignored pixel are in none.
+    """
+    if mask.dim() != 3 or mask.is_floating_point():
+        raise ValueError(f"mask must be an integer (B, h, w) tensor, got {mask.dtype} {tuple(mask.shape)}")
+    b, h, w = mask.shape
+    src, dst = path_indices(radius, h, w, cover_border)
+    flat = mask.reshape(b, -1)
+    a, c = flat[:, src.to(mask.device)], flat[:, dst.to(mask.device)]
+    valid = (a != ignore_index) & (c != ignore_index)
+    same = valid & (a == c)
+    return ((same & (a == 0)).float(), (same & (a != 0)).float(), (valid & (a != c)).float())
+
+
+def affinity_loss(pair_affinity: Tensor, mask: Tensor, radius: int = 5, cover_border: bool = False,
+                  weights: Sequence[float] = (0.25, 0.25, 0.5), eps: float = 1e-5) -> dict[str, Tensor]:
+    """PSA's affinity loss (Eq. 4–6).
+
+    Args:
+        pair_affinity: ``(B, M)`` in (0, 1] from :func:`~wsss_deeplab.random_walk.feature_affinity`.
+        mask: int64 ``(B, h, w)`` confident-region labels on the same grid.
+        weights: of the background-positive, foreground-positive and negative terms (official
+            1/4, 1/4, 1/2).
+
+    Returns:
+        ``{"loss", "bg", "fg", "neg"}``: ``bg = Σ −log(a + ε)·bg_pos / (Σ bg_pos + ε)``, the same
+        for ``fg``; ``neg = Σ −log(1 + ε − a)·neg / (Σ neg + ε)``; sums over the whole batch.
+    """
+    bg_pos, fg_pos, neg = affinity_labels(mask, radius, cover_border)
+    if pair_affinity.shape != bg_pos.shape:
+        raise ValueError(f"pair_affinity must be {tuple(bg_pos.shape)} for the mask, got {tuple(pair_affinity.shape)}")
+    pos_log = -torch.log(pair_affinity + eps)
+    bg = (pos_log * bg_pos).sum() / (bg_pos.sum() + eps)
+    fg = (pos_log * fg_pos).sum() / (fg_pos.sum() + eps)
+    ng = (-torch.log(1 + eps - pair_affinity) * neg).sum() / (neg.sum() + eps)
+    wb, wf, wn = weights
+    return {"loss": wb * bg + wf * fg + wn * ng, "bg": bg.detach(), "fg": fg.detach(), "neg": ng.detach()}
+
+
+class AffinityNet(nn.Module):
+    """WR38 trunk → 448-d (by default) affinity embeddings at stride 8.
+
+    Args:
+        embed_widths: channels of the three projections (b4, b5, trunk output); official (64, 128, 256).
+        embed_dim: channels of the final embedding; official 448 (= their sum).
+        weights: ResNet38 ImageNet weights for the trunk (a path or ``"released:resnet38_imagenet"``,
+            PSA layout or ``backbone.*``), loaded strictly; ``None`` = random initialisation.
+        **trunk: :class:`WideResNet38` settings (tiny widths in tests).
+    """
+
+    def __init__(self, embed_widths: Sequence[int] = (64, 128, 256), embed_dim: int = 448,
+                 weights: str | os.PathLike[str] | None = None, **trunk: Any) -> None:
+        super().__init__()
+        self.trunk = WideResNet38(**trunk)
+        widths = [s[0].conv2.out_channels for s in self.trunk.stages[2:4]] + [self.trunk.out_channels]
+        if len(embed_widths) != 3:
+            raise ValueError(f"embed_widths needs three channel counts (b4, b5, output), got {tuple(embed_widths)}")
+        self.proj = nn.ModuleList(nn.Conv2d(i, int(o), 1, bias=False) for i, o in zip(widths, embed_widths))
+        self.embed = nn.Conv2d(sum(int(o) for o in embed_widths), int(embed_dim), 1, bias=False)
+        for conv in self.proj:
+            nn.init.kaiming_normal_(conv.weight)
+        nn.init.xavier_uniform_(self.embed.weight, gain=4)
+        for p in list(self.trunk.stem.parameters()) + list(self.trunk.stages[0].parameters()):
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if weights is not None:
+            self.load_backbone(weights)
+
+    def load_backbone(self, weights: str | os.PathLike[str]) -> None:
+        """Load ResNet38 ImageNet weights (PSA layout or ``backbone.*``) into the trunk, strictly."""
+        path = resolve(weights, purpose="ResNet38 trunk weights")
+        if isinstance(path, str):
+            raise WeightsError(f"ResNet38 trunk weights: {path!r} is a hub tag, not a ResNet38 weights file")
+        source = f"ResNet38 trunk weights {path}"
+        converted = convert_resnet38_imagenet(load_state_dict(path), source=source)
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("trunk.")}
+        state = {"trunk." + k[len("backbone."):]: v for k, v in converted.items()} | own
+        load_weights_into(self, state, strict=True, source=source)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` in [0, 1] → embeddings ``(B, embed_dim, ⌈H/8⌉, ⌈W/8⌉)``."""
+        x = self.trunk.stem((images - self.mean) / self.std)
+        taps = []
+        stages = self.trunk.stages
+        for k, stage in enumerate(stages):
+            x = stage(x)
+            if k in (2, 3):  # activated b4 / b5 output = the next stage's pre-activation
+                taps.append(F.relu(stages[k + 1][0].norm1(x)))
+        taps.append(F.relu(self.trunk.norm_out(x)))
+        feats = torch.cat([F.elu(p(t)) for p, t in zip(self.proj, taps)], dim=1)
+        return F.elu(self.embed(feats))
+
+
+class PSARefiner(wsss_kit.Refiner, nn.Module):
+    """PSA / MCTformer random-walk refiner with a trainable :class:`AffinityNet`.
+
+    Args:
+        radius: pair radius (5). beta, log_t: walk (MCTformer 8, 6).
+        bg_threshold: constant background score for the walk (MCTformer 0.39); ``alpha``
+            instead gives ``(1 − max)^alpha`` (PSA's ``infer_aff``).
+        train_cover_border: pair layout for training (``False`` = PSA's cropped layout).
+        cover_border: pair layout for the walk: ``True`` (default) pairs every pixel within the
+            radius; ``False`` reproduces PSA's ``infer_aff``, whose cropped layout leaves out pairs
+            inside the bottom/left/right border band (a quirk of the official code).
+        sparse_walk: walk with sparse one-step products instead of the dense ``T^(2^log_t)``
+            (same result; much less memory and CPU time on large grids).
+        **network: :class:`AffinityNet` settings.
+    """
+
+    wsss_api_version = "1.0"
+    trainable = True
+
+    def __init__(self, radius: int = 5, beta: float = 8.0, log_t: int = 6, bg_threshold: float | None = 0.39,
+                 alpha: float | None = None, train_cover_border: bool = False, cover_border: bool = True,
+                 sparse_walk: bool = False, **network: Any) -> None:
+        nn.Module.__init__(self)
+        self.net = AffinityNet(**network)
+        self.radius, self.beta, self.log_t = int(radius), float(beta), int(log_t)
+        self.bg_threshold, self.alpha = bg_threshold, alpha
+        self.train_cover_border, self.cover_border = bool(train_cover_border), bool(cover_border)
+        self.sparse_walk = bool(sparse_walk)
+
+    def training_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """``batch["image"]`` ``(B, 3, H, W)``, ``batch["target"]`` int64 ``(B, H, W)`` confident
+        regions (255 elsewhere) → :func:`affinity_loss` terms."""
+        images, target = batch["image"], batch["target"]
+        if target.dim() != 3 or tuple(target.shape[-2:]) != tuple(images.shape[-2:]):
+            raise ValueError(f"target must be (B, H, W) at the image size {tuple(images.shape[-2:])}, "
+                             f"got {tuple(target.shape)}")
+        emb = self.net(images)
+        mask = F.interpolate(target[:, None].float(), size=emb.shape[-2:], mode="nearest")[:, 0].long()
+        aff = feature_affinity(emb, self.radius, self.train_cover_border)
+        return affinity_loss(aff, mask.to(emb.device), self.radius, self.train_cover_border)
+
+    @torch.no_grad()
+    def refine(self, images: Tensor, cams: Tensor, labels: Tensor) -> Tensor:
+        """CAMs ``(B, C, H, W)`` → walked scores normalised over classes ``(B, C + 1, H, W)``."""
+        if cams.dim() != 4 or tuple(cams.shape[-2:]) != tuple(images.shape[-2:]):
+            raise ValueError(f"psa_rw refines CAMs (B, C, H, W) at the image size {tuple(images.shape[-2:])}, "
+                             f"got {tuple(cams.shape)} (seed masks are not supported)")
+        h, w = images.shape[-2:]
+        ph, pw = math.ceil(h / 8) * 8, math.ceil(w / 8) * 8
+        pad = (0, pw - w, 0, ph - h)
+        emb = self.net(F.pad(images, pad))
+        cams = cams * labels[:, :, None, None].to(cams)
+        background = None
+        if self.alpha is not None:  # at the image size, zero in the padding, then pooled (infer_aff)
+            full = (1 - cams.amax(dim=1, keepdim=True)).clamp_min(0).pow(self.alpha)
+            background = F.avg_pool2d(F.pad(full, pad), 8, 8)[..., : emb.shape[-2], : emb.shape[-1]]
+        small = F.avg_pool2d(F.pad(cams, pad), 8, 8)[..., : emb.shape[-2], : emb.shape[-1]]
+        walked = psa_random_walk(small, emb, self.beta, self.log_t, self.radius, alpha=self.alpha,
+                                 bg_threshold=self.bg_threshold, cover_border=self.cover_border,
+                                 background=background, sparse=self.sparse_walk)
+        up = F.interpolate(walked, size=(ph, pw), mode="bilinear", align_corners=False)[..., :h, :w]
+        up = up.clamp_min(0)
+        return up / up.sum(dim=1, keepdim=True).clamp_min(1e-12)
