@@ -17,7 +17,7 @@ architecture ``"wsss-tiny-clip"`` (:data:`TINY_CLIP`) serves tests and the demo.
 
 from .configs import CONFIG_DIR, TINY_CLIP, register_model_configs
 from .image import DenseFeatures, interpolate_pos_embed
-from .loading import build_open_clip_model, load_clip
+from .loading import DEFAULT_CLIP_WEIGHTS, build_open_clip_model, frozen_clip, load_clip
 from .model import CLIPModel
 from .preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PRECISIONS, autocast_for
 from .text import (
@@ -31,6 +31,7 @@ from .text import (
 
 __all__ = [
     "CLIP_MEAN",
+    "DEFAULT_CLIP_WEIGHTS",
     "CLIP_STD",
     "CONFIG_DIR",
     "IMAGENET_MEAN",
@@ -45,6 +46,7 @@ __all__ = [
     "assemble_prompt_embeddings",
     "autocast_for",
     "build_open_clip_model",
+    "frozen_clip",
     "encode_prompt_embeddings",
     "interpolate_pos_embed",
     "load_clip",

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from ..errors import WeightsError
 from ..weights import load_state_dict, resolve
 from ..weights.loading import _is_torchscript
-from .configs import register_model_configs
+from .configs import TINY_CLIP, register_model_configs
 from .model import CLIPModel
 from .preprocessing import Normalization
 
@@ -209,3 +210,36 @@ def load_clip(name: str, weights: str | os.PathLike[str] | None = None, device: 
                      keep_eval=keep_eval, normalization=normalization, pos_interpolation=pos_interpolation,
                      text_cache_size=text_cache_size)
     return clip.to(device) if device is not None else clip
+
+
+DEFAULT_CLIP_WEIGHTS: dict[str, str | None] = {
+    "ViT-B-32": "released:clip_vit_b32_openai",
+    "ViT-B-16": "released:clip_vit_b16_openai",
+    TINY_CLIP: None,
+}
+"""What ``weights="default"`` means per architecture in :func:`frozen_clip` (``None``: random init,
+for the tiny test model)."""
+
+
+def frozen_clip(clip_model: "str | CLIPModel", weights: Any = "default", *, owner: str = "this model",
+                **load_kwargs: Any) -> CLIPModel:
+    """A frozen CLIP for a plugin that trains through it (CLIMS, POLE, WeakCLIP).
+
+    ``clip_model`` is an open_clip architecture name (built with :func:`load_clip`, ``weights``
+    ``"default"`` taken from :data:`DEFAULT_CLIP_WEIGHTS`) or an existing frozen :class:`CLIPModel`,
+    returned as it is. ``owner`` names the caller in error messages.
+    """
+    if isinstance(clip_model, CLIPModel):
+        if not clip_model.frozen:
+            raise ValueError(f"{owner} trains through a frozen CLIP: pass a frozen CLIPModel "
+                             f"(load_clip(..., frozen=True) or clip.freeze())")
+        return clip_model
+    if not isinstance(clip_model, str):
+        raise TypeError(f"clip_model must be an open_clip architecture name or a wsss_kit.clip.CLIPModel; "
+                        f"got {type(clip_model).__name__}")
+    if isinstance(weights, str) and weights == "default":
+        if clip_model not in DEFAULT_CLIP_WEIGHTS:
+            raise ValueError(f"clip_weights='default' knows the weights of {', '.join(DEFAULT_CLIP_WEIGHTS)}; "
+                             f"pass clip_weights=<file or released:name> for {clip_model!r} (None: random)")
+        weights = DEFAULT_CLIP_WEIGHTS[clip_model]
+    return load_clip(clip_model, weights, frozen=True, **load_kwargs)

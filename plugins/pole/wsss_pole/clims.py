@@ -35,7 +35,8 @@ from wsss_cams import ResNetCAM
 from wsss_cams.resnet_cam import STEM_NAMES
 
 import wsss_kit
-from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
+from wsss_kit.clip import CLIPModel
+from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip
 from wsss_kit.errors import WeightsError
 from wsss_kit.prompts import TemplatePrompt, apply_overrides
 from wsss_kit.weights import load_state_dict, load_weights_into, resolve
@@ -46,9 +47,6 @@ from .presets import CLIMS_TEMPLATE, clims_preset
 
 __all__ = ["CLIMS", "DEFAULT_CLIP_WEIGHTS"]
 
-DEFAULT_CLIP_WEIGHTS = {"ViT-B-32": "released:clip_vit_b32_openai", "ViT-B-16": "released:clip_vit_b16_openai",
-                        TINY_CLIP: None}
-"""What ``clip_weights="default"`` loads per architecture (``None``: random, the tiny test model)."""
 
 
 class CLIMS(wsss_kit.CAMGenerator):
@@ -194,20 +192,7 @@ class CLIMS(wsss_kit.CAMGenerator):
 
     @staticmethod
     def _build_clip(clip_model: str | CLIPModel, clip_weights: Any, precision: str) -> CLIPModel:
-        if isinstance(clip_model, CLIPModel):
-            if not clip_model.frozen:
-                raise ValueError("CLIMS trains through a frozen CLIP: pass a frozen CLIPModel "
-                                 "(load_clip(..., frozen=True) or clip.freeze())")
-            return clip_model
-        if not isinstance(clip_model, str):
-            raise TypeError(f"clip_model must be an open_clip architecture name or a wsss_kit.clip.CLIPModel; "
-                            f"got {type(clip_model).__name__}")
-        if isinstance(clip_weights, str) and clip_weights == "default":
-            if clip_model not in DEFAULT_CLIP_WEIGHTS:
-                raise ValueError(f"clip_weights='default' knows the weights of {', '.join(DEFAULT_CLIP_WEIGHTS)}; "
-                                 f"pass clip_weights=<file or released:name> for {clip_model!r} (None: random)")
-            clip_weights = DEFAULT_CLIP_WEIGHTS[clip_model]
-        return load_clip(clip_model, clip_weights, precision=precision, frozen=True)
+        return frozen_clip(clip_model, clip_weights, owner="CLIMS", precision=precision)
 
     def _build_prompt(self, prompt: Any) -> wsss_kit.PromptStrategy:
         if prompt is None:

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
+from wsss_kit.clip import CLIPModel
+from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip
 from wsss_kit.prompts import TemplatePrompt
 
 from .decoder import SCORE_CONCAT, TextGuidedDecoder
@@ -38,12 +39,6 @@ from .pyramid import PyramidAdapter, pyramid_sizes
 
 __all__ = ["DEFAULT_CLIP_WEIGHTS", "WeakCLIPNet"]
 
-DEFAULT_CLIP_WEIGHTS: dict[str, str | None] = {
-    "ViT-B-16": "released:clip_vit_b16_openai",
-    "ViT-B-32": "released:clip_vit_b32_openai",
-    TINY_CLIP: None,
-}
-"""What ``clip_weights="default"`` loads per architecture (``None``: random, the tiny test model)."""
 
 PARAM_GROUPS = ("prompt", "adapter", "matching", "decoder")
 """The trainable parts, in the order :meth:`WeakCLIPNet.param_groups` lists them."""
@@ -144,21 +139,8 @@ class WeakCLIPNet(nn.Module):
 
     @staticmethod
     def _build_clip(clip_model: str | CLIPModel, clip_weights: Any, s: dict[str, Any]) -> CLIPModel:
-        if isinstance(clip_model, CLIPModel):
-            if not clip_model.frozen:
-                raise ValueError("WeakCLIP keeps CLIP frozen: pass a frozen CLIPModel (load_clip(..., frozen=True) "
-                                 "or clip.freeze())")
-            return clip_model
-        if not isinstance(clip_model, str):
-            raise TypeError(f"clip_model must be an open_clip architecture name or a wsss_kit.clip.CLIPModel; "
-                            f"got {type(clip_model).__name__}")
-        if isinstance(clip_weights, str) and clip_weights == "default":
-            if clip_model not in DEFAULT_CLIP_WEIGHTS:
-                raise ValueError(f"clip_weights='default' knows the weights of {', '.join(DEFAULT_CLIP_WEIGHTS)}; "
-                                 f"pass clip_weights=<file or released:name> for {clip_model!r} (None: random)")
-            clip_weights = DEFAULT_CLIP_WEIGHTS[clip_model]
-        return load_clip(clip_model, clip_weights, precision=s["clip_precision"], frozen=True,
-                         normalization=s["clip_normalization"], pos_interpolation=s["pos_interpolation"])
+        return frozen_clip(clip_model, clip_weights, owner="WeakCLIP", precision=s["clip_precision"],
+                           normalization=s["clip_normalization"], pos_interpolation=s["pos_interpolation"])
 
     # ------------------------------------------------------------------ properties
     @property
