@@ -28,8 +28,8 @@ def require_clip(clip: Any, who: str) -> CLIPModel:
 
     if not isinstance(clip, CLIPModel):
         got = "nothing" if clip is None else type(clip).__name__
-        raise TypeError(f"{who} needs the CLIP model: call it as strategy(class_names, clip=clip) with a "
-                        f"wsss_kit.clip.CLIPModel (wsss_kit.clip.load_clip(...)); got {got}")
+        raise TypeError(f"{who} needs the CLIP model passed as clip=clip, a wsss_kit.clip.CLIPModel "
+                        f"(wsss_kit.clip.load_clip(...)); got {got}")
     return clip
 
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from wsss_kit import PromptStrategy
 from wsss_kit.clip import CLIPModel
 from wsss_kit.pipeline.artifacts import load_cams
+from wsss_kit.prompts.template import require_clip
 
 from .selection import RESIZE_MODES, candidate_similarities, clip_input, mask_image
 from .selection_cache import (
@@ -67,14 +68,6 @@ DEFAULT_TEMPLATE = "A photo of {}."
 """POLE's prompt (CLIP's tokenizer lower-cases, so CLIMS's ``"a photo of {}."`` encodes the same)."""
 SELECTION_VERSION = 1
 """Bumped whenever the masking or scoring changes, so that old caches are not reused."""
-
-
-def _require_clip(clip: Any, who: str) -> CLIPModel:
-    if not isinstance(clip, CLIPModel):
-        got = "nothing" if clip is None else type(clip).__name__
-        raise TypeError(f"PoleSynonyms.{who} needs the CLIP model (wsss_kit.clip.load_clip('ViT-B-32', "
-                        f"weights=...)) passed as clip=; got {got}")
-    return clip
 
 
 def _as_items(value: Tensor | Sequence[Tensor]) -> list[Tensor]:
@@ -166,7 +159,7 @@ class PoleSynonyms(PromptStrategy):
         """Text features ``(N, E)`` float32 of ``template.format(w)`` for each word, through CLIP's
         text cache (a frozen model encodes a list of prompts once). ``normalize``: default
         ``self.normalize``."""
-        clip = _require_clip(clip, "text_features")
+        clip = require_clip(clip, "PoleSynonyms.text_features")
         feats = clip.encode_text([self.template.format(w) for w in words])
         return F.normalize(feats, dim=-1) if (self.normalize if normalize is None else normalize) else feats
 
@@ -206,7 +199,7 @@ class PoleSynonyms(PromptStrategy):
         Returns:
             one dict per image: class index (0-based, foreground) → selected word.
         """
-        clip = _require_clip(clip, "select")
+        clip = require_clip(clip, "PoleSynonyms.select")
         names = [str(n) for n in class_names]
         images, cams, labels = _as_items(images), _as_items(cams), _as_items(labels)
         if not len(images) == len(cams) == len(labels):
@@ -276,7 +269,7 @@ class PoleSynonyms(PromptStrategy):
                 model or selection procedure (each difference named), unless ``rebuild``.
             DataError: a CAM file is missing or malformed.
         """
-        clip = _require_clip(clip, "select_dataset")
+        clip = require_clip(clip, "PoleSynonyms.select_dataset")
         names = tuple(str(n) for n in dataset.class_names)
         header = self.cache_header(names, clip, dataset_identity(dataset, dataset_id))
         info = {"synonyms_source": self.table.source, "clip_source": str(clip.source), "cams": str(cam_dir),
@@ -372,7 +365,7 @@ class PoleSynonyms(PromptStrategy):
             finite, meaningful feature rather than zeros, so that normalising never divides by 0).
             Unit-norm if ``normalize``.
         """
-        clip = _require_clip(clip, "forward")
+        clip = require_clip(clip, "PoleSynonyms.forward")
         names = [str(n) for n in class_names]
         candidates = self.candidates(names)
         offsets = torch.tensor([0] + [len(w) for w in candidates[:-1]]).cumsum(0)
