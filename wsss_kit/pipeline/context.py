@@ -15,7 +15,7 @@ from ..interfaces import WSSSDataset
 from .manifest import Manifest, fingerprint
 
 TOP_LEVEL_KEYS = ("run_dir", "seed", "device", "data", "cam", "seeds", "refiner", "refiner_train",
-                  "refiner_augment", "pseudo_masks", "head", "eval")
+                  "refiner_augment", "refiner_targets", "pseudo_masks", "head", "eval")
 
 SPLITS = ("train", "eval")
 """``data.train`` trains the CAM, a trainable refiner and the head, and gets pseudo masks; ``data.eval`` is held out."""
@@ -24,7 +24,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_cam": ("seed", "data.train", "cam.model", "cam.train", "cam.augment"),
     "cams": ("data.eval", "cam.infer"),
     "seeds": ("seeds",),
-    "train_refiner": ("refiner", "refiner_train", "refiner_augment"),
+    "train_refiner": ("refiner", "refiner_train", "refiner_augment", "refiner_targets"),
     "pseudo_masks": ("refiner", "pseudo_masks"),
     "train_head": ("head.model", "head.loss", "head.train", "head.augment"),
     "eval": ("head.infer",),  # eval.pictures only changes the report
@@ -33,7 +33,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 
 STAGES: tuple[str, ...] = tuple(STAGE_SECTIONS)
 
-OPTIONAL_SECTIONS = frozenset({"refiner_train", "refiner_augment"})
+OPTIONAL_SECTIONS = frozenset({"refiner_train", "refiner_augment", "refiner_targets"})
 """Sections left out of fingerprints while absent, so that the runs of configs written before they
 existed (every non-trainable refiner) keep their fingerprints and resume as they were."""
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..data.image_io import read_mask
+from ..interfaces import IGNORE_INDEX
 from ..viz import cam_overlay, colorize_mask, make_grid, save_png
 from .artifacts import load_cams
 from .context import RunContext
@@ -26,8 +27,10 @@ def write_pictures(ctx: RunContext, count: int, split: str = "eval") -> list[str
         cam_file = ctx.path("cams", split, f"{name}.npz")
         # A run that starts from given seeds (no cam section) has no CAM files: an empty column.
         cam = load_cams(cam_file, ctx.num_classes).amax(0) if cam_file.exists() else torch.zeros(size)
-        masks = [read_mask(ctx.path(folder, split, f"{name}.png"), ctx.num_classes, expected_size=size)
-                 for folder in ("seeds", "pseudo_masks", "predictions")]
+        # Stages a run skips (brought-in pseudo masks, no eval-split source) leave empty columns.
+        files = [ctx.path(folder, split, f"{name}.png") for folder in ("seeds", "pseudo_masks", "predictions")]
+        masks = [read_mask(f, ctx.num_classes, expected_size=size) if f.exists()
+                 else np.full(size, IGNORE_INDEX, dtype=np.int64) for f in files]
         row = [image, cam_overlay(image, cam.numpy())]
         row += [colorize_mask(np.asarray(m), palette) for m in masks]
         row.append(colorize_mask(torch.as_tensor(sample["mask"]).numpy(), palette))

@@ -131,7 +131,9 @@ def stage_rows(stages: Mapping[str, Any], refiner: str = "") -> list[tuple[str, 
         rec = stages.get(stage, {})
         if stage == "cams" and rec.get("skipped"):
             title = "CAM (not computed)"
-        if stage == "pseudo_masks" and refiner:
+        if stage == "pseudo_masks" and rec.get("source"):
+            title = "pseudo masks (pseudo_masks.source)"
+        elif stage == "pseudo_masks" and refiner:
             trained = stages.get("train_refiner", {})
             steps = f", trained {trained['steps']} steps" if trained.get("steps") and not trained.get("skipped") else ""
             title = f"pseudo masks ({refiner}{steps})"

@@ -95,14 +95,15 @@ def raise_seed_problems(problems: Sequence[DataProblem], folder: str | Path, wha
 
 
 def copy_seed_masks(dataset: WSSSDataset, source: str | Path, out: Path, indices: Iterable[int],
-                    palette: Sequence[Sequence[int]] | None, desc: str = "copy seeds") -> int:
-    """Check the seed masks ``source/<name>.png`` of ``indices`` and write them as palette PNGs to
-    ``out`` (existing outputs are kept). Raises :class:`DataError` naming every bad file first."""
+                    palette: Sequence[Sequence[int]] | None, desc: str = "copy seeds", what: str | None = None) -> int:
+    """Check the masks ``source/<name>.png`` of ``indices`` and write them as palette PNGs to ``out``
+    (existing outputs are kept). Raises :class:`DataError` naming every bad file first; ``what``
+    names the folder's config key in it (default ``seeds.source``)."""
     indices = list(indices)
     names = item_names(dataset)
     todo = [i for i in indices if not (out / f"{names[i]}.png").exists()]
     raise_seed_problems(check_seed_masks(dataset, source, todo, desc=f"{desc}: check"), source,
-                        f"seeds.source {source}")
+                        what or f"seeds.source {source}")
     for i in tqdm(todo, desc=desc, unit="img", leave=False):
         mask = read_mask_raw(Path(source) / f"{names[i]}.png")
         save_mask_png(out / f"{names[i]}.png", mask, palette)

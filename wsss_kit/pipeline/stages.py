@@ -30,7 +30,9 @@ from .cam_export import export_cams, seed_from_cam_file
 from .context import SPLITS, RunContext
 from .evaluation import evaluate_cams, evaluate_masks
 from .items import all_exist, item_names, same_size_batches
+from .refiner_targets import make_cam_targets, refiner_target_kind
 from .seed_masks import check_seed_masks, copy_seed_masks, raise_seed_problems
+from .sources import pseudo_mask_sources, seed_sources
 
 
 def _train_config(ctx: RunContext, section: str) -> TrainConfig:
@@ -61,6 +63,8 @@ def _without_cams(ctx: RunContext) -> dict[str, Any] | None:
     ``seeds.source``); ``None`` when CAMs are to be computed."""
     if ctx.get("cam", None) is not None:
         return None
+    if pseudo_mask_sources(ctx) and not seed_sources(ctx):
+        return {"skipped": True, "reason": "no cam section: the pseudo masks come from pseudo_masks.source"}
     sources = seed_sources(ctx)
     missing = [split for split in SPLITS if split not in sources]
     if missing:
@@ -144,22 +148,18 @@ def bg_threshold(ctx: RunContext) -> float:
     return float(sweep["best_threshold"])
 
 
-def seed_sources(ctx: RunContext) -> dict[str, Path]:
-    """``seeds.source`` as ``{split: folder}``: a folder of ``<name>.png`` seed masks for both splits,
-    or ``{train: DIR, eval: DIR}`` (a split left out gets its seeds from the CAMs)."""
-    source = ctx.get("seeds.source", None)
-    if source is None:
-        return {}
-    if isinstance(source, str):
-        return {split: Path(source).expanduser() for split in SPLITS}
-    if isinstance(source, dict):
-        check_keys(source, SPLITS, "seeds.source")
-        return {split: Path(str(folder)).expanduser() for split, folder in source.items() if folder is not None}
-    raise ConfigError(f"seeds.source must be a folder of <name>.png seed masks or {{train: DIR, eval: DIR}}, "
-                      f"got {source!r}")
+def _seeds_not_needed(ctx: RunContext) -> dict[str, Any] | None:
+    """``{"skipped": ...}`` when the run has neither CAMs nor seed masks and brings its pseudo masks."""
+    if ctx.get("cam", None) is None and not seed_sources(ctx) and pseudo_mask_sources(ctx):
+        return {"skipped": True, "reason": "no cam section and no seeds.source: the pseudo masks come from "
+                                           "pseudo_masks.source"}
+    return None
 
 
 def seeds(ctx: RunContext) -> dict[str, Any] | None:
+    skipped = _seeds_not_needed(ctx)
+    if skipped is not None:
+        return skipped
     check_keys(ctx.get("seeds", {}) or {}, ("bg_threshold", "source"), "seeds")
     sources = seed_sources(ctx)
     threshold = bg_threshold(ctx) if any(split not in sources for split in SPLITS) else None
@@ -222,7 +222,10 @@ def refiner_is_trainable(ctx: RunContext) -> bool:
 
 
 def _refiner_not_trainable(ctx: RunContext) -> dict[str, Any] | None:
-    """``{"skipped": ...}`` when the refiner does not learn (``train_refiner`` has nothing to do)."""
+    """``{"skipped": ...}`` when the refiner does not learn or the pseudo masks are brought in
+    (``train_refiner`` has nothing to do)."""
+    if pseudo_mask_sources(ctx):
+        return {"skipped": True, "reason": "the pseudo masks come from pseudo_masks.source"}
     if refiner_is_trainable(ctx):
         return None
     node = ctx.get("refiner")
@@ -233,28 +236,32 @@ def _refiner_not_trainable(ctx: RunContext) -> dict[str, Any] | None:
 
 
 def train_refiner(ctx: RunContext) -> dict[str, Any]:
-    """Train a trainable refiner on ``data.train`` with the run's train seeds (``seeds/train``) as
-    targets: ``refiner_train`` (a TrainConfig) and ``refiner_augment``; writes ``train_refiner/model.pt``.
+    """Train a trainable refiner on ``data.train``: ``refiner_train`` (a TrainConfig) and
+    ``refiner_augment``; writes ``train_refiner/model.pt``.
 
+    The targets are the run's train seeds (``seeds/train``), or, for a refiner that makes its own
+    from the CAMs (``training_targets``, e.g. PSA's confident regions), those
+    (:mod:`~wsss_kit.pipeline.refiner_targets`, ``refiner_targets: auto|seeds|cams``).
     The refiner must be an ``nn.Module`` with ``training_step(batch) -> {"loss": ..., terms}``; a
-    batch holds ``image`` ``(B, 3, h, w)``, ``target`` (the seeds, int64 ``(B, h, w)``, 255 =
-    ignore), ``labels`` ``(B, C)`` and ``name``. Every seed file is checked first (size, values,
-    classes against the image's labels) and all bad files are reported together.
+    batch holds ``image`` ``(B, 3, h, w)``, ``target`` (int64 ``(B, h, w)``, 255 = ignore),
+    ``labels`` ``(B, C)`` and ``name``. Every seed file is checked first (size, values, classes
+    against the image's labels) and all bad files are reported together.
     """
-    node = ctx.get("refiner")
     skipped = _refiner_not_trainable(ctx)
     if skipped is not None:
         return skipped
+    node = ctx.get("refiner")
     if ctx.get("refiner_train", None) is None:
         raise ConfigError(f"refiner_train is required: {node['type']} is trainable (e.g. refiner_train: "
                           "{steps: 20000, batch_size: 16, lr: 1.0e-4, optimizer: adamw})")
     config = _train_config(ctx, "refiner_train")
     augment = build_augment(ctx.get("refiner_augment", None))
-    seed_dir = ctx.path("seeds", "train")
     base = ctx.dataset("train")
-    raise_seed_problems(check_seed_masks(base, seed_dir, desc="check train seeds"), seed_dir,
-                        "train_refiner (targets: the train seeds)")
-    ds = MaskTargetDataset(base, seed_dir, augment=augment)
+    kind = refiner_target_kind(ctx, _refiner_factory(ctx)[1], has_cams=not cams_skipped(ctx))
+    if kind == "seeds":
+        seed_dir = ctx.path("seeds", "train")
+        raise_seed_problems(check_seed_masks(base, seed_dir, desc="check train seeds"), seed_dir,
+                            "train_refiner (targets: the train seeds)")
     seed_everything(config.seed)  # the refiner's random initialisation is part of the run
     refiner = _refiner(ctx)
     if not getattr(refiner, "trainable", False):  # e.g. a configuration whose parts are all frozen
@@ -262,13 +269,19 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
     if not isinstance(refiner, torch.nn.Module) or not callable(getattr(refiner, "training_step", None)):
         raise ConfigError(f"refiner {node['type']} says trainable = True but is not an nn.Module with a "
                           "training_step(batch) method")
+    target_dir = (make_cam_targets(ctx, refiner, ctx.fingerprint("train_refiner")) if kind == "cams"
+                  else ctx.path("seeds", "train"))
+    ds = MaskTargetDataset(base, target_dir, augment=augment)
 
     def step(model: torch.nn.Module, batch: dict[str, Any]) -> Any:
         return model.training_step(batch)
 
     result = train(refiner, ds, config, ctx.path("train_refiner"), step_fn=step, desc="train refiner")
-    return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
-            "images": len(ds)}
+    out = {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
+           "images": len(ds), "targets": kind}
+    if kind == "cams":
+        out["targets_miou"] = evaluate_masks(ctx, "train", target_dir)
+    return out
 
 
 # --------------------------------------------------------------------------- pseudo_masks
@@ -301,9 +314,30 @@ def trained_refiner(ctx: RunContext) -> Any:
     return refiner
 
 
+def _copy_pseudo_masks(ctx: RunContext, sources: dict[str, Path]) -> dict[str, Any] | None:
+    """``pseudo_masks.source``: check the brought-in masks and copy them into the run."""
+    if ctx.get("refiner", None) is not None:
+        print("[wsss] pseudo_masks: note: the refiner is not used, the pseudo masks come from pseudo_masks.source")
+    palette = ctx.reference.palette
+    complete = True
+    for split, folder in sources.items():
+        ds, names, out, todo = _pending(ctx, split, "pseudo_masks", ".png")
+        copy_seed_masks(ds, folder, out, todo, palette, desc=f"pseudo masks [{split}] from {folder}",
+                        what=f"pseudo_masks.source {folder}")
+        complete &= all_exist(out, names, ".png")
+    if not complete:
+        return None
+    result: dict[str, Any] = {split: evaluate_masks(ctx, split, ctx.path("pseudo_masks", split)) for split in sources}
+    result["source"] = {split: str(folder) for split, folder in sources.items()}
+    return result
+
+
 def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
     opts = dict(ctx.get("pseudo_masks", {}) or {})
-    check_keys(opts, ("batch_size", "input"), "pseudo_masks")
+    check_keys(opts, ("batch_size", "input", "source"), "pseudo_masks")
+    sources = pseudo_mask_sources(ctx)
+    if sources:
+        return _copy_pseudo_masks(ctx, sources)
     source = _refiner_input(ctx, opts)
     refiner = trained_refiner(ctx)
     device = ctx.device if isinstance(refiner, torch.nn.Module) else torch.device("cpu")
@@ -379,6 +413,7 @@ def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
 NOTHING_TO_DO: dict[str, Callable[[RunContext], dict[str, Any] | None]] = {
     "train_cam": _without_cams,
     "cams": _without_cams,
+    "seeds": _seeds_not_needed,
     "train_refiner": _refiner_not_trainable,
 }
 """Stages that may have nothing to do in a config: the function gives the stage's ``{"skipped": ...}``
