@@ -39,28 +39,14 @@ from wsss_kit.config import apply_overrides, load_config
 from wsss_kit.data.synthetic import SyntheticDataset
 from wsss_kit.pipeline import run_pipeline
 
+from pipeline_runs import copy_upstream, miou  # a sibling module (benchmarks/ is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "weakclip" / "synthetic.yaml"
 RESULTS = HERE / "results" / "weakclip_synthetic.json"
-UPSTREAM = ("train_cam", "cams", "seeds")
 QUICK = ["data.train.num_images=48", "data.eval.num_images=16", "cam.train.steps=60", "refiner_train.steps=40"]
 OFFICIAL_INFERENCE = dict(scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), base_size=(2048, 512), flip=True,
                           window=512, stride=341, crf="weakclip_voc")
-
-
-def miou(stages: dict, stage: str) -> dict:
-    rec = stages[stage]
-    return {split: round(100 * rec[split]["miou"], 2) for split in ("train", "eval")}
-
-
-def copy_upstream(src: Path, dst: Path) -> None:
-    """Give ``dst`` the CAM, seed and CAM-network files of ``src`` and their manifest entries."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for folder in UPSTREAM:
-        shutil.copytree(src / folder, dst / folder)
-    manifest = json.loads((src / "manifest.json").read_text())
-    manifest["stages"] = {k: v for k, v in manifest["stages"].items() if k in UPSTREAM}
-    (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def quality(cfg: dict, out: Path) -> dict:
