@@ -6,8 +6,12 @@ import math
 
 import pytest
 import torch
+from deeplab_official_layouts import TINY_WR38, psa_aff_reference, psa_aff_state, resnet38_state
 from wsss_deeplab.affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss, confident_regions
+from wsss_deeplab.convert_affinity import convert_psa_affinity_net
 from wsss_deeplab.random_walk import path_indices
+
+from wsss_kit.weights import get_converter
 
 TINY = dict(stem_width=4, widths=((4, 4), (4, 8), (8, 8), (8, 16)), depths=(1, 1, 1, 1),
             bottleneck_widths=(8, 16), dropouts=(0.0, 0.0), embed_widths=(4, 4, 8), embed_dim=8)
@@ -146,3 +150,49 @@ def test_sparse_walk_matches_dense():
     dense = ref.refine(images, cams, labels)
     ref.sparse_walk = True
     assert torch.allclose(ref.refine(images, cams, labels), dense, atol=1e-5)
+
+
+# ---------------------------------------------------------------- official AffinityNet checkpoints
+
+AFF_TRUNK = {k: v for k, v in TINY_WR38.items() if k != "head_width"}
+
+
+def test_psa_checkpoint_matches_the_official_forward(tmp_path):
+    state = psa_aff_state()
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "res38_aff.pth")  # DataParallel prefix
+    ref = PSARefiner(**AFF_TRUNK, embed_widths=(4, 4, 8), embed_dim=16, checkpoint=str(tmp_path / "res38_aff.pth"))
+    ref.eval()
+    for size in [(48, 64), (40, 40)]:
+        images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(2))
+        assert torch.allclose(ref.net(images), psa_aff_reference(state, images), atol=1e-5)
+    torch.save(ref.state_dict(), tmp_path / "own.pth")  # this refiner's layout loads too
+    again = PSARefiner(**AFF_TRUNK, embed_widths=(4, 4, 8), embed_dim=16, checkpoint=str(tmp_path / "own.pth"))
+    assert torch.equal(again.net.embed.weight, state["f9.weight"])
+    assert get_converter("psa_affinity_net") is convert_psa_affinity_net
+
+
+def test_psa_converter_errors(tmp_path):
+    from wsss_kit.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="segmentation network"):
+        convert_psa_affinity_net(resnet38_state(num_classes=3, counters=True))
+    with pytest.raises(WeightsError, match="weights="):
+        convert_psa_affinity_net(resnet38_state())
+    with pytest.raises(WeightsError, match="lacks the affinity layers f8_4.weight"):
+        convert_psa_affinity_net({k: v for k, v in psa_aff_state().items() if not k.startswith("f8_4")})
+    with pytest.raises(WeightsError, match="keys the network does not: fc8.weight"):
+        convert_psa_affinity_net(psa_aff_state() | {"fc8.weight": torch.zeros(20, 48, 1, 1)})
+    torch.save(psa_aff_state(embed=(4, 4, 6)), tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match=r"proj\.2\.weight: file \(6, 48, 1, 1\) vs model \(8, 48, 1, 1\)"):
+        PSARefiner(**AFF_TRUNK, embed_widths=(4, 4, 8), embed_dim=16, checkpoint=str(tmp_path / "other.pth"))
+
+
+def test_training_targets_protocol():
+    image = torch.zeros(3, 24, 32)
+    image[:, :, 16:] = 1.0
+    cams = torch.zeros(2, 24, 32)
+    cams[1, :, 16:] = 1.0
+    cams[0] = 0.7  # class 1 is absent from the labels
+    target = PSARefiner(**TINY).training_targets(image, cams, torch.tensor([0.0, 1.0]))
+    assert target.dtype == torch.int64 and target.shape == (24, 32)
+    assert set(target.unique().tolist()) <= {0, 2, 255} and (target[:, 20:] == 2).all() and (target[:, :12] == 0).all()

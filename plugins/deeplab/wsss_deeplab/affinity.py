@@ -186,6 +186,10 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
             inside the bottom/left/right border band (a quirk of the official code).
         sparse_walk: walk with sparse one-step products instead of the dense ``T^(2^log_t)``
             (same result; much less memory and CPU time on large grids).
+        alpha_low, alpha_high, label_crf_params: of :meth:`training_targets` (MCTformer 1 / 12,
+            PSA 4 / 32; the core CRF set ``"psa"``: (3, 3) / (80, 13, 10)).
+        checkpoint: a trained AffinityNet (PSA's ``res38_aff.pth`` or this refiner's state dict),
+            loaded strictly after the network is built (converter ``psa_affinity_net``).
         **network: :class:`AffinityNet` settings.
     """
 
@@ -194,13 +198,32 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
 
     def __init__(self, radius: int = 5, beta: float = 8.0, log_t: int = 6, bg_threshold: float | None = 0.39,
                  alpha: float | None = None, train_cover_border: bool = False, cover_border: bool = True,
-                 sparse_walk: bool = False, **network: Any) -> None:
+                 sparse_walk: bool = False, alpha_low: float = 1.0, alpha_high: float = 12.0,
+                 label_crf_params: Any = "psa", checkpoint: str | os.PathLike[str] | None = None,
+                 **network: Any) -> None:
         nn.Module.__init__(self)
         self.net = AffinityNet(**network)
+        self.alpha_low, self.alpha_high, self.label_crf_params = float(alpha_low), float(alpha_high), label_crf_params
         self.radius, self.beta, self.log_t = int(radius), float(beta), int(log_t)
         self.bg_threshold, self.alpha = bg_threshold, alpha
         self.train_cover_border, self.cover_border = bool(train_cover_border), bool(cover_border)
         self.sparse_walk = bool(sparse_walk)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+
+    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+        """Load a trained AffinityNet (PSA's ``resnet38_aff`` or this refiner's layout) into ``net``, strictly."""
+        from .convert_affinity import load_converted
+
+        load_converted(self.net, checkpoint, "AffinityNet checkpoint", "psa_affinity_net")
+
+    def training_targets(self, image: Tensor, cams: Tensor, labels: Tensor) -> Tensor:
+        """PSA's confident regions from two CRFs: image ``(3, H, W)`` in [0, 1], CAMs ``(C, H, W)``,
+        labels ``(C,)`` → int64 ``(H, W)`` (0 bg, 1..C, 255 unlabelled); see
+        :func:`~wsss_deeplab.relation_labels.psa_relation_labels`."""
+        from .relation_labels import psa_relation_labels
+
+        return psa_relation_labels(image, cams, labels, self.alpha_low, self.alpha_high, self.label_crf_params)
 
     def training_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """``batch["image"]`` ``(B, 3, H, W)``, ``batch["target"]`` int64 ``(B, H, W)`` confident

@@ -1,0 +1,155 @@
+"""Training targets of the affinity refiners from CAMs: confident foreground / background regions
+and an unlabelled band, by two dense-CRF runs per image.
+
+Both return int64 ``(H, W)`` maps: 0 = background, ``k`` = foreground class ``k`` (1..C), 255 =
+unlabelled; a class absent from ``labels`` never appears. CAMs are first normalised per class by
+their maximum (``cam / (max + 1e-5)``, as all three official codes store them).
+
+* PSA / MCTformer (jiwoon-ahn/psa ``infer_cls.py`` ``_crf_with_alpha``, the same in MCTformer):
+  scores ``[bg, CAMs of the present classes]`` with ``bg = (1 − max_c CAM)^α``, a dense CRF
+  (``tool/imutils.py`` ``crf_inference``: unary ``−log`` of the scores clipped at 1e-5, Gaussian
+  sxy 3 compat 3, bilateral sxy 80 srgb 13 compat 10, 10 iterations — the core set ``"psa"``) for
+  a low and a high α (MCTformer 1 / 12, PSA 4 / 32); ``la``/``ha`` = argmax; the label is ``la``,
+  255 where ``la`` is background, 0 where ``ha`` is background
+  (:func:`~wsss_deeplab.affinity.confident_regions`). Background wins over the low-α foreground.
+* IRN (jiwoon-ahn/irn ``step/cam_to_ir_label.py``, ``misc/imutils.py`` ``crf_inference_label``):
+  ``fg = argmax [conf_fg_threshold, CAMs]`` and ``bg = argmax [conf_bg_threshold, CAMs]``, each a
+  hard label map smoothed by a label-unary CRF (:func:`label_crf`: probability 0.7 to the given
+  label, the rest shared; Gaussian sxy 3 compat 3, bilateral sxy 50 srgb 5 compat 10, 10
+  iterations); the label is ``fg``, 255 where ``fg`` is background, 0 where both are background.
+  A foreground label is kept even where ``bg`` says background (the opposite precedence to PSA's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wsss_kit.crf import CRFParams, dense_crf, get_params, images_to_uint8, seeds_to_probs
+
+from .affinity import confident_regions
+
+__all__ = ["IRN_LABEL_CRF", "irn_confident_regions", "irn_relation_labels", "label_crf", "normalise_cams", "psa_relation_labels"]
+
+IRN_LABEL_CRF = CRFParams(3, 3, 50, 5, 10, 10)
+"""IRN's ``crf_inference_label`` kernels: Gaussian (3, 3), bilateral (50, 5, 10), 10 iterations."""
+
+
+def _check(image: Tensor, cams: Tensor, labels: Tensor) -> None:
+    if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
+        raise ValueError(f"image must be float (3, H, W) in [0, 1], got {image.dtype} {tuple(image.shape)}")
+    if cams.dim() != 3 or tuple(cams.shape[1:]) != tuple(image.shape[1:]) or not cams.is_floating_point():
+        raise ValueError(f"cams must be float (C, H, W) at the image size {tuple(image.shape[1:])}, "
+                         f"got {cams.dtype} {tuple(cams.shape)}")
+    if labels.dim() != 1 or labels.shape[0] != cams.shape[0]:
+        raise ValueError(f"labels must be ({cams.shape[0]},) for {cams.shape[0]} CAMs, got {tuple(labels.shape)}")
+
+
+def normalise_cams(cams: Tensor, labels: Tensor) -> Tensor:
+    """``(C, H, W)`` → ReLU, divided per class by ``max + 1e-5``; absent classes set to 0."""
+    cams = cams.float().clamp_min(0) * (torch.as_tensor(labels).to(cams.device) > 0).float()[:, None, None]
+    return cams / (cams.flatten(1).amax(dim=1)[:, None, None] + 1e-5)
+
+
+def _crf_argmax(rgb: np.ndarray, probs: Tensor, params: Any) -> Tensor:
+    """Argmax ``(H, W)`` of a dense CRF over ``probs`` ``(K, H, W)`` (no CRF for ``K = 1``)."""
+    if probs.shape[0] == 1:
+        return torch.zeros(probs.shape[1:], dtype=torch.long)
+    q = dense_crf(rgb, probs.detach().cpu().float().numpy(), params)
+    return torch.from_numpy(q).argmax(dim=0)
+
+
+def label_crf(rgb: np.ndarray, label_map: Tensor, n_labels: int, gt_prob: float = 0.7,
+              params: Any = IRN_LABEL_CRF) -> Tensor:
+    """A dense CRF on a hard label map (IRN's ``crf_inference_label``, pydensecrf's ``unary_from_labels``).
+
+    Args:
+        rgb: ``uint8 (H, W, 3)``.
+        label_map: int ``(H, W)`` in ``0 … n_labels − 1``.
+        gt_prob: probability of the given label; the other labels share ``1 − gt_prob``.
+
+    Returns:
+        int64 ``(H, W)``: the CRF's argmax.
+    """
+    if int(label_map.min()) < 0 or int(label_map.max()) >= n_labels:
+        raise ValueError(f"label_map values must be in 0..{n_labels - 1}, got {int(label_map.min())}.."
+                         f"{int(label_map.max())}")
+    if n_labels == 1:
+        return torch.zeros(label_map.shape, dtype=torch.long)
+    # the soft one-hot of the core's seeds_to_probs gives -log unaries equal to unary_from_labels'
+    probs = seeds_to_probs(label_map[None].long(), torch.ones(1, n_labels - 1), confidence=gt_prob)[0]
+    return _crf_argmax(rgb, probs, params)
+
+
+def psa_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, alpha_low: float = 1.0,
+                        alpha_high: float = 12.0, crf_params: Any = "psa", normalize: bool = True) -> Tensor:
+    """PSA / MCTformer's AffinityNet training labels (see the module docstring).
+
+    Args:
+        image: float ``(3, H, W)`` in [0, 1]. cams: float ``(C, H, W)`` foreground CAMs.
+        labels: ``(C,)`` 0/1. alpha_low, alpha_high: MCTformer 1 / 12, PSA 4 / 32.
+        crf_params: a core CRF parameter set (``"psa"``: (3, 3) / (80, 13, 10), 10 iterations).
+        normalize: divide each CAM by its maximum first.
+
+    Returns:
+        int64 ``(H, W)``: 0 background, 1..C foreground, 255 unlabelled; on ``cams``' device.
+    """
+    _check(image, cams, labels)
+    if not 0 < float(alpha_low) <= float(alpha_high):
+        raise ValueError(f"need 0 < alpha_low <= alpha_high, got {alpha_low}, {alpha_high}")
+    present = (torch.as_tensor(labels) > 0).nonzero().flatten().cpu()
+    fg = (normalise_cams(cams, labels) if normalize else cams.float()).cpu()[present]
+    peak = fg.amax(dim=0, keepdim=True) if len(present) else torch.zeros(1, *cams.shape[1:])
+    ids = torch.cat([torch.zeros(1, dtype=torch.long), present + 1])
+    rgb, params = images_to_uint8(image[None])[0], get_params(crf_params)
+    maps = [ids[_crf_argmax(rgb, torch.cat([(1 - peak).clamp_min(0).pow(float(a)), fg]), params)]
+            for a in (alpha_low, alpha_high)]
+    return confident_regions(maps[0][None], maps[1][None])[0].to(cams.device)
+
+
+def irn_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, conf_fg_threshold: float = 0.30,
+                        conf_bg_threshold: float = 0.05, crf_params: Any = IRN_LABEL_CRF, gt_prob: float = 0.7,
+                        normalize: bool = True) -> Tensor:
+    """IRN's inter-pixel relation labels (``cam_to_ir_label``; see the module docstring).
+
+    Args:
+        image: float ``(3, H, W)`` in [0, 1]. cams: float ``(C, H, W)``. labels: ``(C,)`` 0/1.
+        conf_fg_threshold, conf_bg_threshold: IRN 0.30 / 0.05, CLIMS 0.3 / 0.1.
+        crf_params, gt_prob: the label CRF (:data:`IRN_LABEL_CRF`, 0.7).
+        normalize: divide each CAM by its maximum first (IRN's ``high_res`` CAMs are).
+
+    Returns:
+        int64 ``(H, W)``: 0 background, 1..C foreground, 255 unlabelled; on ``cams``' device.
+    """
+    _check(image, cams, labels)
+    if not 0 <= float(conf_bg_threshold) <= float(conf_fg_threshold):
+        raise ValueError(f"need 0 <= conf_bg_threshold <= conf_fg_threshold, got {conf_bg_threshold}, "
+                         f"{conf_fg_threshold}")
+    present = (torch.as_tensor(labels) > 0).nonzero().flatten().cpu()
+    fg_cams = (normalise_cams(cams, labels) if normalize else cams.float()).cpu()[present]
+    keys = torch.cat([torch.zeros(1, dtype=torch.long), present + 1])
+    rgb, params = images_to_uint8(image[None])[0], get_params(crf_params)
+    def confident(threshold: float) -> Tensor:
+        scores = torch.cat([torch.full((1, *cams.shape[1:]), float(threshold)), fg_cams])
+        return keys[label_crf(rgb, scores.argmax(dim=0), len(keys), gt_prob, params)]
+
+    return irn_confident_regions(confident(conf_fg_threshold), confident(conf_bg_threshold)).to(cams.device)
+
+
+def irn_confident_regions(fg_labels: Tensor, bg_labels: Tensor, ignore_index: int = 255) -> Tensor:
+    """IRN's combination of its two CRF label maps (int64, any equal shapes, 0 = background).
+
+    ``fg_labels``: from the high ``conf_fg_threshold``; ``bg_labels``: from the low
+    ``conf_bg_threshold``. The label is ``fg_labels``; ``ignore_index`` where it is background,
+    0 where both are. Unlike :func:`~wsss_deeplab.affinity.confident_regions` (PSA), a foreground
+    label survives where ``bg_labels`` says background.
+    """
+    if fg_labels.shape != bg_labels.shape:
+        raise ValueError(f"the two label maps differ in shape: {tuple(fg_labels.shape)} vs {tuple(bg_labels.shape)}")
+    out = fg_labels.clone()
+    out[fg_labels == 0] = ignore_index
+    out[(fg_labels == 0) & (bg_labels == 0)] = 0
+    return out
