@@ -66,7 +66,7 @@ def test_training_step_gradients_reach_trainable_parameters_only():
     out["loss"].backward()
     frozen = {id(p) for p in list(ref.net.trunk.stem.parameters()) + list(ref.net.trunk.stages[0].parameters())}
     for name, p in ref.named_parameters():
-        if id(p) in frozen:
+        if id(p) in frozen or not p.requires_grad:  # stem, b2 and every BatchNorm (official)
             assert p.grad is None, name
         else:
             assert p.grad is not None, name
@@ -196,3 +196,30 @@ def test_training_targets_protocol():
     target = PSARefiner(**TINY).training_targets(image, cams, torch.tensor([0.0, 1.0]))
     assert target.dtype == torch.int64 and target.shape == (24, 32)
     assert set(target.unique().tolist()) <= {0, 2, 255} and (target[:, 20:] == 2).all() and (target[:, :12] == 0).all()
+
+
+def test_batchnorm_and_stem_stay_frozen_and_param_groups_follow_train_aff():
+    from wsss_deeplab.frozen_bn import batchnorm_layers
+
+    torch.manual_seed(0)
+    ref = PSARefiner(**TINY).train()
+    net = ref.net
+    bns = batchnorm_layers(net.trunk)
+    assert bns and all(not m.training for m in bns)
+    assert all(not p.requires_grad for m in bns for p in m.parameters())
+    assert all(not p.requires_grad for p in net.trunk.stem.parameters())
+    before = [m.running_mean.clone() for m in bns]
+    target = torch.zeros(2, 80, 80, dtype=torch.long)
+    target[:, 16:56, 16:56] = 3
+    ref.training_step({"image": torch.rand(2, 3, 80, 80), "target": target})
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, bns))  # statistics never updated
+    groups = ref.param_groups(0.01)
+    assert [g["lr"] for g in groups] == [0.01, 0.1]
+    trainable = {id(p) for p in ref.parameters() if p.requires_grad}
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(trainable) and len(set(grouped)) == len(grouped)
+    assert {id(p) for p in net.embed.parameters()} <= {id(p) for p in groups[1]["params"]}
+    # A randomly initialised trunk trains its BatchNorm and stem when asked.
+    free = PSARefiner(**TINY, freeze_bn=False, freeze_stem=False).train()
+    assert all(m.training and m.weight.requires_grad for m in batchnorm_layers(free.net.trunk))
+    assert all(p.requires_grad for p in free.net.trunk.stem.parameters())

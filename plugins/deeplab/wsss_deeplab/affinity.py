@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -43,7 +43,9 @@ from wsss_kit.errors import WeightsError
 from wsss_kit.weights import load_state_dict, load_weights_into, resolve
 
 from .convert_wr38 import convert_resnet38_imagenet
+from .frozen_bn import bn_eval, freeze_bn_params
 from .random_walk import feature_affinity, path_indices, psa_random_walk
+from .refiner_presets import PRESET, PSA_PRESETS, resolve_preset
 from .wide_resnet38 import WideResNet38
 
 __all__ = ["AffinityNet", "PSARefiner", "affinity_labels", "affinity_loss", "confident_regions"]
@@ -126,11 +128,15 @@ class AffinityNet(nn.Module):
         embed_dim: channels of the final embedding; official 448 (= their sum).
         weights: ResNet38 ImageNet weights for the trunk (a path or ``"released:resnet38_imagenet"``,
             PSA layout or ``backbone.*``), loaded strictly; ``None`` = random initialisation.
+        freeze_bn: keep every trunk BatchNorm in eval mode with frozen affine parameters (official:
+            ``resnet38d.Net.train``); ``False`` trains them (a randomly initialised trunk needs it).
+        freeze_stem: freeze the stem and stage ``b2`` (official ``not_training``).
         **trunk: :class:`WideResNet38` settings (tiny widths in tests).
     """
 
     def __init__(self, embed_widths: Sequence[int] = (64, 128, 256), embed_dim: int = 448,
-                 weights: str | os.PathLike[str] | None = None, **trunk: Any) -> None:
+                 weights: str | os.PathLike[str] | None = None, freeze_bn: bool = True,
+                 freeze_stem: bool = True, **trunk: Any) -> None:
         super().__init__()
         self.trunk = WideResNet38(**trunk)
         widths = [s[0].conv2.out_channels for s in self.trunk.stages[2:4]] + [self.trunk.out_channels]
@@ -141,8 +147,12 @@ class AffinityNet(nn.Module):
         for conv in self.proj:
             nn.init.kaiming_normal_(conv.weight)
         nn.init.xavier_uniform_(self.embed.weight, gain=4)
-        for p in list(self.trunk.stem.parameters()) + list(self.trunk.stages[0].parameters()):
-            p.requires_grad_(False)
+        self.freeze_bn, self.freeze_stem = bool(freeze_bn), bool(freeze_stem)
+        if self.freeze_stem:
+            for p in list(self.trunk.stem.parameters()) + list(self.trunk.stages[0].parameters()):
+                p.requires_grad_(False)
+        if self.freeze_bn:
+            freeze_bn_params(self.trunk)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if weights is not None:
@@ -158,6 +168,20 @@ class AffinityNet(nn.Module):
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("trunk.")}
         state = {"trunk." + k[len("backbone."):]: v for k, v in converted.items()} | own
         load_weights_into(self, state, strict=True, source=source)
+
+    def train(self, mode: bool = True) -> "AffinityNet":
+        super().train(mode)
+        if self.freeze_bn:
+            bn_eval(self.trunk)
+        return self
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """PSA's ``get_parameter_groups`` with ``train_aff``'s rates: the trunk at ``lr``, the new
+        projections (``f8_*``, ``f9``) at ``10 · lr``; frozen parameters are left out. (The official
+        biases' 2× / 20× groups are empty: every convolution here is bias-free.)"""
+        trunk = [p for p in self.trunk.parameters() if p.requires_grad]
+        new = [p for p in list(self.proj.parameters()) + list(self.embed.parameters()) if p.requires_grad]
+        return [{"params": trunk, "lr": lr, "lr_mult": 1.0}, {"params": new, "lr": 10 * lr, "lr_mult": 10.0}]
 
     def forward(self, images: Tensor) -> Tensor:
         """``(B, 3, H, W)`` in [0, 1] → embeddings ``(B, embed_dim, ⌈H/8⌉, ⌈W/8⌉)``."""
@@ -177,6 +201,9 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
     """PSA / MCTformer random-walk refiner with a trainable :class:`AffinityNet`.
 
     Args:
+        preset: ``official`` (MCTformer's PSA step, = ``paper``) or ``psa`` (PSA's own code), or a dict
+            of overrides (:data:`~wsss_deeplab.refiner_presets.PSA_PRESETS`); keywords left at their
+            ``<preset>`` default take the preset's value.
         radius: pair radius (5). beta, log_t: walk (MCTformer 8, 6).
         bg_threshold: constant background score for the walk (MCTformer 0.39); ``alpha``
             instead gives ``(1 − max)^alpha`` (PSA's ``infer_aff``).
@@ -196,17 +223,24 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
     wsss_api_version = "1.0"
     trainable = True
 
-    def __init__(self, radius: int = 5, beta: float = 8.0, log_t: int = 6, bg_threshold: float | None = 0.39,
-                 alpha: float | None = None, train_cover_border: bool = False, cover_border: bool = True,
-                 sparse_walk: bool = False, alpha_low: float = 1.0, alpha_high: float = 12.0,
-                 label_crf_params: Any = "psa", checkpoint: str | os.PathLike[str] | None = None,
-                 **network: Any) -> None:
+    def __init__(self, preset: str | Mapping[str, Any] = "official", radius: int = 5, beta: float = PRESET,
+                 log_t: int = PRESET, bg_threshold: float | None = PRESET, alpha: float | None = PRESET,
+                 train_cover_border: bool = False, cover_border: bool = PRESET, sparse_walk: bool = False,
+                 alpha_low: float = PRESET, alpha_high: float = PRESET, label_crf_params: Any = "psa",
+                 checkpoint: str | os.PathLike[str] | None = None, **network: Any) -> None:
         nn.Module.__init__(self)
+        cfg = resolve_preset(PSA_PRESETS, preset, "psa_rw", {
+            "beta": beta, "log_t": log_t, "bg_threshold": bg_threshold, "alpha": alpha, "cover_border": cover_border,
+            "alpha_low": alpha_low, "alpha_high": alpha_high})
+        if cfg["bg_threshold"] is None and cfg["alpha"] is None:
+            raise ValueError("psa_rw needs a background for the walk: bg_threshold (a constant score, MCTformer "
+                             "0.39) or alpha (the (1 - max)^alpha of PSA's infer_aff, 16)")
         self.net = AffinityNet(**network)
-        self.alpha_low, self.alpha_high, self.label_crf_params = float(alpha_low), float(alpha_high), label_crf_params
-        self.radius, self.beta, self.log_t = int(radius), float(beta), int(log_t)
-        self.bg_threshold, self.alpha = bg_threshold, alpha
-        self.train_cover_border, self.cover_border = bool(train_cover_border), bool(cover_border)
+        self.alpha_low, self.alpha_high = float(cfg["alpha_low"]), float(cfg["alpha_high"])
+        self.label_crf_params = label_crf_params
+        self.radius, self.beta, self.log_t = int(radius), float(cfg["beta"]), int(cfg["log_t"])
+        self.bg_threshold, self.alpha = cfg["bg_threshold"], cfg["alpha"]
+        self.train_cover_border, self.cover_border = bool(train_cover_border), bool(cfg["cover_border"])
         self.sparse_walk = bool(sparse_walk)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
@@ -224,6 +258,10 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
         from .relation_labels import psa_relation_labels
 
         return psa_relation_labels(image, cams, labels, self.alpha_low, self.alpha_high, self.label_crf_params)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """:meth:`AffinityNet.param_groups` (the engine uses it when it builds the optimiser)."""
+        return self.net.param_groups(lr)
 
     def training_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """``batch["image"]`` ``(B, 3, H, W)``, ``batch["target"]`` int64 ``(B, H, W)`` confident

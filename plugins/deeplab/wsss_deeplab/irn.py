@@ -57,6 +57,7 @@ import wsss_kit
 
 from .affinity import IMAGENET_MEAN, IMAGENET_STD, affinity_labels, affinity_loss
 from .random_walk import boundary_affinity, irn_random_walk, path_indices
+from .refiner_presets import IRN_PRESETS, PRESET, resolve_preset
 
 __all__ = ["BoundaryBranch", "DisplacementBranch", "IRNBackbone", "IRNRefiner", "displacement_loss",
            "pair_displacement"]
@@ -238,6 +239,9 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
     """IRNet's boundary-based random walk as a trainable refiner, with the displacement branch.
 
     Args:
+        preset: ``official`` (IRNet's code, = ``paper``), ``clims_voc`` or ``clims_coco`` (CLIMS/POLE),
+            or a dict of overrides (:data:`~wsss_deeplab.refiner_presets.IRN_PRESETS`); keywords left
+            at their ``<preset>`` default take the preset's value.
         backbone: timm ResNet name (``resnet50``); pretrained: load its timm weights;
             backbone_args: further ``timm.create_model`` keywords (tiny ResNets in tests).
         width: boundary-branch channels per level (32).
@@ -259,14 +263,22 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
     wsss_api_version = "1.0"
     trainable = True
 
-    def __init__(self, backbone: str = "resnet50", pretrained: bool = False, width: int = 32,
-                 train_radius: int = 10, radius: int = 5, beta: float = 10.0, exp_times: int = 8,
-                 bg_threshold: float = 0.25, sparse_walk: bool = False, displacement: bool = True,
+    def __init__(self, preset: str | Mapping[str, Any] = "official", backbone: str = "resnet50",
+                 pretrained: bool = False, width: int = 32, train_radius: int = PRESET, radius: int = PRESET,
+                 beta: float = PRESET, exp_times: int = PRESET, bg_threshold: float = PRESET,
+                 sparse_walk: bool = False, displacement: bool = True,
                  dp_widths: Sequence[int] = DP_WIDTHS, dp_groups: Sequence[int] = DP_GROUPS,
-                 backbone_args: Mapping[str, Any] | None = None, conf_fg_threshold: float = 0.30,
-                 conf_bg_threshold: float = 0.05, label_crf_params: Any = None, dp_lr_mult: float = 10.0,
+                 backbone_args: Mapping[str, Any] | None = None, conf_fg_threshold: float = PRESET,
+                 conf_bg_threshold: float = PRESET, label_crf_params: Any = None, dp_lr_mult: float = 10.0,
                  checkpoint: str | os.PathLike[str] | None = None) -> None:
         nn.Module.__init__(self)
+        cfg = resolve_preset(IRN_PRESETS, preset, "irn_rw", {
+            "train_radius": train_radius, "radius": radius, "beta": beta, "exp_times": exp_times,
+            "bg_threshold": bg_threshold, "conf_fg_threshold": conf_fg_threshold,
+            "conf_bg_threshold": conf_bg_threshold})
+        train_radius, radius, beta, exp_times = cfg["train_radius"], cfg["radius"], cfg["beta"], cfg["exp_times"]
+        bg_threshold, conf_fg_threshold, conf_bg_threshold = (cfg["bg_threshold"], cfg["conf_fg_threshold"],
+                                                              cfg["conf_bg_threshold"])
         self.backbone = IRNBackbone(backbone, pretrained, **dict(backbone_args or {}))
         self.boundary = BoundaryBranch(self.backbone.channels, width=width)
         self.displacement = DisplacementBranch(self.backbone.channels, widths=dp_widths, groups=dp_groups) \
