@@ -261,3 +261,20 @@ def test_irn_converter_errors(tmp_path):
     torch.save(wider, tmp_path / "wider.pth")
     with pytest.raises(WeightsError, match=r"boundary\.head\.weight: file \(1, 48, 1, 1\) vs model \(1, 40, 1, 1\)"):
         _official_refiner(checkpoint=str(tmp_path / "wider.pth"))
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    import timm
+
+    torch.manual_seed(1)
+    source = timm.create_model("test_resnet")
+    path = tmp_path / "tv_resnet.pth"
+    torch.save(source.state_dict(), path)
+    backbone = IRNBackbone("test_resnet", weights=str(path))
+    ours = backbone.body.state_dict()
+    shared = [k for k in source.state_dict() if k in ours]
+    assert len(shared) > 10 and all(torch.equal(ours[k], source.state_dict()[k]) for k in shared)
+    assert not any(p.requires_grad for p in backbone.parameters())
+    with pytest.raises(Exception, match="tv_resnet.pth"):
+        torch.save({"conv1.weight": torch.zeros(1)}, path)
+        IRNBackbone("test_resnet", weights=str(path))

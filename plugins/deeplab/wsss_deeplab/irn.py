@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import wsss_kit
+from wsss_kit.weights import create_timm_model
 
 from .affinity import IMAGENET_MEAN, IMAGENET_STD, affinity_labels, affinity_loss
 from .random_walk import boundary_affinity, irn_random_walk, path_indices
@@ -84,16 +85,18 @@ class IRNBackbone(nn.Module):
 
     Args:
         name: a timm ResNet (``resnet50``, official; ``test_resnet`` in tests).
-        pretrained: load timm's weights (needs them cached; ``False`` in tests).
+        weights: its ImageNet initialisation (official: torchvision's ResNet-50,
+            ``released:torchvision_resnet50_imagenet`` or ``timm:resnet50.tv_in1k``); a local file,
+            ``released:`` or ``timm:`` spec (:func:`wsss_kit.weights.create_timm_model`); ``None`` =
+            random (tests).
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``layers``, ``channels`` for a tiny
             torchvision-layout ResNet in tests).
     """
 
-    def __init__(self, name: str = "resnet50", pretrained: bool = False, **timm_kwargs: Any) -> None:
+    def __init__(self, name: str = "resnet50", weights: str | os.PathLike[str] | None = None,
+                 **timm_kwargs: Any) -> None:
         super().__init__()
-        import timm
-
-        self.body = timm.create_model(name, features_only=True, pretrained=pretrained, **timm_kwargs)
+        self.body = create_timm_model(name, weights=weights, features_only=True, **timm_kwargs)
         if list(self.body.feature_info.reduction()) != [2, 4, 8, 16, 32]:
             raise ValueError(f"IRNBackbone needs a ResNet with strides 2, 4, 8, 16, 32; {name!r} has "
                              f"{self.body.feature_info.reduction()}")
@@ -242,7 +245,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
         preset: ``official`` (IRNet's code, = ``paper``), ``clims_voc`` or ``clims_coco`` (CLIMS/POLE),
             or a dict of overrides (:data:`~wsss_deeplab.refiner_presets.IRN_PRESETS`); keywords left
             at their ``<preset>`` default take the preset's value.
-        backbone: timm ResNet name (``resnet50``); pretrained: load its timm weights;
+        backbone: timm ResNet name (``resnet50``); weights: its initialisation (:class:`IRNBackbone`);
             backbone_args: further ``timm.create_model`` keywords (tiny ResNets in tests).
         width: boundary-branch channels per level (32).
         displacement: build and train the displacement branch (official ``True``); ``False``
@@ -264,7 +267,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
     trainable = True
 
     def __init__(self, preset: str | Mapping[str, Any] = "official", backbone: str = "resnet50",
-                 pretrained: bool = False, width: int = 32, train_radius: int = PRESET, radius: int = PRESET,
+                 weights: str | os.PathLike[str] | None = None, width: int = 32, train_radius: int = PRESET, radius: int = PRESET,
                  beta: float = PRESET, exp_times: int = PRESET, bg_threshold: float = PRESET,
                  sparse_walk: bool = False, displacement: bool = True,
                  dp_widths: Sequence[int] = DP_WIDTHS, dp_groups: Sequence[int] = DP_GROUPS,
@@ -279,7 +282,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
         train_radius, radius, beta, exp_times = cfg["train_radius"], cfg["radius"], cfg["beta"], cfg["exp_times"]
         bg_threshold, conf_fg_threshold, conf_bg_threshold = (cfg["bg_threshold"], cfg["conf_fg_threshold"],
                                                               cfg["conf_bg_threshold"])
-        self.backbone = IRNBackbone(backbone, pretrained, **dict(backbone_args or {}))
+        self.backbone = IRNBackbone(backbone, weights, **dict(backbone_args or {}))
         self.boundary = BoundaryBranch(self.backbone.channels, width=width)
         self.displacement = DisplacementBranch(self.backbone.channels, widths=dp_widths, groups=dp_groups) \
             if displacement else None
