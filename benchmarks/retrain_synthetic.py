@@ -46,7 +46,8 @@ QUARTER_WR38 = {"stem_width": 32, "widths": [[32, 32], [64, 64], [128, 128], [12
                 "bottleneck_widths": [512, 1024]}
 REFINERS = {
     "psa_rw": {
-        "refiner": {"type": "refiners/psa_rw", **QUARTER_WR38, "embed_widths": [16, 32, 64], "embed_dim": 112},
+        "refiner": {"type": "refiners/psa_rw", **QUARTER_WR38, "embed_widths": [16, 32, 64], "embed_dim": 112,
+                    "freeze_bn": False, "freeze_stem": False},
         # PSA/MCTformer: SGD lr 0.01 (poly), weight decay 5e-4, batch 8, crop 448 (here 96).
         "refiner_train": {"steps": 150, "batch_size": 8, "lr": 0.01, "optimizer": "sgd", "momentum": 0.9,
                           "weight_decay": 5.0e-4, "schedule": "poly", "checkpoint_every": 50, "log_every": 10},

@@ -82,6 +82,14 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         None,
         "mmsegmentation checkpoint; rename the download; convert with the weakclip plugin.",
     ),
+    "psa_res38_aff": ReleasedCheckpoint(
+        "res38_aff.pth",
+        "the PSA GitHub repository (jiwoon-ahn/psa), README link to the trained AffinityNet (ResNet-38)",
+        "refiners/psa_rw (checkpoint=; converter 'psa_affinity_net')",
+        None,
+        "PSA's AffinityNet trained on VOC 2012 train_aug (PSA's own CAMs, alphas 4/32). MCTformer "
+        "trains its own AffinityNet on its CAMs with the same code and releases none.",
+    ),
     "resnet38_imagenet": ReleasedCheckpoint(
         "ilsvrc-cls_rna-a1_cls1000_ep-0001.pth",
         "the MXNet ResNet38 (Wider or Deeper, itijyou/ademxapp) ImageNet model "
