@@ -133,8 +133,9 @@ def _expected_target(run_dir, cfg, name):
     return out
 
 
-def test_a_refiner_trains_on_the_targets_it_makes_from_the_cams(tmp_path, target_maker):
-    cfg = tiny_config(MAKER)
+@pytest.mark.parametrize("targets", [[], ["refiner_targets={kind: cams, workers: 2}"]])
+def test_a_refiner_trains_on_the_targets_it_makes_from_the_cams(tmp_path, target_maker, targets):
+    cfg = tiny_config(MAKER + targets)
     stages = run_pipeline(cfg, tmp_path, stages=UPTO)
     rec = stages["train_refiner"]
     assert rec["targets"] == "cams" and rec["steps"] == 2 and 0 <= rec["targets_miou"]["miou"] <= 1
@@ -157,6 +158,9 @@ def test_refiner_targets_seeds_and_errors(tmp_path, target_maker):
     assert (target_maker.seen_targets[0] == 0).any()  # seeds label background
     with pytest.raises(ConfigError, match="refiner_targets must be one of auto, seeds, cams, got 'masks'"):
         run_pipeline(tiny_config(MAKER + ["refiner_targets=masks"]), tmp_path / "bad", stages=UPTO)
+    with pytest.raises(ConfigError, match="refiner_targets.workers must be an integer >= 0 or null, got -1"):
+        run_pipeline(tiny_config(MAKER + ["refiner_targets={kind: cams, workers: -1}"]), tmp_path / "bad2",
+                     stages=UPTO)
 
     class NoTargets(TargetMaker):
         training_targets = None
@@ -197,7 +201,8 @@ def test_targets_resume_and_are_remade_under_other_settings(tmp_path, target_mak
 def test_bad_targets_name_the_image(tmp_path, target_maker):
     with pytest.raises(DataError, match=r"test_target_maker.training_targets for image '.*' must return an "
                                         r"integer tensor of the image size \(64, 64\), got torch.int64 \(3, 3\)"):
-        run_pipeline(tiny_config(MAKER + ["refiner.broken=true"]), tmp_path, stages=UPTO)
+        run_pipeline(tiny_config(MAKER + ["refiner.broken=true", "refiner_targets={kind: cams, workers: 0}"]),
+                     tmp_path, stages=UPTO)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert not manifest["stages"]["train_refiner"].get("complete")
     assert not (tmp_path / "train_refiner" / "model.pt").exists()

@@ -10,7 +10,10 @@ made once per training image, written to ``train_refiner/targets/<name>.png`` (r
 file written atomically, split over the processes under ``torchrun``) and then read like seeds.
 
 ``refiner_targets`` (top-level config key): ``auto`` (default: the refiner's own targets when it
-defines ``training_targets`` and the run computed CAMs, else the seeds), ``seeds`` or ``cams``.
+defines ``training_targets`` and the run computed CAMs, else the seeds), ``seeds`` or ``cams``; or
+``{kind: auto|seeds|cams, workers: N}``, where ``workers`` processes make the targets (dense CRFs
+cost about a second per VOC image; default one per CPU core, shared among ``torchrun``'s local
+processes; 0 = in this process).
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..config import check_keys
+from ..crf.pool import resolve_workers
 from ..data.image_io import mask_value_problem, save_mask_png
 from ..engine.distributed import barrier, get_rank, get_world_size, is_main_process
 from ..errors import ConfigError, DataError
@@ -40,9 +46,22 @@ def makes_own_targets(refiner: Any) -> bool:
     return callable(getattr(refiner, "training_targets", None))
 
 
+def _settings(ctx: RunContext) -> tuple[str, int | None]:
+    """``refiner_targets`` as ``(kind, workers)``."""
+    value = ctx.get("refiner_targets", "auto")
+    workers = None
+    if isinstance(value, dict):
+        check_keys(value, ("kind", "workers"), "refiner_targets")
+        workers = value.get("workers")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise ConfigError(f"refiner_targets.workers must be an integer >= 0 or null, got {workers!r}")
+        value = value.get("kind", "auto")
+    return value, workers
+
+
 def refiner_target_kind(ctx: RunContext, refiner: Any, has_cams: bool) -> str:
     """``"seeds"`` or ``"cams"``: what ``train_refiner`` trains ``refiner`` on (``refiner_targets``)."""
-    value = ctx.get("refiner_targets", "auto")
+    value, _ = _settings(ctx)
     if value not in TARGET_CHOICES:
         raise ConfigError(f"refiner_targets must be one of {', '.join(TARGET_CHOICES)}, got {value!r}")
     makes = makes_own_targets(refiner)
@@ -71,6 +90,30 @@ def _check_target(target: Any, size: tuple[int, int], num_classes: int, name: st
     return arr
 
 
+class _TargetJobs(Dataset):
+    """Item ``k``: ``(name, int64 (H, W) array)``, the target of ``dataset[indices[k]]``."""
+
+    def __init__(self, dataset: Any, indices: list[int], cam_dir: Path, num_classes: int, refiner: Any,
+                 label: str) -> None:
+        self.dataset, self.indices, self.cam_dir = dataset, indices, cam_dir
+        self.num_classes, self.refiner, self.label = num_classes, refiner, label
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[str, np.ndarray]:
+        sample = self.dataset[self.indices[k]]
+        name, image = sample["name"], sample["image"]
+        cam_file = self.cam_dir / f"{name}.npz"
+        cams = load_cams(cam_file, self.num_classes)
+        if tuple(cams.shape[-2:]) != tuple(image.shape[-2:]):
+            raise DataError(f"CAM file {cam_file} is {tuple(cams.shape[-2:])} but image {name!r} is "
+                            f"{tuple(image.shape[-2:])}")
+        with torch.no_grad():
+            target = self.refiner.training_targets(image, cams, torch.as_tensor(sample["labels"]).float())
+        return name, _check_target(target, tuple(image.shape[-2:]), self.num_classes, name, self.label)
+
+
 def make_cam_targets(ctx: RunContext, refiner: Any, fingerprint: str) -> Path:
     """Make ``refiner``'s targets for every image of ``data.train`` from the train CAMs; return their folder.
 
@@ -89,17 +132,12 @@ def make_cam_targets(ctx: RunContext, refiner: Any, fingerprint: str) -> Path:
     names = item_names(ds)
     todo = [i for i in range(get_rank(), len(ds), get_world_size()) if not (out / f"{names[i]}.png").exists()]
     label = str(ctx.get("refiner.type", "refiner"))
-    for i in tqdm(todo, desc=f"refiner targets from CAMs ({label})", unit="img"):
-        sample = ds[i]
-        image = sample["image"]
-        cams = load_cams(ctx.path("cams", "train", f"{names[i]}.npz"), ctx.num_classes)
-        if tuple(cams.shape[-2:]) != tuple(image.shape[-2:]):
-            raise DataError(f"CAM file {ctx.path('cams', 'train', names[i] + '.npz')} is "
-                            f"{tuple(cams.shape[-2:])} but image {names[i]!r} is {tuple(image.shape[-2:])}")
-        with torch.no_grad():
-            target = refiner.training_targets(image, cams, torch.as_tensor(sample["labels"]).float())
-        arr = _check_target(target, tuple(image.shape[-2:]), ctx.num_classes, names[i], label)
-        save_mask_png(out / f"{names[i]}.png", arr, ctx.reference.palette)
+    jobs = _TargetJobs(ds, todo, ctx.path("cams", "train"), ctx.num_classes, refiner, label)
+    workers = resolve_workers(_settings(ctx)[1], len(todo))
+    # Forked workers share the built refiner; batch_size=None hands over one item at a time.
+    loader = DataLoader(jobs, batch_size=None, num_workers=workers)
+    for name, arr in tqdm(loader, total=len(todo), desc=f"refiner targets from CAMs ({label})", unit="img"):
+        save_mask_png(out / f"{name}.png", arr, ctx.reference.palette)
     if not all_exist(out, names, ".png"):
         missing = [n for n in names if not (out / f"{n}.png").exists()]
         raise DataError(f"refiner targets missing in {out} for {len(missing)} image(s), e.g. {missing[:3]}")
