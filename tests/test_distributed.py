@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -220,6 +221,44 @@ def test_the_pipeline_cli_runs_under_torchrun(tmp_path):
             assert stages[stage][split] == json.loads(json.dumps(score_mask_files(ds, run_dir / stage / split, k)))
     expected = score_mask_files(ctx.dataset("eval"), run_dir / "predictions" / "eval", k)
     assert stages["eval"]["eval"]["miou"] == expected["miou"]
+
+
+TINY_PSA = ("refiner={type: refiners/psa_rw, stem_width: 4, widths: [[4, 4], [4, 8], [8, 8], [8, 16]], "
+            "depths: [1, 1, 1, 1], bottleneck_widths: [8, 16], dropouts: [0.0, 0.0], embed_widths: [4, 4, 8], "
+            "embed_dim: 8, freeze_bn: false, train_cover_border: true}")
+
+
+def test_a_refiner_trains_on_cam_targets_made_by_both_processes(tmp_path):
+    """psa_rw under torchrun: each rank makes the confident-region targets of its share of the train
+    images (the same files one process makes), then both train the AffinityNet with DDP."""
+    from wsss_kit.cli.main import demo_config_path
+    from wsss_kit.config import apply_overrides, parse_config
+    from wsss_kit.pipeline import run_pipeline
+
+    extra = [TINY_PSA, "refiner_train={steps: 2, batch_size: 4, lr: 0.01, optimizer: sgd}",
+             "refiner_augment={crop_size: 64}", "refiner_targets={kind: cams, workers: 0}"]
+    stages = "train_cam,cams,seeds,train_refiner,pseudo_masks"
+    args = ["-m", "wsss_kit.cli.main", "run", str(demo_config_path()), "--out", str(tmp_path / "two"),
+            "--stages", stages]
+    for item in TINY_PIPELINE + extra:
+        args += ["--set", item]
+    proc = torchrun(args)
+    assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    two = json.loads((tmp_path / "two" / "manifest.json").read_text())["stages"]
+    assert two["train_refiner"]["targets"] == "cams" and two["train_refiner"]["steps"] == 2
+    assert len(list((tmp_path / "two" / "train_refiner" / "targets").glob("*.png"))) == 12
+    # One process from the same CAMs makes byte-identical targets.
+    cfg = apply_overrides(parse_config(demo_config_path().read_text(), source="demo.yaml"), TINY_PIPELINE + extra)
+    one = tmp_path / "one"
+    one.mkdir()
+    for folder in ("train_cam", "cams", "seeds"):
+        shutil.copytree(tmp_path / "two" / folder, one / folder)
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    manifest["stages"] = {k: v for k, v in manifest["stages"].items() if k in ("train_cam", "cams", "seeds")}
+    (one / "manifest.json").write_text(json.dumps(manifest))
+    run_pipeline(cfg, one, stages=["train_refiner"])
+    for f in sorted((tmp_path / "two" / "train_refiner" / "targets").glob("*.png")):
+        assert f.read_bytes() == (one / "train_refiner" / "targets" / f.name).read_bytes(), f.name
 
 
 def test_process_shards_cover_every_item_once_and_batch_sizes_are_checked_up_front():
