@@ -3,7 +3,9 @@ start from the same CAMs and seeds, and reading mIoU (%) out of stage records.""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Iterable
@@ -27,3 +29,21 @@ def copy_upstream(src: Path, dst: Path, stages: Iterable[str] = UPSTREAM) -> Non
     manifest = json.loads((src / "manifest.json").read_text())
     manifest["stages"] = {k: v for k, v in manifest["stages"].items() if k in stages}
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, results: Path) -> None:
+    """The options every pipeline benchmark takes: ``--out``, ``--quick``, ``--set``, ``--results``."""
+    parser.add_argument("--out", help="work folder (default: a temporary one, removed at the end)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--results", default=str(results), help="results file")
+
+
+def benchmark_config(config: Path, args: argparse.Namespace, quick: list[str]) -> tuple[dict, list[str]]:
+    """``(config, overrides)``: ``config`` on the CPU with ``quick`` (under ``--quick``) and the
+    ``--set`` overrides applied; the hub is kept offline."""
+    from wsss_kit.config import apply_overrides, load_config
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    overrides = (quick if args.quick else []) + ["device=cpu"] + args.overrides
+    return apply_overrides(load_config(config), overrides), overrides

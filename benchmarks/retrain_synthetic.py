@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -29,11 +28,10 @@ import time
 from pathlib import Path
 
 from wsss_kit.atomic import write_text
-from wsss_kit.config import apply_overrides, load_config
 from wsss_kit.pipeline import run_pipeline
 
 from machine import machine_info  # sibling modules (benchmarks/ is on sys.path)
-from pipeline_runs import copy_upstream, miou
+from pipeline_runs import add_run_arguments, benchmark_config, copy_upstream, miou
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "deeplab" / "synthetic.yaml"
@@ -102,16 +100,11 @@ def refiner_row(cfg: dict, base: Path, out: Path, name: str, quick: bool) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="work folder (default: a temporary one, removed at the end)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
+    add_run_arguments(parser, RESULTS)
     parser.add_argument("--only", nargs="*", default=None, metavar="NAME",
                         help=f"only these refiners/heads (of {', '.join([*REFINERS, *HEADS, 'seeds'])})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--results", default=str(RESULTS), help="results file")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    overrides = (QUICK if args.quick else []) + ["device=cpu"] + args.overrides
-    cfg = apply_overrides(load_config(CONFIG), overrides)
+    cfg, overrides = benchmark_config(CONFIG, args, QUICK)
     wanted = set(args.only) if args.only is not None else None
     tmp = None if args.out else tempfile.mkdtemp(prefix="retrain_synthetic_")
     out = Path(args.out or tmp)

@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import shutil
 import sys
 import tempfile
@@ -35,11 +32,12 @@ from pathlib import Path
 import torch
 
 from wsss_kit.atomic import write_text
-from wsss_kit.config import apply_overrides, load_config
+from wsss_kit.config import apply_overrides
 from wsss_kit.data.synthetic import SyntheticDataset
 from wsss_kit.pipeline import run_pipeline
 
-from pipeline_runs import copy_upstream, miou  # a sibling module (benchmarks/ is on sys.path)
+from machine import machine_info  # sibling modules (benchmarks/ is on sys.path)
+from pipeline_runs import add_run_arguments, benchmark_config, copy_upstream, miou
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "weakclip" / "synthetic.yaml"
@@ -151,16 +149,11 @@ def inference_speed(node: dict, trained: Path | None, vitb_images: int) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="work folder (default: a temporary one, removed at the end)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
+    add_run_arguments(parser, RESULTS)
     parser.add_argument("--vitb-images", type=int, default=2, help="ViT-B/16 throughput images (0: skip)")
     parser.add_argument("--skip-quality", action="store_true", help="only the throughput part")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--results", default=str(RESULTS), help="results file")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    overrides = (QUICK if args.quick else []) + ["device=cpu"] + args.overrides
-    cfg = apply_overrides(load_config(CONFIG), overrides)
+    cfg, overrides = benchmark_config(CONFIG, args, QUICK)
     tmp = None if args.out else tempfile.mkdtemp(prefix="weakclip_synthetic_")
     out = Path(args.out or tmp)
     try:
@@ -175,10 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    result["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                         "platform": platform.platform(), "cuda": torch.cuda.is_available(),
-                         "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}
+    result["machine"] = machine_info()
+    result["peak_rss_mb"] = result["machine"]["peak_rss_mb"]
     write_text(Path(args.results), json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.results}")
     return 0
