@@ -267,8 +267,8 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
     trainable = True
 
     def __init__(self, preset: str | Mapping[str, Any] = "official", backbone: str = "resnet50",
-                 weights: str | os.PathLike[str] | None = None, width: int = 32, train_radius: int = PRESET, radius: int = PRESET,
-                 beta: float = PRESET, exp_times: int = PRESET, bg_threshold: float = PRESET,
+                 weights: str | os.PathLike[str] | None = None, width: int = 32, train_radius: int = PRESET,
+                 radius: int = PRESET, beta: float = PRESET, exp_times: int = PRESET, bg_threshold: float = PRESET,
                  sparse_walk: bool = False, displacement: bool = True,
                  dp_widths: Sequence[int] = DP_WIDTHS, dp_groups: Sequence[int] = DP_GROUPS,
                  backbone_args: Mapping[str, Any] | None = None, conf_fg_threshold: float = PRESET,
