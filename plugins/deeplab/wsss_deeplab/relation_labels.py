@@ -28,11 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wsss_kit.cam_ops import normalize_cams
 from wsss_kit.crf import CRFParams, dense_crf, get_params, images_to_uint8, seeds_to_probs
 
 from .affinity import confident_regions
 
-__all__ = ["IRN_LABEL_CRF", "irn_confident_regions", "irn_relation_labels", "label_crf", "normalise_cams", "psa_relation_labels"]
+__all__ = ["IRN_LABEL_CRF", "irn_confident_regions", "irn_relation_labels", "label_crf", "normalise_cams",
+           "psa_relation_labels"]
 
 IRN_LABEL_CRF = CRFParams(3, 3, 50, 5, 10, 10)
 """IRN's ``crf_inference_label`` kernels: Gaussian (3, 3), bilateral (50, 5, 10), 10 iterations."""
@@ -49,9 +51,21 @@ def _check(image: Tensor, cams: Tensor, labels: Tensor) -> None:
 
 
 def normalise_cams(cams: Tensor, labels: Tensor) -> Tensor:
-    """``(C, H, W)`` → ReLU, divided per class by ``max + 1e-5``; absent classes set to 0."""
-    cams = cams.float().clamp_min(0) * (torch.as_tensor(labels).to(cams.device) > 0).float()[:, None, None]
-    return cams / (cams.flatten(1).amax(dim=1)[:, None, None] + 1e-5)
+    """``(C, H, W)`` → ReLU, divided per class by ``max + 1e-5`` (:func:`wsss_kit.cam_ops.normalize_cams`);
+    absent classes set to 0."""
+    present = (torch.as_tensor(labels).to(cams.device) > 0).float()[:, None, None]
+    return normalize_cams((cams.float().clamp_min(0) * present)[None], "max", eps=1e-5)[0]
+
+
+def _prepare(image: Tensor, cams: Tensor, labels: Tensor, normalize: bool,
+             crf_params: Any) -> tuple[Tensor, Tensor, np.ndarray, CRFParams]:
+    """What both label makers start from: ``ids`` ``(1 + n,)`` (0 and the present classes' labels),
+    their CAMs ``(n, H, W)`` on the CPU, the image as uint8 ``(H, W, 3)`` and the CRF parameters."""
+    _check(image, cams, labels)
+    present = (torch.as_tensor(labels) > 0).nonzero().flatten().cpu()
+    fg = (normalise_cams(cams, labels) if normalize else cams.float()).cpu()[present]
+    ids = torch.cat([torch.zeros(1, dtype=torch.long), present + 1])
+    return ids, fg, images_to_uint8(image[None])[0], get_params(crf_params)
 
 
 def _crf_argmax(rgb: np.ndarray, probs: Tensor, params: Any) -> Tensor:
@@ -97,14 +111,10 @@ def psa_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, alpha_low: 
     Returns:
         int64 ``(H, W)``: 0 background, 1..C foreground, 255 unlabelled; on ``cams``' device.
     """
-    _check(image, cams, labels)
     if not 0 < float(alpha_low) <= float(alpha_high):
         raise ValueError(f"need 0 < alpha_low <= alpha_high, got {alpha_low}, {alpha_high}")
-    present = (torch.as_tensor(labels) > 0).nonzero().flatten().cpu()
-    fg = (normalise_cams(cams, labels) if normalize else cams.float()).cpu()[present]
-    peak = fg.amax(dim=0, keepdim=True) if len(present) else torch.zeros(1, *cams.shape[1:])
-    ids = torch.cat([torch.zeros(1, dtype=torch.long), present + 1])
-    rgb, params = images_to_uint8(image[None])[0], get_params(crf_params)
+    ids, fg, rgb, params = _prepare(image, cams, labels, normalize, crf_params)
+    peak = fg.amax(dim=0, keepdim=True) if len(fg) else torch.zeros(1, *cams.shape[1:])
     maps = [ids[_crf_argmax(rgb, torch.cat([(1 - peak).clamp_min(0).pow(float(a)), fg]), params)]
             for a in (alpha_low, alpha_high)]
     return confident_regions(maps[0][None], maps[1][None])[0].to(cams.device)
@@ -124,14 +134,11 @@ def irn_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, conf_fg_thr
     Returns:
         int64 ``(H, W)``: 0 background, 1..C foreground, 255 unlabelled; on ``cams``' device.
     """
-    _check(image, cams, labels)
     if not 0 <= float(conf_bg_threshold) <= float(conf_fg_threshold):
         raise ValueError(f"need 0 <= conf_bg_threshold <= conf_fg_threshold, got {conf_bg_threshold}, "
                          f"{conf_fg_threshold}")
-    present = (torch.as_tensor(labels) > 0).nonzero().flatten().cpu()
-    fg_cams = (normalise_cams(cams, labels) if normalize else cams.float()).cpu()[present]
-    keys = torch.cat([torch.zeros(1, dtype=torch.long), present + 1])
-    rgb, params = images_to_uint8(image[None])[0], get_params(crf_params)
+    keys, fg_cams, rgb, params = _prepare(image, cams, labels, normalize, crf_params)
+
     def confident(threshold: float) -> Tensor:
         scores = torch.cat([torch.full((1, *cams.shape[1:]), float(threshold)), fg_cams])
         return keys[label_crf(rgb, scores.argmax(dim=0), len(keys), gt_prob, params)]
