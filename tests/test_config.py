@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -120,3 +122,92 @@ def test_override_into_an_empty_section_and_singular_kinds():
 
     assert [check_kind(k) for k in ("loss", "cam", "dataset", "head", "prompt", "refiner")] == [
         "losses", "cams", "datasets", "heads", "prompts", "refiners"]
+
+
+_LAUGHS = "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9)
+)
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + _LAUGHS  # 9**10 values
+
+
+def _timed(fn, *args, limit_s=20.0):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        fn(*args)
+    assert time.perf_counter() - start < limit_s
+    return str(info.value)
+
+
+def test_billion_laughs_in_a_file_is_refused_quickly(tmp_path):
+    path = tmp_path / "laughs.yaml"
+    path.write_text("cam:\n  train:\n    steps: 5\n    extra:\n" + "".join(
+        "      " + line + "\n" for line in BILLION_LAUGHS.splitlines()))
+    message = _timed(load_config, path)
+    assert "laughs.yaml" in message and "1,000,000 values" in message and "alias" in message
+
+
+def test_billion_laughs_in_a_set_value_is_refused_quickly():
+    flow = "{a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol], " + ", ".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(9)) + "}"
+    message = _timed(apply_overrides, {"cam": {}}, [f"cam.extra={flow}"])
+    assert "override 'cam.extra=" in message and "1,000,000 values" in message
+
+
+def test_a_value_containing_itself_is_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("cam:\n  x: &loop [1, *loop]\n")
+    message = _timed(load_config, path)
+    assert "loop.yaml" in message and "cam.x.1 contains itself" in message
+    message = _timed(apply_overrides, {}, ["seeds.m=&m {k: *m}"])
+    assert "override 'seeds.m=" in message and "contains itself" in message
+
+
+def test_too_deep_nesting_is_refused():
+    assert "more than 100 levels" in _timed(parse_config, "a: " + "[" * 150 + "]" * 150, "deep.yaml")
+    assert "nested too deeply" in _timed(parse_config, "a: " + "[" * 5000 + "]" * 5000, "deeper.yaml")
+    assert "nested too deeply" in _timed(apply_overrides, {}, ["x=" + "[" * 5000 + "]" * 5000])
+    parse_config("a: " + "[" * 50 + "]" * 50)  # ordinary nesting still reads
+
+
+def test_aliases_within_limits_still_work():
+    cfg = parse_config("base: &b {lr: 0.1, steps: 3}\ncam: {train: *b}\nhead: {train: {<<: *b, lr: 0.2}}\n")
+    assert cfg["cam"]["train"] == {"lr": 0.1, "steps": 3}
+    assert cfg["head"]["train"] == {"lr": 0.2, "steps": 3}
+
+
+def test_latin1_config_names_the_file_and_byte(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("run_dir: runs/caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.yaml.*not UTF-8.*offset 17 \(line 1, column 18\).*0xe9.*save the file as UTF-8"):
+        load_config(path)
+
+
+def test_unreadable_config_paths_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"'.*folder_cfg' is a folder"):
+        (tmp_path / "folder_cfg").mkdir()
+        load_config(tmp_path / "folder_cfg")
+
+
+def test_permission_denied_config_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "secret.yaml"
+    path.write_text("a: 1\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(path), "read_bytes", denied)
+    with pytest.raises(ConfigError, match=r"secret\.yaml' cannot be read: permission denied"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("1: {a: 2}\n", "top-level keys must be section names (strings), got 1 (int)"),
+    ("null: 3\ncam: {}\n", "got None (NoneType)"),
+    ("cam: {a: 1}\nseeds: {}\ncam: {b: 2}\n", "line 3, column 1: key 'cam' appears twice (first on line 1)"),
+    ("cam: {train: {lr: 1, lr: 2}}\n", "key 'lr' appears twice"),
+])
+def test_bad_top_level_and_repeated_keys(text, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        parse_config(text, source="top.yaml")

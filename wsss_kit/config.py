@@ -26,34 +26,150 @@ from .registry import accepted_kwargs, check_kind, default_registry, did_you_mea
 TYPE_KEY = "type"
 
 
+MAX_CONFIG_NODES = 1_000_000
+"""Most values (mappings, lists and scalars, each alias counted as often as it is used) that one
+config file or one ``--set`` value may expand to; more is refused (a "billion laughs" file)."""
+
+MAX_CONFIG_DEPTH = 100
+"""Deepest nesting of mappings and lists that a config file or a ``--set`` value may have."""
+
+
 def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Read a YAML run file and apply ``--set`` style overrides.
 
     Raises:
-        ConfigError: the file is missing, is not valid YAML, its top level is not a mapping, or an
-            override is malformed.
+        ConfigError: the file is missing, is a folder or cannot be read, is not UTF-8 (naming the
+            byte), is not valid YAML, repeats a key, expands beyond :data:`MAX_CONFIG_NODES` values
+            or :data:`MAX_CONFIG_DEPTH` levels (aliases included) or refers to itself, its top level
+            is not a mapping with string keys, or an override is malformed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    cfg = parse_config(text, source=str(path))
+    cfg = parse_config(_read_config_text(path), source=str(path))
     return apply_overrides(cfg, overrides)
 
 
-def parse_config(text: str, source: str = "<string>") -> dict[str, Any]:
-    """Parse YAML text into a config dict; errors give the file, line and column."""
+def _read_config_text(path: Path) -> str:
+    """The text of a config file, or a ConfigError that says why it cannot be had."""
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a folder, not a YAML file")
     try:
-        cfg = yaml.safe_load(text)
+        data = path.read_bytes()
+    except PermissionError:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text: the byte at offset {exc.start} (line {line}, column {column}) "
+            f"is 0x{data[exc.start]:02x}, which UTF-8 cannot start or continue a character with; "
+            f"save the file as UTF-8 (it looks like another encoding, e.g. Latin-1 or UTF-16)"
+        ) from None
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (YAML keeps the last one
+    silently, so ``cam:`` written twice would drop the first section without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark,
+                        f"key {key!r} appears twice (first on line {seen[key].line + 1}); keep one",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load`` with duplicate keys refused and the result's size and depth bounded;
+    errors start with ``what`` (e.g. ``"config run.yaml"``)."""
+    try:
+        value = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"config {source} is not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{what} is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{what} is nested too deeply to read (more than {MAX_CONFIG_DEPTH} levels of mappings and lists "
+            f"are refused)"
+        ) from None
+    _check_expansion(value, what)
+    return value
+
+
+def _check_expansion(value: Any, what: str) -> None:
+    """Walk ``value`` as the code that reads a config will (aliases expanded) and refuse it when it
+    holds more than :data:`MAX_CONFIG_NODES` values, nests deeper than :data:`MAX_CONFIG_DEPTH`
+    levels, or contains itself. PyYAML shares one object per anchor, so a small file can stand for
+    an exponential tree; the walk stops as soon as a limit is passed."""
+    budget = [MAX_CONFIG_NODES]
+    on_path: set[int] = set()
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError(
+                f"{what} expands to more than {MAX_CONFIG_NODES:,} values (passed at {_dotted(path)}): "
+                f"YAML aliases (*name) repeating anchored (&name) lists or mappings multiply its size "
+                f"(a 'billion laughs' document); write the values out, or use fewer nested aliases"
+            )
+        if not isinstance(node, (dict, list)):
+            return
+        if len(path) >= MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"{what} nests mappings and lists more than {MAX_CONFIG_DEPTH} levels deep (at {_dotted(path[:5])}...)"
+            )
+        if id(node) in on_path:
+            raise ConfigError(
+                f"{what}: the value at {_dotted(path)} contains itself through a YAML alias (*name inside the "
+                f"&name it refers to); a config must be a finite tree"
+            )
+        on_path.add(id(node))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            walk(child, path + (key,))
+        on_path.discard(id(node))
+
+    walk(value, ())
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path) or "the top level"
+
+
+def parse_config(text: str, source: str = "<string>") -> dict[str, Any]:
+    """Parse YAML text into a config dict; errors give the file, line and column.
+
+    Raises:
+        ConfigError: invalid YAML, a repeated key, a document expanding beyond the size or depth
+            limits or containing itself, or a top level that is not a mapping with string keys.
+    """
+    cfg = _load_yaml(text, f"config {source}")
     if cfg is None:
         cfg = {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"config {source} must be a mapping at the top level, got {type(cfg).__name__}")
+    bad = [k for k in cfg if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(
+            f"config {source}: top-level keys must be section names (strings), got {bad[0]!r} "
+            f"({type(bad[0]).__name__}); quote it if it is meant as a name"
+        )
     return cfg
 
 
@@ -61,7 +177,8 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     """Return a copy of ``cfg`` with each ``"a.b.c=value"`` applied (value parsed as YAML).
 
     Intermediate mappings are created when missing; indexing into a list uses an integer key
-    (``stages.0=cams``).
+    (``stages.0=cams``). A value is bounded like a config file (:data:`MAX_CONFIG_NODES`,
+    :data:`MAX_CONFIG_DEPTH`, no value containing itself).
     """
     out = copy.deepcopy(dict(cfg))
     for item in overrides:
@@ -71,10 +188,8 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} has an empty key path")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value {raw!r} is not valid YAML ({exc})") from None
+        shown = item if len(item) <= 80 else item[:77] + "..."
+        value = _load_yaml(raw, f"override {shown!r}: value") if raw.strip() else ""
         _set_path(out, key.split("."), value, item)
     return out
 
