@@ -203,3 +203,78 @@ def test_save_image_png_uint8_and_float(tmp_path):
         save_image_png(tmp_path / "bad.png", np.zeros((6, 8, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="uint8"):
         save_image_png(tmp_path / "bad.png", np.zeros((3, 6, 8), dtype=np.int32))
+
+
+# ---------------------------------------------------------------- size limit
+def png_header_only(path, width, height):
+    """A PNG whose header claims ``width x height`` RGB pixels and that holds no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_max_image_pixels_default_and_environment(monkeypatch):
+    from wsss_kit.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels
+    from wsss_kit.errors import ConfigError
+
+    monkeypatch.delenv("WSSS_KIT_MAX_IMAGE_PIXELS", raising=False)
+    assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS == 40_000_000
+    monkeypatch.setenv("WSSS_KIT_MAX_IMAGE_PIXELS", "1e8")
+    assert max_image_pixels() == 100_000_000
+    monkeypatch.setenv("WSSS_KIT_MAX_IMAGE_PIXELS", "100_000")
+    assert max_image_pixels() == 100_000
+    for bad in ("lots", "0", "-5", "2.5", "inf"):
+        monkeypatch.setenv("WSSS_KIT_MAX_IMAGE_PIXELS", bad)
+        with pytest.raises(ConfigError, match=f"WSSS_KIT_MAX_IMAGE_PIXELS='{bad}' must be a positive whole number"):
+            max_image_pixels()
+
+
+def test_an_81_megapixel_image_is_refused_from_its_header(tmp_path, monkeypatch):
+    from wsss_kit.data.image_io import ImageTooLargeError
+
+    monkeypatch.delenv("WSSS_KIT_MAX_IMAGE_PIXELS", raising=False)
+    path = png_header_only(tmp_path / "huge.png", 9000, 9000)
+    with pytest.raises(ImageTooLargeError, match=(
+            r"image .*huge\.png is 9000x9000 = 81\.0 Mpx, more than the limit of 40 Mpx \(40,000,000 pixels\).*"
+            r"WSSS_KIT_MAX_IMAGE_PIXELS=<pixels>")):
+        read_image(path)
+    with pytest.raises(ImageTooLargeError, match=r"mask .*huge\.png is 9000x9000"):
+        read_mask(path, 20)
+
+
+def test_an_image_over_pils_own_limit_is_a_data_error(tmp_path, monkeypatch):
+    from wsss_kit.data.image_io import ImageTooLargeError
+
+    monkeypatch.setenv("WSSS_KIT_MAX_IMAGE_PIXELS", "1e9")
+    path = png_header_only(tmp_path / "bomb.png", 20000, 20000)  # 400 Mpx: PIL refuses it at open
+    with pytest.raises(ImageTooLargeError, match=r"bomb\.png is refused by PIL as too large.*MAX_IMAGE_PIXELS"):
+        read_image(path)
+
+
+def test_the_limit_is_configurable_through_the_environment(tmp_path, monkeypatch):
+    from wsss_kit.data.image_io import ImageTooLargeError
+
+    Image.fromarray(rgb(40, 50)).save(tmp_path / "small.png")
+    monkeypatch.setenv("WSSS_KIT_MAX_IMAGE_PIXELS", "1999")
+    with pytest.raises(ImageTooLargeError, match=r"small\.png is 50x40 = 0\.0 Mpx, more than the limit of 0\.001999 Mpx"):
+        read_image(tmp_path / "small.png")
+    monkeypatch.setenv("WSSS_KIT_MAX_IMAGE_PIXELS", "2000")
+    assert read_image(tmp_path / "small.png").shape == (40, 50, 3)
+
+
+def test_out_of_memory_while_decoding_names_the_file(tmp_path, monkeypatch):
+    Image.fromarray(rgb(8, 8)).save(tmp_path / "oom.png")
+
+    def no_memory(self):
+        raise MemoryError
+
+    monkeypatch.setattr(Image.Image, "load", no_memory)
+    monkeypatch.setattr("PIL.PngImagePlugin.PngImageFile.load", no_memory, raising=False)
+    with pytest.raises(DataError, match=r"oom\.png \(8x8\) could not be decoded: out of memory"):
+        read_image(tmp_path / "oom.png")

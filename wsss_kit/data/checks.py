@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -16,9 +16,11 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..interfaces import IGNORE_INDEX
+from .image_io import ImageTooLargeError, max_image_pixels
 
 PROBLEM_TITLES = {
     "unreadable_image": "unreadable or corrupt images",
+    "image_too_large": "images too large to decode (limit: $WSSS_KIT_MAX_IMAGE_PIXELS, default 40 Mpx)",
     "non_rgb_image": "images that are not RGB (they will be converted)",
     "missing_mask": "missing masks",
     "unreadable_mask": "unreadable masks",
@@ -26,6 +28,7 @@ PROBLEM_TITLES = {
     "mask_size": "masks whose size differs from the image",
     "mask_values": "masks with out-of-range values",
     "empty_labels": "images with an empty label set",
+    "label_mask_mismatch": "image-level labels that disagree with the ground-truth mask",
     "seed_classes": "seed masks with classes that the image's labels do not have",
     "bad_sample": "samples that break the dataset contract",
     "error": "other errors",
@@ -66,8 +69,68 @@ def _item_name(dataset: Any, index: int) -> str:
         return str(index)
 
 
-def check_sample(sample: Any, num_classes: int, name: str) -> list[DataProblem]:
-    """Problems with a loaded sample dict against the WSSSDataset contract (shapes, dtypes, values)."""
+def check_labels_against_mask(
+    labels: Any,
+    mask: Any,
+    name: str,
+    class_names: Sequence[str] | None = None,
+    allow_hidden: bool = False,
+) -> str | None:
+    """The message for an item whose image-level labels and ground-truth mask disagree, or ``None``.
+
+    A class the mask shows (value ``c`` in ``1..C``) that the labels lack, or a class the labels
+    name that the mask does not show, is a disagreement: one of the two files is wrong, and a run
+    would train on the labels and score against the mask. A mask with no value other than 255
+    (no ground truth, e.g. a test split) and values outside ``0..C`` (reported as
+    ``mask_values``) are not compared.
+
+    Args:
+        labels: multi-hot ``(C,)`` over the foreground classes (tensor or array, as in a sample).
+        mask: ``(H, W)`` integer mask, 0 = background, ``1..C`` = classes, 255 = ignore. Compare
+            masks before augmentation: a crop can remove a labelled class.
+        name: the item, named in the message.
+        class_names: ``C`` names, shown next to the mask values.
+        allow_hidden: accept labelled classes the mask does not show (datasets whose masks can
+            hide a labelled object, such as COCO's crowd regions painted 255).
+    """
+    labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    mask = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    num_classes = int(labels.shape[-1]) if labels.ndim else 0
+    values = np.unique(mask)
+    if not np.any(values != IGNORE_INDEX):
+        return None
+    in_labels = {int(i) for i in np.flatnonzero(labels.reshape(-1) > 0)}
+    in_mask = {int(v) - 1 for v in values if 1 <= v <= num_classes}
+    unlabelled = sorted(in_mask - in_labels)
+    hidden = [] if allow_hidden else sorted(in_labels - in_mask)
+    if not unlabelled and not hidden:
+        return None
+
+    def show(indices: Iterable[int]) -> str:
+        parts = []
+        for i in indices:
+            label = f"{class_names[i]!r} " if class_names is not None and i < len(class_names) else "class "
+            parts.append(f"{label}(mask value {i + 1})")
+        return ", ".join(parts) or "none"
+
+    said = []
+    if unlabelled:
+        said.append(f"the mask shows {show(unlabelled)} that the labels do not name")
+    if hidden:
+        said.append(f"the labels name {show(hidden)} that the mask does not show")
+    return (
+        f"{name}: labels and ground-truth mask disagree: {'; '.join(said)} "
+        f"(labels: {show(sorted(in_labels))}; mask: {show(sorted(in_mask))}); fix the label file or the mask"
+    )
+
+
+def check_sample(sample: Any, num_classes: int, name: str, compare_labels: bool = False,
+                 class_names: Sequence[str] | None = None) -> list[DataProblem]:
+    """Problems with a loaded sample dict against the WSSSDataset contract (shapes, dtypes, values).
+
+    With ``compare_labels`` (un-augmented samples only), labels that disagree with the mask are
+    reported too (:func:`check_labels_against_mask`).
+    """
     found: list[DataProblem] = []
 
     def bad(message: str, kind: str = "bad_sample") -> None:
@@ -98,6 +161,12 @@ def check_sample(sample: Any, num_classes: int, name: str) -> list[DataProblem]:
         out = values[((values < 0) | (values > num_classes)) & (values != IGNORE_INDEX)]
         if out.numel():
             bad(f"mask has values outside 0..{num_classes} and 255: {out.tolist()[:20]}", "mask_values")
+        labels_ok = isinstance(labels, torch.Tensor) and tuple(labels.shape) == (num_classes,)
+        mask_ok = not any(p.problem in ("mask_size", "mask_values") for p in found)
+        if compare_labels and labels_ok and mask_ok:
+            message = check_labels_against_mask(labels, mask, f"sample {name}", class_names)
+            if message:
+                found.append(DataProblem(name, "", "label_mask_mismatch", message))
     return found
 
 
@@ -111,13 +180,21 @@ def check_dataset(dataset: Any, progress: bool = True) -> list[DataProblem]:
     """Inspect every item of ``dataset`` and return all problems found (never stops at the first).
 
     Uses ``dataset.check_item(index)`` when the dataset has it (file-based datasets inspect the
-    raw files: unreadable images, non-RGB images as notes, missing, mis-sized or out-of-range
-    masks, empty label sets). Otherwise each item is loaded with ``dataset[index]``: a raised
-    exception is recorded, and the returned sample is checked against the WSSSDataset contract.
+    raw files: unreadable images, images over the pixel limit, non-RGB images as notes, missing,
+    mis-sized or out-of-range masks, empty label sets, labels that disagree with the mask).
+    Otherwise each item is loaded with ``dataset[index]``: a raised exception is recorded, and the
+    returned sample is checked against the WSSSDataset contract, and, when the dataset has no
+    ``augment``, its labels against its mask.
+
+    Raises:
+        ConfigError: ``$WSSS_KIT_MAX_IMAGE_PIXELS`` is malformed (checked once, before any item).
     """
+    max_image_pixels()
     problems: list[DataProblem] = []
     checker = getattr(dataset, "check_item", None)
-    num_classes = len(getattr(dataset, "class_names", ()))
+    class_names = tuple(getattr(dataset, "class_names", ()))
+    num_classes = len(class_names)
+    compare_labels = getattr(dataset, "augment", None) is None
     for index in tqdm(range(len(dataset)), desc="checking data", disable=None if progress else True):
         name = _item_name(dataset, index)
         try:
@@ -125,6 +202,9 @@ def check_dataset(dataset: Any, progress: bool = True) -> list[DataProblem]:
                 problems.extend(checker(index))
                 continue
             sample = dataset[index]
+        except ImageTooLargeError as exc:
+            problems.append(DataProblem(name, "", "image_too_large", str(exc)))
+            continue
         except DataError as exc:
             message = str(exc) if name in str(exc) else f"{name}: {exc}"
             problems.append(DataProblem(name, "", "error", message))
@@ -132,7 +212,7 @@ def check_dataset(dataset: Any, progress: bool = True) -> list[DataProblem]:
         except Exception as exc:  # noqa: BLE001 - the point is to report every failure, of any type
             problems.append(DataProblem(name, "", "error", f"{name}: {type(exc).__name__}: {exc}"))
             continue
-        problems.extend(check_sample(sample, num_classes, name))
+        problems.extend(check_sample(sample, num_classes, name, compare_labels, class_names))
     return problems
 
 

@@ -100,6 +100,7 @@ class COCO2014Dataset(FileDataset):
 
     wsss_api_version = "1.0"
     class_names = COCO_CLASSES
+    labels_may_exceed_mask = True  # crowd-only classes are labelled but painted 255 in the mask
     palette = tuple(voc_colormap(len(COCO_CLASSES) + 1))
 
     def __init__(

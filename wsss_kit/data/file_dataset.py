@@ -15,8 +15,9 @@ import torch
 
 from ..errors import DataError
 from ..interfaces import IGNORE_INDEX, WSSSDataset
-from .checks import DataProblem
+from .checks import DataProblem, check_labels_against_mask
 from .image_io import (
+    ImageTooLargeError,
     MaskFormatError,
     image_to_tensor,
     mask_size_problem,
@@ -66,6 +67,11 @@ class FileDataset(WSSSDataset):
 
     _labels: dict[str, list[int]] | None = None
     """Image id → 0-based classes, read from :attr:`label_file`."""
+
+    labels_may_exceed_mask: bool = False
+    """True where a labelled class may legitimately be invisible in the mask (COCO: crowd regions
+    are painted 255, small instances cover larger ones); :meth:`check_item` then reports only mask
+    classes missing from the labels."""
 
     def __init__(
         self,
@@ -180,6 +186,8 @@ class FileDataset(WSSSDataset):
                     name, str(path), "non_rgb_image",
                     f"image {path} is a {mode} image; it will be converted to RGB when read",
                 ))
+        except ImageTooLargeError as exc:
+            problems.append(DataProblem(name, str(path), "image_too_large", str(exc)))
         except DataError as exc:
             problems.append(DataProblem(name, str(path), "unreadable_image", str(exc)))
         mask, mask_problems = self.inspect_mask(index, size)
@@ -189,6 +197,16 @@ class FileDataset(WSSSDataset):
         except DataError as exc:
             problems.append(DataProblem(name, "", "error", str(exc)))
             return problems
+        if indices is not None and mask is not None and not mask_problems:
+            mismatch = check_labels_against_mask(
+                multi_hot(indices, self.num_classes), mask, f"image {name}", self.class_names,
+                allow_hidden=self.labels_may_exceed_mask,
+            )
+            if mismatch:
+                labels_from = f"labels from {self.label_file}, " if self.label_file is not None else ""
+                where = f"{labels_from}mask {self.mask_file(index)}"
+                problems.append(DataProblem(name, str(self.mask_file(index)), "label_mask_mismatch",
+                                            f"{mismatch} ({where})"))
         if indices is None and mask is not None and not mask_problems:
             indices = labels_from_mask(mask, self.num_classes)
         if indices is not None and not indices and not self.allow_empty_labels:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..atomic import atomic_path
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..interfaces import IGNORE_INDEX
 from .palette import voc_colormap
 
@@ -29,8 +29,51 @@ INDEX_MASK_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+"""Largest image (width × height) read by default: 40 Mpx. A decoded image of that size takes
+120 MB as ``uint8`` and 480 MB as the ``float32 (3, H, W)`` tensor a network gets, before any
+feature maps; larger files are refused by name instead of failing with a MemoryError mid-run."""
+
+MAX_IMAGE_PIXELS_ENV = "WSSS_KIT_MAX_IMAGE_PIXELS"
+"""Environment variable that overrides :data:`DEFAULT_MAX_IMAGE_PIXELS` (a pixel count, e.g. ``100000000``)."""
+
+
 class MaskFormatError(DataError):
     """A mask file decodes but is not an index image (e.g. an RGB colour mask)."""
+
+
+class ImageTooLargeError(DataError):
+    """An image (or mask) file holds more pixels than :func:`max_image_pixels` allows."""
+
+
+def max_image_pixels() -> int:
+    """The pixel limit for reading one image: ``$WSSS_KIT_MAX_IMAGE_PIXELS`` or 40 Mpx.
+
+    Raises:
+        ConfigError: the environment variable is set but is not a positive whole number.
+    """
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = float(raw.replace("_", ""))
+    except ValueError:
+        value = float("nan")
+    if not (1 <= value < float("inf") and value == int(value)):
+        raise ConfigError(
+            f"environment variable {MAX_IMAGE_PIXELS_ENV}={raw!r} must be a positive whole number of pixels "
+            f"(e.g. 100000000 or 1e8); unset it for the default {DEFAULT_MAX_IMAGE_PIXELS:,}"
+        )
+    return int(value)
+
+
+def _too_large_message(what: str, path: PathLike, width: int, height: int, limit: int) -> str:
+    return (
+        f"{what} {path} is {width}x{height} = {width * height / 1e6:.1f} Mpx, more than the limit of "
+        f"{limit / 1e6:g} Mpx ({limit:,} pixels) that wsss_kit decodes; shrink or tile the image, or, "
+        f"if the machine has the memory, raise the limit with the environment variable "
+        f"{MAX_IMAGE_PIXELS_ENV}=<pixels> (e.g. {MAX_IMAGE_PIXELS_ENV}={max(2 * limit, width * height)})"
+    )
 
 
 _warned_truncated = False
@@ -56,12 +99,36 @@ def _open_decoded(path: PathLike, what: str) -> Image.Image:
         raise DataError(f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file")
     if ImageFile.LOAD_TRUNCATED_IMAGES and not _warned_truncated:
         _warn_truncated_once()
+    limit = max_image_pixels()
     try:
-        img = Image.open(path)
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is ours
+            img = Image.open(path)
     except UnidentifiedImageError:
         raise DataError(f"{what} {path} is not a readable image (corrupt, or not an image format PIL knows)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(
+            f"{what} {path} is refused by PIL as too large to decode: {exc} "
+            f"(PIL.Image.MAX_IMAGE_PIXELS applies on top of {MAX_IMAGE_PIXELS_ENV})"
+        ) from None
+    except PermissionError:
+        raise DataError(f"{what} {path} cannot be read: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{what} {path} could not be decoded (corrupt or truncated file): {exc}") from None
+    width, height = img.size
+    if width * height > limit:  # read from the header, before any pixel memory is allocated
+        img.close()
+        raise ImageTooLargeError(_too_large_message(what, path, width, height, limit))
+    try:
+        img.load()
+    except MemoryError:
+        img.close()
+        raise DataError(
+            f"{what} {path} ({width}x{height}) could not be decoded: out of memory; free memory, shrink the image "
+            f"or lower {MAX_IMAGE_PIXELS_ENV} to refuse such images up front"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        img.close()
         raise DataError(f"{what} {path} could not be decoded (corrupt or truncated file): {exc}") from None
     return img
 
@@ -97,6 +164,10 @@ def read_image_with_mode(path: PathLike) -> tuple[np.ndarray, str]:
         return to_rgb_uint8(img), img.mode
     except (OSError, ValueError) as exc:
         raise DataError(f"image {path} (mode {img.mode}) could not be converted to RGB: {exc}") from None
+    except MemoryError:
+        raise DataError(
+            f"image {path} ({img.width}x{img.height}, mode {img.mode}) could not be converted to RGB: out of memory"
+        ) from None
 
 
 def read_image(path: PathLike) -> np.ndarray:
