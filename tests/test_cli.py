@@ -108,3 +108,137 @@ def test_unknown_plugin_in_a_config_is_reported_on_stderr(tmp_path, capsys):
 def test_missing_config_file(argv, capsys):
     assert main(argv) == 2
     assert "config file 'missing.yaml' does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- eval: class lists and bad files
+def _eval_dirs(tmp_path, gt, pred, name="a.png"):
+    save_mask_png(tmp_path / "gt" / name, np.asarray(gt), PALETTE)
+    save_mask_png(tmp_path / "pred" / name, np.asarray(pred), PALETTE)
+    return ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+
+
+def test_eval_without_classes_warns_that_voc_names_are_assumed(tmp_path, capsys):
+    argv = _eval_dirs(tmp_path, [[0, 1], [2, 255]], [[0, 1], [2, 0]])
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "warning: --classes not given, so the table uses the 20 PASCAL VOC class names" in captured.err
+    assert "aero" in captured.out and "bike" in captured.out
+    assert main(argv + ["--classes", "cat,dog"]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "aero" not in captured.out and "dog" in captured.out
+
+
+@pytest.mark.parametrize("which", ["gt", "pred"])
+def test_eval_refuses_values_beyond_the_class_list(tmp_path, capsys, which):
+    gt, pred = [[0, 1], [2, 2]], [[0, 1], [2, 2]]
+    (gt if which == "gt" else pred)[1][1] = 5
+    argv = _eval_dirs(tmp_path, gt, pred)
+    assert main(argv + ["--classes", "cat,dog"]) == 2
+    err = capsys.readouterr().err
+    what = "ground-truth mask" if which == "gt" else "prediction"
+    assert f"{what} {tmp_path / which / 'a.png'} holds class value(s) 5" in err
+    assert "--classes cat,dog (2 foreground classes: cat, dog) allows only 0..2 and 255" in err
+
+
+def test_eval_refuses_a_prediction_that_leaves_labelled_pixels_unclassified(tmp_path, capsys):
+    argv = _eval_dirs(tmp_path, [[0, 1], [2, 255]], [[0, 255], [2, 255]])
+    assert main(argv + ["--classes", "cat,dog"]) == 2
+    assert "leaves 1 pixel(s) at 255 (ignore) where" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("classes, fragment", [
+    ("cat,dog,cat", "--classes: class names must be distinct, but 'cat' appears more than once"),
+    ("background,a,b,a,b", "'a', 'b' appear more than once"),
+    ("names/classes.txt", "looks like a file of class names, but names/classes.txt does not exist"),
+    ("classes.txt", "looks like a file of class names, but classes.txt does not exist"),
+])
+def test_eval_class_list_errors(tmp_path, capsys, classes, fragment):
+    argv = _eval_dirs(tmp_path, [[0, 1]], [[0, 1]])
+    assert main(argv + ["--classes", classes]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_eval_class_file_with_duplicates_names_the_file(tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("background\ncat\ndog\ncat\n")
+    argv = _eval_dirs(tmp_path, [[0, 1]], [[0, 1]])
+    assert main(argv + ["--classes", str(names)]) == 2
+    assert f"--classes file {names}: class names must be distinct, but 'cat'" in capsys.readouterr().err
+    names.write_text("background\ncat\ndog\n")
+    assert main(argv + ["--classes", str(names)]) == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "folder"])
+def test_eval_names_an_unreadable_png(tmp_path, capsys, damage):
+    argv = _eval_dirs(tmp_path, np.tile([[0, 1, 2, 0]], (32, 8)), np.tile([[0, 1, 2, 0]], (32, 8)))
+    bad = tmp_path / "pred" / "a.png"
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:60])
+    elif damage == "garbage":
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    else:
+        bad.unlink()
+        bad.mkdir()
+    assert main(argv + ["--classes", "cat,dog"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err
+
+
+def test_check_data_exits_0_with_only_notes(tmp_path, capsys):
+    from PIL import Image
+
+    from wsss_kit.data.synthetic import SyntheticDataset
+
+    root = tmp_path / "data"
+    SyntheticDataset(split="val", num_images=2, image_size=32).export(root)
+    first = sorted((root / "images").glob("*.png"))[0]
+    Image.open(first).convert("L").save(first)  # greyscale: a note, the image is converted when read
+    config = tmp_path / "run.yaml"
+    config.write_text(textwrap.dedent(f"""
+        data:
+          train: {{type: datasets/folder, root: {root}, class_names: [ball, box, kite, boat, tree],
+                  mask_dir: masks}}
+    """))
+    assert main(["check-data", str(config)]) == 0
+    assert "0 error(s) in 0 item(s), 1 note(s)" in capsys.readouterr().out
+
+
+def test_check_data_reports_label_mask_disagreement_and_oversized_images(tmp_path, capsys, monkeypatch):
+    from wsss_kit.data.synthetic import SyntheticDataset
+
+    root = tmp_path / "data"
+    SyntheticDataset(split="val", num_images=3, image_size=32).export(root)
+    rows = (root / "labels.csv").read_text().splitlines()
+    name, labels = rows[1].split(",")
+    rows[1] = f"{name},{'tree' if 'tree' not in labels else 'ball'}"
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(textwrap.dedent(f"""
+        data:
+          train: {{type: datasets/folder, root: {root}, class_names: [ball, box, kite, boat, tree],
+                  mask_dir: masks}}
+    """))
+    assert main(["check-data", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "(label_mask_mismatch): 1" in out and f"image {name}: labels and ground-truth mask disagree" in out
+    monkeypatch.setenv("WSSS_KIT_MAX_IMAGE_PIXELS", "1000")
+    assert main(["check-data", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "(image_too_large): 3" in out and "is 32x32 = 0.0 Mpx, more than the limit of 0.001 Mpx (1,000 pixels)" in out
+    monkeypatch.setenv("WSSS_KIT_MAX_IMAGE_PIXELS", "many")
+    assert main(["check-data", str(config)]) == 2
+    assert "WSSS_KIT_MAX_IMAGE_PIXELS='many' must be a positive whole number" in capsys.readouterr().err
+
+
+def test_config_errors_reach_the_cli_without_a_traceback(tmp_path, capsys):
+    config = tmp_path / "latin.yaml"
+    config.write_bytes("data:\n  train: {type: datasets/synthetic}  # caf\xe9\n".encode("latin-1"))
+    assert main(["check-data", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "latin.yaml' is not UTF-8 text" in err and "Traceback" not in err
+    config.write_text("data:\n  train: {type: datasets/synthetic, num_images: 2, image_size: 32}\n")
+    laughs = "{l0: &l0 [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)) + "}"
+    assert main(["check-data", str(config), "--set", "data.extra=" + laughs]) == 2
+    err = capsys.readouterr().err
+    assert "override 'data.extra=" in err and "more than 1,000,000 values" in err and "Traceback" not in err

@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a folder of PNG masks against ground-truth PNGs")
     p.add_argument("--pred", required=True, help="folder of predicted masks <name>.png")
     p.add_argument("--gt", required=True, help="folder of ground-truth masks <name>.png")
-    p.add_argument("--classes", default="voc",
-                   help="'voc', 'coco', a comma-separated list of foreground names, or a text file with one per line")
+    p.add_argument("--classes", default=None,
+                   help="'voc', 'coco', a comma-separated list of foreground names, or a text file with one per line "
+                        "(default: voc, with a warning)")
     p.add_argument("--format", default="text", choices=("text", "markdown", "csv"))
     p.add_argument("--allow-missing", action="store_true", help="skip ground truth without a prediction")
 
