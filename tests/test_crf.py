@@ -149,6 +149,94 @@ def test_batch_errors_name_the_image():
             pool.map([img, img, img], [blurred_probs(20), "not an array", blurred_probs(20)], settings)
 
 
+# ---------------------------------------------------------------- worker processes end with their parent
+_POOL_SCRIPT = """
+import json, sys, threading, time
+import numpy as np
+from wsss_kit.crf import pool as pool_module
+from wsss_kit.crf import CRFPool, get_params
+
+pool_module._PDEATHSIG = {pdeathsig!r}
+size, busy = {size!r}, {busy!r}
+img = np.zeros((size, size, 3), np.uint8)
+img[:, size // 2:] = [200, 60, 40]
+fg = np.clip(np.linspace(-1, 2, size, dtype=np.float32), 0, 1)[None, :].repeat(size, 0)
+probs = np.stack([1 - fg, fg]).astype(np.float32)
+settings = get_params("psa").as_tuple()
+pool = CRFPool(2)
+pool.map([img] * 2, [probs] * 2, settings)  # one job: the workers are up
+if busy:  # the workers are inside pydensecrf when the kill comes
+    threading.Thread(target=pool.map, args=([img] * 16, [probs] * 16, settings), daemon=True).start()
+    time.sleep(0.3)
+import multiprocessing.forkserver as fs
+pids = list(pool._executor._processes) + [fs._forkserver._forkserver_pid]
+with open({out!r}, "w") as fh:
+    json.dump([p for p in pids if p], fh)
+time.sleep(120)
+"""
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL and /proc")
+@pytest.mark.parametrize("pdeathsig, busy", [(True, True), (False, False)], ids=["pdeathsig-busy", "watchdog-idle"])
+def test_workers_die_when_the_pool_process_is_killed(tmp_path, pdeathsig, busy):
+    """SIGKILL of the process that owns a CRF pool leaves no worker (nor fork server) running:
+    with the parent-death signal, and with the portable watchdog alone."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "pids.json"
+    code = _POOL_SCRIPT.format(pdeathsig=pdeathsig, busy=busy, size=200 if busy else 48, out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while not out.exists() or not out.read_text():
+            assert proc.poll() is None, "the pool process ended early"
+            assert time.monotonic() < deadline, "the pool did not start"
+            time.sleep(0.1)
+        pids = json.loads(out.read_text())
+        assert len(pids) == 3 and all(_process_alive(p) for p in pids)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_process_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in pids if _process_alive(p)]
+    for p in left:  # do not leak them into the rest of the test session
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"processes {left} outlived the pool's process"
+
+
+def test_pool_is_reusable_with_the_guard():
+    """The guard does not end healthy workers: one pool serves several batches."""
+    img, p = two_region_image(), blurred_probs(20)
+    with CRFPool(2) as pool:
+        first = pool.map([img] * 3, [p] * 3, get_params("psa"))
+        pids = set(pool._executor._processes)
+        second = pool.map([img] * 3, [p] * 3, get_params("psa"))
+        assert set(pool._executor._processes) == pids
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
 # ---------------------------------------------------------------- refiner
 def test_refiner_from_cams_shape_sums_and_absent_classes():
     img = torch.from_numpy(two_region_image()).permute(2, 0, 1).float()[None] / 255

@@ -364,7 +364,7 @@ def test_config_validation_messages() -> None:
         TrainConfig(steps=1, schedule="step")
     with pytest.raises(ConfigError, match=r"momentum must be a number >= 0 and < 1; got 1.5"):
         TrainConfig(steps=1, momentum=1.5)
-    with pytest.raises(ConfigError, match="amp must be true or false"):
+    with pytest.raises(ConfigError, match="amp must be true, false, .fp16. or .bf16.; got .yes."):
         TrainConfig(steps=1, amp="yes")
     with pytest.raises(ConfigError, match="device"):
         TrainConfig(steps=1, device="gpu")
@@ -436,3 +436,313 @@ def test_a_finished_run_is_not_reused_for_other_settings(tmp_path):
     train(Toy(), data, TrainConfig(steps=2, batch_size=4, lr=0.1, device="cpu"), tmp_path)  # reused
     with pytest.raises(ConfigError, match="lr: checkpoint 0.1, now 0.5"):
         train(Toy(), data, TrainConfig(steps=2, batch_size=4, lr=0.5, device="cpu"), tmp_path)
+
+
+# --------------------------------------------------------------------------- numerical faults
+def faulty_step(fault: str, at: int, grad_accum: int = 1):
+    """A step function that injects one fault at optimizer step ``at`` (counting calls):
+    ``loss`` (the ``reg`` term becomes NaN), ``grad`` (conv2.weight's gradient becomes inf),
+    ``buffer`` (inputs of 1e22, which overflow BatchNorm's running_var but give a finite loss),
+    ``param`` (conv1.bias becomes NaN after the forward, with finite loss and gradients)."""
+    count = {"n": 0}
+
+    def step(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        count["n"] += 1
+        now = (count["n"] - 1) // grad_accum + 1 == at
+        image = batch["image"] * 1e22 if fault == "buffer" and now else batch["image"]
+        out = model(image, batch["labels"])
+        reg = 0.01 * model.conv1.weight.pow(2).sum()
+        if fault == "loss" and now:
+            reg = reg * float("nan")
+        if fault == "grad" and now:  # a hook that makes this backward's gradient inf, once
+            handle: list[Any] = []
+
+            def to_inf(grad: torch.Tensor) -> torch.Tensor:
+                handle.pop().remove()
+                return torch.full_like(grad, float("inf"))
+
+            handle.append(model.conv2.weight.register_hook(to_inf))
+        if fault == "param" and now:
+            with torch.no_grad():
+                model.conv1.bias[0] = float("nan")
+        return {"loss": out["loss"] + reg, "cls": out["loss"], "reg": reg}
+
+    return step
+
+
+def clean_step(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return faulty_step("none", at=0)(model, batch)
+
+
+def all_finite_state(state: dict[str, Any]) -> bool:
+    from wsss_kit.weights.loading import non_finite_tensors
+
+    return non_finite_tensors(state) == []
+
+
+def assert_resumes_to_the_uninterrupted_result(tmp_path: Path, broken: Path, config: TrainConfig,
+                                               **model_kwargs: Any) -> None:
+    """Run again without the fault: training resumes from the kept checkpoint and ends exactly
+    where an uninterrupted run ends."""
+    straight_model = make_model(**model_kwargs)
+    straight = train(straight_model, ToyDataset(), config, tmp_path / "straight", step_fn=clean_step)
+    resumed_model = make_model(seed=5, **model_kwargs)
+    resumed = train(resumed_model, ToyDataset(), config, broken, step_fn=clean_step)
+    assert resumed.steps == config.steps and (broken / "model.pt").is_file()
+    for (name, a), b in zip(straight_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [r["loss"] for r in read_log(broken / "log.csv")] == [r["loss"] for r in straight.history]
+
+
+def test_non_finite_loss_names_step_and_term_and_keeps_checkpoint(tmp_path: Path) -> None:
+    from wsss_kit.errors import NumericalError, WSSSError
+
+    config = cfg(steps=10, checkpoint_every=2)
+    out = tmp_path / "run"
+    with pytest.raises(NumericalError) as info:
+        train(make_model(), ToyDataset(), config, out, step_fn=faulty_step("loss", at=5))
+    msg = str(info.value)
+    assert isinstance(info.value, WSSSError) and isinstance(info.value, FloatingPointError)
+    assert "non-finite loss at step 5 (micro-batch 1 of 1)" in msg
+    assert "loss=nan" in msg and "reg=nan" in msg and "cls=nan" not in msg
+    assert f"{out / 'checkpoint.pt'} (step 4)" in msg
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+    assert not (out / "model.pt").exists() and not (out / "train_config.json").exists()
+    assert [r["step"] for r in read_log(out / "log.csv")] == [1, 2, 3, 4]
+    assert_resumes_to_the_uninterrupted_result(tmp_path, out, config)
+
+
+def test_non_finite_loss_in_a_later_micro_batch(tmp_path: Path) -> None:
+    from wsss_kit.errors import NumericalError
+
+    count = {"n": 0}
+
+    def step(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        count["n"] += 1
+        out = model(batch["image"], batch["labels"])
+        return {"loss": out["loss"] * (float("inf") if count["n"] == 6 else 1.0)}
+
+    with pytest.raises(NumericalError, match=r"non-finite loss at step 3 \(micro-batch 2 of 2\): loss=inf"):
+        train(make_model(), ToyDataset(), cfg(steps=4, grad_accum=2), tmp_path, step_fn=step)
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_non_finite_gradient_names_the_parameter(tmp_path: Path, clip: float | None) -> None:
+    from wsss_kit.errors import NumericalError
+
+    config = cfg(steps=8, checkpoint_every=3, clip_grad_norm=clip)
+    out = tmp_path / "run"
+    with pytest.raises(NumericalError) as info:
+        train(make_model(), ToyDataset(), config, out, step_fn=faulty_step("grad", at=4))
+    msg = str(info.value)
+    assert "non-finite gradient at step 4: parameter 'conv2.weight' (24 inf of 24 values)" in msg
+    assert "conv1.weight" not in msg.split("the loss terms")[0]  # clipping did not spread it first
+    assert "(step 3)" in msg and load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    assert all_finite_state(load_checkpoint(out / "checkpoint.pt"))
+    assert not (out / "model.pt").exists()
+    assert_resumes_to_the_uninterrupted_result(tmp_path, out, config)
+
+
+def test_non_finite_batchnorm_buffer_is_named_and_kept_checkpoint_is_finite(tmp_path: Path) -> None:
+    from wsss_kit.errors import NumericalError
+
+    config = cfg(steps=8, checkpoint_every=2)
+    out = tmp_path / "run"
+    with pytest.raises(NumericalError) as info:
+        train(make_model(batchnorm=True), ToyDataset(), config, out, step_fn=faulty_step("buffer", at=5))
+    msg = str(info.value)
+    assert "non-finite buffer after step 5: 'norm.running_var' (8 inf of 8 values)" in msg
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["step"] == 4 and all_finite_state(ckpt)
+    assert torch.isfinite(ckpt["model"]["norm.running_var"]).all()
+    assert not (out / "model.pt").exists()
+    assert_resumes_to_the_uninterrupted_result(tmp_path, out, config, batchnorm=True)
+
+
+def test_non_finite_checkpoint_or_final_weights_are_not_written(tmp_path: Path) -> None:
+    """A parameter that turns NaN with finite loss and gradients is caught where it would be
+    written: the checkpoint on disk stays the previous one, and no model.pt appears."""
+    from wsss_kit.errors import NumericalError
+
+    out = tmp_path / "ckpt"
+    with pytest.raises(NumericalError) as info:
+        train(make_model(), ToyDataset(), cfg(steps=9, checkpoint_every=3), out, step_fn=faulty_step("param", at=6))
+    msg = str(info.value)
+    assert f"refusing to write checkpoint {out / 'checkpoint.pt'} after step 6" in msg
+    assert "'model.conv1.bias' (1 NaN of 8 values)" in msg and "(step 3)" in msg
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+
+    out = tmp_path / "final"
+    with pytest.raises(NumericalError) as info:
+        train(make_model(), ToyDataset(), cfg(steps=7, checkpoint_every=3), out, step_fn=faulty_step("param", at=7))
+    assert f"refusing to write the trained weights {out / 'model.pt'} after step 7" in str(info.value)
+    assert "'conv1.bias'" in str(info.value)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 6
+    assert not (out / "model.pt").exists() and not (out / "train_config.json").exists()
+
+
+def test_save_functions_refuse_non_finite_tensors(tmp_path: Path) -> None:
+    from wsss_kit.engine import save_model_weights
+    from wsss_kit.errors import NumericalError
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1, "model": {"w": torch.ones(3)}})
+    with pytest.raises(NumericalError, match=r"checkpoint .*'optimizer\.state\.0\.momentum_buffer' \(1 inf of 3"):
+        save_checkpoint(path, {"step": 2, "model": {"w": torch.ones(3)},
+                               "optimizer": {"state": {0: {"momentum_buffer": torch.tensor([1, 2, float("inf")])}}}})
+    assert load_checkpoint(path)["step"] == 1
+    model = make_model(batchnorm=True)
+    model.norm.running_var[2] = float("nan")
+    with pytest.raises(NumericalError, match=r"'norm\.running_var' \(1 NaN of 8 values\)"):
+        save_model_weights(tmp_path / "model.pt", model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_an_old_non_finite_checkpoint_is_not_resumed(tmp_path: Path) -> None:
+    from wsss_kit.errors import NumericalError
+
+    with pytest.raises(Crash):
+        train(make_model(batchnorm=True), ToyDataset(), cfg(), tmp_path, step_fn=crash_after(4))
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state["model"]["norm.running_var"][0] = float("inf")
+    torch.save(state, tmp_path / "checkpoint.pt")  # as an older wsss_kit would have written it
+    with pytest.raises(NumericalError, match=r"checkpoint .* \(step 3\) holds NaN or inf in 'norm\.running_var'.*delete"):
+        train(make_model(batchnorm=True), ToyDataset(), cfg(), tmp_path)
+
+
+def test_fp16_amp_skips_overflowing_steps_and_stops_when_it_never_recovers(tmp_path: Path) -> None:
+    """GradScaler (here on CPU; the same code path as CUDA) skips a step with an inf gradient
+    instead of failing; gradients that are inf at every scale stop training after
+    MAX_SKIPPED_STEPS steps in a row."""
+    from wsss_kit.engine.numerics import MAX_SKIPPED_STEPS
+    from wsss_kit.errors import NumericalError
+
+    model = make_model()
+    result = train(model, ToyDataset(), cfg(steps=6, amp="fp16"), tmp_path / "once", step_fn=faulty_step("grad", at=3))
+    assert result.steps == 6 and all(torch.isfinite(p).all() for p in model.parameters())
+    state = torch.load(tmp_path / "once" / "model.pt", weights_only=True)
+    assert all_finite_state(state)
+
+    def always_inf(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        model.conv2.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+        return model(batch["image"], batch["labels"])
+
+    with pytest.raises(NumericalError) as info:
+        train(make_model(), ToyDataset(), cfg(steps=40, amp="fp16", checkpoint_every=10), tmp_path / "never",
+              step_fn=always_inf)
+    msg = str(info.value)
+    assert f"fp16 AMP skipped {MAX_SKIPPED_STEPS} steps in a row (1 to {MAX_SKIPPED_STEPS})" in msg
+    assert "parameter 'conv2.weight'" in msg
+    assert not (tmp_path / "never" / "model.pt").exists()
+
+
+def test_amp_modes_in_the_config() -> None:
+    assert TrainConfig(steps=1, amp="BF16").amp == "bf16" and TrainConfig(steps=1, amp="float16").amp == "fp16"
+    assert TrainConfig(steps=1, amp=True).amp_dtype("cuda") == torch.float16
+    assert TrainConfig(steps=1, amp=True).amp_dtype("cpu") == torch.bfloat16
+    assert TrainConfig(steps=1, amp="bf16").amp_dtype("cuda") == torch.bfloat16
+    assert TrainConfig(steps=1, amp=False).amp_dtype("cuda") is None
+
+
+def test_training_removes_stale_temps_and_writes_with_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".checkpoint.pt.k3j_9x2a.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    user = out / "my.notes.tmp"
+    user.write_text("keep me")
+    old = os.umask(0o027)
+    try:
+        train(make_model(), ToyDataset(), cfg(steps=2), out)
+    finally:
+        os.umask(old)
+    assert not stale.exists() and user.read_text() == "keep me"
+    for name in ("model.pt", "log.csv", "train_config.json"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o640, name
+
+
+_DDP_FAULTS = '''
+import json, sys
+import torch, torch.nn.functional as F
+from torch import nn
+from wsss_kit.engine import TrainConfig, get_rank, train
+from wsss_kit.errors import NumericalError
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.norm, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 3, 1)
+
+    def forward(self, images, labels):
+        logits = self.conv2(F.relu(self.norm(self.conv1(images)))).mean(dim=(2, 3))
+        return {"loss": F.multilabel_soft_margin_loss(logits, labels)}
+
+class Data:
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return {"image": torch.rand(3, 8, 8), "labels": (torch.rand(3) > 0.5).float()}
+
+def faulty(kind):
+    calls = {"n": 0}
+    def step(model, batch):
+        calls["n"] += 1
+        hit = calls["n"] == 3 and get_rank() == 1
+        image = batch["image"] * (1e22 if hit and kind == "buffer" else 1.0)
+        out = model(image, batch["labels"])
+        if hit and kind == "loss_and_grads":
+            return {"loss": out["loss"] * float("nan")}
+        if hit and kind == "loss_only":
+            return {"loss": out["loss"] + torch.tensor(float("nan"))}
+        return out
+    return step
+
+seen = {}
+for kind in ("loss_and_grads", "loss_only", "buffer"):
+    config = TrainConfig(steps=6, batch_size=4, lr=0.05, checkpoint_every=2, device="cpu")
+    try:
+        train(Net(), Data(), config, f"{sys.argv[1]}/{kind}", step_fn=faulty(kind))
+        seen[kind] = "finished"
+    except NumericalError as exc:
+        seen[kind] = str(exc)
+with open(f"{sys.argv[1]}/rank{get_rank()}.json", "w") as fh:
+    json.dump(seen, fh)
+'''
+
+
+def test_ddp_a_fault_on_one_process_stops_every_process(tmp_path: Path) -> None:
+    """Under torchrun (2 CPU processes), a NaN loss or a non-finite buffer on one process stops
+    both with a NumericalError at the same step (no process waits forever in a collective)."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "faults.py"
+    script.write_text(_DDP_FAULTS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert "non-finite loss at step 3" in rank1["loss_and_grads"]
+    assert "non-finite gradient at step 3: parameter" in rank0["loss_and_grads"]
+    for kind in ("loss_only", "buffer"):
+        assert rank0[kind] == rank1[kind], kind
+    assert "process 1: non-finite loss at step 3" in rank0["loss_only"]
+    assert "process 1: non-finite buffer after step 3: 'norm.running_var'" in rank0["buffer"]
+    assert "process 0" not in rank0["buffer"]
+    for kind in ("loss_and_grads", "loss_only", "buffer"):
+        ckpt = load_checkpoint(tmp_path / kind / "checkpoint.pt")
+        assert ckpt["step"] == 2 and all_finite_state(ckpt), kind
+        assert not (tmp_path / kind / "model.pt").exists()

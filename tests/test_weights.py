@@ -254,3 +254,62 @@ def test_a_state_dict_with_extra_state_loads(tmp_path):
     model = WithNames(["a", "b"])
     assert load_weights_into(model, state) == ([], [])
     assert model.names == ["cat", "dog"] and torch.equal(model.linear.weight, saved.linear.weight)
+
+
+# --------------------------------------------------------------------------- non-finite weights
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("key", ["0.weight", "1.running_var"])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_non_finite_weights_are_refused_naming_file_and_tensor(tmp_path: Path, bad: float, key: str,
+                                                               suffix: str) -> None:
+    """NaN weights would give NaN CAMs that are saved and scored: refused where the file is read."""
+    state = {k: v.clone() for k, v in _bn_net().state_dict().items()}
+    state[key].view(-1)[1] = bad
+    path = tmp_path / f"poisoned{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save({"model": state}, path)
+    with pytest.raises(WeightsError) as info:
+        load_state_dict(path)
+    msg = str(info.value)
+    assert str(path) in msg and repr(key) in msg
+    assert ("1 NaN" if bad != bad else "1 inf") in msg and f"of {state[key].numel()} values" in msg
+    other = "1.running_var" if key == "0.weight" else "0.weight"
+    assert repr(other) not in msg
+
+
+def test_non_finite_state_dict_is_refused_by_load_weights_into() -> None:
+    model = _bn_net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {k: v.clone() for k, v in before.items()}
+    state["0.bias"][0] = float("nan")
+    state["1.running_mean"][:] = float("inf")
+    with pytest.raises(WeightsError) as info:
+        load_weights_into(model, state, source="trained CAM network runs/x/model.pt")
+    msg = str(info.value)
+    assert msg.startswith("trained CAM network runs/x/model.pt")
+    assert "'0.bias' (1 NaN of 4 values)" in msg and "'1.running_mean' (4 inf of 4 values)" in msg
+    # nothing was copied into the model
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_integer_and_finite_tensors_pass(tmp_path: Path) -> None:
+    """num_batches_tracked (int64), extra state and large finite values are fine."""
+    from wsss_kit.weights.loading import non_finite_tensors
+
+    model = _bn_net()
+    state = model.state_dict()
+    state["0.weight"].fill_(3e38)  # finite, near float32's max
+    torch.save(state, tmp_path / "ok.pt")
+    loaded = load_state_dict(tmp_path / "ok.pt")
+    assert load_weights_into(_bn_net(), loaded) == ([], [])
+    assert non_finite_tensors({"a": torch.zeros(2), "b": [torch.tensor([1.0, float("nan")])],
+                               "c": torch.tensor([1, 2]), "d": "text"}) == ["'b.0' (1 NaN of 2 values)"]

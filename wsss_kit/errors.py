@@ -44,3 +44,9 @@ class DataError(WSSSError, ValueError):
 
 class WeightsError(WSSSError, FileNotFoundError):
     """Pretrained weights could not be found or loaded; the message says what file is expected."""
+
+
+class NumericalError(WSSSError, FloatingPointError):
+    """Training met a non-finite number (NaN or inf) in a loss term, a gradient, a parameter or a
+    buffer; the message names the step and the tensor. The last checkpoint holding only finite
+    values is kept."""

@@ -15,6 +15,22 @@ command that imports torch). Our workers never unpickle anything defined in ``__
 while this module submits work (which is when the executor starts processes) ``__main__`` is
 swapped for an empty module and the children skip that import. A worker so imports only numpy
 and pydensecrf. The pool is reused across calls, so each worker starts once.
+
+Workers die with the process that made the pool, even when it is killed with SIGKILL (which
+runs no clean-up). ``forkserver`` workers are children of the fork server, not of that process,
+and both would otherwise outlive it: each worker holds the descriptor whose closing tells the
+fork server that its last client is gone, and the executor's queues stay open in the other
+workers. So the initializer of every worker (:data:`_GUARD`)
+
+1. closes its copy of that descriptor (workers never start processes), so the fork server exits
+   when the pool's process ends;
+2. on Linux asks for SIGKILL when its parent ends (``prctl(PR_SET_PDEATHSIG)``), then checks that
+   the parent it saw before is still its parent and that the pool's process is still alive,
+   closing the race with a parent that ended first;
+3. starts a daemon thread that waits on the pool process's sentinel (a pipe that reads EOF
+   when that process ends, see ``multiprocessing.parent_process()``) and every second compares
+   ``os.getppid()`` with the parent it saw: the portable way (it runs between CRFs only, as
+   pydensecrf holds the GIL, so it acts once the current chunk is done).
 """
 
 from __future__ import annotations
@@ -49,9 +65,65 @@ if {name!r} not in sys.modules:
 """
 
 
+_GUARD = """
+def _wsss_kit_die_with_parent(creator_pid, pdeathsig):
+    import multiprocessing, os, signal, sys, threading
+    from multiprocessing.connection import wait
+
+    try:  # 1. let the fork server end with the pool's process (we never start processes)
+        from multiprocessing import forkserver
+        server = forkserver._forkserver
+        if getattr(server, "_forkserver_alive_fd", None) is not None:
+            os.close(server._forkserver_alive_fd)
+            server._forkserver_alive_fd = None
+    except Exception:
+        pass
+    parent = os.getppid()
+    creator = multiprocessing.parent_process()
+
+    def creator_gone():
+        if creator is not None:
+            return not creator.is_alive()
+        return parent != creator_pid  # no sentinel: the pool's process must be our parent
+
+    if pdeathsig and sys.platform.startswith("linux"):  # 2. the kernel kills us with our parent
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+    if os.getppid() != parent or creator_gone():  # the parent or the pool's process ended first
+        os._exit(1)
+
+    def watch():  # 3. portable fallback
+        sentinel = [creator.sentinel] if creator is not None else []
+        while True:
+            if sentinel and wait(sentinel, timeout=1.0):
+                os._exit(1)
+            if not sentinel:
+                threading.Event().wait(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="wsss-kit-crf-watchdog", daemon=True).start()
+
+_wsss_kit_die_with_parent({creator_pid!r}, {pdeathsig!r})
+del _wsss_kit_die_with_parent
+"""
+
+_PDEATHSIG = True
+"""Whether workers ask Linux for a parent-death signal (tests turn it off to check the fallback)."""
+
+
 def _bootstrap_code() -> str:
     path = str(Path(_dense_crf_module.__file__).resolve())
     return _BOOTSTRAP.format(name=WORKER_MODULE, path=path)
+
+
+def _initializer_code() -> str:
+    """What every worker runs first: :data:`_GUARD` for the pool's process, then the bootstrap."""
+    return _GUARD.format(creator_pid=os.getpid(), pdeathsig=_PDEATHSIG) + _bootstrap_code()
 
 
 def worker_module() -> Any:
@@ -106,7 +178,7 @@ class CRFPool:
             max_workers=self.workers,
             mp_context=_context(),
             initializer=exec,
-            initargs=(_bootstrap_code(), {}),
+            initargs=(_initializer_code(), {}),
         )
         self._task = worker_module().crf_chunk
 

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError, NumericalError, WeightsError
 from ..weights import load_state_dict, load_weights_into
+from ..weights.loading import non_finite_tensors
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -25,8 +26,15 @@ __all__ = [
 CHECKPOINT_FORMAT = "wsss_kit.train_checkpoint/1"
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
-    """Write a training checkpoint dict atomically: a crash mid-write leaves the previous one intact."""
+def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any], check_finite: bool = True) -> Path:
+    """Write a training checkpoint dict atomically: a crash mid-write leaves the previous one intact.
+
+    With ``check_finite`` a state holding NaN or inf in any floating-point tensor (model,
+    optimizer state...) is refused with :class:`NumericalError` naming the tensor, and the
+    previous checkpoint stays, so the file on disk is always one a run can resume from.
+    """
+    if check_finite:
+        _refuse_non_finite(state, f"checkpoint {path}")
     with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
     return Path(path)
@@ -62,10 +70,20 @@ def check_trajectory(path: Path, saved: Mapping[str, Any], current: Mapping[str,
 
 
 def save_model_weights(path: str | os.PathLike[str], model: nn.Module) -> Path:
-    """Save ``model.state_dict()`` (tensors only) atomically."""
+    """Save ``model.state_dict()`` (tensors only) atomically; :class:`NumericalError` naming the
+    tensor, and nothing written, when a parameter or buffer holds NaN or inf."""
+    state = model.state_dict()
+    _refuse_non_finite(state, f"weights {path}")
     with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+        torch.save(state, tmp)
     return Path(path)
+
+
+def _refuse_non_finite(state: Any, what: str) -> None:
+    bad = non_finite_tensors(state, limit=5)
+    if bad:
+        raise NumericalError(f"refusing to write {what}: NaN or inf in {', '.join(bad)}; the file on disk "
+                             f"(if any) is kept")
 
 
 def load_model_weights(path: str | os.PathLike[str], model: nn.Module, source: str | None = None) -> None:

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import torch
+
 from ..errors import ConfigError
 from .schedule import SCHEDULES
 
@@ -34,6 +36,9 @@ _ALIASES = {
 }
 """Names other trainers use for these fields, suggested in unknown-key errors."""
 
+AMP_MODES = {"fp16": "fp16", "float16": "fp16", "half": "fp16", "bf16": "bf16", "bfloat16": "bf16"}
+"""``amp`` values besides true/false (names → the canonical one)."""
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -45,8 +50,11 @@ class TrainConfig:
     a run sees the same samples per step whatever ``N`` is. ``find_unused_parameters`` is passed to
     DistributedDataParallel (set it for a network with trainable parameters that a step leaves
     unused); ``sync_batchnorm`` turns BatchNorm layers into SyncBatchNorm when training with DDP on
-    CUDA (never in one process or on CPU). Invalid values raise :class:`ConfigError` (a
-    ``ValueError``) naming the field, the valid values and the value given."""
+    CUDA (never in one process or on CPU). ``amp``: false (float32), true (float16 with a
+    GradScaler on CUDA, bfloat16 on CPU), ``"fp16"`` or ``"bf16"`` (that type on any device;
+    fp16 always with a GradScaler, which skips the steps whose gradients overflow). Invalid values
+    raise :class:`ConfigError` (a ``ValueError``) naming the field, the valid values and the value
+    given."""
 
     steps: int
     batch_size: int = 8
@@ -60,7 +68,7 @@ class TrainConfig:
     warmup_ratio: float = 1e-6
     min_lr: float = 0.0
     grad_accum: int = 1
-    amp: bool = False
+    amp: bool | str = False
     checkpoint_every: int = 100
     log_every: int = 10
     num_workers: int = 0
@@ -88,7 +96,11 @@ class TrainConfig:
             self._float("clip_grad_norm", low=0.0, low_open=True)
         self._choice("optimizer", OPTIMIZERS)
         self._choice("schedule", SCHEDULES)
-        for name in ("amp", "find_unused_parameters", "sync_batchnorm"):
+        if isinstance(self.amp, str) and self.amp.lower() in AMP_MODES:
+            self.amp = AMP_MODES[self.amp.lower()]
+        elif not isinstance(self.amp, bool):
+            self._fail("amp", "true, false, 'fp16' or 'bf16'", self.amp)
+        for name in ("find_unused_parameters", "sync_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, "true or false", getattr(self, name))
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
@@ -133,6 +145,14 @@ class TrainConfig:
         close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{self._where}.{name} must be one of {', '.join(choices)}; got {value!r}{hint}")
+
+    def amp_dtype(self, device_type: str) -> torch.dtype | None:
+        """The autocast type on a device of ``device_type`` (``None``: no autocast)."""
+        if self.amp is False:
+            return None
+        if self.amp is True:
+            return torch.float16 if device_type == "cuda" else torch.bfloat16
+        return torch.float16 if self.amp == "fp16" else torch.bfloat16
 
     # ------------------------------------------------------------------ building
     @classmethod

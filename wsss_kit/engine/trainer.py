@@ -31,9 +31,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..atomic import write_text
-from ..errors import ConfigError
+from ..atomic import remove_stale_temps, write_text
+from ..errors import ConfigError, NumericalError
 from ..weights import load_weights_into
+from ..weights.loading import non_finite_tensors
 from .checkpoint import (
     check_trajectory,
     load_checkpoint,
@@ -45,6 +46,7 @@ from .csv_log import CsvLog, read_log
 from .distributed import barrier, gather_objects, get_rank, get_world_size, init_distributed, is_distributed
 from .distributed import is_main_process, launched_by_torchrun, local_rank, reduce_scalars, unwrap_model
 from .sampling import EpochSampler, SeededSamples
+from .numerics import NumericsGuard
 from .schedule import StepSchedule
 from .seeding import capture_rng_state, restore_rng_state, seed_everything, worker_init_fn
 from .train_config import TrainConfig
@@ -234,7 +236,18 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
             is complete: load it into ``model`` and return without training.
 
     Writes ``checkpoint.pt`` (every ``checkpoint_every`` steps, removed at the end), ``log.csv``
-    and the final ``model.pt`` (state dict only), all from rank 0.
+    and the final ``model.pt`` (state dict only), all from rank 0. Temporary files that an
+    interrupted write left in ``out_dir`` are removed when training starts or resumes.
+
+    Numerical faults stop training with :class:`NumericalError` naming the step: a loss term that
+    is NaN or inf (and which term), a non-finite gradient (which parameter), a non-finite
+    persistent buffer after the step (e.g. a BatchNorm ``running_var``). A checkpoint or
+    ``model.pt`` holding NaN or inf is never written, so ``checkpoint.pt`` stays the last one whose
+    parameters and buffers are all finite, and the run resumes from it once the cause is fixed.
+    With fp16 AMP (``amp: true`` on CUDA, or ``amp: fp16``) GradScaler skips a step whose
+    gradients overflow instead (training stops after
+    :data:`~wsss_kit.engine.numerics.MAX_SKIPPED_STEPS` such steps in a
+    row); bf16 needs no scaler.
 
     Under ``torchrun`` every process calls :func:`train` with the same arguments; it joins the
     process group if the caller has not, and ``step_fn`` runs inside the DistributedDataParallel
@@ -271,15 +284,25 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
     schedule = StepSchedule(optimizer, base_lr=config.lr, total_steps=config.steps, schedule=config.schedule,
                             poly_power=config.poly_power, warmup_steps=config.warmup_steps,
                             warmup_ratio=config.warmup_ratio, min_lr=config.min_lr)
-    use_scaler = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    amp_dtype = config.amp_dtype(device.type)
+    use_scaler = amp_dtype == torch.float16 and device.type in ("cuda", "cpu")
+    scaler = torch.amp.GradScaler(device.type if use_scaler else "cuda", enabled=use_scaler)
 
     step, epoch, position, seconds_before = 0, 0, 0, 0.0
     ckpt_path = out / CHECKPOINT_NAME
+    if main:
+        remove_stale_temps(out, recursive=False)  # left by a write that a kill interrupted
+    guard = NumericsGuard(desc, unwrap_model(net), ckpt_path, scaler=scaler, ddp=ddp, main=main)
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         check_trajectory(ckpt_path, state["config"], config.trajectory())
+        bad = non_finite_tensors(state["model"], limit=5)
+        if bad:
+            raise NumericalError(
+                f"{desc}: checkpoint {ckpt_path} (step {state.get('step')}) holds NaN or inf in "
+                f"{', '.join(bad)}; it cannot be resumed (it was written before wsss_kit refused such "
+                f"checkpoints): delete it to train again from step 0"
+            )
         load_model_weights_from_state(net, state["model"], ckpt_path)
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -290,6 +313,7 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         if use_scaler and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        guard.kept = step
         seconds_before = float(state.get("seconds", 0.0))
         rng = state["rng"]
         # Under another number of processes the samples of each step are the same (global
@@ -319,14 +343,16 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
     def checkpoint() -> None:
         log.flush()
         rng_states = gather_objects(capture_rng_state())
+        state = {"model": unwrap_model(net).state_dict(), "optimizer": optimizer.state_dict()} if main else {}
+        guard.refuse(state, f"checkpoint {ckpt_path}", step)
         if main:
             save_checkpoint(ckpt_path, {
-                "model": unwrap_model(net).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.state_dict(), "scaler": scaler.state_dict() if use_scaler else {},
+                **state, "scheduler": schedule.state_dict(), "scaler": scaler.state_dict() if use_scaler else {},
                 "step": step, "epoch": batches.epoch, "position": batches.position,
                 "seconds": seconds_before + time.perf_counter() - run_start,
                 "config": config.to_dict(), "rng": rng_states, "world_size": world,
-            })
+            }, check_finite=False)
+        guard.kept = step
         barrier()
 
     try:
@@ -334,32 +360,33 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
             lr = schedule.apply(step)
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
+            guard.start_step()
             for micro in range(config.grad_accum):
                 batch = move_to_device(batches.next(), device)
                 last = micro == config.grad_accum - 1
                 sync = contextlib.nullcontext() if last or runner is None else runner.no_sync()
                 with sync:
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=config.amp):
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                         out_terms = runner(batch) if runner is not None else step_fn(net, batch)
                     if not isinstance(out_terms, Mapping) or "loss" not in out_terms:
                         got = list(out_terms) if isinstance(out_terms, Mapping) else type(out_terms).__name__
                         raise ConfigError(f"step_fn must return a dict with a 'loss' tensor; got {got}")
                     loss = out_terms["loss"]
-                    if not torch.isfinite(loss.detach()).all():
-                        raise FloatingPointError(
-                            f"{desc}: loss is {float(loss.detach())} at step {step + 1} (micro-batch {micro + 1}); "
-                            f"terms {_scalar_terms(out_terms)}; lower lr or check the inputs"
-                        )
+                    scalars = _scalar_terms(out_terms)
+                    guard.loss(loss, scalars, step + 1, micro + 1, config.grad_accum)
                     scaler.scale(loss.float() / config.grad_accum).backward()
-                for key, value in _scalar_terms(out_terms).items():
+                for key, value in scalars.items():
                     sums[key] = sums.get(key, 0.0) + value / config.grad_accum
+            if use_scaler:
+                scaler.unscale_(optimizer)  # gradients at their true scale, for the checks and clipping
+            guard.grads(step + 1, sums)
             if config.clip_grad_norm is not None:
-                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(
                     [p for g in optimizer.param_groups for p in g["params"]], config.clip_grad_norm)
-            scaler.step(optimizer)
+            scaler.step(optimizer)  # with fp16 AMP: skipped when the gradients overflowed
             scaler.update()
             step += 1
+            guard.after_step(step, sums)
             terms = reduce_scalars(sums, device)
             row = {"step": step, **terms, "lr": lr,
                    "seconds": round(seconds_before + time.perf_counter() - run_start, 3)}
@@ -375,6 +402,7 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         log.flush()
 
     model_path = out / MODEL_NAME
+    guard.refuse(unwrap_model(net).state_dict() if main else {}, f"the trained weights {model_path}", step)
     if main:
         write_text(out / CONFIG_NAME, json.dumps(config.trajectory(), indent=2) + "\n")
         save_model_weights(model_path, unwrap_model(net))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from ..errors import WeightsError
 from .converters import get_converter
 from .resolve import resolve
 
-__all__ = ["create_timm_model", "load_state_dict", "load_weights_into"]
+__all__ = ["create_timm_model", "load_state_dict", "load_weights_into", "non_finite_tensors"]
 
 _CONTAINER_KEYS = ("state_dict", "model", "module", "model_state", "net")
 
@@ -34,7 +34,8 @@ def load_state_dict(path: str | os.PathLike[str], map_location: str | torch.devi
     ``torch.load(weights_only=True)``, except TorchScript archives (OpenAI's CLIP ``.pt``), whose
     parameters come from ``torch.jit.load`` (it runs TorchScript, not arbitrary pickled Python).
     Common wrappers are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``, ``{"module": ...}``)
-    and a DDP ``module.`` prefix is stripped. Raises :class:`WeightsError` naming the file.
+    and a DDP ``module.`` prefix is stripped. Raises :class:`WeightsError` naming the file (and
+    the tensor, for one holding NaN or inf).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -57,7 +58,54 @@ def load_state_dict(path: str | os.PathLike[str], map_location: str | torch.devi
             hint = (" (the file pickles Python objects, which weights_only=True refuses to run; re-save "
                     "only its tensors, e.g. torch.save(model.state_dict()), from a trusted environment)")
         raise WeightsError(f"cannot read weights file {path}: not a valid checkpoint: {cause}{hint}") from exc
-    return _unwrap(obj, path)
+    state = _unwrap(obj, path)
+    _refuse_non_finite(state, f"weights file {path}")
+    return state
+
+
+def non_finite_tensors(tensors: Any, prefix: str = "", limit: int | None = None) -> list[str]:
+    """Descriptions of the floating-point tensors in ``tensors`` that hold NaN or inf, e.g.
+    ``"'bn.running_var' (2 NaN, 1 inf of 64 values)"``; empty when all are finite.
+
+    ``tensors`` is a tensor or a (nested) mapping / list / tuple of them, such as a state dict or
+    an optimizer state; keys are joined with dots. Other values (ints, strings, extra state) are
+    skipped, as are integer and meta tensors. At most ``limit`` tensors are described.
+    """
+    found: list[str] = []
+    for key, t in _tensors_in(tensors, prefix):
+        if not (t.is_floating_point() or t.is_complex()) or t.is_meta or t.layout != torch.strided:
+            continue
+        if t.numel() == 0 or bool(torch.isfinite(t).all()):
+            continue
+        nan = int(torch.isnan(t).sum())
+        inf = t.numel() - nan - int(torch.isfinite(t).sum())
+        counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "inf")) if n)
+        found.append(f"{key!r} ({counts} of {t.numel()} values)")
+        if limit is not None and len(found) >= limit:
+            break
+    return found
+
+
+def _tensors_in(obj: Any, prefix: str) -> Iterator[tuple[str, Tensor]]:
+    if isinstance(obj, Tensor):
+        yield prefix or "tensor", obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from _tensors_in(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors_in(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _refuse_non_finite(state: Mapping[str, Any], source: str) -> None:
+    bad = non_finite_tensors(state, limit=6)
+    if bad:
+        more = ", and more" if len(bad) > 5 else ""
+        raise WeightsError(
+            f"{source} holds non-finite values (NaN or inf): tensor {', '.join(bad[:5])}{more}; such "
+            f"weights give NaN outputs (CAMs, masks, scores) that would be saved and scored; use an intact "
+            f"copy of the file or train it again"
+        )
 
 
 EXTRA_STATE_SUFFIX = "_extra_state"
@@ -105,7 +153,9 @@ def load_weights_into(model: nn.Module, state_dict: Mapping[str, Tensor], *, str
     and the model keeps its fresh classifier. With ``ignore_unexpected`` (used for
     ``features_only`` models) keys the model has no use for are skipped. With ``strict`` any
     other missing key, unexpected key or shape mismatch raises :class:`WeightsError` listing them.
+    A tensor holding NaN or inf raises :class:`WeightsError` naming ``source`` and the key.
     """
+    _refuse_non_finite(state_dict, source)
     own = model.state_dict()
     state = dict(state_dict)
     if own and all(k.startswith("model.") for k in own) and not any(k.startswith("model.") for k in state):
