@@ -31,7 +31,7 @@ from .interfaces import (
     WSSSDataset,
     cams_to_seeds,
 )
-from .registry import KINDS, PluginInfo, create, list_plugins, register
+from .registry import KINDS, DisabledPluginError, PluginInfo, PluginNameClashWarning, create, list_plugins, register
 from .version import API_VERSION, __version__
 
 __all__ = [
@@ -43,9 +43,11 @@ __all__ = [
     "CAMGenerator",
     "ConfigError",
     "DataError",
+    "DisabledPluginError",
     "Loss",
     "PluginError",
     "PluginInfo",
+    "PluginNameClashWarning",
     "PluginVersionError",
     "PromptStrategy",
     "Refiner",

@@ -9,9 +9,27 @@ Rules:
 * discovery never imports a plugin; the object is loaded on first use and cached;
 * a plugin that fails to import is *broken*: :func:`list_plugins` reports it with the reason, the
   others keep working, and using it raises :class:`BrokenPluginError` naming the plugin, its
-  distribution and version and the cause;
+  distribution and version and the cause. "Fails" includes any ``BaseException`` but
+  ``KeyboardInterrupt`` (a plugin calling ``sys.exit()`` at import is broken, it does not end the
+  program), and an import that does not finish within ``WSSS_KIT_PLUGIN_IMPORT_TIMEOUT`` seconds
+  (default 30; ``0`` or ``none`` for no limit): such a plugin is marked broken ("timed out") and
+  the others are listed and used as usual;
+* ``WSSS_KIT_DISABLE_PLUGINS`` skips installed plugins at discovery: they are listed as
+  *disabled*, never imported, and using one raises :class:`DisabledPluginError`. The variable is a
+  comma-separated list of entries, each one of::
+
+      name              every installed plugin called ``name``, of any kind and distribution
+      kind/name         that kind only (``refiners/weakclip``; singular kinds are accepted)
+      dist:name         that distribution's plugin(s) called ``name`` (``tp-x:weakclip``)
+      kind/dist:name    both restrictions
+      dist:*            everything the distribution provides (``*`` stands for any name)
+
+  Plugins registered in-process with :func:`register` are never disabled;
 * two providers of the same kind and name make the bare name ambiguous
-  (:class:`AmbiguousPluginError` names both distributions); ``"dist:name"`` selects one;
+  (:class:`AmbiguousPluginError` names both distributions); ``"dist:name"`` selects one. One
+  exception keeps configs working when a third-party distribution reuses a first-party name
+  (:data:`FIRST_PARTY_DISTS`): the bare name then selects the first-party plugin, with a
+  :class:`PluginNameClashWarning` that names both distributions and how to select the other;
 * an unknown name raises :class:`UnknownPluginError` listing what exists and the closest matches;
 * a plugin object declares ``wsss_api_version = "MAJOR.MINOR"``; it must have the core's major
   version and a minor version no newer than the core's.
@@ -22,10 +40,11 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import inspect
+import os
 import re
 import sys
 import threading
-import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -39,6 +58,7 @@ from .errors import (
     UnknownPluginError,
 )
 from .interfaces import INTERFACES
+from .plugin_import import FROM_ENV, TIMEOUT_ENV, ImportGuard, Outcome  # noqa: F401 - TIMEOUT_ENV re-exported
 from .version import API_VERSION
 
 KINDS: tuple[str, ...] = tuple(sorted(INTERFACES))
@@ -47,10 +67,26 @@ KINDS: tuple[str, ...] = tuple(sorted(INTERFACES))
 LOCAL_DIST = "local"
 """Distribution name reported for plugins registered in-process with :func:`register`."""
 
+FIRST_PARTY_DISTS: frozenset[str] = frozenset({
+    "wsss-kit", "wsss-kit-cams", "wsss-kit-pole", "wsss-kit-weakclip", "wsss-kit-deeplab", "wsss-kit-affinity",
+})
+"""Distributions of this project; their names win over a third-party plugin of the same name."""
+
+DISABLE_ENV = "WSSS_KIT_DISABLE_PLUGINS"
+"""Environment variable listing installed plugins to skip at discovery (see the module docstring)."""
+
 _KIND_ALIASES = {k[:-1]: k for k in KINDS} | {"loss": "losses"}
 """Singular spellings accepted for each kind (``cam``, ``loss``, ``dataset`` ...)."""
 
 T = TypeVar("T")
+
+
+class DisabledPluginError(PluginError):
+    """The plugin is installed but disabled by ``WSSS_KIT_DISABLE_PLUGINS``."""
+
+
+class PluginNameClashWarning(UserWarning):
+    """A third-party plugin uses the name of a first-party one; the bare name selects the first party."""
 
 
 def group_of(kind: str) -> str:
@@ -74,6 +110,11 @@ def normalize_dist(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def is_first_party(dist: str) -> bool:
+    """Whether ``dist`` is one of this project's distributions (:data:`FIRST_PARTY_DISTS`)."""
+    return normalize_dist(dist) in FIRST_PARTY_DISTS
+
+
 @dataclass
 class PluginInfo:
     """One plugin: where it comes from and whether it loads."""
@@ -85,9 +126,10 @@ class PluginInfo:
     target: str
     """``module:attribute`` the entry point names (or the object's qualified name if local)."""
     status: str = "unloaded"
-    """``"unloaded"`` (not imported yet), ``"ok"`` or ``"broken"``."""
+    """``"unloaded"`` (not imported yet), ``"ok"``, ``"broken"`` or ``"disabled"``."""
     error: str = ""
-    """For a broken plugin, the cause (exception type and message)."""
+    """For a broken plugin, the cause (exception type and message); for a disabled one, which
+    ``WSSS_KIT_DISABLE_PLUGINS`` entry disabled it."""
     _entry_point: Any = field(default=None, repr=False)
     _obj: Any = field(default=None, repr=False)
     _traceback: str = field(default="", repr=False)
@@ -101,34 +143,93 @@ class PluginInfo:
         return f"{self.kind} plugin {self.name!r} from {self.dist} {self.version}"
 
 
+# ---------------------------------------------------------------------- WSSS_KIT_DISABLE_PLUGINS
+@dataclass(frozen=True)
+class DisableRule:
+    """One entry of ``WSSS_KIT_DISABLE_PLUGINS``: ``[kind/][dist:]name`` (``name`` may be ``*``)."""
+
+    text: str
+    name: str
+    kind: str | None = None
+    dist: str | None = None
+
+    def matches(self, info: PluginInfo) -> bool:
+        return ((self.kind is None or self.kind == info.kind)
+                and (self.dist is None or self.dist == info.dist)
+                and self.name in ("*", info.name))
+
+
+def disable_rules(value: str | None = None) -> list[DisableRule]:
+    """Parse ``value`` (default: the ``WSSS_KIT_DISABLE_PLUGINS`` environment variable).
+
+    Raises:
+        PluginError: an entry has an unknown kind or an empty name, naming the entry.
+    """
+    if value is None:
+        value = os.environ.get(DISABLE_ENV, "")
+    rules = []
+    for text in (t.strip() for t in value.split(",")):
+        if not text:
+            continue
+        kind, rest = (text.split("/", 1) if "/" in text else (None, text))
+        dist, name = (rest.split(":", 1) if ":" in rest else (None, rest))
+        if kind is not None:
+            try:
+                kind = check_kind(kind.strip())
+            except UnknownPluginError as exc:
+                raise PluginError(f"{DISABLE_ENV} entry {text!r}: {exc}") from None
+        name = name.strip()
+        if not name or (dist is not None and not dist.strip()):
+            raise PluginError(f"{DISABLE_ENV} entry {text!r} names no plugin; expected 'name', 'kind/name', "
+                              f"'dist:name' or 'kind/dist:name' ('*' for every name)")
+        rules.append(DisableRule(text, name, kind, normalize_dist(dist.strip()) if dist is not None else None))
+    return rules
+
+
 class Registry:
     """Plugins of every kind, indexed from entry points plus in-process registrations.
 
     Most code uses the module-level functions, which share one default instance.
+
+    Args:
+        path: folders to search for installed distributions (default ``sys.path``).
+        import_timeout: seconds a plugin import may take (``None``: no limit); by default read from
+            ``WSSS_KIT_PLUGIN_IMPORT_TIMEOUT`` at each import (:mod:`wsss_kit.plugin_import`).
+        disabled: ``WSSS_KIT_DISABLE_PLUGINS``-style entries; by default read from that variable when
+            the index is built (first use, and after :meth:`refresh`).
     """
 
-    def __init__(self, path: Sequence[str] | None = None) -> None:
+    def __init__(self, path: Sequence[str] | None = None, *, import_timeout: float | None = FROM_ENV,
+                 disabled: str | None = None) -> None:
         self._path = list(path) if path is not None else None
+        self._guard = ImportGuard(import_timeout)
+        self._disabled = disabled
         self._lock = threading.RLock()
         self._scanned: dict[str, list[PluginInfo]] = {}
         self._local: dict[str, dict[str, PluginInfo]] = {k: {} for k in KINDS}
 
     # ------------------------------------------------------------------ discovery
     def refresh(self) -> None:
-        """Forget the entry-point index (after installing a plugin in a running process)."""
+        """Forget the entry-point index (after installing a plugin, or changing
+        ``WSSS_KIT_DISABLE_PLUGINS``, in a running process)."""
         with self._lock:
             self._scanned.clear()
 
     def _scan(self, kind: str) -> list[PluginInfo]:
         with self._lock:
             if kind not in self._scanned:
+                rules = disable_rules(self._disabled)
                 found = []
                 path = self._path if self._path is not None else sys.path
                 for ep in entrypoints.get_group_all(group_of(kind), path=path):
                     dist = normalize_dist(ep.distro.name) if ep.distro else "unknown"
                     version = (ep.distro.version if ep.distro else None) or _installed_version(dist)
                     target = ep.module_name + (f":{ep.object_name}" if ep.object_name else "")
-                    found.append(PluginInfo(kind, ep.name, dist, version, target, _entry_point=ep))
+                    info = PluginInfo(kind, ep.name, dist, version, target, _entry_point=ep)
+                    rule = next((r for r in rules if r.matches(info)), None)
+                    if rule is not None:
+                        info.status, info.error = "disabled", f"disabled by {DISABLE_ENV} entry {rule.text!r}"
+                    found.append(info)
                 self._scanned[kind] = found
             return self._scanned[kind]
 
@@ -141,7 +242,9 @@ class Registry:
     def list(self, kind: str | None = None, load: bool = False) -> list[PluginInfo]:
         """Plugins of one kind or of all kinds, sorted by kind then name.
 
-        With ``load=True`` every plugin is imported so that broken ones show as broken.
+        With ``load=True`` every plugin (but disabled ones) is imported so that broken ones show as
+        broken; an import that takes longer than the time limit is reported as timed out and the
+        listing goes on.
         """
         kinds = KINDS if kind is None else (check_kind(kind),)
         out = [info for k in kinds for info in self.infos(k)]
@@ -149,6 +252,14 @@ class Registry:
             for info in out:
                 self._load(info, raise_errors=False)
         return out
+
+    def shadowed_by(self, info: PluginInfo) -> PluginInfo | None:
+        """The first-party plugin whose name the third-party ``info`` reuses (the bare name selects it)."""
+        if is_first_party(info.dist) or info.dist == LOCAL_DIST:
+            return None
+        firsts = [i for i in self.infos(info.kind)
+                  if i.name == info.name and is_first_party(i.dist) and i.status != "disabled"]
+        return firsts[0] if len(firsts) == 1 and info.status != "disabled" else None
 
     # ------------------------------------------------------------------ lookup
     def resolve(self, kind: str, name: str) -> PluginInfo:
@@ -161,11 +272,17 @@ class Registry:
             dist, bare = name.split(":", 1)
             dist = normalize_dist(dist)
         matches = [i for i in infos if i.name == bare and (dist is None or i.dist == dist)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            providers = ", ".join(f"{m.dist} {m.version} ({m.target})" for m in matches)
-            choices = " or ".join(repr(m.qualified_name) for m in matches)
+        usable = [i for i in matches if i.status != "disabled"]
+        if matches and not usable:
+            raise _disabled_error(matches)
+        if len(usable) == 1:
+            return usable[0]
+        if len(usable) > 1:
+            chosen = self._first_party_choice(usable) if dist is None else None
+            if chosen is not None:
+                return chosen
+            providers = ", ".join(f"{m.dist} {m.version} ({m.target})" for m in usable)
+            choices = " or ".join(repr(m.qualified_name) for m in usable)
             raise AmbiguousPluginError(
                 f"{kind} plugin {bare!r} is provided by more than one distribution: {providers}; "
                 f"name one of them as {choices}, or uninstall one"
@@ -185,34 +302,51 @@ class Registry:
             f"or be registered in-process with wsss_kit.register({kind!r}, name)"
         )
 
+    @staticmethod
+    def _first_party_choice(usable: list[PluginInfo]) -> PluginInfo | None:
+        """The one first-party provider when every other provider is third-party, with a warning."""
+        first = [m for m in usable if is_first_party(m.dist)]
+        others = [m for m in usable if not is_first_party(m.dist)]
+        if len(first) != 1 or any(m.dist == LOCAL_DIST for m in others):
+            return None
+        chosen = first[0]
+        names = " and ".join(f"{m.dist} {m.version} ({m.target})" for m in others)
+        picks = " or ".join(repr(m.qualified_name) for m in others)
+        warnings.warn(
+            f"{chosen.kind} plugin {chosen.name!r} is provided by the first-party distribution "
+            f"{chosen.dist} {chosen.version} and by the third-party {names}; the bare name selects "
+            f"{chosen.dist}'s. Select the other as {picks} (in a config: type: {chosen.kind}/{others[0].qualified_name}), "
+            f"or name {chosen.qualified_name!r} to silence this warning",
+            PluginNameClashWarning, stacklevel=4,
+        )
+        return chosen
+
     def get(self, kind: str, name: str) -> Any:
         """The plugin's object (class or factory), imported on first use."""
         return self._load(self.resolve(kind, name), raise_errors=True)
 
     def _load(self, info: PluginInfo, raise_errors: bool) -> Any:
+        if info.status == "unloaded":
+            self._import(info)
+        if info.status in ("broken", "disabled"):
+            if not raise_errors:
+                return None
+            if info.status == "disabled":
+                raise _disabled_error([info])
+            err_type = PluginVersionError if "interface version" in info.error else BrokenPluginError
+            raise err_type(
+                f"{info.describe()} (entry point {info.target!r}) failed to load: {info.error}"
+                + (f"\n{info._traceback}" if info._traceback else "")
+            )
+        return info._obj
+
+    def _import(self, info: PluginInfo) -> None:
+        """Import ``info``'s entry point (guarded: see :mod:`wsss_kit.plugin_import`) and record the result."""
+        hint = f", or skip the plugin with {DISABLE_ENV}={info.kind}/{info.qualified_name}"
+        outcome = self._guard.load(f"{info.kind}/{info.qualified_name}", info._entry_point, info.describe(), hint)
         with self._lock:
             if info.status == "unloaded":
-                try:
-                    obj = info._entry_point.load()
-                    check_api_version(obj, info)
-                except PluginVersionError as exc:
-                    info.status, info.error = "broken", str(exc)
-                    info._traceback = ""
-                except Exception as exc:  # noqa: BLE001 - any import failure makes it broken
-                    info.status = "broken"
-                    info.error = f"{type(exc).__name__}: {exc}"
-                    info._traceback = traceback.format_exc()
-                else:
-                    info.status, info._obj = "ok", obj
-            if info.status == "broken":
-                if not raise_errors:
-                    return None
-                err_type = PluginVersionError if "interface version" in info.error else BrokenPluginError
-                raise err_type(
-                    f"{info.describe()} (entry point {info.target!r}) failed to load: {info.error}"
-                    + (f"\n{info._traceback}" if info._traceback else "")
-                )
-            return info._obj
+                _settle(info, outcome)
 
     def create(self, kind: str, name: str, /, **kwargs: Any) -> Any:
         """Build a plugin object: look up ``name`` of ``kind`` and call it with ``kwargs``."""
@@ -261,6 +395,23 @@ class Registry:
         with self._lock:
             if self._local[kind].pop(name, None) is None:
                 raise UnknownPluginError(f"{kind} plugin {name!r} was not registered in this process")
+
+
+def _disabled_error(infos: list[PluginInfo]) -> DisabledPluginError:
+    what = "; ".join(f"{i.describe()} (entry point {i.target!r}) is {i.error}" for i in infos)
+    return DisabledPluginError(f"{what}; remove the entry from {DISABLE_ENV} to use it")
+
+
+def _settle(info: PluginInfo, outcome: Outcome) -> None:
+    if outcome.error:
+        info.status, info.error, info._traceback = "broken", outcome.error, outcome.traceback
+        return
+    try:
+        check_api_version(outcome.obj, info)
+    except PluginVersionError as err:
+        info.status, info.error, info._traceback = "broken", str(err), ""
+    else:
+        info.status, info._obj = "ok", outcome.obj
 
 
 def _installed_version(dist: str) -> str:

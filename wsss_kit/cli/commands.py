@@ -14,11 +14,21 @@ from ..registry import KINDS, check_kind, list_plugins
 
 
 def plugins(kind: str | None, load: bool = True) -> int:
-    """Print every plugin grouped by kind: name, distribution, version, status."""
+    """Print every plugin grouped by kind: name, distribution, version, status.
+
+    Each kind is printed as soon as its plugins are imported; a plugin that fails (any exception,
+    ``sys.exit`` included) or whose import outlasts ``WSSS_KIT_PLUGIN_IMPORT_TIMEOUT`` shows as
+    broken with the reason, among the others. Disabled plugins (``WSSS_KIT_DISABLE_PLUGINS``) and
+    third-party plugins that reuse a first-party name are marked.
+    """
+    import sys
+
+    from ..registry import DISABLE_ENV, default_registry, disable_rules
+
+    registry = default_registry()
     kinds = KINDS if kind is None else (check_kind(kind),)
-    infos = list_plugins(kind, load=load)
     for k in kinds:
-        rows = [i for i in infos if i.kind == k]
+        rows = registry.list(k, load=load)
         print(f"{k} (entry-point group wsss_kit.{k}):")
         if not rows:
             print("  (none installed)")
@@ -26,8 +36,18 @@ def plugins(kind: str | None, load: bool = True) -> int:
         for info in rows:
             status = "" if info.status == "ok" else f"  [{info.status}]"
             print(f"  {info.name:<{width}}  {info.dist} {info.version}  ({info.target}){status}")
-            if info.status == "broken":
+            if info.status in ("broken", "disabled"):
                 print(f"  {'':<{width}}  reason: {info.error}")
+            first = registry.shadowed_by(info)
+            if first is not None:
+                print(f"  {'':<{width}}  note: the bare name {info.name!r} selects the first-party "
+                      f"{first.qualified_name!r}; name this one {info.qualified_name!r}")
+        sys.stdout.flush()
+    installed = list_plugins()
+    unmatched = [r.text for r in disable_rules() if not any(r.matches(i) for i in installed)]
+    if unmatched:
+        print(f"note: {DISABLE_ENV} entr{'y' if len(unmatched) == 1 else 'ies'} "
+              f"{', '.join(map(repr, unmatched))} match{'es' if len(unmatched) == 1 else ''} no installed plugin")
     return 0
 
 

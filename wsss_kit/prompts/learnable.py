@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..clip.text import POSITIONS, TokenizedPrompts
 from ..interfaces import PromptStrategy
-from .template import apply_overrides, require_clip
+from .template import apply_overrides, check_class_names, require_clip
 
 if TYPE_CHECKING:
     from ..clip import CLIPModel
@@ -183,6 +183,7 @@ class LearnableContextPrompt(PromptStrategy):
     def forward(self, class_names: Sequence[str], clip: CLIPModel | None = None, **context: Any) -> Tensor:
         """Text features ``(K, E)`` float32 of ``class_names`` through ``clip`` with this module's vectors."""
         who = type(self).__name__
+        check_class_names(class_names, who)
         clip = require_clip(clip, who)
         if not self.built:
             self.build(clip, class_names)

@@ -13,11 +13,21 @@ from ..interfaces import PromptStrategy
 if TYPE_CHECKING:
     from ..clip import CLIPModel
 
-__all__ = ["TemplatePrompt", "apply_overrides", "require_clip"]
+__all__ = ["TemplatePrompt", "apply_overrides", "check_class_names", "require_clip"]
+
+
+def check_class_names(class_names: Sequence[str], who: str) -> None:
+    """Raise unless ``class_names`` is a non-empty sequence of names (a bare str would be read letter by letter)."""
+    if isinstance(class_names, (str, bytes)):
+        raise TypeError(f"{who}: class_names must be a list of class names, got the single string {class_names!r} "
+                        f"(write [{class_names!r}] for one class)")
+    if len(class_names) == 0:
+        raise ValueError(f"{who}: no class names given")
 
 
 def apply_overrides(class_names: Sequence[str], overrides: Mapping[str, str] | None) -> list[str]:
     """Class names with ``overrides`` applied (e.g. CLIMS's ``{"person": "player"}``)."""
+    check_class_names(class_names, "prompt strategy")
     names = [str(n) for n in class_names]
     return [overrides.get(n, n) for n in names] if overrides else names
 
@@ -67,6 +77,7 @@ class TemplatePrompt(PromptStrategy):
 
     def prompts(self, class_names: Sequence[str]) -> list[str]:
         """``K × T`` strings, class-major: every template for class 0, then for class 1, ..."""
+        check_class_names(class_names, type(self).__name__)
         return [t.format(name) for name in apply_overrides(class_names, self.class_name_overrides)
                 for t in self.templates]
 

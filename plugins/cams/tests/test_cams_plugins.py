@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.metadata
 
+import pytest
 import torch
 from wsss_cams import MultiLabelSoftMarginLoss, ResNetCAM
 
 import wsss_kit
+from wsss_kit.testing import check_plugin
 
 DIST = "wsss-kit-cams"
 
@@ -42,3 +44,18 @@ def test_create_rejects_unknown_keywords():
         assert "backbon" in str(exc) and "backbone" in str(exc)
     else:
         raise AssertionError("an unknown keyword was accepted")
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("resnet_cam", {"backbone": "test_resnet"}),
+    ("mctformer_v1", {"backbone": "test_vit", "img_size": 64}),
+    ("mctformer_v2", {"backbone": "test_vit", "img_size": 64}),
+])
+def test_cam_generators_pass_the_conformance_checks(name, kwargs):
+    check_plugin(f"cams/{name}", kwargs={"num_classes": 3, **kwargs})
+
+
+def test_multilabel_soft_margin_passes_the_conformance_checks():
+    g = torch.Generator().manual_seed(0)
+    check_plugin("losses/multilabel_soft_margin", inputs=(torch.randn(2, 3, generator=g),
+                                                          torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])))

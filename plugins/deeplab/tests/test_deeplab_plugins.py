@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 
+import pytest
 import torch
+from deeplab_official_layouts import TINY_V2, TINY_WR38
 from wsss_deeplab import BalancedCELoss, SMPHead
 
 import wsss_kit
+from wsss_kit.testing import check_plugin
 
 DIST = "wsss-kit-deeplab"
 
@@ -34,3 +37,36 @@ def test_create_builds_them():
     loss = wsss_kit.create("losses", f"{DIST}:balanced_ce", ignore_index=0)
     assert isinstance(loss, BalancedCELoss) and loss.ignore_index == 0
     assert SMPHead.wsss_api_version == BalancedCELoss.wsss_api_version == "1.0"
+
+
+TINY_PSA = dict(stem_width=4, widths=((4, 4), (4, 8), (8, 8), (8, 16)), depths=(1, 1, 1, 1),
+                bottleneck_widths=(8, 16), dropouts=(0.0, 0.0), embed_widths=(4, 4, 8), embed_dim=8)
+TINY_IRN = dict(backbone="test_resnet", width=8, dp_widths=(8, 8, 16, 16, 16, 16, 16), dp_groups=(2, 4, 4, 4, 4, 4, 4))
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("smp", {"encoder_name": "tu-test_resnet", "arch": "Unet"}),
+    ("deeplab_v1_wr38", TINY_WR38),
+    ("deeplab_v2_r101", {"backbone_kwargs": TINY_V2}),
+])
+def test_heads_pass_the_conformance_checks(name, kwargs):
+    check_plugin(f"heads/{name}", kwargs={"num_classes": 4, **kwargs})
+
+
+@pytest.mark.parametrize("name, kwargs, sizes", [
+    # the training pairs need a feature grid of at least 5x9 (psa_rw) / 10x19 (irn_rw) cells
+    ("psa_rw", TINY_PSA, ((48, 80), (56, 88))),
+    ("irn_rw", TINY_IRN, ((40, 80), (44, 84))),
+])
+def test_refiners_pass_the_conformance_checks(name, kwargs, sizes):
+    check_plugin(f"refiners/{name}", kwargs=kwargs, num_classes=3, sizes=sizes)
+
+
+@pytest.mark.parametrize("name", ["balanced_ce", "cross_entropy", "deeplab_msc"])
+def test_losses_pass_the_conformance_checks(name):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, generator=g)
+    target = torch.randint(0, 4, (2, 32, 32), generator=g)
+    target[0, :4] = 255
+    prediction = [logits, logits[..., :4, :4]] if name == "deeplab_msc" else logits
+    check_plugin(f"losses/{name}", inputs=(prediction, target))
