@@ -230,7 +230,7 @@ def test_an_image_without_labels_is_named_before_the_network_runs(setup, tmp_pat
 def test_the_pipeline_cams_stage_names_an_image_without_labels(setup, tmp_path, folder_data):
     from wsss_kit.config import load_config
     from wsss_kit.pipeline.context import RunContext
-    from wsss_kit.pipeline.stages import STAGE_FUNCTIONS
+    from wsss_kit.pipeline.stage_table import get_stage
 
     _, ckpt, _ = setup
     _, node, empty = folder_data
@@ -239,7 +239,7 @@ def test_the_pipeline_cams_stage_names_an_image_without_labels(setup, tmp_path, 
     shutil.copy(ckpt, run / "train_cam" / "model.pt")
     ctx = RunContext(load_config(write_config(tmp_path / "run.yaml", run, train=node)), run)
     with pytest.raises(DataError, match=f"image '{empty}' of data.train has no foreground label"):
-        STAGE_FUNCTIONS["cams"](ctx)
+        get_stage("cams").run(ctx)
 
 
 def test_auto_threshold_needs_ground_truth(setup, tmp_path, capsys):

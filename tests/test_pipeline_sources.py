@@ -156,9 +156,9 @@ def test_refiner_targets_seeds_and_errors(tmp_path, target_maker):
     assert stages["train_refiner"]["targets"] == "seeds"
     assert not (tmp_path / "train_refiner" / "targets").exists()
     assert (target_maker.seen_targets[0] == 0).any()  # seeds label background
-    with pytest.raises(ConfigError, match="refiner_targets must be one of auto, seeds, cams, got 'masks'"):
+    with pytest.raises(ConfigError, match="refiner_targets must be one of auto, seeds, cams or a mapping with keys kind, workers; got 'masks'"):
         run_pipeline(tiny_config(MAKER + ["refiner_targets=masks"]), tmp_path / "bad", stages=UPTO)
-    with pytest.raises(ConfigError, match="refiner_targets.workers must be an integer >= 0 or null, got -1"):
+    with pytest.raises(ConfigError, match="refiner_targets.workers must be an integer >= 0; got -1"):
         run_pipeline(tiny_config(MAKER + ["refiner_targets={kind: cams, workers: -1}"]), tmp_path / "bad2",
                      stages=UPTO)
 

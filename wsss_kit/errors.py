@@ -46,6 +46,23 @@ class WeightsError(WSSSError, FileNotFoundError):
     """Pretrained weights could not be found or loaded; the message says what file is expected."""
 
 
+class PluginOutputError(WSSSError):
+    """A plugin returned something its interface does not allow (shape, dtype, range, NaN); the
+    message names the plugin, its distribution, the items and the tensor."""
+
+
+class CorruptArtifactError(DataError):
+    """A file of the run directory exists but cannot be read (e.g. truncated by a disk problem);
+    ``path`` is the file. The runner removes it and recomputes it."""
+
+    def __init__(self, message: str, path: "str | object" = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self):  # keep ``path`` when raised in a DataLoader worker and re-raised here
+        return (type(self), (str(self), self.path))
+
+
 class NumericalError(WSSSError, FloatingPointError):
     """Training met a non-finite number (NaN or inf) in a loss term, a gradient, a parameter or a
     buffer; the message names the step and the tensor. The last checkpoint holding only finite

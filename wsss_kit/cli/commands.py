@@ -63,14 +63,20 @@ def _print_run_summary(stages: dict[str, Any], run_dir: Path, seconds: float, re
 
 def _run_config(cfg: dict[str, Any], args: argparse.Namespace, source: str,
                 stages: Sequence[str] | None = None, restart: str | None = None) -> int:
+    from ..config import dump_config
     from ..pipeline import Shard, run_pipeline
     from ..pipeline.runner import refiner_name
 
+    if getattr(args, "print_config", False):
+        print(dump_config(cfg).rstrip())
+        return 0
     start = time.perf_counter()
     run_dir = Path(args.out or cfg.get("run_dir") or "runs/default")
+    dry_run = bool(getattr(args, "dry_run", False))
     result = run_pipeline(cfg, run_dir, stages=stages, restart=restart, shard=Shard.parse(args.shard),
-                          source=source)
-    _print_run_summary(result, run_dir, time.perf_counter() - start, refiner_name(cfg))
+                          source=source, dry_run=dry_run)
+    if not dry_run:
+        _print_run_summary(result, run_dir, time.perf_counter() - start, refiner_name(cfg))
     return 0
 
 
@@ -84,11 +90,9 @@ def demo(args: argparse.Namespace) -> int:
     from .main import demo_config_path
 
     path = demo_config_path()
-    if args.print_config:
-        print(path.read_text(encoding="utf-8"))
-        return 0
     cfg = apply_overrides(parse_config(path.read_text(encoding="utf-8"), source="demo.yaml"), args.overrides)
-    print("wsss demo: CAM training -> CAMs/seeds -> dense CRF pseudo masks -> retrained head -> evaluation")
+    if not (args.print_config or args.dry_run):
+        print("wsss demo: CAM training -> CAMs/seeds -> dense CRF pseudo masks -> retrained head -> evaluation")
     return _run_config(cfg, args, source="demo.yaml", restart=args.restart)
 
 

@@ -13,15 +13,11 @@ from typing import Sequence
 from ..errors import WSSSError
 from ..version import API_VERSION, __version__
 
-STAGE_VERBS = {
-    "train-cam": "train_cam",
-    "cams": "cams",
-    "seeds": "seeds",
-    "train-refiner": "train_refiner",
-    "pseudo-masks": "pseudo_masks",
-    "train-head": "train_head",
-    "evaluate": "eval",
-}
+def stage_verbs() -> dict[str, tuple[str, str]]:
+    """``{verb: (stage, summary)}`` for the per-stage sub-commands, read from the stage table."""
+    from ..pipeline.stage_table import STAGE_TABLE
+
+    return {s.verb: (s.name, s.summary) for s in STAGE_TABLE}
 
 
 def demo_config_path() -> Path:
@@ -35,6 +31,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run directory (default: the config's run_dir)")
     p.add_argument("--shard", help="process only items i, i+n, ... of inference stages: i/n")
     p.add_argument("--restart", metavar="STAGE", help="recompute this stage and the ones after it")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the whole config and the run directory, print the resolved config and what each "
+                        "stage would do, and stop: nothing is written")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config with the --set overrides applied, and stop")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,15 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the embedded end-to-end demo on the synthetic dataset")
     _add_run_options(p)
-    p.add_argument("--print-config", action="store_true", help="print the demo's config and exit")
 
     p = sub.add_parser("run", help="run (or resume) a pipeline from a YAML config")
     p.add_argument("config")
     _add_run_options(p)
     p.add_argument("--stages", help="comma-separated stages to run (default: all)")
 
-    for verb, stage in STAGE_VERBS.items():
-        p = sub.add_parser(verb, help=f"run only the {stage} stage of a config")
+    for verb, (stage, summary) in stage_verbs().items():
+        p = sub.add_parser(verb, help=f"run only the {stage} stage of a config: {summary}")
         p.add_argument("config")
         _add_run_options(p)
 
@@ -135,8 +135,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         stages = args.stages.split(",") if args.stages else None
         return commands.run(args.config, args, stages=stages, restart=args.restart)
-    if args.command in STAGE_VERBS:
-        return commands.run(args.config, args, stages=[STAGE_VERBS[args.command]], restart=args.restart)
+    verbs = stage_verbs()
+    if args.command in verbs:
+        return commands.run(args.config, args, stages=[verbs[args.command][0]], restart=args.restart)
     if args.command == "cam":
         from .cam import cam
 

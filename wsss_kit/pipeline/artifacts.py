@@ -8,6 +8,8 @@ with values 0..C and 255.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..atomic import atomic_path
-from ..errors import DataError
+from ..errors import CorruptArtifactError, DataError
 from ..interfaces import WSSSDataset
 
 
@@ -46,16 +48,40 @@ def load_cams(path: str | Path, num_classes: int) -> torch.Tensor:
             arr, classes = data["cams"], data["classes"]
     except FileNotFoundError:
         raise DataError(f"CAM file {path} does not exist") from None
-    except (KeyError, ValueError, OSError) as exc:
-        raise DataError(f"CAM file {path} is not a wsss_kit CAM archive (expected arrays 'cams' and "
-                        f"'classes'): {exc}") from None
-    if arr.ndim != 3 or len(classes) != arr.shape[0]:
-        raise DataError(f"CAM file {path}: 'cams' has shape {arr.shape} for {len(classes)} classes")
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CorruptArtifactError(f"CAM file {path} cannot be read as a wsss_kit CAM archive (arrays 'cams' "
+                                   f"and 'classes'; truncated or damaged?): {type(exc).__name__}: {exc}",
+                                   path) from None
+    if arr.ndim != 3 or classes.ndim != 1 or len(classes) != arr.shape[0]:
+        raise CorruptArtifactError(f"CAM file {path}: 'cams' has shape {arr.shape} for {len(classes)} classes", path)
     if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
-        raise DataError(f"CAM file {path}: class indices {classes.tolist()} outside 0..{num_classes - 1}")
+        raise CorruptArtifactError(f"CAM file {path}: class indices {classes.tolist()} outside "
+                                   f"0..{num_classes - 1}", path)
+    if not np.isfinite(arr).all() or (arr.size and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3)):
+        raise CorruptArtifactError(f"CAM file {path}: values must be finite and in [0, 1]", path)
     out = torch.zeros(num_classes, *arr.shape[1:], dtype=torch.float32)
     out[torch.from_numpy(classes)] = torch.from_numpy(arr.astype(np.float32))
     return out
+
+
+def read_mask_artifact(path: str | Path, num_classes: int, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask PNG the run itself wrote (seeds, pseudo masks, predictions): as
+    :func:`~wsss_kit.data.image_io.read_mask`, but a file that exists and cannot be read or has the
+    wrong size or values is a :class:`CorruptArtifactError` (the runner recomputes it)."""
+    from ..data.image_io import read_mask
+
+    path = Path(path)
+    try:
+        return read_mask(path, num_classes, expected_size=expected_size)
+    except DataError as exc:
+        if not path.exists():
+            raise
+        raise CorruptArtifactError(str(exc), path) from None
+    except (OSError, ValueError, EOFError) as exc:
+        if not path.exists():
+            raise DataError(f"mask {path} does not exist") from None
+        raise CorruptArtifactError(f"mask {path} cannot be read (truncated or damaged?): "
+                                   f"{type(exc).__name__}: {exc}", path) from None
 
 
 class MaskTargetDataset(Dataset):
@@ -77,14 +103,12 @@ class MaskTargetDataset(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> Mapping[str, Any]:
-        from ..data.image_io import read_mask
-
         sample = dict(self.base[index])
         h, w = sample["image"].shape[-2:]
         path = self.mask_dir / f"{sample['name']}.png"
         if not path.exists():
             raise DataError(f"mask {path} is missing for image {sample['name']!r} (expected in {self.mask_dir})")
-        mask = read_mask(path, self.base.num_classes, expected_size=(h, w))
+        mask = read_mask_artifact(path, self.base.num_classes, expected_size=(h, w))
         sample["target"] = torch.from_numpy(np.asarray(mask, dtype=np.int64))
         if self.augment is not None:
             sample = self.augment(sample)

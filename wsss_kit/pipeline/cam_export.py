@@ -27,6 +27,7 @@ from ..errors import ConfigError, DataError
 from ..interfaces import WSSSDataset, cams_to_seeds
 from .artifacts import load_cams, save_cams
 from .items import item_names, same_size_batches
+from .outputs import check_cam_output
 
 
 @dataclasses.dataclass
@@ -132,10 +133,8 @@ def export_cams(
             labels = torch.stack([torch.as_tensor(s["labels"]) for s in batch])
             with torch.no_grad():
                 cams = model.cams(images, labels.to(device), scales=tuple(scales), flip=flip)
-            expected = (len(batch), labels.shape[1], *images.shape[-2:])
-            if tuple(cams.shape) != expected:
-                raise ValueError(f"{type(model).__name__}.cams returned shape {tuple(cams.shape)}; expected "
-                                 f"(B, C, H, W) = {expected}")
+            check_cam_output(model, cams, labels, tuple(images.shape[-2:]), [s["name"] for s in batch],
+                             stage=f"CAMs of {where}")
             for sample, cam, label in zip(batch, cams, labels):
                 stored = save_cams(cam_dir / f"{sample['name']}.npz", cam, label, compress=compress)
                 seed_path = None if seed_dir is None else seed_dir / f"{sample['name']}.png"

@@ -9,33 +9,13 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from ..config import build, check_keys, get_path, is_node, validate
+from ..config import build, get_path, is_node
 from ..errors import ConfigError
 from ..interfaces import WSSSDataset
-from .manifest import Manifest, fingerprint
-
-TOP_LEVEL_KEYS = ("run_dir", "seed", "device", "data", "cam", "seeds", "refiner", "refiner_train",
-                  "refiner_augment", "refiner_targets", "pseudo_masks", "head", "eval")
+from .manifest import Manifest
 
 SPLITS = ("train", "eval")
 """``data.train`` trains the CAM, a trainable refiner and the head, and gets pseudo masks; ``data.eval`` is held out."""
-
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "train_cam": ("seed", "data.train", "cam.model", "cam.train", "cam.augment"),
-    "cams": ("data.eval", "cam.infer"),
-    "seeds": ("seeds",),
-    "train_refiner": ("refiner", "refiner_train", "refiner_augment", "refiner_targets"),
-    "pseudo_masks": ("refiner", "pseudo_masks"),
-    "train_head": ("head.model", "head.loss", "head.train", "head.augment"),
-    "eval": ("head.infer",),  # eval.pictures only changes the report
-}
-"""Config sections each stage depends on (besides its upstream stages')."""
-
-STAGES: tuple[str, ...] = tuple(STAGE_SECTIONS)
-
-OPTIONAL_SECTIONS = frozenset({"refiner_train", "refiner_augment", "refiner_targets"})
-"""Sections left out of fingerprints while absent, so that the runs of configs written before they
-existed (every non-trainable refiner) keep their fingerprints and resume as they were."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +46,19 @@ class RunContext:
 
     def __init__(self, cfg: Mapping[str, Any], run_dir: str | Path | None = None,
                  shard: Shard = Shard(), source: str = "config") -> None:
-        check_keys(cfg, TOP_LEVEL_KEYS, "config")
-        for key, value in cfg.items():
-            validate(value, key)
         self.cfg = dict(cfg)
         self.source = source
         self.run_dir = Path(run_dir or cfg.get("run_dir") or "runs/default")
         self.shard = shard
         self.manifest = Manifest(self.run_dir)
-        self.seed = int(cfg.get("seed", 0))
+        seed = cfg.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{source}: seed must be an integer >= 0; got {seed!r}")
+        self.seed = seed
         self._datasets: dict[str, WSSSDataset] = {}
+        self.fingerprints: dict[str, str] = {}
+        """Each stage's fingerprint in this config, filled in by the runner
+        (:func:`wsss_kit.pipeline.stage_table.stage_fingerprint`)."""
 
     def get(self, dotted: str, default: Any = ...) -> Any:
         return get_path(self.cfg, dotted, default, source=self.source)
@@ -118,13 +101,6 @@ class RunContext:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    def fingerprint(self, stage: str) -> str:
-        """Fingerprint of ``stage`` including every upstream stage's sections."""
-        upto = STAGES[: STAGES.index(stage) + 1]
-        sections = {s: self.get(s, None) for st in upto for s in STAGE_SECTIONS[st]}
-        sections = {s: v for s, v in sections.items() if not (v is None and s in OPTIONAL_SECTIONS)}
-        return fingerprint(sections)
 
     def path(self, *parts: str) -> Path:
         return self.run_dir.joinpath(*parts)

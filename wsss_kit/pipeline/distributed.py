@@ -58,18 +58,14 @@ def check_batch_sizes(ctx: RunContext, stages: Iterable[str], world: int | None 
                 f"{', '.join(map(str, fits))} processes")
 
 
-def join_process_group(ctx: RunContext, stages: Iterable[str], restart: str | None = None) -> None:
+def join_process_group(ctx: RunContext, pending: Iterable[str]) -> None:
     """Under ``torchrun``: join the process group (NCCL for a CUDA ``device``, else gloo), check the
-    batch sizes of the training ``stages`` still to run (all from ``restart`` on), give ``ctx`` this
+    batch sizes of the ``pending`` training stages (those this run computes), give ``ctx`` this
     process's shard, and wait until every process has read the run's manifest (before rank 0 may
     write it). Outside ``torchrun`` nothing changes."""
     if not init_distributed(ctx.device):
         return
-    from .context import STAGES
-
-    again = set(STAGES[STAGES.index(restart):]) if restart in STAGES else set()
-    pending = [s for s in stages if s in again or not ctx.manifest.info(s).get("complete")]
-    check_batch_sizes(ctx, pending)
+    check_batch_sizes(ctx, list(pending))
     ctx.shard = process_shard(ctx.shard)
     barrier()
 

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from ..data.image_io import read_mask
+
 from ..engine.distributed import get_rank, get_world_size
 from ..interfaces import IGNORE_INDEX, WSSSDataset
 from ..metrics import ConfusionMatrix, ThresholdSweep
-from .artifacts import load_cams
+from .artifacts import load_cams, read_mask_artifact
 from .context import RunContext
 
 
@@ -73,7 +73,7 @@ def score_mask_files(ds: WSSSDataset, folder: Path, num_classes: int, desc: str 
         return {"miou": None}
     cm = ConfusionMatrix(num_classes + 1)
     for name, mask in _ground_truth(ds, desc, across_ranks):
-        pred = read_mask(folder / f"{name}.png", num_classes, expected_size=tuple(mask.shape))
+        pred = read_mask_artifact(folder / f"{name}.png", num_classes, expected_size=tuple(mask.shape))
         pred = torch.as_tensor(pred, dtype=torch.int64)
         # An ignore value in a prediction (e.g. uncertain seeds) counts as background.
         pred = torch.where(pred == IGNORE_INDEX, torch.zeros_like(pred), pred)

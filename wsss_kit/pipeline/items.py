@@ -7,13 +7,42 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..engine.distributed import barrier
+from ..errors import DataError
 from ..interfaces import WSSSDataset
 
 
-def item_names(ds: WSSSDataset) -> list[str]:
-    """Every item's name in dataset order (``ds.names`` when the dataset has it, else read each item)."""
+def item_names(ds: WSSSDataset, where: str = "the dataset") -> list[str]:
+    """Every item's name in dataset order (``ds.names`` when the dataset has it, else read each item),
+    each checked to be usable as a file name inside the run directory (:func:`name_problems`).
+
+    Raises:
+        DataError: naming the first bad names and ``where`` (the dataset's config key).
+    """
     names = getattr(ds, "names", None)
-    return list(names) if names is not None else [ds[i]["name"] for i in range(len(ds))]
+    names = list(names) if names is not None else [ds[i]["name"] for i in range(len(ds))]
+    problems = name_problems(names)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DataError(f"{where}: item names become file names in the run directory, and "
+                        f"{'; '.join(problems[:5])}{more}")
+    return names
+
+
+def name_problems(names: Iterable[object]) -> list[str]:
+    """What is wrong with item names as output file names: not a string, empty, a path (``/``,
+    ``\\``, ``..``), a NUL byte, or a name given to two items (their outputs would overwrite each
+    other)."""
+    problems, seen = [], set()
+    for name in names:
+        if not isinstance(name, str) or not name:
+            problems.append(f"item name {name!r} is not a non-empty string")
+        elif "/" in name or "\\" in name or "\0" in name or name in (".", "..") or name.startswith("~"):
+            problems.append(f"item name {name!r} would leave its folder (no '/', '\\', NUL, '.', '..' or '~')")
+        elif name in seen:
+            problems.append(f"item name {name!r} is used by two items")
+        else:
+            seen.add(name)
+    return problems
 
 
 def same_size_batches(ds: WSSSDataset, indices: Iterable[int], batch_size: int) -> Iterator[list[dict[str, Any]]]:

@@ -65,13 +65,15 @@ class Manifest:
             )
         return bool(entry.get("complete"))
 
-    def mark_started(self, stage: str, fp: str) -> None:
-        """Record that ``stage`` is being computed with fingerprint ``fp`` (kept if already there)."""
+    def mark_started(self, stage: str, fp: str, **info: Any) -> None:
+        """Record that ``stage`` is being computed with fingerprint ``fp`` (kept if already there);
+        ``info`` (e.g. ``settings``, the config sections behind ``fp``) is stored with it."""
         if stage not in self.data["stages"]:
             self.data["stages"][stage] = {
                 "complete": False,
                 "fingerprint": fp,
                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **info,
             }
             self._save()
 

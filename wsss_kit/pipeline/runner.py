@@ -6,78 +6,124 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from ..atomic import write_text
-from ..engine.distributed import barrier, is_main_process
-from ..errors import ConfigError
+from ..atomic import remove_stale_temps, write_text
+from ..engine.distributed import barrier, get_world_size, is_main_process
+from ..errors import ConfigError, CorruptArtifactError
 from ..provenance import write_provenance
-from ..registry import did_you_mean
-from .context import STAGES, RunContext, Shard
+from .context import RunContext, Shard
 from .distributed import join_process_group
-from .stages import NOTHING_TO_DO, STAGE_FUNCTIONS
+from .stage_table import STAGE_TABLE, STAGES, get_stage, producing_stage, select_stages, stage_settings, stages_from
+from .validation import plan_run, print_plan
 
-STAGE_FOLDERS = {
-    "train_cam": ("train_cam",),
-    "cams": ("cams",),
-    "seeds": ("seeds",),
-    "train_refiner": ("train_refiner",),
-    "pseudo_masks": ("pseudo_masks",),
-    "train_head": ("train_head",),
-    "eval": ("predictions", "pictures"),
-}
-"""Folders of the run directory each stage writes."""
-
-TRAINING_STAGES = ("train_cam", "train_refiner", "train_head")
-"""Stages that are not split across shards: with ``--shard i/n`` only shard 0 runs them."""
-
-REPORT_ROWS = (
-    ("cams", "CAM (best threshold)"),
-    ("seeds", "seeds"),
-    ("pseudo_masks", "pseudo masks"),
-    ("eval", "retrained head"),
-)
-
-
-def select_stages(names: Iterable[str] | None) -> list[str]:
-    """Validate stage names (``None`` → all), keeping pipeline order."""
-    if names is None:
-        return list(STAGES)
-    names = list(names)
-    for name in names:
-        if name not in STAGES:
-            raise ConfigError(f"unknown stage {name!r}{did_you_mean(name, STAGES)}; stages: {', '.join(STAGES)}")
-    return [s for s in STAGES if s in names]
+__all__ = ["format_report", "refiner_name", "run_pipeline", "select_stages", "stage_rows", "write_report"]
 
 
 def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
                  stages: Sequence[str] | None = None, restart: str | None = None,
-                 shard: Shard = Shard(), source: str = "config", pictures: int | None = None) -> dict[str, Any]:
+                 shard: Shard = Shard(), source: str = "config", pictures: int | None = None,
+                 dry_run: bool = False) -> dict[str, Any]:
     """Run (or resume) the stages of ``cfg`` in ``run_dir``; return the manifest's stage records.
 
+    The whole run is checked first (:func:`~wsss_kit.pipeline.validation.plan_run`: the config's
+    keys, types and ranges, every plugin node a pending stage builds, weight files and brought-in
+    folders, the run directory, the manifest), and every problem is reported before anything is
+    written. ``dry_run`` prints the resolved config and the plan and stops there.
+
     ``restart`` recomputes that stage and everything after it: their manifest entries and output
-    folders are deleted first.
+    folders are deleted first (an error if they cannot be).
+
+    A damaged file of the run directory found while reading it (e.g. a truncated CAM archive) is
+    removed and recomputed by the stage that writes it, once per file.
 
     Under ``torchrun`` every process calls this with the same arguments: training stages use DDP,
     inference stages split their items by rank, and only rank 0 writes the shared files
     (:mod:`wsss_kit.pipeline.distributed`).
     """
-    ctx = RunContext(cfg, run_dir, shard=shard, source=source)
-    wanted = select_stages(stages)
-    join_process_group(ctx, wanted, restart)  # no-op outside torchrun
+    plan = plan_run(cfg, run_dir, stages=stages, restart=restart, shard=shard, source=source)
+    if dry_run:
+        print_plan(plan, cfg)
+        return dict(plan.ctx.manifest.data["stages"])
+    ctx = plan.ctx
+    join_process_group(ctx, plan.pending)  # no-op outside torchrun
     if restart is not None:
-        select_stages([restart])
-        for stage in STAGES[STAGES.index(restart):]:
-            ctx.manifest.reset(stage)
-            for folder in STAGE_FOLDERS[stage]:
-                if is_main_process():  # under torchrun rank 0 deletes; the others wait below
-                    shutil.rmtree(ctx.path(folder), ignore_errors=True)
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        write_provenance(ctx.run_dir, cfg)
+        _restart(ctx, restart)
+    if plan.pending:
+        _prepare_run_dir(ctx, cfg)
     barrier()
+    wanted = select_stages(stages)
+    ran = _run_recovering(ctx, wanted, shard)
+    if ran is None:
+        return ctx.manifest.data["stages"]
+    complete = all(ctx.manifest.info(s).get("complete") for s in STAGES)
+    if is_main_process() and complete and (ran or not ctx.path("results.md").exists()):
+        write_report(ctx, pictures)
+    return ctx.manifest.data["stages"]
+
+
+def _restart(ctx: RunContext, restart: str) -> None:
+    """Forget ``restart`` and the stages after it, then delete their folders (rank 0; the others
+    wait). The manifest entries go first: a folder that cannot be deleted is then refused by the
+    next run's plan instead of being resumed as if it were new."""
+    again = stages_from(restart)
+    for stage in again:
+        ctx.manifest.reset(stage)
+    if not is_main_process():
+        return
+    for stage in again:
+        for folder in get_stage(stage).folders:
+            path = ctx.path(folder)
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+            except OSError as exc:
+                raise ConfigError(f"--restart {restart}: cannot delete {path} ({exc.strerror or exc}), so its old "
+                                  f"files would be mixed with the new ones; delete it yourself and rerun") from None
+    for name in ("results.md", "results.json"):
+        try:
+            ctx.path(name).unlink(missing_ok=True)  # the old report no longer describes the run
+        except OSError as exc:
+            raise ConfigError(f"--restart {restart}: cannot delete {ctx.path(name)} ({exc})") from None
+
+
+def _prepare_run_dir(ctx: RunContext, cfg: Mapping[str, Any]) -> None:
+    if not is_main_process():
+        return
+    try:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in remove_stale_temps(ctx.run_dir):
+            print(f"[wsss] removed {name}, left by an interrupted write")
+        write_provenance(ctx.run_dir, cfg)
+    except OSError as exc:
+        raise ConfigError(f"run directory {ctx.run_dir} cannot be written: {exc}") from None
+
+
+def _run_recovering(ctx: RunContext, wanted: list[str], shard: Shard) -> bool | None:
+    """:func:`_run_stages`, recomputing damaged files of the run directory (once each)."""
+    retried: set[Path] = set()
+    while True:
+        try:
+            return _run_stages(ctx, wanted, shard)
+        except CorruptArtifactError as exc:
+            path = Path(str(exc.path)) if exc.path else None
+            producer = producing_stage(ctx.run_dir, path) if path is not None else None
+            if producer is None or path in retried or get_world_size() > 1 or not path.exists():
+                raise
+            retried.add(path)
+            print(f"[wsss] {path} is damaged ({exc}); deleting it and recomputing it (stage {producer})")
+            path.unlink()
+            ctx.manifest.reset(producer)
+
+
+def _run_stages(ctx: RunContext, wanted: list[str], shard: Shard) -> bool | None:
+    """Run the ``wanted`` stages in order; ``True`` if any computed something, ``None`` when this
+    process stops early (other shards pending, or a training stage left to shard 0)."""
+    ran = False
     for stage in wanted:
-        fp = ctx.fingerprint(stage)
+        fp = ctx.fingerprints[stage]
         if ctx.manifest.is_complete(stage, fp):
             print(f"[wsss] {stage}: complete, skipped")
             continue
@@ -85,36 +131,43 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
         missing = [s for s in missing if not _complete_if_nothing_to_do(ctx, s)]
         if missing:
             raise ConfigError(f"stage {stage!r} needs {', '.join(missing)} first (run them, or run without --stages)")
-        if stage in TRAINING_STAGES and shard.rank != 0:
+        record = get_stage(stage)
+        if record.trains and shard.rank != 0:
             print(f"[wsss] {stage}: trained by shard 0 only; rerun shard {shard.rank}/{shard.count} "
                   "once it is complete")
-            return ctx.manifest.data["stages"]
-        ctx.manifest.mark_started(stage, fp)
+            return None
+        settings = _json_safe(stage_settings(ctx.cfg, stage))
+        ctx.manifest.mark_started(stage, fp, settings=settings)
         start = time.perf_counter()
         print(f"[wsss] {stage}: running")
-        info = STAGE_FUNCTIONS[stage](ctx)
+        info = record.run(ctx)
+        ran = True
         if info is None:
             print(f"[wsss] {stage}: shard {shard.rank}/{shard.count} done; waiting for the other shards")
-            return ctx.manifest.data["stages"]
+            return None
         if info.get("skipped"):
             print(f"[wsss] {stage}: nothing to do ({info.get('reason', 'skipped')})")
-        ctx.manifest.mark_complete(stage, fp, wall_seconds=round(time.perf_counter() - start, 1), **info)
-    if is_main_process() and all(ctx.manifest.info(s).get("complete") for s in STAGES):
-        write_report(ctx, pictures)
-    return ctx.manifest.data["stages"]
+        ctx.manifest.mark_complete(stage, fp, wall_seconds=round(time.perf_counter() - start, 1),
+                                   settings=settings, **info)
+    return ran
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
 
 def _complete_if_nothing_to_do(ctx: RunContext, stage: str) -> bool:
     """Record ``stage`` as complete (skipped) when it has nothing to do in this config, e.g.
     ``train_refiner`` for a refiner that does not learn; return whether it is complete now."""
-    check = NOTHING_TO_DO.get(stage)
+    check = get_stage(stage).nothing_to_do
     info = check(ctx) if check is not None else None
     if info is None:
         return False
-    fp = ctx.fingerprint(stage)
+    fp = ctx.fingerprints[stage]
     if ctx.manifest.info(stage) and ctx.manifest.info(stage).get("fingerprint") != fp:
         return False  # started with other settings: the stage's own check reports it
-    ctx.manifest.mark_complete(stage, fp, wall_seconds=0.0, **info)
+    ctx.manifest.mark_complete(stage, fp, wall_seconds=0.0, settings=_json_safe(stage_settings(ctx.cfg, stage)),
+                               **info)
     print(f"[wsss] {stage}: nothing to do ({info.get('reason', 'skipped')})")
     return True
 
@@ -127,7 +180,7 @@ def refiner_name(cfg: Mapping[str, Any]) -> str:
 def stage_rows(stages: Mapping[str, Any], refiner: str = "") -> list[tuple[str, dict[str, Any]]]:
     """(row title, {split: mIoU, ...}) for the report, from manifest stage records."""
     rows = []
-    for stage, title in REPORT_ROWS:
+    for stage, title in ((s.name, s.report_row) for s in STAGE_TABLE if s.report_row):
         rec = stages.get(stage, {})
         if stage == "cams" and rec.get("skipped"):
             title = "CAM (not computed)"

@@ -18,18 +18,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import build, check_keys, is_node, split_type
-from ..data.image_io import read_mask, save_mask_png
+from ..data.image_io import save_mask_png
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError, PluginError
 from ..inference import predict_multiscale
 from ..registry import accepted_kwargs, default_registry
 from ..weights import load_state_dict, load_weights_into
-from .artifacts import MaskTargetDataset, load_cams
+from .artifacts import MaskTargetDataset, load_cams, read_mask_artifact
 from .cam_export import export_cams, seed_from_cam_file
 from .context import SPLITS, RunContext
 from .evaluation import evaluate_cams, evaluate_masks
 from .items import all_exist, item_names, same_size_batches
+from .outputs import check_head_output, check_refiner_output
 from .refiner_targets import make_cam_targets, refiner_target_kind
 from .seed_masks import check_seed_masks, copy_seed_masks, raise_seed_problems
 from .sources import pseudo_mask_sources, seed_sources
@@ -51,7 +52,7 @@ def _load_model(ctx: RunContext, node_key: str, weights: Path, **extra: Any) -> 
 def _pending(ctx: RunContext, split: str, folder: str, suffix: str) -> tuple[Any, list[str], Path, list[int]]:
     """``(dataset, names, output folder, indices of this shard without an output file yet)``."""
     ds = ctx.dataset(split)
-    names = item_names(ds)
+    names = item_names(ds, f"data.{split}")
     out = ctx.path(folder, split)
     todo = [i for i in ctx.items(ds) if not (out / f"{names[i]}{suffix}").exists()]
     return ds, names, out, todo
@@ -269,7 +270,7 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
     if not isinstance(refiner, torch.nn.Module) or not callable(getattr(refiner, "training_step", None)):
         raise ConfigError(f"refiner {node['type']} says trainable = True but is not an nn.Module with a "
                           "training_step(batch) method")
-    target_dir = (make_cam_targets(ctx, refiner, ctx.fingerprint("train_refiner")) if kind == "cams"
+    target_dir = (make_cam_targets(ctx, refiner, ctx.fingerprints["train_refiner"]) if kind == "cams"
                   else ctx.path("seeds", "train"))
     ds = MaskTargetDataset(base, target_dir, augment=augment)
 
@@ -353,12 +354,13 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
                 given = torch.stack([load_cams(ctx.path("cams", split, f"{s['name']}.npz"), ctx.num_classes)
                                      for s in batch])
             else:
-                given = torch.stack([torch.from_numpy(read_mask(ctx.path("seeds", split, f"{s['name']}.png"),
-                                                                ctx.num_classes, tuple(images.shape[-2:])))
-                                     for s in batch])
+                given = torch.stack([torch.from_numpy(read_mask_artifact(
+                    ctx.path("seeds", split, f"{s['name']}.png"), ctx.num_classes, tuple(images.shape[-2:])))
+                    for s in batch])
             with torch.no_grad():
                 refined = refiner.refine(images.to(device), given.to(device), labels.to(device))
-            masks = refined.argmax(1) if refined.is_floating_point() else refined.long()
+            masks = check_refiner_output(refiner, refined, ctx.num_classes, tuple(images.shape[-2:]),
+                                         [s["name"] for s in batch], stage=f"pseudo_masks [{split}]")
             for s, m in zip(batch, masks):
                 save_mask_png(out / f"{s['name']}.png", m, palette)
             bar.update(len(batch))
@@ -404,31 +406,12 @@ def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
                     resize_align_corners=bool(infer.get("resize_align_corners", False)))
         except (ValueError, ConfigError) as exc:
             raise ConfigError(f"head.infer: {exc}") from exc
+        check_head_output(model, prob, ctx.num_classes + 1, tuple(ds[i]["image"].shape[-2:]), [names[i]])
         save_mask_png(path, prob.argmax(1)[0], palette)
     if not all_exist(out, names, ".png"):
         return None
     return {"eval": evaluate_masks(ctx, "eval", out)}
 
 
-NOTHING_TO_DO: dict[str, Callable[[RunContext], dict[str, Any] | None]] = {
-    "train_cam": _without_cams,
-    "cams": _without_cams,
-    "seeds": _seeds_not_needed,
-    "train_refiner": _refiner_not_trainable,
-}
-"""Stages that may have nothing to do in a config: the function gives the stage's ``{"skipped": ...}``
-record then (``None`` otherwise), so a run that leaves such a stage out (``--stages``) can still
-go on past it."""
-
-STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any] | None]] = {
-    "train_cam": train_cam,
-    "cams": cams,
-    "seeds": seeds,
-    "train_refiner": train_refiner,
-    "pseudo_masks": pseudo_masks,
-    "train_head": train_head,
-    "eval": evaluate_head,
-}
-
-__all__ = ["NOTHING_TO_DO", "STAGE_FUNCTIONS", "bg_threshold", "cam_infer_settings", "refiner_extras",
-           "refiner_is_trainable", "seed_sources", "trained_refiner"]
+__all__ = ["bg_threshold", "cam_infer_settings", "refiner_extras", "refiner_is_trainable", "seed_sources",
+           "trained_refiner"]
