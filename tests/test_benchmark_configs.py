@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from wsss_kit.config import check_keys, load_config, validate
+from wsss_kit.config import load_config
 from wsss_kit.data.transforms import build_augment
 from wsss_kit.engine import TrainConfig
-from wsss_kit.pipeline.context import TOP_LEVEL_KEYS
+from wsss_kit.pipeline import check_run_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").rglob("*.yaml"))
 
@@ -22,9 +22,7 @@ def test_configs_are_found():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_benchmark_config_is_valid(path: Path):
     cfg = load_config(path)
-    check_keys(cfg, TOP_LEVEL_KEYS, str(path))
-    for key, value in cfg.items():
-        validate(value, key)
+    check_run_config(cfg, str(path))  # the run schema: every key declared, types and ranges
     assert "train" in cfg["data"] and "eval" in cfg["data"]
     for section in ("cam", "head"):
         if section in cfg and "train" in cfg[section]:

@@ -12,6 +12,7 @@ import torch
 from ..config import build, get_path, is_node
 from ..errors import ConfigError
 from ..interfaces import WSSSDataset
+from .checked_dataset import CheckedDataset
 from .manifest import Manifest
 
 SPLITS = ("train", "eval")
@@ -75,7 +76,8 @@ class RunContext:
 
     def dataset(self, split: str, augment: Any = None) -> WSSSDataset:
         """Build ``data.<split>``; ``augment`` (a dict for the dataset's ``augment`` keyword) is
-        added for training copies. Un-augmented datasets are built once and shared by the stages."""
+        added for training copies. Un-augmented datasets are built once and shared by the stages.
+        Every sample is checked as it is read (:class:`~wsss_kit.pipeline.checked_dataset.CheckedDataset`)."""
         if augment is None and split in self._datasets:
             return self._datasets[split]
         node = self.get(f"data.{split}")
@@ -85,8 +87,8 @@ class RunContext:
         node = dict(node)
         if augment is not None:
             node["augment"] = augment
-            return build(node, f"data.{split}")
-        self._datasets[split] = build(node, f"data.{split}")
+            return CheckedDataset(build(node, f"data.{split}"), f"data.{split}", augmented=True)
+        self._datasets[split] = CheckedDataset(build(node, f"data.{split}"), f"data.{split}")
         return self._datasets[split]
 
     @cached_property

@@ -71,6 +71,11 @@ def _restart(ctx: RunContext, restart: str) -> None:
         ctx.manifest.reset(stage)
     if not is_main_process():
         return
+    for name in ("results.md", "results.json"):
+        try:
+            ctx.path(name).unlink(missing_ok=True)  # the old report no longer describes the run
+        except OSError as exc:
+            raise ConfigError(f"--restart {restart}: cannot delete {ctx.path(name)} ({exc})") from None
     for stage in again:
         for folder in get_stage(stage).folders:
             path = ctx.path(folder)
@@ -82,11 +87,6 @@ def _restart(ctx: RunContext, restart: str) -> None:
             except OSError as exc:
                 raise ConfigError(f"--restart {restart}: cannot delete {path} ({exc.strerror or exc}), so its old "
                                   f"files would be mixed with the new ones; delete it yourself and rerun") from None
-    for name in ("results.md", "results.json"):
-        try:
-            ctx.path(name).unlink(missing_ok=True)  # the old report no longer describes the run
-        except OSError as exc:
-            raise ConfigError(f"--restart {restart}: cannot delete {ctx.path(name)} ({exc})") from None
 
 
 def _prepare_run_dir(ctx: RunContext, cfg: Mapping[str, Any]) -> None:
