@@ -210,6 +210,9 @@ def folder_data(tmp_path):
     rows = [line for line in lines if line.startswith("train_")]
     empty = rows[2].split(",")[0]
     (root / "labels.csv").write_text("\n".join(rows[:2] + [f"{empty},"] + rows[3:]) + "\n")
+    mask_path = root / "masks" / f"{empty}.png"  # a background-only mask agrees with the empty label set
+    mask = Image.open(mask_path)
+    mask.point(lambda v: 0).save(mask_path)
     node = (f"{{type: datasets/folder, root: {root}, class_names: classes.txt, mask_dir: masks, "
             "allow_empty_labels: true}")
     return root, node, empty
@@ -258,3 +261,18 @@ def test_auto_threshold_needs_ground_truth(setup, tmp_path, capsys):
     summary = json.loads((out / "cams" / "train" / "summary.json").read_text())
     assert summary["bg_threshold"] == summary["cams"]["best_threshold"]
     assert "(auto: the best of the CAM sweep on data.train)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["1.7", "-0.2", "nan"])
+def test_a_threshold_outside_0_1_is_refused_before_any_file(setup, tmp_path, capsys, value):
+    config, ckpt, _ = setup
+    out = tmp_path / "out"
+    assert main(["cam", str(config), "--checkpoint", str(ckpt), "--out", str(out), "--bg-threshold", value]) == 2
+    assert "--bg-threshold must be a number" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cam_config_typos_are_refused(setup, tmp_path, capsys):
+    config, ckpt, _ = setup
+    assert main(["cam", str(config), "--checkpoint", str(ckpt), "--set", "cam.infer.flp=true"]) == 2
+    assert "cam.infer.flp: unknown key (did you mean 'flip'?)" in capsys.readouterr().err

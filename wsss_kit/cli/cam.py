@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..atomic import write_text
-from ..config import build, check_keys, is_node, load_config
+from ..config import build, is_node, load_config
 from ..engine import seed_everything
 from ..engine.distributed import any_rank, init_distributed, is_main_process
 from ..errors import ConfigError, WeightsError
@@ -31,15 +31,16 @@ from ..pipeline.distributed import process_shard
 from ..pipeline.evaluation import has_ground_truth, score_mask_files, sweep_cam_files
 from ..pipeline.items import all_exist, item_names
 from ..pipeline.stages import cam_infer_settings
+from ..pipeline.validation import schema_problems
 from ..weights import load_state_dict, load_weights_into, resolve
 
 
-def threshold_setting(args: argparse.Namespace, ctx: RunContext) -> float | str:
+def threshold_setting(args: argparse.Namespace, ctx: RunContext | None) -> float | str:
     """``--bg-threshold``, else ``seeds.bg_threshold`` (default ``auto``): a number or ``"auto"``."""
-    check_keys(ctx.get("seeds", {}) or {}, ("bg_threshold",), "seeds")
     if args.bg_threshold is not None:
         value, where = args.bg_threshold, "--bg-threshold"
     else:
+        assert ctx is not None
         value, where = ctx.get("seeds.bg_threshold", "auto"), "seeds.bg_threshold"
     if value == "auto":
         return "auto"
@@ -49,6 +50,9 @@ def threshold_setting(args: argparse.Namespace, ctx: RunContext) -> float | str:
         number = math.nan
     if not math.isfinite(number):
         raise ConfigError(f"{where} must be a number (e.g. 0.25) or 'auto', got {value!r}")
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{where} must be a number in [0, 1] (CAMs lie in [0, 1]: a threshold outside makes "
+                          f"every pixel background or every pixel foreground), got {value!r}")
     return number
 
 
@@ -90,6 +94,12 @@ def _percent(value: float | None) -> str:
 def cam(args: argparse.Namespace) -> int:
     """Compute the CAMs and seeds of one split for this shard; score them once the split is done."""
     cfg = load_config(args.config, args.overrides)
+    # The run schema, less what only training needs: `wsss cam` reads data, cam.model, cam.infer and seeds.
+    problems = [p for p in schema_problems(cfg) if not p.startswith("cam.train is required")]
+    if problems:
+        raise ConfigError(f"{args.config}: " + "; ".join(problems))
+    if args.bg_threshold is not None and args.bg_threshold != "auto":
+        threshold_setting(args, None)  # refused before any file is written
     run_dir = Path(cfg.get("run_dir") or "runs/default")
     out = Path(args.out) if args.out else run_dir
     shard = Shard.parse(args.shard)
