@@ -334,3 +334,27 @@ def test_the_stage_table_drives_the_cli_and_the_folders():
     folders = [f for s in STAGE_TABLE for f in s.folders]
     assert len(folders) == len(set(folders))
     assert sum(s.trains for s in STAGE_TABLE) == 3
+
+
+def test_a_run_directory_that_cannot_be_written_is_refused_before_work(tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(ConfigError, match="run directory .* cannot be written .*Read-only file system"):
+        run_pipeline(tiny_config(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_temporary_files_of_interrupted_writes_are_removed_on_the_next_run(finished, tmp_path, capsys):
+    run = copy_run(finished, tmp_path / "run")
+    stale = [run / "train_head" / ".checkpoint.pt.k3x9q2za.tmp", run / "cams" / "eval" / ".a.npz.0a1b2c3d.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    keep = run / "cams" / "eval" / "notes.tmp"  # not the writer's pattern: never touched
+    keep.write_text("mine")
+    run_pipeline(tiny_config(), run, restart="eval")
+    assert not any(p.exists() for p in stale) and keep.exists()
+    assert "left by an interrupted write" in capsys.readouterr().out

@@ -313,3 +313,12 @@ def test_integer_and_finite_tensors_pass(tmp_path: Path) -> None:
     assert load_weights_into(_bn_net(), loaded) == ([], [])
     assert non_finite_tensors({"a": torch.zeros(2), "b": [torch.tensor([1.0, float("nan")])],
                                "c": torch.tensor([1, 2]), "d": "text"}) == ["'b.0' (1 NaN of 2 values)"]
+
+
+def test_an_additive_attention_mask_with_minus_inf_is_not_a_fault():
+    from wsss_kit.weights.loading import non_finite_tensors
+
+    causal = torch.full((4, 4), float("-inf")).triu(1)
+    assert non_finite_tensors({"transformer.attn_mask": causal}) == []
+    assert non_finite_tensors({"transformer.attn_mask": causal.nan_to_num(nan=0.0, neginf=float("inf"))})
+    assert non_finite_tensors({"proj.weight": causal})

@@ -69,13 +69,16 @@ def non_finite_tensors(tensors: Any, prefix: str = "", limit: int | None = None)
 
     ``tensors`` is a tensor or a (nested) mapping / list / tuple of them, such as a state dict or
     an optimizer state; keys are joined with dots. Other values (ints, strings, extra state) are
-    skipped, as are integer and meta tensors. At most ``limit`` tensors are described.
+    skipped, as are integer and meta tensors, and additive attention masks (a ``*mask*`` tensor whose
+    only non-finite values are -inf). At most ``limit`` tensors are described.
     """
     found: list[str] = []
     for key, t in _tensors_in(tensors, prefix):
         if not (t.is_floating_point() or t.is_complex()) or t.is_meta or t.layout != torch.strided:
             continue
         if t.numel() == 0 or bool(torch.isfinite(t).all()):
+            continue
+        if _is_additive_mask(key, t):
             continue
         nan = int(torch.isnan(t).sum())
         inf = t.numel() - nan - int(torch.isfinite(t).sum())
@@ -84,6 +87,14 @@ def non_finite_tensors(tensors: Any, prefix: str = "", limit: int | None = None)
         if limit is not None and len(found) >= limit:
             break
     return found
+
+
+def _is_additive_mask(key: str, t: Tensor) -> bool:
+    """An additive attention mask (CLIP's causal ``attn_mask``) holds -inf on purpose: a tensor
+    named ``*mask*`` whose only non-finite values are -inf is not a fault."""
+    if "mask" not in str(key).rsplit(".", 1)[-1].lower() or t.is_complex():
+        return False
+    return bool((torch.isfinite(t) | (t == float("-inf"))).all())
 
 
 def _tensors_in(obj: Any, prefix: str) -> Iterator[tuple[str, Tensor]]:
