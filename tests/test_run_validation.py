@@ -5,11 +5,9 @@ dry run; and the checks a run makes on what plugins and datasets hand it while i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 
-import numpy as np
 import pytest
 import torch
 

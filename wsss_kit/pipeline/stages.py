@@ -12,7 +12,7 @@ without a ``cam`` section whose seeds come from ``seeds.source`` (a folder of se
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm

@@ -29,7 +29,7 @@ from ..config import build, dump_config, get_path, is_node, parse_config
 from ..errors import ConfigError, WSSSError
 from .context import SPLITS, RunContext, Shard
 from .items import name_problems
-from .stage_table import (RUN_SCHEMA, STAGE_TABLE, STAGES, Stage, get_stage, select_stages, stage_fingerprint,
+from .stage_table import (RUN_SCHEMA, STAGE_TABLE, STAGES, Stage, select_stages, stage_fingerprint,
                           stage_settings, stages_from)
 
 __all__ = ["Plan", "check_run_config", "plan_run", "schema_problems", "settings_diff"]
