@@ -210,6 +210,8 @@ class Section(Spec):
                 hint = did_you_mean(str(key), near) if near else ""
                 problems.append(f"{path}: unknown key{hint}; valid keys: {', '.join(self.keys) or 'none'}")
                 continue
+            if item is None and isinstance(spec, (Node, Train, Augment, Section)):
+                continue  # an empty section or node is the same as a missing one (required ones: below)
             problems += spec.check(item, path)
         for key in self.required:
             if value.get(key) is None:

@@ -145,14 +145,13 @@ def plan_run(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *, stage
     for step in steps:
         if step.pending:
             problems += _folder_problems(ctx, step)
-            if step.error:
-                problems.append(step.error)
-                continue
             missing = [n for n in step.stage.needs
                        if all(get_path(cfg, alt, None) is None for alt in n.split("|"))]
             if missing:
                 problems.append(f"stage {step.stage.name} needs {' and '.join(m.replace('|', ' or ') for m in missing)} "
                                 f"in the config ({step.stage.summary})")
+            elif step.error:
+                problems.append(step.error)
     problems += _source_problems(ctx, pending)
     if build_plugins:
         problems += _plugin_problems(ctx, pending, skip=schema)
