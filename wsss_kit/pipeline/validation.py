@@ -147,11 +147,11 @@ def plan_run(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *, stage
             problems += _folder_problems(ctx, step)
             missing = [n for n in step.stage.needs
                        if all(get_path(cfg, alt, None) is None for alt in n.split("|"))]
-            if missing:
+            if step.error:  # the stage's own words (e.g. no cam section: give seeds.source) say more
+                problems.append(step.error)
+            elif missing:
                 problems.append(f"stage {step.stage.name} needs {' and '.join(m.replace('|', ' or ') for m in missing)} "
                                 f"in the config ({step.stage.summary})")
-            elif step.error:
-                problems.append(step.error)
     problems += _source_problems(ctx, pending)
     if build_plugins:
         problems += _plugin_problems(ctx, pending, skip=schema)
