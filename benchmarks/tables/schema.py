@@ -1,0 +1,116 @@
+"""The papers' tables as data: which runs produce a table, and which number of which run is each row.
+
+A :class:`Table` is a list of :class:`Run` s (configs under ``benchmarks/``, run in order, each run's
+inputs taken from the outputs of earlier runs of the same table) and a list of :class:`Row` s (one
+number of the paper each, with what the paper measured it on and where the harness reads the
+measured value). ``python -m benchmarks reproduce TABLE`` runs the runs and scores the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Input", "Row", "Run", "Table"]
+
+
+@dataclass(frozen=True)
+class Input:
+    """A config key of a run set to a folder (or file) of an earlier run of the same table.
+
+    ``key`` is a dotted config key (``seeds.source.train``, ``pseudo_masks.source.train``,
+    ``cam.model.checkpoint``); ``run`` names the earlier :class:`Run`; ``path`` is relative to that
+    run's directory (``seeds/train``, ``pseudo_masks/train``, ``train_cam/model.pt``).
+    """
+
+    key: str
+    run: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``wsss run`` of a table.
+
+    Attributes:
+        name: unique within the table; also the run's folder name under ``DIR/TABLE/runs/``.
+        config: the config file, relative to ``benchmarks/`` (e.g. ``"mctformer/voc_v2.yaml"``).
+        stages: the stages to run (``None``: every stage the config has work for).
+        inputs: config keys taken from earlier runs' outputs (the chaining).
+        overrides: ``KEY=VALUE`` strings applied on top of the config (as ``--set``), e.g. an
+            ablation switch shared by several rows.
+        smoke: extra ``KEY=VALUE`` overrides for ``--smoke`` only, on top of the harness's generic
+            reduction to the synthetic dataset and tiny models.
+        note: one line on what the run is (shown in results.md).
+    """
+
+    name: str
+    config: str
+    stages: tuple[str, ...] | None = None
+    inputs: tuple[Input, ...] = ()
+    overrides: tuple[str, ...] = ()
+    smoke: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One number of a paper's table.
+
+    Attributes:
+        row: the row's label as the paper prints it (plus the column when a row has several
+            numbers, e.g. ``"POLE (Ours) / +RW"``).
+        metric: ``"mIoU"`` (percent) unless the paper reports something else.
+        paper: the paper's number, as printed (percent for mIoU).
+        dataset: ``"VOC2012"`` or ``"COCO2014"``.
+        split: the split the paper scored (``"train"``, ``"val"``, ``"test"``).
+        run: the :class:`Run` whose manifest holds the measured value; ``None`` when the toolkit
+            cannot produce this row (then ``why_not`` says why).
+        result: dotted path into that run's ``manifest.json`` ``stages`` record, e.g.
+            ``"pseudo_masks.eval.miou"`` or ``"cams.eval.miou"`` (values are fractions; the harness
+            converts mIoU to percent).
+        train_split: what the model/refiner was trained on (``"train_aug"``, ``"train"``).
+        crf: whether the number is after a dense CRF.
+        multiscale: whether inference is multi-scale.
+        random_walk: whether the number is after a random walk ("+RW").
+        per_class: the paper gives per-class IoUs for this row (``{class: IoU}``), else empty.
+        why_not: for a row the toolkit cannot produce (``run is None``), the reason.
+        note: paper-vs-code remarks that move this number.
+    """
+
+    row: str
+    metric: str
+    paper: float
+    dataset: str
+    split: str
+    run: str | None
+    result: str | None
+    train_split: str = "train_aug"
+    crf: bool = False
+    multiscale: bool = False
+    random_walk: bool = False
+    per_class: dict[str, float] = field(default_factory=dict)
+    why_not: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A paper's table (or a baseline's headline numbers).
+
+    Attributes:
+        id: the harness's name, e.g. ``"weakclip_table1"``.
+        title: e.g. ``"WeakCLIP Table 1: pseudo-mask mIoU on VOC 2012 train"``.
+        paper: the paper, e.g. ``"WeakCLIP (IJCV 2024)"``.
+        runs: the runs in order; a run's :class:`Input` s name only runs before it.
+        rows: the paper's numbers.
+        data: the data the real runs need, in words (for ``docs/reproduce.md`` and ``--list``).
+        weights: ``released:`` names of the files the real runs need.
+    """
+
+    id: str
+    title: str
+    paper: str
+    runs: tuple[Run, ...]
+    rows: tuple[Row, ...]
+    data: str = ""
+    weights: tuple[str, ...] = ()
