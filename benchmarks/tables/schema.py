@@ -40,6 +40,12 @@ class Run:
             ablation switch shared by several rows.
         smoke: extra ``KEY=VALUE`` overrides for ``--smoke`` only, on top of the harness's generic
             reduction to the synthetic dataset and tiny models.
+        command: for a step that is not ``wsss run CONFIG`` (``wsss cam``, ``wsss-pole-select``,
+            ``wsss refine``/``predict``): its argv, with placeholders ``{config}`` (this run's
+            resolved config file, inputs and overrides applied), ``{run_dir}`` (this run's folder)
+            and ``{run:NAME}`` (the folder of the earlier run NAME). Empty: ``wsss run``.
+        smoke_command: the argv used instead of ``command`` under ``--smoke`` (e.g. training a tiny
+            baseline where the real run loads a released checkpoint); ``None``: ``command``.
         note: one line on what the run is (shown in results.md).
     """
 
@@ -49,6 +55,8 @@ class Run:
     inputs: tuple[Input, ...] = ()
     overrides: tuple[str, ...] = ()
     smoke: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    smoke_command: tuple[str, ...] | None = None
     note: str = ""
 
 
