@@ -50,7 +50,8 @@ def main() -> int:
         "wall_seconds": round(wall, 1),
         "stage_seconds": {s: stages[s].get("wall_seconds") for s in STAGES},
         "peak_rss_mb": round(peak_mb),
-        "miou": {s: {k: v.get("miou") for k, v in stages[s].items() if isinstance(v, dict)} for s in STAGES},
+        "miou": {s: {k: v.get("miou") for k, v in stages[s].items() if isinstance(v, dict) and "miou" in v}
+                 for s in STAGES},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "platform": platform.platform(), "processor": platform.processor(),
                     "cuda": torch.cuda.is_available()},

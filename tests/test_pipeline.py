@@ -66,6 +66,7 @@ def test_metrics_are_recorded_per_split(finished_run):
     assert 0.0 <= stages["eval"]["eval"]["miou"] <= 1.0
     provenance = json.loads((finished_run[0] / "provenance.json").read_text())
     assert provenance["wsss_kit"] and any(p["name"] == "resnet_cam" for p in provenance["plugins"])
+    assert provenance["machine"]["torch_threads"] >= 1 and provenance["machine"]["cpu"]
 
 
 def test_rerun_skips_complete_stages(finished_run, capsys):

@@ -50,6 +50,28 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """The hardware a run used: CPU model and count, torch's thread count, the CUDA devices."""
+    import torch
+
+    cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
+        if torch.cuda.is_available() else []
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda_devices": cuda}
+
+
 def collect_provenance(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything that identifies the code and environment of a run."""
     plugins = [
@@ -63,6 +85,7 @@ def collect_provenance(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
         "git": git_revision(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "machine": machine(),
         "command": sys.argv,
         "packages": package_versions(),
         "plugins": plugins,
