@@ -15,10 +15,13 @@ that says which file is expected and where to put it; nothing here waits on the 
 ``HF_HUB_OFFLINE=1``. :func:`load_state_dict` reads checkpoints with
 ``torch.load(..., weights_only=True)``, so no pickled Python object is ever run on load
 (TorchScript archives, like OpenAI's CLIP files, are read with ``torch.jit.load``).
+:func:`load_checkpoint` is the one path a trained checkpoint takes into a model (resolve → refuse
+hub tags → safe load → convert → strict load); plugins use it rather than their own.
 """
 
 from __future__ import annotations
 
+from .checkpoint import HUB_SCHEMES, Converter, load_checkpoint, resolve_checkpoint
 from .converters import CONVERTERS, convert_efficientnet_lite0, get_converter, register_converter
 from .loading import create_timm_model, load_state_dict, load_weights_into
 from .released import RELEASED, ReleasedCheckpoint, sha256_of, weights_dir
@@ -26,6 +29,8 @@ from .resolve import WEIGHT_SUFFIXES, hub_offline, resolve
 
 __all__ = [
     "CONVERTERS",
+    "HUB_SCHEMES",
+    "Converter",
     "RELEASED",
     "WEIGHT_SUFFIXES",
     "ReleasedCheckpoint",
@@ -33,10 +38,12 @@ __all__ = [
     "create_timm_model",
     "get_converter",
     "hub_offline",
+    "load_checkpoint",
     "load_state_dict",
     "load_weights_into",
     "register_converter",
     "resolve",
+    "resolve_checkpoint",
     "sha256_of",
     "weights_dir",
 ]
