@@ -118,8 +118,10 @@ def test_rle_round_trip_random_masks():
 
 
 def test_polygon_rasterisation():
+    # pycocotools' rule: the square with corners (1, 1) and (5, 4) covers pixel columns 1-4 and rows
+    # 1-3 (the right and bottom edges are outside), 12 pixels; PIL's fill gave 20
     m = polygons_to_mask([[1, 1, 5, 1, 5, 4, 1, 4]], H, W)
-    assert m.dtype == bool and m.sum() == 20 and m[1:5, 1:6].all()
+    assert m.dtype == bool and m.sum() == 12 and m[1:4, 1:5].all()
     assert polygons_to_mask([[1, 1, 2, 2]], H, W).sum() == 0  # degenerate outline skipped
 
 
@@ -130,15 +132,15 @@ def test_json_masks_and_labels(coco):
     s = ds[0]
     assert s["image"].shape == (3, H, W) and s["mask"].dtype == torch.int64 and s["labels"].shape == (80,)
     mask = s["mask"].numpy()
-    assert (mask[1:5, 1:6] == DOG).all()
+    assert (mask[1:4, 1:5] == DOG).all() and (mask == DOG).sum() == 12  # pycocotools' pixels of the square
     assert (mask[2:7, 8] == PERSON).all() and (mask[:, 8] == PERSON).sum() == 5
     assert (mask[:, 10] == TOOTHBRUSH).all() and (mask[:3, 11] == TOOTHBRUSH).all() and mask[3, 11] == 0
     assert (mask[7:, :2] == 255).all()  # crowd -> ignore
     assert set(np.unique(mask)) == {0, PERSON, DOG, TOOTHBRUSH, 255}
     assert torch.nonzero(s["labels"]).flatten().tolist() == [PERSON - 1, CAR - 1, DOG - 1, TOOTHBRUSH - 1]
     third = ds[2]["mask"].numpy()
-    assert (third[4:6, 4:6] == 2).all()  # the small bicycle stays on top of the large person
-    assert (third == 1).sum() == 80 - 4
+    assert third[4, 4] == 2 and (third == 2).sum() == 1  # the small bicycle stays on top of the large person
+    assert (third == 1).sum() == 9 * 7 - 1 and (third[:7, :9] > 0).all()
 
 
 def test_image_without_annotations(coco):
