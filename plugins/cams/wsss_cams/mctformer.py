@@ -31,7 +31,7 @@ from torch import nn
 import wsss_kit
 from wsss_kit.cam_ops import multiscale_cams
 from wsss_kit.errors import WeightsError
-from wsss_kit.weights import create_timm_model, load_state_dict, load_weights_into, resolve
+from wsss_kit.weights import create_timm_model, load_checkpoint
 
 from .convert_mctformer import convert_deit_classifier, convert_mctformer
 from .losses import multilabel_soft_margin_loss
@@ -170,18 +170,21 @@ class MCTformer(wsss_kit.CAMGenerator):
 
     def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained MCTformer checkpoint (this layout or the official one), strictly."""
-        path = resolve(checkpoint, purpose=f"MCTformer V{self.version} checkpoint")
-        state = convert_mctformer(load_state_dict(path), version=self.version, num_classes=self.num_classes,
-                                  source=str(path))
+        load_checkpoint(self, checkpoint, converter=self._convert_checkpoint,
+                        purpose=f"MCTformer V{self.version} checkpoint")
+
+    def _convert_checkpoint(self, state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+        """Official or this layout → this layout, refusing another input size or width by name."""
+        state = convert_mctformer(state, version=self.version, num_classes=self.num_classes, source=source)
         stored, own = tuple(state["pos_embed"].shape), tuple(self.pos_embed.shape)
         if stored != own:
             patches = stored[1] - self.num_classes
             side = int(round(patches ** 0.5))
             raise WeightsError(
-                f"MCTformer checkpoint {path}: pos_embed is {stored} ({patches} patch positions, trained at "
+                f"{source}: pos_embed is {stored} ({patches} patch positions, trained at "
                 f"about {side * self.patch_size[0]} px with width {stored[-1]}) but the model's is {own}; build "
                 f"it with the checkpoint's backbone and img_size={side * self.patch_size[0]}")
-        load_weights_into(self, state, strict=True, source=f"MCTformer checkpoint {path}")
+        return state
 
     # ------------------------------------------------------------------ tokens
     def _pos_embed_for(self, height: int, width: int, grid: tuple[int, int]) -> torch.Tensor:

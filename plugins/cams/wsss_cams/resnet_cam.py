@@ -37,7 +37,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import wsss_kit
 from wsss_kit.cam_ops import multiscale_cams
 from wsss_kit.errors import WeightsError
-from wsss_kit.weights import create_timm_model, load_state_dict, load_weights_into, resolve
+from wsss_kit.weights import create_timm_model, load_checkpoint, load_state_dict, resolve
 
 from .convert import convert_irn_resnet50_cam, is_resnet_cam_layout
 from .losses import multilabel_soft_margin_loss
@@ -240,13 +240,12 @@ class ResNetCAM(wsss_kit.CAMGenerator):
             WeightsError: missing file, another architecture (the message says which), another
                 class count, depth or width than the model's.
         """
-        purpose = "ResNet CAM checkpoint"
-        path = resolve(checkpoint, purpose=purpose)
-        if isinstance(path, str):
-            raise WeightsError(f"{purpose}: {path!r} is a pretrained backbone tag, not a trained CAM network; "
-                               f"pass it as weights= (the backbone initialisation)")
-        source = f"{purpose} {path}"
-        state = convert_irn_resnet50_cam(load_state_dict(path), num_classes=self.num_classes, source=source)
+        load_checkpoint(self, checkpoint, converter=self._convert_checkpoint, purpose="ResNet CAM checkpoint",
+                        hint="a pretrained backbone tag goes in weights= (the backbone initialisation)")
+
+    def _convert_checkpoint(self, state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+        """IRN/CLIMS or this layout → this layout, refusing another backbone width or depth by name."""
+        state = convert_irn_resnet50_cam(state, num_classes=self.num_classes, source=source)
         in_dim = int(state["classifier.weight"].shape[1])
         if in_dim != self.feature_dim:
             raise WeightsError(f"{source}: its classifier reads {in_dim}-channel features but backbone "
@@ -259,7 +258,7 @@ class ResNetCAM(wsss_kit.CAMGenerator):
                 f"{source} holds a ResNet with {found[0]} blocks {found[1]} per stage"
                 + (f" ({hint})" if hint else "") + f" but backbone {self.backbone_name!r} has {own[0]} blocks "
                 f"{own[1]}; build the model with " + (f"backbone={hint!r}" if hint else "the matching backbone"))
-        load_weights_into(self, state, strict=True, source=source)
+        return state
 
     # ------------------------------------------------------------------ network
     def train(self, mode: bool = True) -> "ResNetCAM":

@@ -39,8 +39,7 @@ from torch import Tensor, nn
 
 import wsss_kit
 from wsss_kit import IGNORE_INDEX
-from wsss_kit.errors import WeightsError
-from wsss_kit.weights import load_state_dict, load_weights_into, resolve
+from wsss_kit.weights import load_checkpoint
 
 from .convert_wr38 import convert_resnet38_imagenet
 from .frozen_bn import bn_eval, freeze_bn_params
@@ -160,14 +159,13 @@ class AffinityNet(nn.Module):
 
     def load_backbone(self, weights: str | os.PathLike[str]) -> None:
         """Load ResNet38 ImageNet weights (PSA layout or ``backbone.*``) into the trunk, strictly."""
-        path = resolve(weights, purpose="ResNet38 trunk weights")
-        if isinstance(path, str):
-            raise WeightsError(f"ResNet38 trunk weights: {path!r} is a hub tag, not a ResNet38 weights file")
-        source = f"ResNet38 trunk weights {path}"
-        converted = convert_resnet38_imagenet(load_state_dict(path), source=source)
-        own = {k: v for k, v in self.state_dict().items() if not k.startswith("trunk.")}
-        state = {"trunk." + k[len("backbone."):]: v for k, v in converted.items()} | own
-        load_weights_into(self, state, strict=True, source=source)
+        def convert(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+            converted = convert_resnet38_imagenet(state, source=source)
+            own = {k: v for k, v in self.state_dict().items() if not k.startswith("trunk.")}
+            return {"trunk." + k[len("backbone."):]: v for k, v in converted.items()} | own
+
+        load_checkpoint(self, weights, converter=convert, purpose="ResNet38 trunk weights",
+                        hint="timm and open_clip have no ResNet38; pass a path or 'released:resnet38_imagenet'")
 
     def train(self, mode: bool = True) -> "AffinityNet":
         super().train(mode)

@@ -23,6 +23,7 @@ A ``module.`` prefix (DataParallel) is stripped; missing ``num_batches_tracked``
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from wsss_kit.errors import WeightsError
-from wsss_kit.weights import get_converter, load_state_dict, load_weights_into, register_converter, resolve
+from wsss_kit.weights import get_converter, load_checkpoint, register_converter
 
 from .convert_wr38 import (
     _backbone_key,
@@ -178,9 +179,5 @@ def load_converted(module: nn.Module, spec: str | os.PathLike[str], purpose: str
                    **options: Any) -> None:
     """Read ``spec`` (a path or ``released:`` name; weights_only), convert it with the named converter
     and load it into ``module`` strictly (every missing, unexpected or mis-shaped key named)."""
-    path = resolve(spec, purpose=purpose)
-    if isinstance(path, str):
-        raise WeightsError(f"{purpose}: {path!r} is a hub tag; trained {purpose}s are files (a path or 'released:')")
-    source = f"{purpose} {path}"
-    converted = get_converter(converter)(load_state_dict(path), source=source, **options)
-    load_weights_into(module, converted, strict=True, source=source)
+    load_checkpoint(module, spec, converter=functools.partial(get_converter(converter), **options), purpose=purpose,
+                    hint=f"trained {purpose}s are files")

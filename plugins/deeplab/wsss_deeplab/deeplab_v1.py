@@ -18,8 +18,9 @@ Facts from xulianuwa/MCTformer (``seg/network/resnet38_seg.py``, ``seg/train_seg
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,14 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import wsss_kit
-from wsss_kit.errors import WeightsError
-from wsss_kit.weights import load_state_dict, load_weights_into, resolve
+from wsss_kit.weights import load_checkpoint
 
 from .convert_wr38 import convert_mctformer_resnet38_seg, convert_resnet38_imagenet
 from .frozen_bn import bn_eval, freeze_bn_params
 from .wide_resnet38 import WR38_BOTTLENECK_WIDTHS, WR38_DEPTHS, WR38_DROPOUTS, WR38_WIDTHS, WideResNet38
 
 __all__ = ["DeepLabV1WR38", "SegmentationHead"]
+
+_WR38_FILES = "timm and open_clip have no ResNet38; pass a path or 'released:resnet38_imagenet'"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,26 +123,17 @@ class DeepLabV1WR38(wsss_kit.RetrainHead):
         self.train(self.training)
 
     # ------------------------------------------------------------------ weights
-    def _read(self, spec: str | os.PathLike[str], purpose: str) -> tuple[dict[str, torch.Tensor], str]:
-        if isinstance(spec, str) and spec.startswith(("timm:", "open_clip:")):
-            raise WeightsError(f"{purpose}: {spec!r} is a hub tag, but ResNet38 weights are files (timm and "
-                               f"open_clip have no ResNet38); pass a path or 'released:resnet38_imagenet'")
-        path = resolve(spec, purpose=purpose)
-        if isinstance(path, str):
-            raise WeightsError(f"{purpose}: {path!r} is a hub tag, not a ResNet38 weights file")
-        return load_state_dict(path), f"{purpose} {path}"
-
     def load_backbone(self, weights: str | os.PathLike[str]) -> None:
         """Load ResNet38 ImageNet weights (PSA layout or this plugin's) into the backbone, strictly."""
-        state, source = self._read(weights, "ResNet38 backbone weights")
-        converted = convert_resnet38_imagenet(state, source=source)
-        load_weights_into(self, converted | _own(self, "head."), strict=True, source=source)
+        def convert(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+            return convert_resnet38_imagenet(state, source=source) | _own(self, "head.")
+
+        load_checkpoint(self, weights, converter=convert, purpose="ResNet38 backbone weights", hint=_WR38_FILES)
 
     def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained network (MCTformer's ``resnet38_seg`` or this head's layout), strictly."""
-        state, source = self._read(checkpoint, "DeepLabV1-ResNet38 checkpoint")
-        converted = convert_mctformer_resnet38_seg(state, num_classes=self.num_classes, source=source)
-        load_weights_into(self, converted, strict=True, source=source)
+        load_checkpoint(self, checkpoint, purpose="DeepLabV1-ResNet38 checkpoint", hint=_WR38_FILES,
+                        converter=functools.partial(convert_mctformer_resnet38_seg, num_classes=self.num_classes))
 
     # ------------------------------------------------------------------ modes and groups
     def train(self, mode: bool = True) -> "DeepLabV1WR38":

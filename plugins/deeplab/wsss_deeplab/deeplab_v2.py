@@ -39,7 +39,7 @@ from torch import nn
 
 import wsss_kit
 from wsss_kit.errors import WeightsError
-from wsss_kit.weights import create_timm_model, load_state_dict, load_weights_into, resolve
+from wsss_kit.weights import create_timm_model, load_checkpoint, resolve
 
 from .convert_deeplab_v2 import convert_deeplab_v2_kazuto1011, describe_deeplab_state_dict, is_kazuto1011_layout
 from .frozen_bn import bn_eval, freeze_bn_params
@@ -194,38 +194,38 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
         return model
 
     def _load_backbone_file(self, model: nn.Module, path: os.PathLike[str], purpose: str) -> None:
-        state, source = load_state_dict(path), f"{purpose} {path}"
-        if is_kazuto1011_layout(state):
-            if self.style != "caffe":
-                raise WeightsError(f"{source} is {describe_deeplab_state_dict(state)}: a Caffe ResNet (stride in the "
-                                   f"1×1 convolution); build the head with style='caffe'")
-            converted = convert_deeplab_v2_kazuto1011(state, source=source)
-            backbone = {k[len("backbone."):]: v for k, v in converted.items() if k.startswith("backbone.")}
-            load_weights_into(model, backbone, strict=True, source=source)
-            return
-        if "conv1.weight" in state and any(k.startswith("layer1.") for k in state):
-            if self.style == "caffe":
-                raise WeightsError(f"{source} is {describe_deeplab_state_dict(state)} (stride in the 3×3 "
-                                   f"convolution) but the head was built with style='caffe'; pass style='pytorch'")
-            load_weights_into(model, state, strict=True, source=source, ignore_unexpected=True)
-            return
-        raise WeightsError(f"{source} is not a ResNet backbone: it looks like {describe_deeplab_state_dict(state)}")
+        own = model.state_dict()
+
+        def convert(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+            if is_kazuto1011_layout(state):
+                if self.style != "caffe":
+                    raise WeightsError(f"{source} is {describe_deeplab_state_dict(state)}: a Caffe ResNet (stride "
+                                       f"in the 1×1 convolution); build the head with style='caffe'")
+                converted = convert_deeplab_v2_kazuto1011(state, source=source)
+                return {k[len("backbone."):]: v for k, v in converted.items() if k.startswith("backbone.")}
+            if "conv1.weight" in state and any(k.startswith("layer1.") for k in state):
+                if self.style == "caffe":
+                    raise WeightsError(f"{source} is {describe_deeplab_state_dict(state)} (stride in the 3×3 "
+                                       f"convolution) but the head was built with style='caffe'; pass style='pytorch'")
+                return {k: v for k, v in state.items() if k in own}  # a features-only net has no fc
+            raise WeightsError(f"{source} is not a ResNet backbone: it looks like {describe_deeplab_state_dict(state)}")
+
+        load_checkpoint(model, path, converter=convert, purpose=purpose)
 
     def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained network (kazuto1011's ``DeepLabV2_ResNet101_MSC`` or this head's), strictly."""
-        purpose = "DeepLabV2 checkpoint"
-        path = resolve(checkpoint, purpose=purpose)
-        if isinstance(path, str):
-            raise WeightsError(f"{purpose}: {path!r} is a pretrained backbone tag, not a trained DeepLabV2; pass "
-                               f"it as weights=")
-        state, source = load_state_dict(path), f"{purpose} {path}"
-        if is_kazuto1011_layout(state) and self.style != "caffe":
-            raise WeightsError(f"{source} is a kazuto1011 (Caffe ResNet) network; build the head with style='caffe'")
-        converted = convert_deeplab_v2_kazuto1011(state, num_classes=self.num_classes, source=source)
-        if not any(k.startswith("aspp.") for k in converted):
-            raise WeightsError(f"{source} is {describe_deeplab_state_dict(state)} without an ASPP: a backbone "
-                               f"initialisation goes in weights=, a trained DeepLabV2 in checkpoint=")
-        load_weights_into(self, converted, strict=True, source=source)
+        def convert(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+            if is_kazuto1011_layout(state) and self.style != "caffe":
+                raise WeightsError(f"{source} is a kazuto1011 (Caffe ResNet) network; build the head with "
+                                   f"style='caffe'")
+            converted = convert_deeplab_v2_kazuto1011(state, num_classes=self.num_classes, source=source)
+            if not any(k.startswith("aspp.") for k in converted):
+                raise WeightsError(f"{source} is {describe_deeplab_state_dict(state)} without an ASPP: a backbone "
+                                   f"initialisation goes in weights=, a trained DeepLabV2 in checkpoint=")
+            return converted
+
+        load_checkpoint(self, checkpoint, converter=convert, purpose="DeepLabV2 checkpoint",
+                        hint="a pretrained backbone tag goes in weights=")
 
     # ------------------------------------------------------------------ modes and groups
     def train(self, mode: bool = True) -> "DeepLabV2R101":

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import wsss_kit
-from wsss_kit.weights import load_state_dict, load_weights_into, resolve
+from wsss_kit.weights import load_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,14 +108,8 @@ class SMPHead(wsss_kit.RetrainHead):
                 f"weights file"
             ) from exc
         if local_weights is not None:
-            path = resolve(local_weights, purpose=f"encoder weights for {encoder_name!r}")
-            if not isinstance(path, os.PathLike):
-                raise wsss_kit.WeightsError(
-                    f"encoder weights {local_weights!r}: expected a local file for smp encoder "
-                    f"{encoder_name!r}, got the hub tag {path!r}"
-                )
-            load_weights_into(self.model.encoder, load_state_dict(path), strict=True,
-                              source=f"weights file {path}", ignore_unexpected=True)
+            load_checkpoint(self.model.encoder, local_weights, purpose=f"encoder weights for {encoder_name!r}",
+                            ignore_unexpected=True, hint="smp's own tags go in encoder_weights= by name")
 
         stride = getattr(self.model.encoder, "output_stride", None)
         self.size_multiple = int(stride) if stride else 2**encoder_depth

@@ -37,9 +37,8 @@ from wsss_cams.resnet_cam import STEM_NAMES
 import wsss_kit
 from wsss_kit.clip import CLIPModel
 from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip
-from wsss_kit.errors import WeightsError
 from wsss_kit.prompts import TemplatePrompt, apply_overrides
-from wsss_kit.weights import load_state_dict, load_weights_into, resolve
+from wsss_kit.weights import load_checkpoint
 
 from .background import BACKGROUND_TEMPLATE, background_prompts
 from .losses import CLIMSLoss
@@ -302,17 +301,16 @@ class CLIMS(wsss_kit.CAMGenerator):
         Raises:
             WeightsError: missing file, or weights that do not fit (the message says which).
         """
-        purpose = "CLIMS checkpoint"
-        path = resolve(checkpoint, purpose=purpose)
-        if isinstance(path, str):
-            raise WeightsError(f"{purpose}: {path!r} is a hub tag, not a trained CAM network; pass a file")
-        state = load_state_dict(path)
-        if state and all(k.startswith("module.") for k in state):
-            state = {k[len("module."):]: v for k, v in state.items()}
+        load_checkpoint(self, checkpoint, converter=self._convert_checkpoint, purpose="CLIMS checkpoint")
+
+    def _convert_checkpoint(self, state: Mapping[str, Tensor], source: str) -> dict[str, Tensor]:
+        """This class's layout passes; a CAM network alone is converted by :attr:`cam` and the rest of
+        the model (prompts, CLIP) keeps its own values."""
         if any(k.startswith("cam.") for k in state):
-            load_weights_into(self, state, strict=True, source=f"{purpose} {path}")
-        else:
-            self.cam.load_checkpoint(path)
+            return dict(state)
+        cam = self.cam._convert_checkpoint(state, source)
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("cam.")}
+        return {f"cam.{k}": v for k, v in cam.items()} | own
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, preset={self.preset!r}, stem_batch_stats={self.stem_batch_stats}, "
