@@ -255,7 +255,7 @@ def test_weakclip_loss_crf_parameters_are_the_official_ones():
 
 def test_images_for_crf_corner_aligned_uint8():
     images = torch.rand(1, 3, 9, 9)
-    out = images_for_crf(images, 5)
+    out = images_for_crf(images, 5, crf_image="rounded")
     assert out.dtype == np.uint8 and out.shape == (1, 5, 5, 3) and out.flags.c_contiguous
     # align_corners=True: every other source pixel is hit exactly (9 -> 5)
     expected = (images[0, :, ::2, ::2] * 255).round().permute(1, 2, 0).numpy().astype(np.uint8)

@@ -11,6 +11,13 @@ at 1e-4 and renormalised. The loss is
 
 with ``Q`` a constant; the clamp passes no gradient outside ``[0.05, 20]``.
 
+The CRF's image (:func:`images_for_crf`) is, by default (``crf_image="official"``, the
+``official`` preset), made exactly as the official code makes it: the normalised float32 image
+the network sees, resized to the grid, un-normalised with mmseg's 0..255 mean/std, truncated to
+uint8 (:func:`official_crf_images`), so the CRF input is bit-equal. ``crf_image="rounded"`` (the
+``paper`` preset) rounds the resized [0, 1] image instead; about half of the values then differ
+by one grey level and the loss by ~1e-3 relative.
+
 The CRFs of a batch run in worker processes (:func:`wsss_kit.crf.dense_crf_batch` and its
 shared :class:`~wsss_kit.crf.CRFPool`; pydensecrf holds the GIL, so threads would not help);
 ``workers=0`` runs them one after the other in this process, as the official code does.
@@ -26,12 +33,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import wsss_kit
+from wsss_kit.clip import IMAGENET_MEAN, IMAGENET_STD
 from wsss_kit.crf import CRFParams, CRFPool, dense_crf_batch, get_params
 from wsss_kit.crf.dense_crf import check_crf_inputs
+from wsss_kit.input_space import Stats, check_input_space, normalize_input, to_unit
 
 from .loss_inputs import DEFAULT_LOSS_SIZE, check_logits, check_same_view, dsrg_probabilities
 
 __all__ = [
+    "CRF_IMAGES",
     "CRF_MIN_PROB",
     "RATIO_RANGE",
     "CRFBoundaryLoss",
@@ -39,6 +49,8 @@ __all__ = [
     "crf_boundary_loss",
     "crf_targets",
     "images_for_crf",
+    "official_crf_images",
+    "official_statistics",
 ]
 
 CRF_MIN_PROB = 1e-4
@@ -46,6 +58,13 @@ CRF_MIN_PROB = 1e-4
 
 RATIO_RANGE = (0.05, 20.0)
 """Clamp of ``Q / P`` inside the logarithm (official)."""
+
+CRF_IMAGES = ("official", "rounded")
+"""How the CRF image is made (:func:`images_for_crf`): the official truncation of the un-normalised
+resized normalised image, or the rounding of the resized [0, 1] image."""
+
+IMAGENET: Stats = (IMAGENET_MEAN, IMAGENET_STD)
+"""WeakCLIP's image normalisation (mmseg ``img_norm_cfg``), in [0, 1] units."""
 
 Workers = Union[int, str, None]
 
@@ -74,24 +93,90 @@ def boundary_loss_from_crf(probs: Tensor, crf_probs: Tensor) -> Tensor:
     return (q * torch.log(ratio)).sum(dim=1).mean()
 
 
-def images_for_crf(images: Tensor, size: int) -> np.ndarray:
-    """``(B, 3, H, W)`` images in [0, 1] → ``uint8 (B, size, size, 3)`` for the loss CRF.
+def official_crf_images(normalized: Tensor, size: int, normalization: Stats = IMAGENET) -> np.ndarray:
+    """The official boundary-loss CRF image: ``(B, 3, H, W)`` *normalised* images → ``uint8 (B, size, size, 3)``.
 
-    Bilinear resize with ``align_corners=True`` (the official ``scipy.ndimage.zoom(order=1)``
-    maps corners to corners), then ``× 255``, rounded and clipped. (The official code truncates
-    its de-normalised floats; rounding differs by at most one grey level.)
+    The official code (``dgcn_crf_operation``) takes the normalised float32 batch the network was
+    fed and, in this order: resizes it to the loss grid with ``scipy.ndimage.zoom(order=1)``
+    (bilinear, corners mapped to corners, computed in float64 and stored as float32), moves the
+    channels last, multiplies by ``std`` and adds ``mean`` (the 0..255 statistics of mmseg's
+    ``img_norm_cfg``, float32 arrays; two float32 roundings), and casts to uint8, which truncates
+    toward zero. The same steps here (the resize in float64, then float32), so the CRF input is
+    bit-equal to the official one for the same normalised tensor.
+
+    Args:
+        normalized: ``(B, 3, H, W)`` float, ``(x - mean) / std`` of images in [0, 1].
+        size: the loss grid side (official 64).
+        normalization: ``(mean, std)`` in [0, 1] units, 3 values each; the 0..255 statistics are
+            ``float32(mean · 255)`` and ``float32(std · 255)`` (for ImageNet's: exactly mmseg's
+            ``[123.675, 116.28, 103.53]`` and ``[58.395, 57.12, 57.375]``).
+
+    Un-normalised values outside ``(-1, 256)`` come only from tensors that are no normalised
+    image; the official cast is undefined for them (it wraps on x86), here they saturate at 0 / 255.
     """
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor (B, 3, H, W) in [0, 1], got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be float RGB in [0, 1], got dtype {images.dtype}")
-    x = images.detach().float()
+    x = _check_crf_images(normalized, "normalized images")
+    mean255, std255 = official_statistics(normalization)
+    x = x.detach().float()
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x.double(), size=(size, size), mode="bilinear", align_corners=True).float()
+    x = x.permute(0, 2, 3, 1)
+    x = x * torch.from_numpy(std255).to(x.device)  # two float32 roundings, as numpy does (no fused multiply-add)
+    x = x + torch.from_numpy(mean255).to(x.device)
+    # float -> uint8 truncates toward zero; the clamp changes nothing for values in (-1, 256).
+    x = x.clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(x.cpu().numpy())
+
+
+def official_statistics(normalization: Stats = IMAGENET) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` in [0, 1] units → the 0..255 float32 arrays the official code un-normalises with."""
+    mean, std = normalization
+    mean = [float(m) for m in (mean.flatten().tolist() if isinstance(mean, Tensor) else mean)]
+    std = [float(s) for s in (std.flatten().tolist() if isinstance(std, Tensor) else std)]
+    if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+        raise ValueError(f"normalization must be (mean, std) with 3 values each and std > 0, got {normalization!r}")
+    # float64 products rounded once to float32: 0.485 * 255 -> float32(123.675), mmseg's value.
+    return (np.array([m * 255.0 for m in mean], dtype=np.float32),
+            np.array([s * 255.0 for s in std], dtype=np.float32))
+
+
+def images_for_crf(images: Tensor, size: int, *, crf_image: str = "official", input_space: str = "unit",
+                   normalization: Stats = IMAGENET) -> np.ndarray:
+    """``(B, 3, H, W)`` images → ``uint8 (B, size, size, 3)`` for the boundary loss's CRF.
+
+    Args:
+        images: RGB in [0, 1] (``input_space="unit"``) or already normalised with
+            ``normalization`` (``"normalized"``, as the official data loaders give them).
+        size: the loss grid side.
+        crf_image: ``"official"`` (:func:`official_crf_images` of the normalised images: the
+            official resize of the normalised tensor, un-normalised, truncated; the ``official``
+            preset) or ``"rounded"`` (the images in [0, 1] resized bilinearly with
+            ``align_corners=True``, ``× 255``, rounded to the nearest grey level; the ``paper``
+            preset). They differ by at most one grey level.
+        input_space, normalization: what ``images`` are and the network's ``(mean, std)``.
+    """
+    x = _check_crf_images(images, "images")
+    check_input_space(input_space)
+    if crf_image not in CRF_IMAGES:
+        raise ValueError(f"crf_image must be one of {', '.join(map(repr, CRF_IMAGES))}, got {crf_image!r}")
+    mean, std = normalization
+    if crf_image == "official":
+        # the float32 tensor the network sees (the same ops as wsss_kit.clip.CLIPModel.normalize)
+        return official_crf_images(normalize_input(x.detach().float(), input_space, mean, std), size, normalization)
+    x = to_unit(x.detach().float(), input_space, mean, std)
     if tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=True)
     x = (x * 255).round().clamp(0, 255).to(torch.uint8)
     return np.ascontiguousarray(x.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def _check_crf_images(images: object, what: str) -> Tensor:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"{what} must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"{what} must be float RGB, got dtype {images.dtype}")
+    return images
 
 
 def _resolve_params(params: str | CRFParams | dict[str, Any] | None, iterations: int | None) -> CRFParams:
@@ -119,6 +204,10 @@ def crf_targets(
     iterations: int | None = 10,
     workers: Workers = "auto",
     pool: CRFPool | None = None,
+    *,
+    crf_image: str = "official",
+    input_space: str = "unit",
+    normalization: Stats = IMAGENET,
 ) -> Tensor:
     """The boundary loss's target ``Q``: a dense CRF of ``max(P, 1e-4)`` on the image, clamped, renormalised.
 
@@ -128,7 +217,8 @@ def crf_targets(
 
     Args:
         probs: ``(B, K, h, w)`` probabilities ``P`` (detached here), with ``h == w``.
-        images: ``(B, 3, H, W)`` RGB in [0, 1], the images the logits were computed on.
+        images: ``(B, 3, H, W)``, the images the logits were computed on: RGB in [0, 1], or
+            normalised with ``normalization`` when ``input_space="normalized"``.
         params: a CRF parameter set (name, mapping or :class:`~wsss_kit.crf.CRFParams`); the
             official ``weakclip_loss`` is Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13
             compat 10.
@@ -137,6 +227,8 @@ def crf_targets(
             in this process (the official behaviour), ``n`` = ``n`` processes.
         pool: a :class:`~wsss_kit.crf.CRFPool` to use instead of the shared one (``workers`` is
             then ignored).
+        crf_image, input_space, normalization: how the uint8 CRF image is made from ``images``
+            (:func:`images_for_crf`; ``"official"``: bit-equal to the official code's).
 
     Returns:
         ``Q``: ``(B, K, h, w)`` on ``probs``' device and dtype, ``Q >= 1e-4`` (before the
@@ -159,7 +251,8 @@ def crf_targets(
     if images.shape[0] != batch:
         raise ValueError(f"images hold {images.shape[0]} images but the logits hold {batch}")
     settings = _resolve_params(params, iterations).as_tuple()
-    images_u8 = images_for_crf(images, height)
+    images_u8 = images_for_crf(images, height, crf_image=crf_image, input_space=input_space,
+                               normalization=normalization)
     p = probs.detach().float().clamp_min(CRF_MIN_PROB).cpu().numpy()
     if pool is not None:
         checked = [check_crf_inputs(images_u8[i], p[i], where=f"image {i}") for i in range(batch)]
@@ -180,6 +273,10 @@ def crf_boundary_loss(
     iterations: int | None = 10,
     workers: Workers = "auto",
     pool: CRFPool | None = None,
+    *,
+    crf_image: str = "official",
+    input_space: str = "unit",
+    normalization: Stats = IMAGENET,
 ) -> Tensor:
     """Boundary loss of WeakCLIP (paper Eq. 13) as the official code computes it.
 
@@ -195,9 +292,12 @@ def crf_boundary_loss(
 
     Args:
         logits: ``(B, K, h, w)`` decoder logits, channel 0 = background.
-        images: ``(B, 3, H, W)`` RGB in [0, 1] (not normalised) of the same view.
+        images: ``(B, 3, H, W)`` of the same view: RGB in [0, 1], or normalised with
+            ``normalization`` when ``input_space="normalized"``.
         size: side of the loss grid (official 64).
         params, iterations, workers, pool: the CRF, see :func:`crf_targets`.
+        crf_image, input_space, normalization: the CRF image (:func:`images_for_crf`; the default
+            ``"official"`` is the official code's, bit for bit).
 
     Returns:
         a scalar tensor attached to ``logits``' graph.
@@ -212,15 +312,17 @@ def crf_boundary_loss(
     if isinstance(images, Tensor) and images.dim() == 4:
         check_same_view("the image", tuple(images.shape[-2:]), "the logits", tuple(logits.shape[-2:]))
     probs = dsrg_probabilities(logits, size)
-    q = crf_targets(probs, images, params, iterations, workers, pool)
+    q = crf_targets(probs, images, params, iterations, workers, pool, crf_image=crf_image, input_space=input_space,
+                    normalization=normalization)
     return boundary_loss_from_crf(probs, q)
 
 
 class CRFBoundaryLoss(wsss_kit.Loss):
     """Module form of :func:`crf_boundary_loss` (paper Eq. 13).
 
-    ``forward(logits (B, K, h, w), images (B, 3, H, W) in [0, 1]) -> scalar``. The CRF
-    parameters are resolved when the module is built (an unknown set name fails here).
+    ``forward(logits (B, K, h, w), images (B, 3, H, W)) -> scalar`` (images in [0, 1], or
+    normalised with ``normalization`` when ``input_space="normalized"``). The CRF parameters are
+    resolved when the module is built (an unknown set name fails here).
     """
 
     wsss_api_version = "1.0"
@@ -231,8 +333,16 @@ class CRFBoundaryLoss(wsss_kit.Loss):
         params: str | CRFParams | dict[str, Any] | None = "weakclip_loss",
         iterations: int | None = 10,
         workers: Workers = "auto",
+        crf_image: str = "official",
+        input_space: str = "unit",
+        normalization: Stats = IMAGENET,
     ) -> None:
         super().__init__()
+        if crf_image not in CRF_IMAGES:
+            raise ValueError(f"crf_image must be one of {', '.join(map(repr, CRF_IMAGES))}, got {crf_image!r}")
+        self.crf_image, self.input_space = crf_image, check_input_space(input_space)
+        official_statistics(normalization)  # checked here, not at the first batch
+        self.normalization = normalization
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive integer (the loss grid side), got {size!r}")
         _workers_arg(workers)
@@ -241,12 +351,15 @@ class CRFBoundaryLoss(wsss_kit.Loss):
         self.workers = workers
 
     def forward(self, logits: Tensor, images: Tensor) -> Tensor:
-        return crf_boundary_loss(logits, images, self.size, self.crf_params, None, self.workers)
+        return crf_boundary_loss(logits, images, self.size, self.crf_params, None, self.workers,
+                                 crf_image=self.crf_image, input_space=self.input_space,
+                                 normalization=self.normalization)
 
     def extra_repr(self) -> str:
         p = self.crf_params
         return (
             f"size={self.size}, gaussian=({p.gauss_sxy:g}, {p.gauss_compat:g}), bilateral=("
             f"{p.bilateral_sxy:g}, {p.bilateral_srgb:g}, {p.bilateral_compat:g}), "
-            f"iterations={p.iterations}, workers={self.workers!r}"
+            f"iterations={p.iterations}, workers={self.workers!r}, crf_image={self.crf_image!r}, "
+            f"input_space={self.input_space!r}"
         )

@@ -17,6 +17,7 @@ the seed mask. Where the paper's Eqs. 12 and 13 and the code differ: ``docs/pape
 from __future__ import annotations
 
 from .boundary_loss import (
+    CRF_IMAGES,
     CRF_MIN_PROB,
     RATIO_RANGE,
     CRFBoundaryLoss,
@@ -24,6 +25,7 @@ from .boundary_loss import (
     crf_boundary_loss,
     crf_targets,
     images_for_crf,
+    official_crf_images,
 )
 from .loss_inputs import DEFAULT_LOSS_SIZE, DSRG_MIN_PROB, dsrg_probabilities, seed_cues
 from .score_map_loss import DEFAULT_TEMPERATURE, ScoreMapLoss, score_map_loss
@@ -31,6 +33,7 @@ from .seed_loss import COUNT_FLOOR, BalancedSeedLoss, balanced_seed_loss, balanc
 
 __all__ = [
     "COUNT_FLOOR",
+    "CRF_IMAGES",
     "CRF_MIN_PROB",
     "DEFAULT_LOSS_SIZE",
     "DEFAULT_TEMPERATURE",
@@ -46,6 +49,7 @@ __all__ = [
     "crf_targets",
     "dsrg_probabilities",
     "images_for_crf",
+    "official_crf_images",
     "score_map_loss",
     "seed_cues",
 ]
