@@ -12,10 +12,19 @@
     emb = clip.encode_text_with_context(prompts, ctx, position="after_start")   # ctx (8, 512)
 
 Importing this package does not import open_clip; building a model does. The tiny random
-architecture ``"wsss-tiny-clip"`` (:data:`TINY_CLIP`) serves tests and the demo.
+architecture ``"wsss-tiny-clip"`` (:data:`TINY_CLIP`) serves tests and the demo. A custom
+architecture is data: ``load_clip("my-arch.json")``, ``load_clip({"embed_dim": ..., "vision_cfg": ...,
+"text_cfg": ...})`` or ``register_clip_config("my-arch", cfg)`` then ``load_clip("my-arch")``.
 """
 
-from .configs import CONFIG_DIR, TINY_CLIP, register_model_configs
+from .configs import (
+    CONFIG_DIR,
+    TINY_CLIP,
+    clip_architecture,
+    register_clip_config,
+    register_model_configs,
+    validate_clip_config,
+)
 from .image import DenseFeatures, interpolate_pos_embed
 from .loading import DEFAULT_CLIP_WEIGHTS, build_open_clip_model, frozen_clip, load_clip
 from .model import CLIPModel
@@ -46,10 +55,13 @@ __all__ = [
     "assemble_prompt_embeddings",
     "autocast_for",
     "build_open_clip_model",
+    "clip_architecture",
     "frozen_clip",
     "encode_prompt_embeddings",
     "interpolate_pos_embed",
     "load_clip",
+    "register_clip_config",
     "register_model_configs",
     "tokenize_prompts",
+    "validate_clip_config",
 ]

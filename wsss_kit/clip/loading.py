@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,14 @@ from torch import Tensor, nn
 from ..errors import WeightsError
 from ..weights import load_state_dict, resolve
 from ..weights.loading import _is_torchscript
-from .configs import TINY_CLIP, register_model_configs
+from .configs import TINY_CLIP, clip_architecture, register_model_configs
 from .model import CLIPModel
 from .preprocessing import Normalization
 
-__all__ = ["build_open_clip_model", "describe_architecture", "load_clip"]
+__all__ = ["ArchitectureSpec", "build_open_clip_model", "describe_architecture", "load_clip"]
+
+ArchitectureSpec = str | os.PathLike[str] | Mapping[str, Any]
+"""An architecture name, a path to an open_clip model-config JSON file, or such a mapping."""
 
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 """Integer entries of OpenAI's TorchScript state dicts that are not parameters."""
@@ -116,12 +119,14 @@ def _load_file(model: nn.Module, name: str, path: Path) -> None:
         model.load_state_dict(state, strict=True)
 
 
-def build_open_clip_model(name: str, weights: str | os.PathLike[str] | None = None, *,
+def build_open_clip_model(name: ArchitectureSpec, weights: str | os.PathLike[str] | None = None, *,
                           quick_gelu: bool | None = None) -> tuple[nn.Module, str, bool]:
     """Build open_clip architecture ``name`` and load ``weights`` into it (float32, eval mode).
 
     Args:
-        name: an open_clip architecture (``"ViT-B-16"``, ``"ViT-B-32"``, ``"wsss-tiny-clip"``...).
+        name: an open_clip architecture (``"ViT-B-16"``, ``"ViT-B-32"``, ``"wsss-tiny-clip"``...),
+            a path to a JSON file in open_clip's model-config schema, or such a mapping (see
+            :func:`wsss_kit.clip.clip_architecture`).
         weights: ``None`` (random init), anything :func:`wsss_kit.weights.resolve` accepts: a
             local file (open_clip state dict, safetensors, or an OpenAI TorchScript ``.pt``),
             ``"released:clip_vit_b16_openai"``, or ``"open_clip:<name>/<tag>"`` (loaded by
@@ -141,6 +146,7 @@ def build_open_clip_model(name: str, weights: str | os.PathLike[str] | None = No
     import open_clip
 
     register_model_configs()
+    name = clip_architecture(name)
     _check_name(name)
     if weights is None:
         quick = bool(quick_gelu)
@@ -181,14 +187,17 @@ def _uses_quick_gelu(model: nn.Module) -> bool:
     return any(isinstance(m, QuickGELU) for m in model.modules())
 
 
-def load_clip(name: str, weights: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
+def load_clip(name: ArchitectureSpec, weights: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
               precision: str = "auto", frozen: bool = True, *, keep_eval: bool | None = None,
               normalization: Normalization = "clip", pos_interpolation: str = "bicubic",
               quick_gelu: bool | None = None, text_cache_size: int = 32) -> CLIPModel:
     """Build CLIP architecture ``name`` with ``weights`` and wrap it in a :class:`CLIPModel`.
 
     Args:
-        name: open_clip architecture, e.g. ``"ViT-B-16"``, ``"ViT-B-32"``, ``"wsss-tiny-clip"``.
+        name: open_clip architecture, e.g. ``"ViT-B-16"``, ``"ViT-B-32"``, ``"wsss-tiny-clip"``; or a
+            custom one as data: a path to an open_clip model-config JSON file (registered under the
+            file's stem) or a mapping ``{embed_dim, vision_cfg, text_cfg}`` (see
+            :func:`wsss_kit.clip.clip_architecture`, :func:`wsss_kit.clip.register_clip_config`).
         weights: ``None`` (random), a local file (OpenAI TorchScript ``.pt``, open_clip ``.bin`` /
             ``.safetensors``), ``"released:clip_vit_b16_openai"``, or ``"open_clip:ViT-B-16/openai"``
             (a hub tag, only where the network or cache allows; ``HF_HUB_OFFLINE=1`` makes an
@@ -204,6 +213,7 @@ def load_clip(name: str, weights: str | os.PathLike[str] | None = None, device: 
     """
     import open_clip
 
+    name = clip_architecture(name)
     model, source, _ = build_open_clip_model(name, weights, quick_gelu=quick_gelu)
     tokenizer = open_clip.get_tokenizer(name)
     clip = CLIPModel(model, tokenizer, name=name, source=source, precision=precision, frozen=frozen,
@@ -221,22 +231,25 @@ DEFAULT_CLIP_WEIGHTS: dict[str, str | None] = {
 for the tiny test model)."""
 
 
-def frozen_clip(clip_model: "str | CLIPModel", weights: Any = "default", *, owner: str = "this model",
+def frozen_clip(clip_model: "ArchitectureSpec | CLIPModel", weights: Any = "default", *, owner: str = "this model",
                 **load_kwargs: Any) -> CLIPModel:
     """A frozen CLIP for a plugin that trains through it (CLIMS, POLE, WeakCLIP).
 
-    ``clip_model`` is an open_clip architecture name (built with :func:`load_clip`, ``weights``
-    ``"default"`` taken from :data:`DEFAULT_CLIP_WEIGHTS`) or an existing frozen :class:`CLIPModel`,
-    returned as it is. ``owner`` names the caller in error messages.
+    ``clip_model`` is an open_clip architecture name, a path to a model-config JSON file or an inline
+    mapping (built with :func:`load_clip`, ``weights`` ``"default"`` taken from
+    :data:`DEFAULT_CLIP_WEIGHTS`), or an existing frozen :class:`CLIPModel`, returned as it is.
+    ``owner`` names the caller in error messages.
     """
     if isinstance(clip_model, CLIPModel):
         if not clip_model.frozen:
             raise ValueError(f"{owner} trains through a frozen CLIP: pass a frozen CLIPModel "
                              f"(load_clip(..., frozen=True) or clip.freeze())")
         return clip_model
-    if not isinstance(clip_model, str):
-        raise TypeError(f"clip_model must be an open_clip architecture name or a wsss_kit.clip.CLIPModel; "
+    if not isinstance(clip_model, (str, os.PathLike, Mapping)):
+        raise TypeError(f"clip_model must be an open_clip architecture name, a model-config JSON file, a mapping "
+                        f"(embed_dim, vision_cfg, text_cfg) or a wsss_kit.clip.CLIPModel; "
                         f"got {type(clip_model).__name__}")
+    clip_model = clip_architecture(clip_model)
     if isinstance(weights, str) and weights == "default":
         if clip_model not in DEFAULT_CLIP_WEIGHTS:
             raise ValueError(f"clip_weights='default' knows the weights of {', '.join(DEFAULT_CLIP_WEIGHTS)}; "

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..input_space import check_input_space, normalize_input
 from .image import DenseFeatures, embed_patches, pool_and_project, run_blocks, vision_tower_checks
 from .preprocessing import PRECISIONS, Normalization, autocast_for, normalization_stats
 from .text import TokenizedPrompts, assemble_prompt_embeddings, encode_prompt_embeddings, tokenize_prompts
@@ -21,7 +22,8 @@ class CLIPModel(nn.Module):
     """A (by default frozen) open_clip model with dense features and prompt-learning text encoding.
 
     Build it with :func:`load_clip`. All image methods take RGB ``(B, 3, H, W)`` in ``[0, 1]`` and
-    normalise inside; all outputs are float32 whatever the compute precision.
+    normalise inside, or with ``input_space="normalized"`` images already normalised with this
+    model's ``normalization``; all outputs are float32 whatever the compute precision.
 
     Args:
         model: an open_clip ``CLIP`` / ``CustomTextCLIP``.
@@ -153,15 +155,20 @@ class CLIPModel(nn.Module):
                 f"frozen={self.frozen}, pos_interpolation={self.pos_interpolation!r}")
 
     # ------------------------------------------------------------------ images
-    def normalize(self, images: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` in ``[0, 1]`` → normalised with this model's mean/std (float32)."""
+    def normalize(self, images: Tensor, input_space: str = "unit") -> Tensor:
+        """``(B, 3, H, W)`` in ``[0, 1]`` → normalised with this model's mean/std (float32).
+
+        ``input_space="normalized"``: the images are already normalised with this model's
+        ``normalization`` (as an official data loader feeds them) and come back as they are (float32).
+        """
+        check_input_space(input_space)
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point in [0, 1], got {images.dtype}")
-        return (images.float() - self.mean) / self.std
+        return normalize_input(images.float(), input_space, self.mean, self.std)
 
-    def encode_image(self, images: Tensor, *, normalized: bool = False) -> Tensor:
+    def encode_image(self, images: Tensor, *, normalized: bool = False, input_space: str = "unit") -> Tensor:
         """Image embeddings ``(B, E)``: projected, **not** L2-normalised, float32.
 
         ``images``: ``(B, 3, H, W)`` RGB in [0, 1], any size ≥ one patch (ViT towers resize their
@@ -169,7 +176,11 @@ class CLIPModel(nn.Module):
         ``normalized=True``: the images are already normalised as the caller wants and go to the
         tower as they are, skipping this model's ``normalization`` (CLIMS feeds CLIP with
         CAM-masked ImageNet-normalised images).
+        ``input_space="normalized"``: the images are normalised with this model's own
+        ``normalization`` (see :meth:`normalize`); ``normalized=True`` is the same switch.
         """
+        if check_input_space(input_space) == "normalized":
+            normalized = True
         if normalized:
             if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
                 raise ValueError(f"images must be floating point (B, 3, H, W), got shape {tuple(images.shape)} "
@@ -187,7 +198,7 @@ class CLIPModel(nn.Module):
         return pooled.float()
 
     def dense_features(self, images: Tensor, layers: Sequence[int] = (3, 5, 7, 11), *,
-                       embeddings: bool = True) -> DenseFeatures:
+                       embeddings: bool = True, input_space: str = "unit") -> DenseFeatures:
         """Patch tokens of several blocks as maps, plus the projected pixel and CLS embeddings.
 
         Args:
@@ -196,11 +207,14 @@ class CLIPModel(nn.Module):
                 ``(3, 5, 7, 11)`` of ViT-B/16's 12 blocks.
             embeddings: also compute ``pixel_embeddings`` ``(B, E, h, w)`` and ``cls_embedding``
                 ``(B, E)`` (runs every block); otherwise the pass stops after the last asked block.
+            input_space: ``"unit"`` (RGB in [0, 1]) or ``"normalized"`` (already normalised with
+                this model's ``normalization``, see :meth:`normalize`).
 
         Returns:
             :class:`DenseFeatures` with ``layers[i]`` ``(B, width, h, w)`` (residual stream after
             block ``i``, before ``ln_post``, CLS dropped), ``h, w = H // patch, W // patch``.
         """
+        check_input_space(input_space)
         vision_tower_checks(self.visual)
         n = self.num_blocks
         wanted = []
@@ -211,7 +225,7 @@ class CLIPModel(nn.Module):
             wanted.append(int(i) % n)
         if not wanted and not embeddings:
             raise ValueError("dense_features needs at least one layer or embeddings=True")
-        x = self.normalize(images)
+        x = self.normalize(images, input_space)
         with self.autocast(x.device.type):
             tokens, (h, w) = embed_patches(self.visual, x, self.pos_interpolation)
             stop = None if embeddings else max(wanted)
