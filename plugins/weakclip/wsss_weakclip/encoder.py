@@ -1,7 +1,8 @@
 """The frozen CLIP image encoder as WeakCLIP uses it: four stage maps, pixel embeddings, visual context.
 
 From a :class:`wsss_kit.clip.CLIPModel` (an open_clip ViT, ImageNet normalisation, bilinear
-position-embedding resize) :class:`FrozenCLIPEncoder` returns, for images ``(B, 3, H, W)`` in [0, 1]:
+position-embedding resize) :class:`FrozenCLIPEncoder` returns, for images ``(B, 3, H, W)`` in [0, 1]
+(or already normalised with CLIP's mean/std, ``input_space="normalized"``):
 
 * ``layers``: the residual-stream patch tokens after four blocks, before ``ln_post``, CLS dropped,
   as maps ``(B, width, h, w)`` (``h, w = H // patch, W // patch``); blocks 3, 5, 7, 11 of a
@@ -38,6 +39,7 @@ from torch import Tensor, nn
 
 from wsss_kit.clip import CLIPModel, DenseFeatures, interpolate_pos_embed
 from wsss_kit.clip.image import pool_and_project, run_blocks, vision_tower_checks
+from wsss_kit.input_space import check_input_space
 
 __all__ = ["FrozenCLIPEncoder", "default_stage_layers"]
 
@@ -64,13 +66,15 @@ class FrozenCLIPEncoder(nn.Module):
         pos_base_size: resize the stored position embedding to ``pos_base_size // patch`` first
             (official: 512); ``None``: straight to the input grid.
         drop_path: stochastic-depth rate of the last block in train mode (official 0.1; 0 = off).
+        input_space: ``"unit"`` (images in [0, 1], normalised here with CLIP's mean/std) or
+            ``"normalized"`` (already normalised with them, as the official data loaders give them).
 
     ``forward(images)`` → :class:`wsss_kit.clip.DenseFeatures` (``layers`` keyed by block index,
     ``pixel_embeddings``, ``cls_embedding``, ``visual_context``); :meth:`stages` orders the four maps.
     """
 
     def __init__(self, clip: CLIPModel, layers: Sequence[int] | None = None, *, cls_embedding_twice: bool = False,
-                 pos_base_size: int | None = None, drop_path: float = 0.0) -> None:
+                 pos_base_size: int | None = None, drop_path: float = 0.0, input_space: str = "unit") -> None:
         super().__init__()
         if not isinstance(clip, CLIPModel):
             raise TypeError(f"FrozenCLIPEncoder needs a wsss_kit.clip.CLIPModel, got {type(clip).__name__}")
@@ -92,6 +96,7 @@ class FrozenCLIPEncoder(nn.Module):
         if not 0.0 <= float(drop_path) < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         self.drop_path = float(drop_path)
+        self.input_space = check_input_space(input_space)
         self._handles: list[Any] = []
         if self.drop_path > 0:
             self._install_drop_path()
@@ -159,7 +164,8 @@ class FrozenCLIPEncoder(nn.Module):
         try:
             with torch.set_grad_enabled(torch.is_grad_enabled() and images.requires_grad):
                 if not self.custom_forward:
-                    return self.clip.dense_features(images, layers=sorted(set(self.layers)), embeddings=True)
+                    return self.clip.dense_features(images, layers=sorted(set(self.layers)), embeddings=True,
+                                                    input_space=self.input_space)
                 return self._forward_official(images)
         finally:
             self._stochastic = False
@@ -182,7 +188,7 @@ class FrozenCLIPEncoder(nn.Module):
 
     def _forward_official(self, images: Tensor) -> DenseFeatures:
         clip, visual = self.clip, self.clip.visual
-        x = clip.normalize(images)
+        x = clip.normalize(images, self.input_space)
         b = x.shape[0]
         with clip.autocast(x.device.type):
             x = visual.conv1(x)
@@ -200,4 +206,4 @@ class FrozenCLIPEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"layers={self.layers}, cls_embedding_twice={self.cls_embedding_twice}, "
-                f"pos_base_size={self.pos_base_size}, drop_path={self.drop_path}")
+                f"pos_base_size={self.pos_base_size}, drop_path={self.drop_path}, input_space={self.input_space!r}")

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from wsss_kit.clip import CLIPModel
 from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip
+from wsss_kit.input_space import check_input_space
 from wsss_kit.prompts import TemplatePrompt
 
 from .decoder import SCORE_CONCAT, TextGuidedDecoder
@@ -59,6 +60,9 @@ class WeakCLIPNet(nn.Module):
             accepts; ``None`` = random.
         preset: a name from :data:`wsss_weakclip.presets.PRESETS` (``"official"``, ``"paper"``,
             ``"table4_coattn"``, ``"table5_n16"``, ...) or a dict of settings; ``**overrides`` then apply.
+        input_space: ``"unit"`` (images in [0, 1], the default) or ``"normalized"`` (images already
+            ``(x - mean) / std`` with CLIP's normalisation, ImageNet's officially, as the official
+            data loaders give them): the images go to the ViT as they are.
 
     Settings (keywords; defaults = ``official``, see :data:`wsss_weakclip.presets.OFFICIAL`):
         clip_precision: CLIP compute precision, ``"fp32"`` / ``"fp16"`` / ``"bf16"`` / ``"auto"``;
@@ -91,7 +95,7 @@ class WeakCLIPNet(nn.Module):
 
     def __init__(self, class_names: Sequence[str], clip_model: str | CLIPModel = "ViT-B-16",
                  clip_weights: str | os.PathLike[str] | None = "default", preset: str | dict[str, Any] = "official",
-                 **overrides: Any) -> None:
+                 input_space: str = "unit", **overrides: Any) -> None:
         super().__init__()
         if isinstance(class_names, str) or not isinstance(class_names, Sequence) or len(class_names) < 1:
             raise ValueError(f"class_names must be a list of class names (background included), got {class_names!r}")
@@ -100,9 +104,11 @@ class WeakCLIPNet(nn.Module):
         self.settings = s
         self.preset = preset if isinstance(preset, str) else "custom"
         self.class_names = tuple(str(n) for n in class_names)
+        self.input_space = check_input_space(input_space)
         clip = self._build_clip(clip_model, clip_weights, s)
         self.encoder = FrozenCLIPEncoder(clip, s["stage_layers"], cls_embedding_twice=s["cls_embedding_twice"],
-                                         pos_base_size=s["pos_base_size"], drop_path=s["clip_drop_path"])
+                                         pos_base_size=s["pos_base_size"], drop_path=s["clip_drop_path"],
+                                         input_space=self.input_space)
         _keep_out_of_state_dict(self, "encoder.clip")
         e, c, k = clip.embed_dim, clip.vision_width, len(self.class_names)
         if s["learnable_prompt"]:
@@ -192,9 +198,11 @@ class WeakCLIPNet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """``images`` ``(B, 3, H, W)`` in [0, 1] → ``{"logits": (B, K, 4h, 4w), "score_map": (B, K, h, w)}``."""
+        """``images`` ``(B, 3, H, W)`` (in [0, 1], or normalised with ``input_space="normalized"``) →
+        ``{"logits": (B, K, 4h, 4w), "score_map": (B, K, h, w)}``."""
         if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            raise ValueError(f"WeakCLIPNet expects float images (B, 3, H, W) in [0, 1], got shape "
+            space = "in [0, 1]" if self.input_space == "unit" else "normalised"
+            raise ValueError(f"WeakCLIPNet expects float images (B, 3, H, W) {space}, got shape "
                              f"{tuple(images.shape)} and dtype {images.dtype}")
         feats = self.encoder(images)
         b, (h, w) = images.shape[0], feats.grid

@@ -27,11 +27,13 @@ from torch import Tensor, nn
 
 import wsss_kit
 from wsss_kit import IGNORE_INDEX
+from wsss_kit.clip.preprocessing import normalization_stats
 from wsss_kit.crf import get_params
 from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
+from wsss_kit.input_space import to_unit
 
 from .inference import OFFICIAL_SCALES, crf_over_predicted_classes, multiscale_softmax, restrict_to_labels
-from .losses import balanced_seed_loss, crf_boundary_loss, score_map_loss
+from .losses import CRF_IMAGES, balanced_seed_loss, crf_boundary_loss, score_map_loss
 from .model import WeakCLIPNet
 from .presets import OFFICIAL
 
@@ -40,9 +42,12 @@ __all__ = ["DATASET_CLASSES", "REFINER_PRESETS", "WeakCLIPRefiner", "check_seed_
 DATASET_CLASSES: dict[str, tuple[str, ...]] = {"voc": tuple(VOC_CLASSES), "coco": tuple(COCO_CLASSES)}
 """Foreground class names by dataset, for ``dataset=`` (the raw names the official code feeds CLIP)."""
 
-REFINER_PRESETS: dict[str, dict[str, Any]] = {"paper": {"restrict_to_labels": True}}
+REFINER_PRESETS: dict[str, dict[str, Any]] = {"paper": {"restrict_to_labels": True, "loss_crf_image": "rounded"}}
 """Refiner settings that follow the network preset (every other preset: ``restrict_to_labels=False``,
-the official code, which has no such step)."""
+the official code, which has no such step, and ``loss_crf_image="official"``, the official code's
+boundary-loss CRF image bit for bit)."""
+
+_REFINER_DEFAULTS: dict[str, Any] = {"restrict_to_labels": False, "loss_crf_image": "official"}
 
 CHECKPOINT_FORMAT = "wsss_weakclip.refiner/1"
 
@@ -106,6 +111,13 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         loss_size: side of the seeding/boundary loss grid (64).
         loss_crf: CRF parameters of the boundary loss (``weakclip_loss``: 3/3, 80/13/10, 10 iterations).
         loss_crf_workers: processes for the boundary-loss CRFs (``"auto"``, an int, 0 = in process).
+        loss_crf_image: the boundary-loss CRF image (:func:`~wsss_weakclip.losses.images_for_crf`):
+            ``"official"`` (the official code's, bit-equal: the normalised image resized,
+            un-normalised, truncated) or ``"rounded"`` (the [0, 1] image resized and rounded);
+            ``None``: from the preset (``rounded`` for ``paper``, else ``official``).
+        input_space: ``"unit"`` (images in [0, 1], the default) or ``"normalized"`` (images already
+            normalised with CLIP's mean/std, ImageNet's officially, as the official data loaders
+            give them) for training, :meth:`refine` and :meth:`probabilities`.
         scales, base_size, flip: test ratios of the ``(2048, 512)`` image scale (``None``: of the
             image itself) and horizontal flip.
         window, stride, window_batch: sliding windows (512 / 341) and windows per network call.
@@ -127,13 +139,15 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
                  checkpoint: str | os.PathLike[str] | None = None,
                  seed_loss_weight: float = 1.0, boundary_loss_weight: float = 1.0, score_map_loss_weight: float = 0.4,
                  loss_size: int = 64, loss_crf: Any = "weakclip_loss", loss_crf_workers: int | str | None = "auto",
+                 loss_crf_image: str | None = None, input_space: str = "unit",
                  scales: Sequence[float] = OFFICIAL_SCALES, base_size: Sequence[int] | None = (2048, 512),
                  flip: bool = True, window: int = 512, stride: int = 341, window_batch: int = 8,
                  crf: Any = "weakclip_voc", crf_workers: int | None = None, restrict_to_labels: bool | None = None,
                  **network: Any) -> None:
         nn.Module.__init__(self)
         names = self._class_names(class_names, num_classes, dataset, background_name)
-        self.net = WeakCLIPNet(names, clip_model=clip_model, clip_weights=clip_weights, preset=preset, **network)
+        self.net = WeakCLIPNet(names, clip_model=clip_model, clip_weights=clip_weights, preset=preset,
+                               input_space=input_space, **network)
         self.preset = preset
         self.trainable = bool(self.net.trainable_parameters())  # e.g. table4_direct_clip has nothing to learn
         self.loss_weights = {"seed": float(seed_loss_weight), "boundary": float(boundary_loss_weight),
@@ -150,10 +164,14 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
         self.crf = None if crf is None else get_params(crf)
         self.crf_workers = crf_workers
+        defaults = {**_REFINER_DEFAULTS, **REFINER_PRESETS.get(preset if isinstance(preset, str) else "", {})}
         if restrict_to_labels is None:
-            restrict_to_labels = REFINER_PRESETS.get(preset if isinstance(preset, str) else "", {}).get(
-                "restrict_to_labels", False)
+            restrict_to_labels = defaults["restrict_to_labels"]
         self.restrict_to_labels = bool(restrict_to_labels)
+        self.loss_crf_image = defaults["loss_crf_image"] if loss_crf_image is None else loss_crf_image
+        if self.loss_crf_image not in CRF_IMAGES:
+            raise ValueError(f"loss_crf_image must be one of {', '.join(map(repr, CRF_IMAGES))} or None (from the "
+                             f"preset), got {loss_crf_image!r}")
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
 
@@ -189,6 +207,24 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
     def num_classes(self) -> int:
         """``C``, the foreground classes."""
         return len(self.class_names) - 1
+
+    @property
+    def input_space(self) -> str:
+        """``"unit"`` or ``"normalized"``: what the images given to this refiner are."""
+        return self.net.input_space
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """CLIP's ``(mean, std)`` in [0, 1] units, as the setting spells them (``clip_normalization``)
+        when they are the model's, so that the official CRF image un-normalises with mmseg's exact
+        float32 0..255 values; else the model's float32 buffers."""
+        clip = self.net.clip
+        ours = (tuple(clip.mean.flatten().tolist()), tuple(clip.std.flatten().tolist()))
+        try:
+            spec = normalization_stats(self.net.settings["clip_normalization"], clip.model)
+        except (ValueError, TypeError):
+            return ours
+        as_float32 = tuple(tuple(torch.tensor(v, dtype=torch.float32).tolist()) for v in spec)
+        return spec if as_float32 == ours else ours
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"format": CHECKPOINT_FORMAT, "class_names": list(self.class_names)}
@@ -228,7 +264,8 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """The network: ``images`` ``(B, 3, H, W)`` in [0, 1] → ``{"logits", "score_map"}``."""
+        """The network: ``images`` ``(B, 3, H, W)`` (in [0, 1], or normalised with ``input_space="normalized"``)
+        → ``{"logits", "score_map"}``."""
         return self.net(images)
 
     def param_groups(self, lr: float, **options: Any) -> list[dict[str, Any]]:
@@ -253,7 +290,9 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             terms["seed"] = balanced_seed_loss(out["logits"], seeds, size=self.loss_size)
         if self.loss_weights["boundary"]:
             terms["boundary"] = crf_boundary_loss(out["logits"], images, size=self.loss_size, params=self.loss_crf,
-                                                  iterations=None, workers=self.loss_crf_workers)
+                                                  iterations=None, workers=self.loss_crf_workers,
+                                                  crf_image=self.loss_crf_image, input_space=self.input_space,
+                                                  normalization=self.normalization())
         if self.loss_weights["score_map"]:
             terms["score_map"] = score_map_loss(out["score_map"], seeds,
                                                 temperature=float(self.net.settings["score_temperature"]))
@@ -280,7 +319,8 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         """Pseudo masks of a batch (the seeds or CAMs are not used at inference, only checked).
 
         Args:
-            images: ``(B, 3, H, W)`` float RGB in [0, 1].
+            images: ``(B, 3, H, W)`` float RGB in [0, 1] (or normalised with CLIP's mean/std with
+                ``input_space="normalized"``; the CRF then gets them un-normalised).
             cams: CAMs ``(B, C, H, W)`` or seed masks ``(B, H, W)`` of the same images, or ``None``.
             labels: ``(B, C)`` multi-hot (needed with ``restrict_to_labels``).
 
@@ -297,7 +337,9 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         finally:
             self.train(was_training)
         if self.crf is not None:
-            probs = crf_over_predicted_classes(probs, images, self.crf, workers=self.crf_workers)
+            mean, std = self.normalization()
+            unit = to_unit(images.float(), self.input_space, mean, std).clamp(0, 1)
+            probs = crf_over_predicted_classes(probs, unit, self.crf, workers=self.crf_workers)
         probs = probs.to(images.device)
         if not self.restrict_to_labels:
             return probs
@@ -307,7 +349,8 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         if not (isinstance(images, Tensor) and images.dim() == 4 and images.shape[1] == 3
                 and images.is_floating_point()):
             got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must be float (B, 3, H, W) in [0, 1], got {got}")
+            space = "in [0, 1]" if self.input_space == "unit" else "normalised (input_space='normalized')"
+            raise ValueError(f"images must be float (B, 3, H, W) {space}, got {got}")
         b, h, w = images.shape[0], *images.shape[-2:]
         if cams is not None and (cams.shape[0] != b or tuple(cams.shape[-2:]) != (h, w)):
             raise ValueError(f"images are {tuple(images.shape)} but the CAMs/seeds are {tuple(cams.shape)}: batch "
@@ -321,7 +364,8 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
     def extra_repr(self) -> str:
         return (f"classes={len(self.class_names)}, preset={self.preset!r}, scales={self.scales}, flip={self.flip}, "
                 f"window={self.window}/{self.stride}, crf={'off' if self.crf is None else 'on'}, "
-                f"restrict_to_labels={self.restrict_to_labels}, loss_weights={self.loss_weights}")
+                f"restrict_to_labels={self.restrict_to_labels}, loss_weights={self.loss_weights}, "
+                f"loss_crf_image={self.loss_crf_image!r}, input_space={self.input_space!r}")
 
 
 def _mismatch(source: str, theirs: Sequence[str], ours: Sequence[str]) -> str:
