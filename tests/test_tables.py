@@ -4,6 +4,7 @@ their per-class values and with the configs' headers."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -105,6 +106,24 @@ def test_runs_chain_only_backwards_and_names_are_unique(table):
                 assert ref in earlier, f"{table.id}: {run.name}'s command reads {{run:{ref}}}, not an earlier run"
             for placeholder in re.findall(r"\{([^}]*)\}", " ".join(argv)):
                 assert placeholder in ("config", "run_dir") or placeholder.startswith("run:"), placeholder
+
+
+def test_a_run_name_means_the_same_run_in_every_table():
+    """The harness keeps runs in DIR/runs/<name>-<digest of the resolved config>: one name, one definition,
+    so that e.g. MCTformer + PSA, CLIMS and the POLE selection are computed once for all tables."""
+    seen: dict[str, tuple[str, Run]] = {}
+    for table, run in ALL_RUNS:
+        if run.name in seen:
+            other_table, other = seen[run.name]
+            where = f"run {run.name!r} differs between {other_table} and {table.id}"
+            assert dataclasses.replace(run, config="", note="") == dataclasses.replace(other, config="", note=""), where
+            if run.config != other.config:  # two files with one content (table1_manual_photo = table4_a)
+                a, b = _config(run), _config(other)
+                a.pop("run_dir"), b.pop("run_dir")
+                assert a == b, where
+        seen[run.name] = (table.id, run)
+    shared = {name for name in seen if sum(r.name == name for _, r in ALL_RUNS) > 1}
+    assert {"mct_psa", "clims", "pole_select", "irn_baseline", "pole", "deeplab_mct", "weakclip"} <= shared
 
 
 def test_inputs_are_keys_the_schema_checks():

@@ -28,7 +28,10 @@ RW_COLUMN = "IRN's random walk with CLIMS's settings (irn_rw, clims_voc); "
 
 _WEIGHTS = ("irn_res50_cam", "clip_vit_b32_openai", "torchvision_resnet50_imagenet")
 
+# Run names are the same in every table for the same config, so that the harness's shared run folders
+# (DIR/runs/<name>-<digest of the resolved config>) train each network once for all tables.
 _BASELINE = irn_baseline_run()
+_SELECT = pole_select_run("pole/table1_pole.yaml")  # reads only data.train, synonyms and CLIP: one for all
 
 
 def _cam_rw(label: str, run: str, cam: float | None, rw: float, note: str) -> list[Row]:
@@ -43,25 +46,24 @@ def _cam_rw(label: str, run: str, cam: float | None, rw: float, note: str) -> li
 
 
 # ------------------------------------------------------------------ Table 1
-_TABLE1 = (  # (row, config stem, CAMs, +RW, uses the selection, note)
-    ('Manual [66] "A photo of [CLS]."', "table1_manual_photo", 56.6, 70.5, False,
+_TABLE1 = (  # (row, run name, config stem, CAMs, +RW, uses the selection, note)
+    ('Manual [66] "A photo of [CLS]."', "clims", "table1_manual_photo", 56.6, 70.5, False,
      "CLIMS's code recipe (poly, 15 epochs, momentum 1e-4 quirk); " + CLIMS_NOTE),
-    ('Manual "An image of [CLS]."', "table1_manual_image", 56.5, 71.0, False, PROMPT_NOTE),
-    ("CoOp [V]1..[V]N [CLS].", "table1_coop", 57.6, 73.1, False,
+    ('Manual "An image of [CLS]."', "manual_image", "table1_manual_image", 56.5, 71.0, False, PROMPT_NOTE),
+    ("CoOp [V]1..[V]N [CLS].", "coop", "table1_coop", 57.6, 73.1, False,
      "3 context vectors initialised from 'a photo of'; " + PROMPT_NOTE),
-    ("DeFo [V]1..[V]N [V_CLS]", "table1_defo", 56.6, 73.2, False,
+    ("DeFo [V]1..[V]N [V_CLS]", "defo", "table1_defo", 56.6, 73.2, False,
      "the paper's 'modified' DeFo is not specified further; " + PROMPT_NOTE),
-    ('Target optimization "A photo of [V_CLS]."', "table1_target_opt", 56.8, 73.1, False, PROMPT_NOTE),
-    ('Ours "A photo of [CLS*]."', "table1_pole", 58.7, 73.6, True,
+    ('Target optimization "A photo of [V_CLS]."', "target_opt", "table1_target_opt", 56.8, 73.1, False, PROMPT_NOTE),
+    ('Ours "A photo of [CLS*]."', "pole_selection", "table1_pole", 58.7, 73.6, True,
      "selection alone, no adapters (the class word + 3 ChatGPT synonyms of Table S1); " + POLE_NOTE),
 )
 
 
 def _table1() -> Table:
-    runs = [_BASELINE, pole_select_run("pole/table1_pole.yaml")]
+    runs = [_BASELINE, _SELECT]
     rows: list[Row] = []
-    for label, stem, cam, rw, selection, note in _TABLE1:
-        name = stem.removeprefix("table1_")
+    for label, name, stem, cam, rw, selection, note in _TABLE1:
         runs.append(pole_run(name, f"pole/{stem}.yaml") if selection else clims_run(name, f"pole/{stem}.yaml"))
         rows += _cam_rw(label, name, cam, rw, note)
     return Table("pole_table1", "POLE Table 1: prompt learning strategies, CAMs and +RW (IRN) on VOC 2012 train",
@@ -93,7 +95,7 @@ def _table2() -> Table:
     rows += _cam_rw("POLE (Ours)", "pole", 59.0, 74.2,
                     "the caption says RW (PSA), but 74.2 is Table 4's D, i.e. IRN's walk; Table 1's 'Ours' "
                     "(selection only) gives 58.7 CAMs; " + POLE_NOTE)
-    runs = (_BASELINE, pole_select_run("pole/table4_d.yaml"), clims_run("clims", "pole/table1_manual_photo.yaml"),
+    runs = (_BASELINE, _SELECT, clims_run("clims", "pole/table1_manual_photo.yaml"),
             pole_run("pole", "pole/table4_d.yaml"), mct_psa_run())
     return Table("pole_table2", "POLE Table 2: CAMs and +RW on VOC 2012 train, against the state of the art", PAPER,
                  runs, tuple(rows), VOC_DATA, _WEIGHTS + ("deit_small_imagenet", "resnet38_imagenet"))
@@ -127,7 +129,7 @@ def _table3() -> Table:
     rows += _seg("POLE (ours) (V2-R101, COCO init)", "deeplab_pole", 71.5, 71.4,
                  CLIMS_RETRAIN_NOTE + "; POLE ships no retrain code: CLIMS's (COCO-initialised recipe); " + POLE_NOTE)
     rows += _seg("MCTformer (V1-R38)", "deeplab_mct", 71.9, 71.6, MCT_RETRAIN_NOTE)
-    runs = (_BASELINE, pole_select_run("pole/table4_d.yaml"),
+    runs = (_BASELINE, _SELECT,
             clims_run("clims", "pole/table1_manual_photo.yaml"),
             deeplab_run("deeplab_clims", "deeplab/pole_v2_r101.yaml", "clims"),
             pole_run("pole", "pole/table4_d.yaml"),
@@ -140,20 +142,21 @@ def _table3() -> Table:
 
 
 # ------------------------------------------------------------------ Table 4
-_TABLE4 = (("A (image label as [CLS], i.e. CLIMS)", "table4_a", 70.5, False,
+_TABLE4 = (("A (image label as [CLS], i.e. CLIMS)", "clims", "table4_a", 70.5, False,
             "the same run as Table 1's Manual row; " + CLIMS_NOTE),
-           ("B (optimal [CLS] selected)", "table4_b", 73.6, True, "Table 1's 'Ours'; " + POLE_NOTE),
-           ("B + C (fixed adaptor)", "table4_c", 73.8, True, "adapter ratio fixed at 0.2; " + POLE_NOTE),
-           ("B + D (learnable adaptor, POLE)", "table4_d", 74.2, True,
+           ("B (optimal [CLS] selected)", "pole_selection", "table4_b", 73.6, True,
+            "the same run as Table 1's 'Ours'; " + POLE_NOTE),
+           ("B + C (fixed adaptor)", "pole_fixed_adapter", "table4_c", 73.8, True,
+            "adapter ratio fixed at 0.2; " + POLE_NOTE),
+           ("B + D (learnable adaptor, POLE)", "pole", "table4_d", 74.2, True,
             "learnable 512-d ratio vectors from 0.2; adapter ReLU after the second layer (POLE's code); "
             + POLE_NOTE))
 
 
 def _table4() -> Table:
-    runs = [_BASELINE, pole_select_run("pole/table4_d.yaml")]
+    runs = [_BASELINE, _SELECT]
     rows: list[Row] = []
-    for label, stem, rw, selection, note in _TABLE4:
-        name = stem.removeprefix("table4_")
+    for label, name, stem, rw, selection, note in _TABLE4:
         runs.append(pole_run(name, f"pole/{stem}.yaml") if selection else clims_run(name, f"pole/{stem}.yaml"))
         rows += [Row(label, "mIoU", rw, "VOC2012", "train", name, "pseudo_masks.eval.miou", multiscale=True,
                      random_walk=True, note=RW_COLUMN + note)]

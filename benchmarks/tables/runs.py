@@ -31,10 +31,11 @@ SEED_STAGES = ("train_cam", "cams", "seeds")
 WEAKCLIP_STAGES = ("seeds", "train_refiner", "pseudo_masks")
 
 
-def mct_seeds_run(name: str = "mct_seeds", config: str = "mctformer/voc_v2.yaml") -> Run:
-    """MCTformer-V2 trained on train_aug; CAMs and seeds of train_aug (``seeds/train``) and VOC train
+def mct_seeds_run(name: str = "mct_seeds", config: str = "mctformer/voc_v2.yaml",
+                  overrides: tuple[str, ...] = ()) -> Run:
+    """MCTformer-V2 trained on data.train; CAMs and seeds of data.train (``seeds/train``) and data.eval
     (``seeds/eval``), the seeds WeakCLIP refines."""
-    return Run(name, config, SEED_STAGES,
+    return Run(name, config, SEED_STAGES, overrides=overrides,
                note="MCTformer-V2 CAM network, CAMs (best threshold of the sweep on data.eval) and seeds")
 
 
