@@ -31,6 +31,7 @@ from torch import nn
 import wsss_kit
 from wsss_kit.cam_ops import multiscale_cams
 from wsss_kit.errors import WeightsError
+from wsss_kit.input_space import check_input_space, normalize_input
 from wsss_kit.weights import create_timm_model, load_checkpoint
 
 from .convert_mctformer import convert_deit_classifier, convert_mctformer
@@ -65,9 +66,13 @@ class MCTformer(wsss_kit.CAMGenerator):
         attention_type: V2 only: ``fused`` (default), ``patchcam`` or ``attention``.
         scales: default CAM inference scales (the official maps use ``(1.0,)``).
         flip: default CAM inference flip (True).
+        input_space: ``"unit"`` (default): images are RGB in [0, 1] and ImageNet normalisation
+            happens inside; ``"normalized"``: images are already ``(x − mean) / std`` with ImageNet's
+            mean/std (:attr:`mean`, :attr:`std`), as the official MCTformer data loader feeds them,
+            and go to the patch embedding as they are. For your own tensors; wsss_kit's datasets
+            yield [0, 1] images.
 
-    Inputs are images ``(B, 3, H, W)`` RGB in [0, 1], any size of at least one patch; ImageNet
-    normalisation happens inside.
+    Inputs are images ``(B, 3, H, W)`` in ``input_space``, any size of at least one patch.
     """
 
     wsss_api_version = "1.0"
@@ -88,8 +93,10 @@ class MCTformer(wsss_kit.CAMGenerator):
         attention_type: str = "fused",
         scales: Sequence[float] = (1.0,),
         flip: bool = True,
+        input_space: str = "unit",
     ) -> None:
         super().__init__()
+        self.input_space = check_input_space(input_space)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int (foreground classes); got {num_classes!r}")
         if version not in (1, 2):
@@ -203,7 +210,7 @@ class MCTformer(wsss_kit.CAMGenerator):
         if height < self.patch_size[0] or width < self.patch_size[1]:
             raise ValueError(f"images of {height}×{width} pixels are smaller than one "
                              f"{self.patch_size[0]}×{self.patch_size[1]} patch of backbone {self.backbone_name!r}")
-        x = self.patch_embed.proj((images - self.mean) / self.std)
+        x = self.patch_embed.proj(normalize_input(images, self.input_space, self.mean, self.std))
         grid = (int(x.shape[-2]), int(x.shape[-1]))
         x = self.patch_embed.norm(x.flatten(2).transpose(1, 2))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)

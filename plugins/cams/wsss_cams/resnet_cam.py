@@ -37,6 +37,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import wsss_kit
 from wsss_kit.cam_ops import multiscale_cams
 from wsss_kit.errors import WeightsError
+from wsss_kit.input_space import check_input_space, normalize_input
 from wsss_kit.weights import create_timm_model, load_checkpoint, load_state_dict, resolve
 
 from .convert import convert_irn_resnet50_cam, is_resnet_cam_layout
@@ -104,8 +105,12 @@ class ResNetCAM(wsss_kit.CAMGenerator):
         backbone_kwargs: extra keywords for ``timm.create_model`` (e.g. ``layers``, ``channels``
             for narrow test ResNets, ``drop_path_rate``); not ``features_only``/``out_indices``/
             ``output_stride``, which this class sets.
+        input_space: ``"unit"`` (default): images are RGB in [0, 1] and ImageNet normalisation
+            happens inside; ``"normalized"``: images are already ``(x − mean) / std`` with ImageNet's
+            mean/std (:attr:`mean`, :attr:`std`), as the official data loaders feed them, and go to
+            the backbone as they are. For your own tensors; wsss_kit's datasets yield [0, 1] images.
 
-    Inputs are images ``(B, 3, H, W)`` RGB in [0, 1]; ImageNet normalisation happens inside.
+    Inputs are images ``(B, 3, H, W)``, in ``input_space``.
     """
 
     wsss_api_version = "1.0"
@@ -126,8 +131,10 @@ class ResNetCAM(wsss_kit.CAMGenerator):
         frozen_stages: int | None = None,
         upsample: str = "strided",
         backbone_kwargs: Mapping[str, Any] | None = None,
+        input_space: str = "unit",
     ) -> None:
         super().__init__()
+        self.input_space = check_input_space(input_space)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int (foreground classes); got {num_classes!r}")
         if output_stride not in OUTPUT_STRIDES:
@@ -274,9 +281,10 @@ class ResNetCAM(wsss_kit.CAMGenerator):
         return self
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Last backbone feature map ``(B, D, ⌈H/s⌉, ⌈W/s⌉)`` (``s`` = output stride) for images in [0, 1]."""
+        """Last backbone feature map ``(B, D, ⌈H/s⌉, ⌈W/s⌉)`` (``s`` = output stride) for images in
+        ``input_space`` ([0, 1] by default)."""
         _check_images(images)
-        return self.backbone((images - self.mean) / self.std)[-1]
+        return self.backbone(normalize_input(images, self.input_space, self.mean, self.std))[-1]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Classify.
@@ -341,7 +349,7 @@ class ResNetCAM(wsss_kit.CAMGenerator):
             f"num_classes={self.num_classes}, backbone={self.backbone_name!r}, "
             f"output_stride={self.output_stride}, dilate_last_stage={self.dilate_last_stage}, "
             f"fixed_bn={self.fixed_bn}, freeze_stem={self.freeze_stem}, frozen_stages={self.frozen_stages}, "
-            f"upsample={self.upsample!r}"
+            f"upsample={self.upsample!r}, input_space={self.input_space!r}"
         )
 
 
