@@ -8,7 +8,7 @@ numbers POLE and WeakCLIP quote.
 
 from __future__ import annotations
 
-from .runs import NO_TEST_GT, VOC_DATA, clims_run, deeplab_run, mct_psa_run
+from .runs import NO_TEST_GT, RANDOM_WALK_STAGES, VOC_DATA, clims_run, deeplab_run, mct_psa_run
 from .schema import Row, Run, Table
 from .weakclip import CLIMS_NOTE, CLIMS_RETRAIN_NOTE, MCT_CAM_NOTE, MCT_RETRAIN_NOTE, PSA_NOTE
 
@@ -44,7 +44,7 @@ def _irn_voc() -> Table:
         Row("+ IRN random walk (pseudo masks)", "mIoU", 66.5, "VOC2012", "train", "irn", "pseudo_masks.eval.miou",
             multiscale=True, random_walk=True, note="boundary + displacement branches, official preset; " + note),
     )
-    runs = (Run("irn", "random_walk/irn_voc.yaml", None,
+    runs = (Run("irn", "random_walk/irn_voc.yaml", RANDOM_WALK_STAGES,
                 note="IRN's baseline ResNet-50 CAM network, CAMs, seeds at 0.15, IRN's random walk"),)
     return Table("irn_voc", "IRNet on VOC 2012 train: baseline CAMs and the random walk", paper, runs, rows, VOC_DATA,
                  ("torchvision_resnet50_imagenet",))

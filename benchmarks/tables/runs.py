@@ -9,14 +9,15 @@ from __future__ import annotations
 from .schema import Input, Run
 
 __all__ = [
-    "CITED", "NO_TEST_GT", "POLE_SELECTION", "VOC_DATA", "COCO_DATA",
+    "CITED", "NO_TEST_GT", "RANDOM_WALK_STAGES", "POLE_SELECTION", "VOC_DATA", "COCO_DATA",
     "clims_run", "deeplab_run", "irn_baseline_run", "mct_psa_run", "mct_seeds_run", "pole_run",
     "pole_select_run", "weakclip_run",
 ]
 
 CITED = "another method's number, cited"
-NO_TEST_GT = ("the VOC 2012 test masks are not public: the number comes from the evaluation server "
-              "(`wsss predict` writes the PNGs to submit)")
+NO_TEST_GT = ("the VOC 2012 test masks are not public: the number comes from the PASCAL evaluation server "
+              "(predict the test images with the trained head, e.g. its eval stage with data.eval.split=test, "
+              "and submit the PNGs)")
 
 VOC_DATA = ("PASCAL VOC 2012 with SBD's SegmentationClassAug: --data-root holds VOCdevkit/VOC2012/ "
             "(JPEGImages, SegmentationClass, SegmentationClassAug, ImageSets/Segmentation/{train,val}.txt, "
@@ -27,8 +28,11 @@ COCO_DATA = ("MS COCO 2014: --data-root holds coco/ (train2014/, val2014/, "
 POLE_SELECTION = "selection_train_aug.json"
 """File name of POLE's synonym selection inside the ``pole_select`` run's folder."""
 
+# Every run names its stages: a run without `head` (or without `cam`) must not ask for train_head/eval.
 SEED_STAGES = ("train_cam", "cams", "seeds")
+RANDOM_WALK_STAGES = ("train_cam", "cams", "seeds", "train_refiner", "pseudo_masks")
 WEAKCLIP_STAGES = ("seeds", "train_refiner", "pseudo_masks")
+RETRAIN_STAGES = ("pseudo_masks", "train_head", "eval")  # pseudo_masks copies pseudo_masks.source
 
 
 def mct_seeds_run(name: str = "mct_seeds", config: str = "mctformer/voc_v2.yaml",
@@ -41,7 +45,7 @@ def mct_seeds_run(name: str = "mct_seeds", config: str = "mctformer/voc_v2.yaml"
 
 def mct_psa_run(name: str = "mct_psa") -> Run:
     """MCTformer-V2 and its PSA random walk in one run: CAMs/seeds (61.7) and pseudo masks (69.1)."""
-    return Run(name, "random_walk/mctformer_psa_voc.yaml", None,
+    return Run(name, "random_walk/mctformer_psa_voc.yaml", RANDOM_WALK_STAGES,
                note="MCTformer-V2 CAMs and seeds, then PSA's AffinityNet random walk (MCTformer's pseudo masks)")
 
 
@@ -57,7 +61,7 @@ def weakclip_run(name: str, config: str, seeds_from: str, overrides: tuple[str, 
 def deeplab_run(name: str, config: str, masks_from: str, note: str = "") -> Run:
     """A retrain head (``deeplab/*.yaml``) trained on the train pseudo masks of run ``masks_from``,
     then scored on its data.eval (VOC val / COCO val)."""
-    return Run(name, config, None,
+    return Run(name, config, RETRAIN_STAGES,
                inputs=(Input("pseudo_masks.source.train", masks_from, "pseudo_masks/train"),),
                note=note or f"{config} trained on the pseudo masks of {masks_from}, scored on data.eval")
 
@@ -84,11 +88,11 @@ def pole_select_run(config: str, baseline: str = "irn_baseline", name: str = "po
 
 def pole_run(name: str, config: str, select: str = "pole_select") -> Run:
     """A POLE CAM network trained with the selection of run ``select``, then IRN's random walk (+RW)."""
-    return Run(name, config, None,
+    return Run(name, config, RANDOM_WALK_STAGES,
                inputs=(Input("cam.model.selection_cache", select, POLE_SELECTION),),
                note=f"POLE ({config}): CAMs, seeds at 0.15, IRN's random walk")
 
 
 def clims_run(name: str, config: str) -> Run:
     """A CLIMS-style CAM network (a prompt strategy, no selection), then IRN's random walk (+RW)."""
-    return Run(name, config, None, note=f"CLIMS-style training ({config}): CAMs, seeds at 0.15, IRN's random walk")
+    return Run(name, config, RANDOM_WALK_STAGES, note=f"CLIMS-style training ({config}): CAMs, seeds at 0.15, IRN's random walk")
