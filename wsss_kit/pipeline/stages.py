@@ -6,7 +6,9 @@ Inference stages skip items whose output file exists (resume) and handle only th
 A stage returns a dict recorded in the manifest, or ``None`` when other shards are still pending.
 A stage with nothing to do returns ``{"skipped": True, "reason": ...}`` and counts as complete:
 ``train_refiner`` for a refiner that is not trainable; ``train_cam`` and ``cams`` for a config
-without a ``cam`` section whose seeds come from ``seeds.source`` (a folder of seed masks).
+without a ``cam`` section whose seeds come from ``seeds.source`` (a folder of seed masks);
+``train_refiner`` and ``train_head`` for a node with ``checkpoint:`` (released weights, loaded and not
+trained: ``{"skipped": True, "reason": "from checkpoint <spec>", "checkpoint": <spec>}``).
 """
 
 from __future__ import annotations
@@ -18,19 +20,18 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import build, check_keys, is_node, split_type
-from ..data.image_io import save_mask_png
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError, PluginError
-from ..inference import predict_multiscale
 from ..registry import accepted_kwargs, default_registry
 from ..weights import load_state_dict, load_weights_into
-from .artifacts import MaskTargetDataset, load_cams, read_mask_artifact
+from .artifacts import MaskTargetDataset
 from .cam_export import export_cams, seed_from_cam_file
+from .checkpoints import build_from_checkpoint, node_checkpoint
 from .context import SPLITS, RunContext
 from .evaluation import evaluate_cams, evaluate_masks
-from .items import all_exist, item_names, same_size_batches
-from .outputs import check_head_output, check_refiner_output
+from .items import all_exist, item_names
+from .mask_writers import HEAD_INFER_KEYS, head_infer_settings, write_predictions, write_pseudo_masks
 from .refiner_targets import make_cam_targets, refiner_target_kind
 from .seed_masks import check_seed_masks, copy_seed_masks, raise_seed_problems
 from .sources import pseudo_mask_sources, seed_sources
@@ -206,11 +207,13 @@ def refiner_extras(factory: Any, ctx: RunContext) -> dict[str, Any]:
     return {k: v for k, v in known.items() if k in accepted}
 
 
-def _refiner(ctx: RunContext) -> Any:
+def _refiner(ctx: RunContext, checkpoint: Any = None) -> tuple[Any, Any]:
+    """The built refiner and the checkpoint it was loaded from (``checkpoint``, else the node's
+    ``checkpoint:``, else ``None``: as built)."""
     node, factory = _refiner_factory(ctx)
     if node.get("bg_threshold") == "auto":
         node["bg_threshold"] = bg_threshold(ctx)
-    return build(node, "refiner", **refiner_extras(factory, ctx))
+    return build_from_checkpoint(node, "refiner", checkpoint, **refiner_extras(factory, ctx))
 
 
 def refiner_is_trainable(ctx: RunContext) -> bool:
@@ -219,7 +222,7 @@ def refiner_is_trainable(ctx: RunContext) -> bool:
     node, factory = _refiner_factory(ctx)
     if isinstance(factory, type):
         return bool(getattr(factory, "trainable", False))
-    return bool(getattr(_refiner(ctx), "trainable", False))
+    return bool(getattr(_refiner(ctx)[0], "trainable", False))
 
 
 def _refiner_not_trainable(ctx: RunContext) -> dict[str, Any] | None:
@@ -227,13 +230,25 @@ def _refiner_not_trainable(ctx: RunContext) -> dict[str, Any] | None:
     (``train_refiner`` has nothing to do)."""
     if pseudo_mask_sources(ctx):
         return {"skipped": True, "reason": "the pseudo masks come from pseudo_masks.source"}
-    if refiner_is_trainable(ctx):
-        return None
     node = ctx.get("refiner")
+    if refiner_is_trainable(ctx):
+        return _from_checkpoint(ctx, node, "train_refiner", ("refiner_train", "refiner_augment"))
     for key in ("refiner_train", "refiner_augment"):
         if ctx.get(key, None) is not None:
             print(f"[wsss] train_refiner: note: {key} is ignored, {node['type']} does not train")
     return {"skipped": True, "reason": f"{node['type']} is not trainable"}
+
+
+def _from_checkpoint(ctx: RunContext, node: Any, stage: str, unused: tuple[str, ...]) -> dict[str, Any] | None:
+    """The ``{"skipped": ...}`` record of a training stage whose node names released weights
+    (``checkpoint:``): they are loaded by the stages after it, nothing is trained."""
+    spec = node_checkpoint(node)
+    if spec is None:
+        return None
+    for key in unused:
+        if ctx.get(key, None) is not None:
+            print(f"[wsss] {stage}: note: {key} is ignored, the weights come from checkpoint {spec}")
+    return {"skipped": True, "reason": f"from checkpoint {spec}", "checkpoint": str(spec)}
 
 
 def train_refiner(ctx: RunContext) -> dict[str, Any]:
@@ -264,7 +279,7 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
         raise_seed_problems(check_seed_masks(base, seed_dir, desc="check train seeds"), seed_dir,
                             "train_refiner (targets: the train seeds)")
     seed_everything(config.seed)  # the refiner's random initialisation is part of the run
-    refiner = _refiner(ctx)
+    refiner, _ = _refiner(ctx)
     if not getattr(refiner, "trainable", False):  # e.g. a configuration whose parts are all frozen
         return {"skipped": True, "reason": f"{node['type']} has nothing to train in this configuration"}
     if not isinstance(refiner, torch.nn.Module) or not callable(getattr(refiner, "training_step", None)):
@@ -299,20 +314,28 @@ def _refiner_input(ctx: RunContext, opts: dict[str, Any]) -> str:
     return value
 
 
-def trained_refiner(ctx: RunContext) -> Any:
-    """The configured refiner; a trainable one with ``train_refiner/model.pt`` loaded (strictly),
-    on the run's device, in eval mode.
+def trained_refiner(ctx: RunContext, checkpoint: Any = None, run_dir: Path | None = None) -> tuple[Any, str]:
+    """The configured refiner with its trained weights, on the run's device in eval mode, and a line
+    saying which weights: ``checkpoint`` (e.g. ``--checkpoint``), else the node's ``checkpoint:``,
+    else, for a trainable refiner, ``<run_dir>/train_refiner/model.pt`` (``run_dir``: the run's).
 
     A trainable refiner is built under the seed it was trained with, so that parts its checkpoint
     leaves out (e.g. a frozen backbone that is not saved) get the same initialisation, even random."""
-    if refiner_is_trainable(ctx) and ctx.get("refiner_train", None) is not None:
+    trainable = refiner_is_trainable(ctx)
+    if trainable and ctx.get("refiner_train", None) is not None:
         seed_everything(_train_config(ctx, "refiner_train").seed)
-    refiner = _refiner(ctx)
-    if getattr(refiner, "trainable", False):
-        weights = ctx.path("train_refiner", "model.pt")
+    else:
+        seed_everything(ctx.seed)
+    refiner, spec = _refiner(ctx, checkpoint)
+    if spec is not None:
+        used = f"checkpoint {spec}"
+    elif getattr(refiner, "trainable", False):
+        weights = Path(run_dir or ctx.run_dir) / "train_refiner" / "model.pt"
         load_weights_into(refiner, load_state_dict(weights), source=f"trained refiner {weights}")
-        refiner = refiner.to(ctx.device).eval()
-    return refiner
+        used = f"{weights} (trained by the run)"
+    else:
+        return refiner, f"{ctx.get('refiner')['type']} (nothing to train)"
+    return refiner.to(ctx.device).eval(), used
 
 
 def _copy_pseudo_masks(ctx: RunContext, sources: dict[str, Path]) -> dict[str, Any] | None:
@@ -340,31 +363,15 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
     if sources:
         return _copy_pseudo_masks(ctx, sources)
     source = _refiner_input(ctx, opts)
-    refiner = trained_refiner(ctx)
+    refiner, _ = trained_refiner(ctx)
     device = ctx.device if isinstance(refiner, torch.nn.Module) else torch.device("cpu")
-    palette = ctx.reference.palette
     complete = True
     for split in SPLITS:
         ds, names, out, todo = _pending(ctx, split, "pseudo_masks", ".png")
-        bar = tqdm(total=len(todo), desc=f"pseudo masks [{split}]", unit="img")
-        for batch in same_size_batches(ds, todo, int(opts.get("batch_size", 8))):
-            images = torch.stack([s["image"] for s in batch])
-            labels = torch.stack([s["labels"] for s in batch])
-            if source == "cams":
-                given = torch.stack([load_cams(ctx.path("cams", split, f"{s['name']}.npz"), ctx.num_classes)
-                                     for s in batch])
-            else:
-                given = torch.stack([torch.from_numpy(read_mask_artifact(
-                    ctx.path("seeds", split, f"{s['name']}.png"), ctx.num_classes, tuple(images.shape[-2:])))
-                    for s in batch])
-            with torch.no_grad():
-                refined = refiner.refine(images.to(device), given.to(device), labels.to(device))
-            masks = check_refiner_output(refiner, refined, ctx.num_classes, tuple(images.shape[-2:]),
-                                         [s["name"] for s in batch], stage=f"pseudo_masks [{split}]")
-            for s, m in zip(batch, masks):
-                save_mask_png(out / f"{s['name']}.png", m, palette)
-            bar.update(len(batch))
-        bar.close()
+        write_pseudo_masks(refiner, ds, todo, out, input_kind=source, input_dir=ctx.path(source, split),
+                           num_classes=ctx.num_classes, palette=ctx.reference.palette,
+                           batch_size=int(opts.get("batch_size", 8)), device=device,
+                           desc=f"pseudo masks [{split}]", stage=f"pseudo_masks [{split}]")
         complete &= all_exist(out, names, ".png")
     if not complete:
         return None
@@ -372,7 +379,28 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- train_head
+def _head_from_checkpoint(ctx: RunContext) -> dict[str, Any] | None:
+    """``{"skipped": ...}`` when ``head.model`` names released weights (``checkpoint:``)."""
+    return _from_checkpoint(ctx, ctx.get("head.model", None), "train_head", ("head.train", "head.augment"))
+
+
+def trained_head(ctx: RunContext, checkpoint: Any = None, run_dir: Path | None = None) -> tuple[torch.nn.Module, str]:
+    """``head.model`` (``C + 1`` outputs) on the run's device in eval mode with its weights, and a line
+    saying which: ``checkpoint`` (e.g. ``--checkpoint``), else the node's ``checkpoint:``, else
+    ``<run_dir>/train_head/model.pt`` (``run_dir``: the run's)."""
+    node = ctx.get("head.model")
+    model, spec = build_from_checkpoint(node, "head.model", checkpoint, num_classes=ctx.num_classes + 1)
+    if spec is not None:
+        return model.to(ctx.device).eval(), f"checkpoint {spec}"
+    weights = Path(run_dir or ctx.run_dir) / "train_head" / "model.pt"
+    load_weights_into(model, load_state_dict(weights), source=f"trained head {weights}")
+    return model.to(ctx.device).eval(), f"{weights} (trained by the run)"
+
+
 def train_head(ctx: RunContext) -> dict[str, Any]:
+    skipped = _head_from_checkpoint(ctx)
+    if skipped is not None:
+        return skipped
     augment = build_augment(ctx.get("head.augment", None))
     ds = MaskTargetDataset(ctx.dataset("train"), ctx.path("pseudo_masks", "train"), augment=augment)
     config = _train_config(ctx, "head.train")
@@ -390,28 +418,18 @@ def train_head(ctx: RunContext) -> dict[str, Any]:
 # --------------------------------------------------------------------------- eval
 def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
     infer = dict(ctx.get("head.infer", {}) or {})
-    check_keys(infer, ("scales", "flip", "aggregate", "crf", "resize_align_corners"), "head.infer")
+    check_keys(infer, HEAD_INFER_KEYS, "head.infer")
     check_keys(ctx.get("eval", {}) or {}, ("pictures",), "eval")
-    scales = tuple(float(s) for s in infer.get("scales", (1.0,)))
-    model = _load_model(ctx, "head.model", ctx.path("train_head", "model.pt"), num_classes=ctx.num_classes + 1)
-    palette = ctx.reference.palette
+    settings = head_infer_settings(infer)
     ds, names, out, todo = _pending(ctx, "eval", "predictions", ".png")
-    for i in tqdm(todo, desc="predict [eval]", unit="img"):
-        path = out / f"{names[i]}.png"
-        try:
-            with torch.no_grad():
-                prob = predict_multiscale(
-                    model, ds[i]["image"][None].to(ctx.device), scales, bool(infer.get("flip", False)),
-                    aggregate=str(infer.get("aggregate", "mean")), crf=infer.get("crf"),
-                    resize_align_corners=bool(infer.get("resize_align_corners", False)))
-        except (ValueError, ConfigError) as exc:
-            raise ConfigError(f"head.infer: {exc}") from exc
-        check_head_output(model, prob, ctx.num_classes + 1, tuple(ds[i]["image"].shape[-2:]), [names[i]])
-        save_mask_png(path, prob.argmax(1)[0], palette)
+    if todo:
+        model, _ = trained_head(ctx)
+        write_predictions(model, ds, todo, out, infer=settings, num_outputs=ctx.num_classes + 1,
+                          palette=ctx.reference.palette, device=ctx.device, desc="predict [eval]")
     if not all_exist(out, names, ".png"):
         return None
     return {"eval": evaluate_masks(ctx, "eval", out)}
 
 
 __all__ = ["bg_threshold", "cam_infer_settings", "refiner_extras", "refiner_is_trainable", "seed_sources",
-           "trained_refiner"]
+           "trained_head", "trained_refiner"]

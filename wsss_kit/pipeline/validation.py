@@ -5,7 +5,8 @@
 * the config against the run schema (unknown keys with did-you-mean, types, ranges);
 * every plugin node a pending stage will build, by building it without running it (on PyTorch's
   ``meta`` device, so no memory is allocated for weights), which also locates the weight files it
-  loads; the datasets are built and their item names checked;
+  loads (a node with ``checkpoint:`` is built as the run builds it: its ``checkpoint_replaces``
+  files are not needed, its checkpoint is); the datasets are built and their item names checked;
 * the folders a stage will read (``seeds.source``, ``pseudo_masks.source``);
 * the run directory (not a file, not under ``/proc`` or ``/dev``, writable when there is work);
 * the run's manifest: a stage finished with other settings names the keys that changed and the
@@ -25,8 +26,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from ..config import build, dump_config, get_path, is_node, parse_config
+from ..config import dump_config, get_path, is_node, parse_config
 from ..errors import ConfigError, WSSSError
+from .checkpoints import build_from_checkpoint
 from .context import SPLITS, RunContext, Shard
 from .items import name_problems
 from .stage_table import (RUN_SCHEMA, STAGE_TABLE, STAGES, Stage, select_stages, stage_fingerprint,
@@ -403,11 +405,11 @@ def _plugin_problems(ctx: RunContext, pending: set[str], skip: Sequence[str] = (
         try:
             try:
                 with _no_allocation():
-                    build(node, key, **extra)
+                    build_from_checkpoint(node, key, **extra)
             except WSSSError:
                 raise
             except Exception:  # noqa: BLE001 - a plugin that computes at construction may not run on meta
-                build(node, key, **extra)
+                build_from_checkpoint(node, key, **extra)
         except WSSSError as exc:
             text = str(exc)
             problems.append(text if text.startswith(key) else f"{key} ({node.get('type')}): {text}")
