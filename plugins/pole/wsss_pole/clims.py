@@ -37,6 +37,7 @@ from wsss_cams.resnet_cam import STEM_NAMES
 import wsss_kit
 from wsss_kit.clip import CLIPModel
 from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip
+from wsss_kit.input_space import check_input_space, to_unit
 from wsss_kit.prompts import TemplatePrompt, apply_overrides
 from wsss_kit.weights import load_checkpoint
 
@@ -69,8 +70,10 @@ class CLIMS(wsss_kit.CAMGenerator):
             the official IRN/CLIMS ``res50_cam.pth``, e.g. ``released:irn_res50_cam``); ``None``
             starts from ``weights`` and a random classifier.
         clip_model: an open_clip architecture (official ``"ViT-B-32"``; ``"wsss-tiny-clip"`` for
-            tests) or a frozen :class:`wsss_kit.clip.CLIPModel` (then ``clip_weights`` and
-            ``clip_precision`` are not used).
+            tests), a custom one as data (a path to an open_clip model-config JSON file, or a mapping
+            ``{embed_dim, vision_cfg, text_cfg}``; see :func:`wsss_kit.clip.clip_architecture`), or a
+            frozen :class:`wsss_kit.clip.CLIPModel` (then ``clip_weights`` and ``clip_precision`` are
+            not used).
         clip_weights: the CLIP weights; ``"default"`` = OpenAI's for ViT-B-32/ViT-B-16
             (``released:clip_vit_b32_openai`` ...), none for ``wsss-tiny-clip``; ``None`` = random.
         clip_precision: the CLIP model's compute precision (``"auto"``: fp16 autocast on CUDA, as the
@@ -92,8 +95,14 @@ class CLIMS(wsss_kit.CAMGenerator):
         prompt_lr_mult: learning-rate multiplier of a learnable prompt's parameters in
             :meth:`param_groups` (1e-3: POLE's supplement B trains prompt vectors at 0.001× the
             network's learning rate).
+        input_space: ``"unit"`` (default): images in [0, 1]; ``"normalized"``: images already
+            ImageNet-normalised as the official CLIMS/POLE data loaders feed them (the CAM network's
+            own mean/std, :attr:`wsss_cams.ResNetCAM.mean`). The CAM network then skips its
+            normalisation, and the CLIP side un-normalises them with the CAM network's mean/std
+            before applying ``clip_normalization``, so CLIP sees the same inputs from either space.
+            For your own tensors; wsss_kit's datasets yield [0, 1] images.
 
-    Inputs are images ``(B, 3, H, W)`` RGB in [0, 1]; labels ``(B, C)`` multi-hot.
+    Inputs are images ``(B, 3, H, W)`` in ``input_space`` ([0, 1] by default); labels ``(B, C)`` multi-hot.
     """
 
     wsss_api_version = "1.0"
@@ -118,7 +127,7 @@ class CLIMS(wsss_kit.CAMGenerator):
         flip: bool = True,
         upsample: str = "strided",
         backbone_kwargs: Mapping[str, Any] | None = None,
-        clip_model: str | CLIPModel = "ViT-B-32",
+        clip_model: str | os.PathLike[str] | Mapping[str, Any] | CLIPModel = "ViT-B-32",
         clip_weights: str | os.PathLike[str] | None = "default",
         clip_precision: str = "auto",
         clip_input_size: int | None = None,
@@ -133,8 +142,10 @@ class CLIMS(wsss_kit.CAMGenerator):
         reg_weight: float | None = None,
         cbs_threshold: float | None = None,
         prompt_lr_mult: float = 1e-3,
+        input_space: str = "unit",
     ) -> None:
         super().__init__()
+        check_input_space(input_space)
         settings = clims_preset(preset)
         if stem_batch_stats is None:
             stem_batch_stats = not fixed_bn
@@ -151,7 +162,8 @@ class CLIMS(wsss_kit.CAMGenerator):
                              freeze_stem=freeze_stem, classifier_lr_mult=classifier_lr_mult, scales=scales,
                              flip=flip, checkpoint=init_checkpoint, dilate_last_stage=dilate_last_stage,
                              fixed_bn=fixed_bn, frozen_stages=frozen_stages, upsample=upsample,
-                             backbone_kwargs=backbone_kwargs)
+                             backbone_kwargs=backbone_kwargs, input_space=input_space)
+        self.input_space = input_space
         self.num_classes = num_classes
         self.preset = preset
         self.stem_batch_stats = bool(stem_batch_stats) and freeze_stem
@@ -190,7 +202,7 @@ class CLIMS(wsss_kit.CAMGenerator):
         return names
 
     @staticmethod
-    def _build_clip(clip_model: str | CLIPModel, clip_weights: Any, precision: str) -> CLIPModel:
+    def _build_clip(clip_model: Any, clip_weights: Any, precision: str) -> CLIPModel:
         return frozen_clip(clip_model, clip_weights, owner="CLIMS", precision=precision)
 
     def _build_prompt(self, prompt: Any) -> wsss_kit.PromptStrategy:
@@ -264,7 +276,9 @@ class CLIMS(wsss_kit.CAMGenerator):
             raise ValueError(f"labels must be (B, C) = ({images.shape[0]}, {self.num_classes}) multi-hot; "
                              f"got {_describe(labels)}")
         cams = torch.sigmoid(raw)
-        out.update(self.criterion(images, cams, labels.to(cams.dtype), clip=self.clip, class_text=class_text(),
+        # the loss normalises [0, 1] images for CLIP (clip_normalization): bring normalised ones back
+        clip_images = to_unit(images, self.input_space, self.cam.mean, self.cam.std)
+        out.update(self.criterion(clip_images, cams, labels.to(cams.dtype), clip=self.clip, class_text=class_text(),
                                   background_text=self.background_prompts, image_adapter=image_adapter,
                                   text_adapter=text_adapter))
         return out

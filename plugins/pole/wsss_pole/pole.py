@@ -28,10 +28,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from wsss_kit.errors import WeightsError
 from wsss_kit.registry import check_kwargs
+from wsss_kit.weights import load_checkpoint
 
 from .adapters import ADAPTER_MODES, AdaptedFeatures
 from .clims import CLIMS, _describe
+from .convert import convert_pole_official_adapters, split_official_adapters
 from .presets import clims_preset
 from .selection_cache import SelectionCacheError
 from .synonyms import PoleSynonyms
@@ -232,6 +235,38 @@ class POLE(CLIMS):
                 raise ValueError(f"names has {len(names)} image ids but the batch has {images.shape[0]} images")
         return self._training_pass(images, labels, lambda: self.selected_text_features(names, labels),
                                    image_adapter=self.image_adapter, text_adapter=self.text_adapter)
+
+    # ------------------------------------------------------------------ checkpoints
+    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+        """Load trained weights strictly: a checkpoint of this class (``cam.*``, ``image_adapter.*``,
+        ``text_adapter.*``), POLE's official checkpoint (the CLIMS CAM network in IRN's layout plus the
+        adapters ``Av.*``/``At.*`` and their ``adapters.0/1.*`` aliases, converted by
+        :func:`wsss_pole.convert.convert_pole_official_adapters`; needs ``adapter="vector"`` and a CLIP
+        of the adapters' width, 512 for the official ViT-B/32), or a CAM network alone (IRN/CLIMS or
+        ``resnet_cam`` layout; the adapters keep their values).
+
+        Raises:
+            WeightsError: missing file, or weights that do not fit (the message names the key).
+        """
+        load_checkpoint(self, checkpoint, converter=self._convert_checkpoint, purpose="POLE checkpoint")
+
+    def _convert_checkpoint(self, state: Mapping[str, Tensor], source: str) -> dict[str, Tensor]:
+        adapters, rest = split_official_adapters(state)
+        if not adapters:
+            return super()._convert_checkpoint(state, source)
+        if self.adapter_mode != "vector":
+            raise WeightsError(f"{source} is an official POLE checkpoint whose adapters Av/At learn ratio vectors; "
+                               f"build cams/pole with adapter='vector' to load it (this one has "
+                               f"adapter={self.adapter_mode!r})")
+        converted = convert_pole_official_adapters(adapters, source)
+        width = int(converted["image_adapter.adapter.fc1.weight"].shape[1])
+        if width != self.clip.embed_dim:
+            raise WeightsError(f"{source}: its adapters act on {width}-d CLIP embeddings (Av.fc.0.weight "
+                               f"{tuple(adapters.get('Av.fc.0.weight', converted['image_adapter.adapter.fc1.weight']).shape)}) "
+                               f"but this POLE's CLIP {self.clip.name!r} embeds in {self.clip.embed_dim}; build it "
+                               f"with the checkpoint's clip_model (official: ViT-B-32, 512)")
+        base = super()._convert_checkpoint(rest, source) if rest else self.state_dict()
+        return {**base, **converted}
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         """The adapters' trainable parameters (MLPs and learnable ratios)."""
