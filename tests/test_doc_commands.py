@@ -85,6 +85,8 @@ class ChainState:
     """The files the earlier commands of the file being checked write (their folders are made empty)."""
 
     produced_files: set[str] = dataclasses.field(default_factory=set)
+    own_config: str = ""
+    """The config whose header is being checked: ``wsss run`` of it must run every stage it configures."""
 
 
 STATE = ChainState()
@@ -429,6 +431,28 @@ def _plan(cfg: dict[str, Any], run_dir: Path, source: str, stages: list[str] | N
     return problems
 
 
+def _left_out(cfg: dict[str, Any], run_dir: Path, stages: list[str], source: str) -> list[str]:
+    """The stages a config sets up (what they need is there, and they have something to do) that
+    ``--stages`` leaves out: a header's run of its own config gives every number the config is for."""
+    from wsss_kit.config import get_path
+    from wsss_kit.pipeline.context import RunContext
+    from wsss_kit.pipeline.stage_table import STAGE_TABLE
+
+    ctx = RunContext(cfg, run_dir, source=source)
+    out = []
+    for st in STAGE_TABLE:
+        if st.name in stages or any(all(get_path(cfg, alt, None) is None for alt in need.split("|"))
+                                    for need in st.needs):
+            continue
+        if not st.needs and all(get_path(cfg, sec, None) is None for sec in st.sections):
+            continue  # seeds: at the default threshold unless the config has a seeds section
+        with contextlib.redirect_stdout(io.StringIO()):
+            if st.nothing_to_do is not None and st.nothing_to_do(ctx) is not None:
+                continue
+        out.append(f"--stages leaves out {st.name} ({st.summary}), which this config sets up")
+    return out
+
+
 def _schema(cfg: dict[str, Any], drop: tuple[str, ...] = ()) -> list[str]:
     from wsss_kit.pipeline.validation import schema_problems
 
@@ -468,7 +492,10 @@ def check_wsss(args: argparse.Namespace) -> list[str]:
         stages = args.stages.split(",") if getattr(args, "stages", None) else None
         if command in stage_verbs():
             stages = [stage_verbs()[command][0]]
-        return _plan(cfg, run_dir, config, stages, args.restart, args.shard)
+        problems = _plan(cfg, run_dir, config, stages, args.restart, args.shard)
+        if command == "run" and stages and os.path.normpath(config) == STATE.own_config and not unaccepted(problems):
+            problems += _left_out(cfg, run_dir, stages, config)
+        return problems
     if command == "cam":
         problems = _schema(cfg, drop=("cam.train is required",))
         problems += _check_weights(args.checkpoint, "--checkpoint")
@@ -636,7 +663,7 @@ def test_commands_are_found():
 
 @pytest.mark.parametrize("command", ALL, ids=[c.id for c in ALL])
 def test_doc_command(command: DocCommand, workspace: Path, monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "STATE", ChainState())
+    monkeypatch.setattr(sys.modules[__name__], "STATE", ChainState(own_config=command.file))
     for earlier in commands_before(command):
         simulate_outputs(argv_of(earlier))
     problems = check_command(command)
@@ -661,11 +688,15 @@ GOOD = "wsss run benchmarks/deeplab/synthetic.yaml --set head.train.steps=2"
     ("wsss run benchmarks/resnet_cam/voc.yaml --set data.train.root=/data/coco", "VOC"),
     ("wsss-pole-select benchmarks/pole/table1_pole.yaml --cams runs/irn_baseline_voc/cams/train", "--cams"),
     ("python -m benchmarks reproduce weakclip_tabel4 --data-root /data", "weakclip_tabel4"),
+    ("wsss run benchmarks/pole/table1_pole.yaml --stages train_cam,cams,seeds", "leaves out train_refiner"),
+    ("wsss run benchmarks/pole/table1_pole.yaml --stages train_cam,cams,seeds,train_refiner,pseudo_masks", None),
     ("python -m benchmarks reproduce pole_table1 --data-root /datasets", "--data-root"),
     ("python -m benchmarks reproduce pole_table1 --data-root /data --weight-dir /w", "unrecognized"),
 ])
 def test_checker_catches_typos(line: str, expected: str | None, workspace: Path, monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "STATE", ChainState())
+    monkeypatch.setattr(sys.modules[__name__], "STATE", ChainState(own_config="benchmarks/pole/table1_pole.yaml"))
+    Path("runs/pole_voc").mkdir(parents=True)
+    Path("runs/pole_voc/selection_train_aug.json").write_text("{}")  # step 2 of the POLE header
     problems = check_command(DocCommand("self-test", 1, line))
     if expected is None:
         assert problems == []
