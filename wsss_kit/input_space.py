@@ -24,7 +24,7 @@ The switch is for users feeding their own tensors; wsss_kit's datasets yield ima
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -38,7 +38,7 @@ mean/std (the way the official data loaders feed the networks)."""
 
 InputSpace = Literal["unit", "normalized"]
 
-Stats = Union[tuple[Sequence[float], Sequence[float]], tuple[Tensor, Tensor]]
+Stats = tuple[Sequence[float], Sequence[float]] | tuple[Tensor, Tensor]
 """``(mean, std)``: 3 values each, or tensors broadcastable to ``(B, 3, H, W)`` (e.g. ``(1, 3, 1, 1)``)."""
 
 

@@ -140,7 +140,7 @@ def _require(sub: Mapping[str, Any], keys: list[str], where: str, what: str) -> 
 
 
 def _model_configs() -> dict[str, Any]:
-    import open_clip.factory as factory
+    from open_clip import factory
 
     table = getattr(factory, "_MODEL_CONFIGS", None)
     if not isinstance(table, dict):  # pragma: no cover - an open_clip without the table

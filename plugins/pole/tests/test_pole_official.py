@@ -142,7 +142,7 @@ def test_pole_loads_an_official_checkpoint(clip: CLIPModel, tmp_path: Path) -> N
     fresh = make_pole(clip, seed=1)
     fresh.load_checkpoint(path)
     loaded = fresh.state_dict()
-    for key, value in model.cam.state_dict().items():
+    for key in model.cam.state_dict():
         official_key = key.replace("backbone.", "resnet50.", 1) if key.startswith("backbone.") else key
         assert torch.equal(loaded[f"cam.{key}"], state[official_key]), key
     v = torch.randn(5, clip.embed_dim)
