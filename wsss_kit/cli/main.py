@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="text", choices=("text", "markdown", "csv"))
     p.add_argument("--allow-missing", action="store_true", help="skip ground truth without a prediction")
 
+    from .weights import add_parser as add_weights_parser
+
+    add_weights_parser(sub)
+
     p = sub.add_parser("check-data", help="scan the datasets of a config and report every problem")
     p.add_argument("config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -146,6 +150,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.evaluate(args)
     if args.command == "check-data":
         return commands.check_data(args)
+    if args.command == "weights":
+        from .weights import weights
+
+        return weights(args)
     raise AssertionError(args.command)
 
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 from .checkpoint import HUB_SCHEMES, Converter, load_checkpoint, resolve_checkpoint
 from .converters import CONVERTERS, convert_efficientnet_lite0, get_converter, register_converter
 from .loading import create_timm_model, load_state_dict, load_weights_into
-from .released import RELEASED, ReleasedCheckpoint, sha256_of, weights_dir
-from .resolve import WEIGHT_SUFFIXES, hub_offline, resolve
+from .released import RELEASED, ReleasedCheckpoint, ReleasedInfo, list_released, sha256_of, weights_dir
+from .required import WeightsRequirement, required_weights
+from .resolve import WEIGHT_SUFFIXES, hub_offline, hub_tag_cached, resolve
 
 __all__ = [
     "CONVERTERS",
@@ -34,14 +35,19 @@ __all__ = [
     "RELEASED",
     "WEIGHT_SUFFIXES",
     "ReleasedCheckpoint",
+    "ReleasedInfo",
+    "WeightsRequirement",
     "convert_efficientnet_lite0",
     "create_timm_model",
     "get_converter",
     "hub_offline",
+    "hub_tag_cached",
+    "list_released",
     "load_checkpoint",
     "load_state_dict",
     "load_weights_into",
     "register_converter",
+    "required_weights",
     "resolve",
     "resolve_checkpoint",
     "sha256_of",

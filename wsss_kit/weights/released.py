@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RELEASED", "ReleasedCheckpoint", "sha256_of", "weights_dir"]
+__all__ = ["RELEASED", "ReleasedCheckpoint", "ReleasedInfo", "list_released", "sha256_of", "weights_dir"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class ReleasedCheckpoint:
     """Hub tags (``open_clip:<model>/<tag>``, ``timm:<model>.<tag>``) that name the same weights."""
 
 
+_NO_SHA = " SHA-256 unknown: the authors share the file (Google Drive) without a checksum."
+
 RELEASED: dict[str, ReleasedCheckpoint] = {
     "mctformer_v1_voc": ReleasedCheckpoint(
         "MCTformer_v1_voc.pth",
@@ -34,21 +37,24 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "cams/mctformer_v1 (DeiT-S, 20 class tokens)",
         None,
         "PASCAL VOC 2012 classification checkpoint of the V1/V2 code (commit 96065977); the "
-        "download has a generic name (checkpoint.pth): rename it. Its state dict sits under 'model'.",
+        "download has a generic name (checkpoint.pth): rename it. Its state dict sits under 'model'." + _NO_SHA,
     ),
     "mctformer_v2_voc": ReleasedCheckpoint(
         "MCTformer_v2_voc.pth",
         "the MCTformer GitHub repository (xulianuwa/MCTformer), README 'MCTformer-V2' model link",
         "cams/mctformer_v2 (DeiT-S, 20 class tokens + patch-token conv head)",
         None,
-        "PASCAL VOC 2012 classification checkpoint; rename the download. State dict under 'model'.",
+        "PASCAL VOC 2012 classification checkpoint; rename the download. State dict under 'model'." + _NO_SHA,
     ),
     "deit_small_imagenet": ReleasedCheckpoint(
         "deit_small_patch16_224-cd65a155.pth",
         "the DeiT repository (facebookresearch/deit), model zoo 'DeiT-small'",
         "cams/mctformer_v1, cams/mctformer_v2 (ImageNet initialisation)",
         "cd65a155",
-        "What MCTformer fine-tunes from. Also loadable as timm:deit_small_patch16_224.fb_in1k.",
+        "What MCTformer fine-tunes from (https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth, "
+        "the URL timm's deit_small_patch16_224.fb_in1k config names). SHA-256 prefix: the file name's hash part, "
+        "torch.hub's convention (check_hash compares the first digits of the file's SHA-256).",
+        ("timm:deit_small_patch16_224.fb_in1k",),
     ),
     "irn_res50_cam": ReleasedCheckpoint(
         "res50_cam.pth",
@@ -57,14 +63,17 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "cams/resnet_cam and cams/clims (ResNet-50, output stride 16)",
         None,
         "Baseline multi-label ResNet-50 CAM network on VOC 2012 train_aug; CLIMS and POLE "
-        "initialise from it and POLE selects synonyms with its CAMs.",
+        "initialise from it and POLE selects synonyms with its CAMs." + _NO_SHA,
     ),
     "torchvision_resnet50_imagenet": ReleasedCheckpoint(
         "resnet50-19c8e357.pth",
         "torchvision's model zoo (ResNet-50 ImageNet weights, the ones IRN/CLIMS start from)",
         "cams/resnet_cam (ImageNet initialisation)",
         "19c8e357",
-        "Also reachable as timm:resnet50.tv_in1k when the Hugging Face cache holds it.",
+        "https://download.pytorch.org/models/resnet50-19c8e357.pth, the URL IRN's and CLIMS's resnet50.py load. "
+        "SHA-256 prefix: the file name's hash part (torch.hub's convention). timm:resnet50.tv_in1k fetches "
+        "resnet50-0676ba61.pth, the file torchvision >= 0.13 names for its ResNet-50 V1 ImageNet weights "
+        "(another file, so another hash).",
         ("timm:resnet50.tv_in1k",),
     ),
     "weakclip_voc": ReleasedCheckpoint(
@@ -73,14 +82,14 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "refiners/weakclip (CLIP ViT-B/16 + pyramid adapter + co-attention matching)",
         None,
         "mmsegmentation checkpoint (state dict under 'state_dict'); rename the download; "
-        "convert with the weakclip plugin's converter.",
+        "convert with the weakclip plugin's converter." + _NO_SHA,
     ),
     "weakclip_coco": ReleasedCheckpoint(
         "weakclip_coco.pth",
         "the WeakCLIP GitHub repository (hustvl/WeakCLIP), README 'MS COCO' checkpoint link",
         "refiners/weakclip (CLIP ViT-B/16, 81 classes)",
         None,
-        "mmsegmentation checkpoint; rename the download; convert with the weakclip plugin.",
+        "mmsegmentation checkpoint; rename the download; convert with the weakclip plugin." + _NO_SHA,
     ),
     "psa_res38_aff": ReleasedCheckpoint(
         "res38_aff.pth",
@@ -88,7 +97,7 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "refiners/psa_rw (checkpoint=; converter 'psa_affinity_net')",
         None,
         "PSA's AffinityNet trained on VOC 2012 train_aug (PSA's own CAMs, alphas 4/32). MCTformer "
-        "trains its own AffinityNet on its CAMs with the same code and releases none.",
+        "trains its own AffinityNet on its CAMs with the same code and releases none." + _NO_SHA,
     ),
     "resnet38_imagenet": ReleasedCheckpoint(
         "ilsvrc-cls_rna-a1_cls1000_ep-0001.pth",
@@ -99,7 +108,8 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "The download is an MXNet .params file: PSA's network/resnet38d.py convert_mxnet_to_torch "
         "(needs mxnet) turns it into the state dict (conv1a.weight, b2.conv_branch2a.weight, ..., "
         "bn7.*) that the deeplab plugin reads (converter 'psa_resnet38'); torch.save that dict "
-        "under this name.",
+        "under this name. The download's MD5 is ff21f45d6bf03284100dcbec571edfad (ademxapp's "
+        "models/checksum.md5); the converted file's SHA-256 depends on the torch version that saved it: unknown.",
     ),
     "deeplab_resnet101_coco": ReleasedCheckpoint(
         "deeplabv1_resnet101-coco.pth",
@@ -110,7 +120,8 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         None,
         "DeepLabV1 ResNet-101 (Caffe) trained on MS COCO, in kazuto1011's layout "
         "(layer1.conv1.conv.weight, layer2.block1.reduce.conv.weight, ..., fc.* with 91 classes, "
-        "dropped); converter 'deeplab_v2_kazuto1011'.",
+        "dropped); converter 'deeplab_v2_kazuto1011'. SHA-256 unknown: the file is converted locally "
+        "(scripts/setup_caffemodels.sh gives no checksum for the caffemodel archive either).",
     ),
     "deeplab_resnet101_imagenet": ReleasedCheckpoint(
         "deeplabv1_resnet101-imagenet.pth",
@@ -119,7 +130,7 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         None,
         "What CLIMS's voc12_imagenet_pretrained.yaml loads: by its name, ImageNet ResNet-101 "
         "weights in kazuto1011's DeepLabV1 layout (not checked against the file); converter "
-        "'deeplab_v2_kazuto1011'.",
+        "'deeplab_v2_kazuto1011'." + _NO_SHA,
     ),
     "clip_vit_b16_openai": ReleasedCheckpoint(
         "ViT-B-16.pt",
@@ -127,7 +138,8 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "CLIP access (open_clip 'ViT-B-16'), refiners/weakclip",
         "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
         "A TorchScript archive; open_clip reads it given the path. Equivalent tag: "
-        "open_clip:ViT-B-16/openai.",
+        "open_clip:ViT-B-16/openai. SHA-256: the hash part of OpenAI's download URL "
+        "(openaipublic.azureedge.net/clip/models/<sha256>/ViT-B-16.pt), which clip.load checks in full.",
         ("open_clip:ViT-B-16/openai",),
     ),
     "clip_vit_b32_openai": ReleasedCheckpoint(
@@ -136,10 +148,42 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "CLIP access (open_clip 'ViT-B-32'), cams/clims, prompts/pole_synonyms",
         "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
         "A TorchScript archive; open_clip reads it given the path. Equivalent tag: "
-        "open_clip:ViT-B-32/openai.",
+        "open_clip:ViT-B-32/openai. SHA-256: the hash part of OpenAI's download URL "
+        "(openaipublic.azureedge.net/clip/models/<sha256>/ViT-B-32.pt), which clip.load checks in full.",
         ("open_clip:ViT-B-32/openai",),
     ),
 }
+
+
+@dataclass(frozen=True)
+class ReleasedInfo:
+    """One row of :func:`list_released`: a :data:`RELEASED` entry with its name."""
+
+    name: str
+    """The ``released:<name>`` spec's name."""
+    filename: str
+    fits: str
+    sha256: str | None
+    """Hex SHA-256 (or a prefix of it); None when unknown."""
+    source: str
+    notes: str
+    hub_tags: tuple[str, ...]
+
+    @property
+    def spec(self) -> str:
+        return f"released:{self.name}"
+
+
+def list_released(pattern: str = "*") -> list[ReleasedInfo]:
+    """The authors' checkpoints :data:`RELEASED` knows, sorted by name (like ``timm.list_pretrained``).
+
+    ``pattern`` is a shell-style filter on the name, e.g. ``"clip_*"``.
+    """
+    return [
+        ReleasedInfo(name, e.filename, e.fits, e.sha256, e.source, e.notes, e.hub_tags)
+        for name, e in sorted(RELEASED.items())
+        if fnmatch.fnmatchcase(name, pattern)
+    ]
 
 
 def weights_dir() -> Path:

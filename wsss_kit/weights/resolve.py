@@ -6,14 +6,16 @@ import difflib
 import importlib.util
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..errors import WeightsError
 from .released import RELEASED, sha256_of, weights_dir
 
-__all__ = ["WEIGHT_SUFFIXES", "hub_offline", "resolve"]
+__all__ = ["WEIGHT_SUFFIXES", "hub_offline", "hub_tag_cached", "resolve"]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 _SCHEME = re.compile(r"^(released|pypi|timm|open_clip):(.*)$")
@@ -152,7 +154,7 @@ def _offline_error(tag: str, purpose: str, where: str) -> WeightsError:
     )
 
 
-def _resolve_timm_tag(rest: str, purpose: str) -> str:
+def _resolve_timm_tag(rest: str, purpose: str, check_cache: bool = True) -> str:
     import timm
     from timm.models import get_pretrained_cfg
 
@@ -170,21 +172,24 @@ def _resolve_timm_tag(rest: str, purpose: str) -> str:
         raise WeightsError(f"{purpose}: timm model {arch!r} has no pretrained tag {tag!r}; "
                            f"tags: {', '.join(tags) or 'none'}")
     full = f"timm:{arch}.{cfg.tag}" if cfg.tag else f"timm:{arch}"
-    if hub_offline():
-        cached = False
-        if cfg.file and os.path.isfile(cfg.file):
-            cached = True
-        elif cfg.hf_hub_id:
-            names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-            cached = _hf_cached(cfg.hf_hub_id, names)
-        elif cfg.url:
-            cached = (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)).is_file()
-        if not cached:
-            raise _offline_error(full, purpose, "Hugging Face hub cache / torch hub checkpoints")
+    if check_cache and hub_offline() and not _timm_cached(cfg):
+        raise _offline_error(full, purpose, "Hugging Face hub cache / torch hub checkpoints")
     return full
 
 
-def _resolve_open_clip_tag(rest: str, purpose: str) -> str:
+def _timm_cached(cfg: Any) -> bool:
+    """Whether a timm pretrained config's file is on disk (local file, HF cache or torch hub folder)."""
+    if cfg.file and os.path.isfile(cfg.file):
+        return True
+    if cfg.hf_hub_id:
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        return _hf_cached(cfg.hf_hub_id, names)
+    if cfg.url:
+        return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)).is_file()
+    return False
+
+
+def _resolve_open_clip_tag(rest: str, purpose: str, check_cache: bool = True) -> str:
     import open_clip
 
     model, _, tag = rest.partition("/")
@@ -194,16 +199,41 @@ def _resolve_open_clip_tag(rest: str, purpose: str) -> str:
         raise WeightsError(f"{purpose}: 'open_clip:{rest}' is not a known open_clip pretrained tag; "
                            f"tags for {model!r}: {', '.join(tags) or 'none (unknown model)'}")
     full = f"open_clip:{model}/{tag}"
-    if hub_offline():
-        cached = False
-        hub = cfg.get("hf_hub", "")
-        if hub:
-            repo_id, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-            names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-            cached = _hf_cached(repo_id, names)
-        if not cached and cfg.get("url"):
-            cached = (Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])).is_file()
-        if not cached:
-            raise _offline_error(full, purpose, "Hugging Face hub cache / ~/.cache/clip")
+    if check_cache and hub_offline() and not _open_clip_cached(cfg):
+        raise _offline_error(full, purpose, "Hugging Face hub cache / ~/.cache/clip")
     return full
+
+
+def _open_clip_cached(cfg: Mapping[str, Any]) -> bool:
+    """Whether an open_clip pretrained config's file is on disk (HF cache or ``~/.cache/clip``)."""
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        repo_id, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if _hf_cached(repo_id, names):
+            return True
+    return bool(cfg.get("url")) and (Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])).is_file()
+
+
+def hub_tag_cached(spec: str) -> bool:
+    """Whether the pretrained tag ``timm:<model>.<tag>`` or ``open_clip:<model>/<tag>`` is in the local
+    cache, so it loads with ``HF_HUB_OFFLINE=1``. Never touches the network.
+
+    Raises:
+        WeightsError: ``spec`` is not a hub tag, or names an unknown model or tag.
+    """
+    match = _SCHEME.match(spec) if isinstance(spec, str) else None
+    if match is None or match.group(1) not in ("timm", "open_clip"):
+        raise WeightsError(f"{spec!r} is not a hub tag; expected 'timm:<model>.<tag>' or 'open_clip:<model>/<tag>'")
+    scheme, rest = match.groups()
+    if scheme == "timm":
+        from timm.models import get_pretrained_cfg
+
+        full = _resolve_timm_tag(rest, "hub tag", check_cache=False)
+        return _timm_cached(get_pretrained_cfg(full[len("timm:"):]))
+    import open_clip
+
+    model, _, tag = rest.partition("/")
+    _resolve_open_clip_tag(rest, "hub tag", check_cache=False)
+    return _open_clip_cached(open_clip.get_pretrained_cfg(model, tag))
 
