@@ -166,6 +166,8 @@ def test_official_checkpoint_needs_vector_adapters_and_the_clip_width(clip: CLIP
     torch.save(official_checkpoint(make_pole(clip), 512), wide)
     with pytest.raises(WeightsError, match=r"official_512\.pth: its adapters act on 512-d CLIP embeddings.*embeds in 32"):
         make_pole(clip).load_checkpoint(wide)
+    with pytest.raises(WeightsError, match=r"res50_clims\.pth is an official POLE checkpoint.*load it with cams/pole"):
+        CLIMS(3, NAMES, backbone="test_resnet", clip_model=clip).load_checkpoint(path)
     broken = official_checkpoint(make_pole(clip), clip.embed_dim)
     broken["At.fc.0.bias"] = torch.zeros(clip.embed_dim // 4)
     torch.save(broken, tmp_path / "bias.pth")

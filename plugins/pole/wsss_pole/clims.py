@@ -37,11 +37,13 @@ from wsss_cams.resnet_cam import STEM_NAMES
 import wsss_kit
 from wsss_kit.clip import CLIPModel
 from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip
+from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import check_input_space, to_unit
 from wsss_kit.prompts import TemplatePrompt, apply_overrides
 from wsss_kit.weights import load_checkpoint
 
 from .background import BACKGROUND_TEMPLATE, background_prompts
+from .convert import has_official_adapters
 from .losses import CLIMSLoss
 from .presets import CLIMS_TEMPLATE, clims_preset
 
@@ -322,6 +324,9 @@ class CLIMS(wsss_kit.CAMGenerator):
         the model (prompts, CLIP) keeps its own values."""
         if any(k.startswith("cam.") for k in state):
             return dict(state)
+        if has_official_adapters(state):
+            raise WeightsError(f"{source} is an official POLE checkpoint (the CAM network plus the adapters Av.*, "
+                               f"At.*): load it with cams/pole (adapter='vector'), which converts the adapters")
         cam = self.cam._convert_checkpoint(state, source)
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("cam.")}
         return {f"cam.{k}": v for k, v in cam.items()} | own
