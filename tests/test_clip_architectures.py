@@ -89,8 +89,9 @@ def test_register_clip_config_for_python_users(tiny: CLIPModel) -> None:
         register_clip_config("test-registered-tiny", wider)
     register_clip_config("test-registered-tiny", wider, replace=True)
     assert _build("test-registered-tiny").embed_dim == 48
-    with pytest.raises(ValueError, match=r"already registered.*open_clip's own configs"):
-        register_clip_config("ViT-B-16", cfg)
+    for replace in (False, True):
+        with pytest.raises(ValueError, match=r"'ViT-B-16' is one of open_clip's own architectures"):
+            register_clip_config("ViT-B-16", cfg, replace=replace)
 
 
 def test_a_smaller_custom_architecture_and_frozen_clip() -> None:

@@ -156,7 +156,7 @@ def register_clip_config(name: str, cfg: Mapping[str, Any], *, source: str | Non
     After this, ``load_clip(name)``, ``open_clip.create_model(name)`` and
     ``open_clip.get_tokenizer(name)`` know it. Registering the same config again is a no-op;
     another config under a taken name is an error unless ``replace`` (or the name was registered
-    from the same ``source`` file, re-read after an edit).
+    from the same ``source`` file, re-read after an edit); open_clip's own names are never replaced.
 
     Args:
         name: the architecture name (not ``hf-hub:``/``local-dir:``).
@@ -180,8 +180,11 @@ def register_clip_config(name: str, cfg: Mapping[str, Any], *, source: str | Non
         table = _model_configs()
         if name in table and table[name] != plain:
             same_file = source is not None and _sources.get(name) == source
+            if name not in _sources:  # open_clip's own: every user of that name in this process would change
+                raise ValueError(f"{where}: {name!r} is one of open_clip's own architectures and keeps its "
+                                 f"config; choose another name")
             if not (replace or same_file):
-                taken_by = _sources.get(name, "open_clip's own configs")
+                taken_by = _sources[name]
                 raise ValueError(f"{where}: the name {name!r} is already registered with another architecture "
                                  f"(from {taken_by}); choose another name (a JSON file registers under its file "
                                  f"name) or pass replace=True")
