@@ -12,7 +12,8 @@
   :data:`wsss_kit.clip.DEFAULT_CLIP_WEIGHTS` for the node's ``clip_model``.
 
 A plugin may declare ``checkpoint_replaces = ("weights", ...)``: when its node gives ``checkpoint``,
-the files of those keywords are listed as not needed.
+the run sets those keywords to None (:mod:`wsss_kit.pipeline.checkpoints`), so their files are listed
+as not needed.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from .resolve import _SCHEME, WEIGHT_SUFFIXES, hub_offline, hub_tag_cached, reso
 __all__ = ["WeightsRequirement", "is_weights_keyword", "required_weights"]
 
 _KEYWORD = re.compile(r"(^|_)(weights|checkpoint)$")
-REPLACES_ATTR = "checkpoint_replaces"
-"""Plugin attribute: keywords whose files a given ``checkpoint`` makes unnecessary."""
 
 PRESENT, MISSING, CACHED, NOT_CACHED, NOT_NEEDED, INVALID, UNCHECKED = (
     "present", "missing", "cached", "not cached", "not needed (checkpoint given)", "invalid", "not checked")
@@ -178,7 +177,9 @@ def _node(node: Mapping[str, Any], where: str, found: list[_Found], replaced: se
             found.append((_join(where, key), spec, "default", problem))
             keys.append(key)
     if given.get("checkpoint") is not None:
-        for key in getattr(factory, REPLACES_ATTR, ()) or ():
+        from ..pipeline.checkpoints import checkpoint_replaces  # the rule the run applies when it builds
+
+        for key in checkpoint_replaces(factory):
             if key in keys and key != "checkpoint":
                 replaced.add(_join(where, key))
 
