@@ -63,7 +63,8 @@ def _check_name(name: str) -> None:
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         raise ValueError(f"unknown open_clip architecture {name!r}{hint}; see open_clip.list_models() "
-                         f"({len(known)} known, e.g. 'ViT-B-16', 'ViT-B-32', 'wsss-tiny-clip')")
+                         f"({len(known)} known, e.g. 'ViT-B-16', 'ViT-B-32', 'wsss-tiny-clip'), or describe your "
+                         f"own: a model-config JSON file or mapping (embed_dim, vision_cfg, text_cfg), see docs/clip.md")
 
 
 def describe_architecture(state: dict[str, Tensor]) -> str:
