@@ -16,7 +16,12 @@ import wsss_kit
 from wsss_kit.cli.main import main
 from wsss_kit.config import load_config
 from wsss_kit.registry import default_registry
-from wsss_kit.weights import RELEASED, ReleasedCheckpoint, list_released, required_weights
+from wsss_kit.weights import (
+    RELEASED,
+    ReleasedCheckpoint,
+    list_released,
+    required_weights,
+)
 
 
 def _net(num_classes: int = 2, weights: str | None = "released:irn_res50_cam", checkpoint: str | None = None,

@@ -8,7 +8,8 @@ import dataclasses
 import io
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -79,8 +80,8 @@ def _sha_text(sha: str | None) -> str:
 
 
 def _config_text(source: str, rows: Sequence[Any], folder: str) -> str:
-    lines = [f"{source}: {len(rows)} weights file{'s' if len(rows) != 1 else ''} "
-             f"(released checkpoints are looked for in {folder}; WSSS_WEIGHTS_DIR sets another folder)"]
+    lines = [(f"{source}: {len(rows)} weights file{'s' if len(rows) != 1 else ''} "
+              f"(released checkpoints are looked for in {folder}; WSSS_WEIGHTS_DIR sets another folder)")]
     if not rows:
         lines.append("  none: every network starts from random initialisation or from run artifacts")
     for r in rows:

@@ -103,7 +103,7 @@ def required_weights(cfg: Mapping[str, Any], *, source: str = "config", verify: 
     _walk(cfg, "", found, replaced, source)
     out = []
     for key, spec, origin, problem in found:
-        req = _describe(key, spec, origin) if problem is None else _invalid(dict(key=key, spec=spec, origin=origin),
+        req = _describe(key, spec, origin) if problem is None else _invalid({"key": key, "spec": spec, "origin": origin},
                                                                             spec, problem)
         if key in replaced:
             req = replace(req, status=NOT_NEEDED, detail="")
@@ -177,7 +177,9 @@ def _node(node: Mapping[str, Any], where: str, found: list[_Found], replaced: se
             found.append((_join(where, key), spec, "default", problem))
             keys.append(key)
     if given.get("checkpoint") is not None:
-        from ..pipeline.checkpoints import checkpoint_replaces  # the rule the run applies when it builds
+        from ..pipeline.checkpoints import (
+            checkpoint_replaces,  # the rule the run applies when it builds
+        )
 
         for key in checkpoint_replaces(factory):
             if key in keys and key != "checkpoint":
@@ -211,7 +213,7 @@ def _released_by_filename(path: Path) -> str | None:
 
 def _describe(key: str, spec: str, origin: str) -> WeightsRequirement:
     """Where ``spec`` lives and whether it is there, without loading it."""
-    base = dict(key=key, spec=spec, origin=origin)
+    base = {"key": key, "spec": spec, "origin": origin}
     match = _SCHEME.match(spec)
     scheme = match.group(1) if match else None
     if scheme == "released":
