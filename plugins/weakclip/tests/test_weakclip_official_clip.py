@@ -10,12 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_weakclip_model import official_state
 from wsss_kit.clip import TINY_CLIP, load_clip
 from wsss_kit.errors import WeightsError
 from wsss_kit.pipeline.checkpoints import build_from_checkpoint
 from wsss_weakclip.official_clip import carries_clip, clip_from_official
 from wsss_weakclip.refiner import WeakCLIPRefiner
+
+from test_weakclip_model import official_state  # the official-layout builders (same folder)
 
 CLASSES = ("cat", "dog")  # background + 2: the official_state's 3 classes
 SMALL = dict(matching_width=16, decoder_channels=8, crf_workers=0, loss_crf_workers=0)
@@ -100,7 +101,7 @@ def test_a_clip_file_unlike_the_checkpoints_clip_is_an_error_naming_both_files_a
 
 def test_a_run_given_the_checkpoint_needs_no_clip_file(files):
     """``checkpoint_replaces``: the pipeline drops clip_weights when a node gives a checkpoint."""
-    ckpt, clip_file, _ = files
+    ckpt, _, _ = files
     node = {"type": "refiners/weakclip", "class_names": list(CLASSES), "clip_model": TINY_CLIP,
             "clip_weights": "/nowhere/ViT-B-16.pt", **SMALL, **DIRECT}
     refiner, spec = build_from_checkpoint(node, "refiner", checkpoint=str(ckpt))

@@ -116,15 +116,16 @@ def official_crf_images(normalized: Tensor, size: int, normalization: Stats = IM
     """
     x = _check_crf_images(normalized, "normalized images")
     mean255, std255 = official_statistics(normalization)
-    x = x.detach().float()
+    # On the CPU, as the official code (numpy/scipy): a GPU kernel may fuse the float64 products and sums.
+    x = x.detach().float().cpu()
     if tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x.double(), size=(size, size), mode="bilinear", align_corners=True).float()
     x = x.permute(0, 2, 3, 1)
-    x = x * torch.from_numpy(std255).to(x.device)  # two float32 roundings, as numpy does (no fused multiply-add)
-    x = x + torch.from_numpy(mean255).to(x.device)
+    x = x * torch.from_numpy(std255)  # two float32 roundings, as numpy does (no fused multiply-add)
+    x = x + torch.from_numpy(mean255)
     # float -> uint8 truncates toward zero; the clamp changes nothing for values in (-1, 256).
     x = x.clamp(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(x.cpu().numpy())
+    return np.ascontiguousarray(x.numpy())
 
 
 def official_statistics(normalization: Stats = IMAGENET) -> tuple[np.ndarray, np.ndarray]:

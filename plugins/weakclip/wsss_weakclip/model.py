@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss_kit.clip import CLIPModel
-from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip
+from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, CLIPModel, frozen_clip
 from wsss_kit.input_space import check_input_space
 from wsss_kit.prompts import TemplatePrompt
 

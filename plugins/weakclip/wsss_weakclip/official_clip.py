@@ -53,7 +53,7 @@ def _architecture(name: str, state: Mapping[str, Tensor], source: str) -> str:
     cfg = copy.deepcopy(base)
     patch = int(state["backbone.conv1.weight"].shape[-1])
     rows = int(state["backbone.positional_embedding"].shape[0]) - 1
-    grid = int(round(rows ** 0.5))
+    grid = round(rows ** 0.5)
     if grid * grid != rows:
         raise WeightsError(f"{source}: backbone.positional_embedding has {rows + 1} rows, not 1 + a square grid")
     cfg["vision_cfg"]["image_size"] = grid * patch

@@ -35,8 +35,8 @@ from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import to_unit
 from wsss_kit.weights import load_checkpoint, load_state_dict, load_weights_into, resolve_checkpoint
 
-from .inference import OFFICIAL_SCALES, crf_over_predicted_classes, multiscale_softmax, restrict_to_labels
 from .convert import is_official_layout, official_state_for
+from .inference import OFFICIAL_SCALES, crf_over_predicted_classes, multiscale_softmax, restrict_to_labels
 from .losses import CRF_IMAGES, balanced_seed_loss, crf_boundary_loss, score_map_loss
 from .model import WeakCLIPNet
 from .official_clip import carries_clip, clip_from_official
