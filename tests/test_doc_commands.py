@@ -254,11 +254,14 @@ def fake_data(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def workspace(tmp_path, fake_data, monkeypatch) -> Path:
     """A folder laid out like the repository's root for the commands: ``benchmarks`` and ``wsss_kit``
-    (links to the repository's), ``VOCdevkit`` and ``coco`` (the fake layouts); runs land in ``runs/``."""
+    (links to the repository's), ``VOCdevkit`` and ``coco`` (the fake layouts, where the configs' own
+    relative roots find them) and ``data/`` holding them too (the docs' ``/data``); runs land in ``runs/``."""
     for name in ("benchmarks", "wsss_kit"):
         (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
+    (tmp_path / "data").mkdir()
     for name in ("VOCdevkit", "coco"):
         (tmp_path / name).symlink_to(fake_data[name], target_is_directory=True)
+        (tmp_path / "data" / name).symlink_to(fake_data[name], target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WSSS_WEIGHTS_DIR", str(fake_data["weights"]))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -269,8 +272,8 @@ def workspace(tmp_path, fake_data, monkeypatch) -> Path:
 def _placeholders(text: str) -> str:
     """Map the docs' placeholder paths into the workspace (relative paths: the tests run there)."""
     text = re.sub(r"<[^<>]*>", PLACEHOLDER_DIR + "/given", text)
-    text = re.sub(r"(?<![\w./])/data/(VOCdevkit|coco)(?=[/\s'\"}),;]|$)", r"\1", text)
-    text = re.sub(r"(?<![\w./])/data/?(?=[\s'\"]|$)", ".", text)  # the folder that holds VOCdevkit/ and coco/
+    text = re.sub(r"(?<![\w./])/data/(VOCdevkit|coco)(?=[/\s'\"}),;]|$)", r"data/\1", text)
+    text = re.sub(r"(?<![\w./])/data/?(?=[\s'\"]|$)", "data", text)  # the folder that holds VOCdevkit/ and coco/
     return re.sub(r"(?<![\w./])/(?:data|path)(?=[/\s'\"}),;]|$)/?", PLACEHOLDER_DIR + "/", text)
 
 
@@ -453,6 +456,22 @@ def _left_out(cfg: dict[str, Any], run_dir: Path, stages: list[str], source: str
     return out
 
 
+def _root_problems(config: str, cfg: dict[str, Any], splits: list[str]) -> list[str]:
+    """A command that moves some of the data roots it reads (``--set data.train.root=/data/VOCdevkit``)
+    must move all of them: the others would stay at the config's relative ``root: VOCdevkit``."""
+    from wsss_kit.config import get_path, load_config
+
+    base = load_config(config)
+    roots = {s: (get_path(cfg, f"data.{s}.root", None), get_path(base, f"data.{s}.root", None)) for s in splits}
+    moved = {s: new for s, (new, old) in roots.items() if new != old}
+    if not moved:
+        return []
+    return [f"the command sets data.{next(iter(moved))}.root to {next(iter(moved.values()))} but leaves data.{s}.root "
+            f"at the config's {old!r}; add --set data.{s}.root=..."
+            for s, (new, old) in roots.items() if s not in moved and isinstance(old, str)
+            and not Path(old).expanduser().is_absolute()]
+
+
 def _schema(cfg: dict[str, Any], drop: tuple[str, ...] = ()) -> list[str]:
     from wsss_kit.pipeline.validation import schema_problems
 
@@ -493,11 +512,13 @@ def check_wsss(args: argparse.Namespace) -> list[str]:
         if command in stage_verbs():
             stages = [stage_verbs()[command][0]]
         problems = _plan(cfg, run_dir, config, stages, args.restart, args.shard)
+        if command != "demo":
+            problems += _root_problems(config, cfg, ["train", "eval"])
         if command == "run" and stages and os.path.normpath(config) == STATE.own_config and not unaccepted(problems):
             problems += _left_out(cfg, run_dir, stages, config)
         return problems
     if command == "cam":
-        problems = _schema(cfg, drop=("cam.train is required",))
+        problems = _schema(cfg, drop=("cam.train is required",)) + _root_problems(config, cfg, [args.split])
         problems += _check_weights(args.checkpoint, "--checkpoint")
         try:
             from wsss_kit.cli.cam import threshold_setting
@@ -535,7 +556,7 @@ def check_pole_select(args: argparse.Namespace) -> list[str]:
     if not is_repo_config(args.config):
         return []
     cfg = _load(args.config, args.overrides)
-    problems = []
+    problems = _root_problems(args.config, cfg, [args.split])
     cams = Path(args.cams)
     if args.cams.startswith(PLACEHOLDER_DIR):
         cams.mkdir(parents=True, exist_ok=True)
@@ -670,6 +691,39 @@ def test_doc_command(command: DocCommand, workspace: Path, monkeypatch):
     assert not problems, f"{command.id}: {command.text}\n" + "\n".join(f"  - {p}" for p in problems)
 
 
+CONFIGS = sorted((REPO / "benchmarks").rglob("*.yaml"))
+
+
+def unlisted_weights(text: str) -> list[str]:
+    """The released files a config's values load (``released:NAME``) that its comments name neither by
+    file name nor by ``released:`` name."""
+    from wsss_kit.weights.released import RELEASED
+
+    lines = text.splitlines()
+    header = "\n".join(line for line in lines if line.strip().startswith("#"))
+    body = "\n".join(line.split("#")[0] for line in lines if not line.strip().startswith("#"))
+    names = sorted(set(re.findall(r"released:(\w+)", body)))
+    unknown = [n for n in names if n not in RELEASED]
+    assert not unknown, f"unknown released checkpoints {unknown}"
+    return [f"{RELEASED[n].filename} (released:{n})" for n in names
+            if n not in header and RELEASED[n].filename not in header]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(REPO)) for p in CONFIGS])
+def test_header_lists_the_weight_files_of_its_config(path: Path):
+    """A reader who follows a header has every released file the config loads: each one is named in
+    the comments, by its file name or its ``released:`` name (``wsss weights CONFIG`` says where)."""
+    missing = unlisted_weights(path.read_text(encoding="utf-8"))
+    assert not missing, f"{path.relative_to(REPO)}: the header does not name {', '.join(missing)}"
+
+
+def test_weights_check_catches_an_unlisted_file():
+    text = ("# needs res50_cam.pth\ncam: {model: {checkpoint: released:irn_res50_cam}}\n"
+            "refiner: {weights: released:torchvision_resnet50_imagenet}  # released:torchvision_resnet50_imagenet\n")
+    assert unlisted_weights(text) == ["resnet50-19c8e357.pth (released:torchvision_resnet50_imagenet)"]
+    assert unlisted_weights("# resnet50-19c8e357.pth\n" + text) == []
+
+
 # ----------------------------------------------------------------------------------------- self-tests
 GOOD = "wsss run benchmarks/deeplab/synthetic.yaml --set head.train.steps=2"
 
@@ -686,6 +740,8 @@ GOOD = "wsss run benchmarks/deeplab/synthetic.yaml --set head.train.steps=2"
     ("wsss cam benchmarks/resnet_cam/voc.yaml --split eval --bg-threshold 1.5", "[0, 1]"),
     ("wsss run benchmarks/weakclip/voc.yaml --set seeds.source.train=runs/nowhere/seeds/train", "runs/nowhere"),
     ("wsss run benchmarks/resnet_cam/voc.yaml --set data.train.root=/data/coco", "VOC"),
+    ("wsss run benchmarks/resnet_cam/voc.yaml --set data.train.root=/data/VOCdevkit", "leaves data.eval.root"),
+    ("wsss cam benchmarks/resnet_cam/voc.yaml --split train --no-seeds --set data.train.root=/data/VOCdevkit", None),
     ("wsss-pole-select benchmarks/pole/table1_pole.yaml --cams runs/irn_baseline_voc/cams/train", "--cams"),
     ("python -m benchmarks reproduce weakclip_tabel4 --data-root /data", "weakclip_tabel4"),
     ("wsss run benchmarks/pole/table1_pole.yaml --stages train_cam,cams,seeds", "leaves out train_refiner"),
@@ -729,8 +785,8 @@ def test_collection_of_markdown(tmp_path):
 
 def test_placeholder_paths_map_into_the_workspace():
     assert _placeholders("--set data.train.root=/data/VOCdevkit --set x=/data/coco") == \
-        "--set data.train.root=VOCdevkit --set x=coco"
+        "--set data.train.root=data/VOCdevkit --set x=data/coco"
     assert _placeholders("--data-root /data --weights-dir /data/weights") == \
-        f"--data-root . --weights-dir {PLACEHOLDER_DIR}/weights"
+        f"--data-root data --weights-dir {PLACEHOLDER_DIR}/weights"
     assert _placeholders("--set a=/path/to/masks --set s=/data/mct_seeds --cams <run_dir>/cams") == \
         f"--set a={PLACEHOLDER_DIR}/to/masks --set s={PLACEHOLDER_DIR}/mct_seeds --cams {PLACEHOLDER_DIR}/given/cams"
