@@ -60,17 +60,20 @@ def _stages_record(run_dir: Path) -> dict[str, Any]:
 
 
 def _tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log, progress bars left out."""
     try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
     except OSError:
         return ""
+    kept = [line for line in text.splitlines() if line.strip() and "%|" not in line]
+    return "\n".join(kept[-lines:])
 
 
 def _run_pipeline(rr: ResolvedRun, log: Path) -> list[str]:
     before = _stages_record(rr.run_dir)
     with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         print(f"=== {_now()} wsss run {rr.run.config} -> {rr.run_dir}", flush=True)
-        after = run_pipeline(rr.cfg, rr.run_dir, stages=rr.run.stages, source=f"run {rr.run.name} ({rr.run.config})")
+        after = run_pipeline(rr.cfg, rr.run_dir, stages=rr.stages, source=f"run {rr.run.name} ({rr.run.config})")
     # stages computed in this call; a stage recorded as "nothing to do" computed nothing
     return [s for s, rec in after.items() if rec != before.get(s) and not rec.get("skipped")]
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from wsss_kit.config import apply_overrides, get_path, is_node, load_config
 from wsss_kit.errors import ConfigError, WSSSError
 from wsss_kit.pipeline.manifest import fingerprint
+from wsss_kit.pipeline.stage_table import STAGE_TABLE
 from wsss_kit.pipeline.validation import plan_run, schema_problems
 
 from .smoke import smoke_config
@@ -32,7 +33,7 @@ from .smoke import smoke_config
 if TYPE_CHECKING:  # benchmarks.tables is imported only where a table is looked up
     from ..tables.schema import Run, Table
 
-__all__ = ["BENCHMARKS_DIR", "ResolvedRun", "check_data_root", "resolve_table", "validate_runs"]
+__all__ = ["BENCHMARKS_DIR", "ResolvedRun", "check_data_root", "resolve_table", "stages_with_work", "validate_runs"]
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1]
 """``benchmarks/``: ``Run.config`` is relative to it."""
@@ -57,9 +58,21 @@ class ResolvedRun:
     digest: str
 
     @property
+    def stages(self) -> list[str]:
+        """``Run.stages``, or every stage the config has what it needs for (a CAM-only config stops
+        before ``train_head``, as ``Run.stages = None`` means)."""
+        return list(self.run.stages) if self.run.stages is not None else stages_with_work(self.cfg)
+
+    @property
     def config_file(self) -> Path:
         """Where a command run's resolved config is written (its ``{config}``)."""
         return self.run_dir / "config.reproduce.yaml"
+
+
+def stages_with_work(cfg: Mapping[str, Any]) -> list[str]:
+    """The stages whose required config keys (``Stage.needs``) ``cfg`` has."""
+    return [st.name for st in STAGE_TABLE
+            if all(any(get_path(cfg, alt, None) is not None for alt in need.split("|")) for need in st.needs)]
 
 
 def check_data_root(data_root: str | os.PathLike[str] | None, smoke: bool) -> Path | None:
@@ -195,7 +208,7 @@ def validate_runs(runs: Sequence[ResolvedRun]) -> None:
                                 f"nor on PATH)")
         elif not found and _inputs_exist(rr):
             try:
-                plan_run(rr.cfg, rr.run_dir, stages=rr.run.stages, source=where)
+                plan_run(rr.cfg, rr.run_dir, stages=rr.stages, source=where)
             except WSSSError as exc:
                 problems.append(str(exc))
     if len(problems) == 1:

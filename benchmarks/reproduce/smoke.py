@@ -82,12 +82,13 @@ def _weakclip(node: dict[str, Any]) -> None:
 
 def _psa(node: dict[str, Any]) -> None:
     node.update(_TINY_WR38, weights=None, checkpoint=None, dropouts=[0.0, 0.0], embed_widths=[4, 4, 8], embed_dim=8,
-                freeze_bn=False, freeze_stem=False)
+                freeze_bn=False, freeze_stem=False, radius=3)  # radius 5 needs a 5×9 grid: 64 px / 8 is 8×8
 
 
 def _irn(node: dict[str, Any]) -> None:
     node.update(backbone="resnet18", weights=None, checkpoint=None, backbone_args=None, width=8,
-                dp_widths=[8, 8, 16, 16, 16, 16, 16], dp_groups=[2, 4, 4, 4, 4, 4, 4])
+                dp_widths=[8, 8, 16, 16, 16, 16, 16], dp_groups=[2, 4, 4, 4, 4, 4, 4],
+                train_radius=5)  # radius 10 needs a 10×19 grid: 64 px / 4 is 16×16
 
 
 def _wr38_head(node: dict[str, Any]) -> None:
