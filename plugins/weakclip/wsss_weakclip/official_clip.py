@@ -41,13 +41,14 @@ def carries_clip(state: Mapping[str, Any]) -> bool:
     return is_official_layout(state) and all(isinstance(state.get(k), Tensor) for k in _NEEDED)
 
 
-def _architecture(name: str, state: Mapping[str, Tensor], source: str) -> str:
+def _architecture(name: Any, state: Mapping[str, Tensor], source: str) -> str:
     """``name``'s open_clip config at the checkpoint's sizes, registered; returns the registered name."""
     import open_clip
 
     from wsss_kit.clip import clip_architecture
 
-    base = open_clip.get_model_config(clip_architecture(name))
+    registered = clip_architecture(name)  # a name, or a custom architecture (JSON file, mapping) registered
+    base = open_clip.get_model_config(registered)
     if base is None:
         raise ValueError(f"unknown open_clip architecture {name!r} for the CLIP inside {source}")
     cfg = copy.deepcopy(base)
@@ -60,17 +61,18 @@ def _architecture(name: str, state: Mapping[str, Tensor], source: str) -> str:
     cfg["text_cfg"]["context_length"] = int(state["text_encoder.positional_embedding"].shape[0])
     cfg["quick_gelu"] = True  # the official CLIP blocks (OpenAI's) use QuickGELU
     tag = f"{grid * patch}px-{cfg['text_cfg']['context_length']}tok"
-    return register_clip_config(f"{name}-weakclip-{tag}", cfg, source=f"the CLIP inside {source}", replace=True)
+    return register_clip_config(f"{registered}-weakclip-{tag}", cfg, source=f"the CLIP inside {source}", replace=True)
 
 
-def clip_from_official(state: Mapping[str, Tensor], clip_model: str = "ViT-B-16", *, source: str = "checkpoint",
+def clip_from_official(state: Mapping[str, Tensor], clip_model: Any = "ViT-B-16", *, source: str = "checkpoint",
                        **load_kwargs: Any) -> CLIPModel:
     """A frozen :class:`~wsss_kit.clip.CLIPModel` holding the CLIP tensors of an official WeakCLIP state dict.
 
     Args:
         state: the official state dict (``backbone.*``, ``text_encoder.*``, ...).
         clip_model: the open_clip architecture the checkpoint was trained with (``"ViT-B-16"`` for the
-            released ones); it is built at the checkpoint's position-embedding sizes.
+            released ones; a JSON file or mapping as :func:`wsss_kit.clip.clip_architecture` takes); it
+            is built at the checkpoint's position-embedding sizes.
         source: how errors name the checkpoint (e.g. ``"checkpoint /path/weakclip_voc.pth"``).
         **load_kwargs: ``precision``, ``normalization``, ``pos_interpolation``, ... of
             :func:`wsss_kit.clip.load_clip`.
