@@ -276,3 +276,22 @@ def test_cam_config_typos_are_refused(setup, tmp_path, capsys):
     config, ckpt, _ = setup
     assert main(["cam", str(config), "--checkpoint", str(ckpt), "--set", "cam.infer.flp=true"]) == 2
     assert "cam.infer.flp: unknown key (did you mean 'flip'?)" in capsys.readouterr().err
+
+
+def test_a_checkpoint_replaces_the_missing_imagenet_file(setup, tmp_path, capsys):
+    """resnet_cam's ``weights:`` names a file that is not there; an IRN-layout ``--checkpoint`` holds
+    the backbone, so the file is never asked for, and the CAMs are those of the checkpoint."""
+    config, ckpt, base = setup
+    missing = tmp_path / "not_downloaded" / "resnet50_imagenet.pth"
+    state = torch.load(ckpt, weights_only=True)
+    irn = {("resnet50." + k[len("backbone."):] if k.startswith("backbone.") else k): v for k, v in state.items()}
+    torch.save(irn, tmp_path / "res50_cam.pth")
+    out = tmp_path / "o"
+    args = ["cam", str(config), "--set", f"cam.model.weights={missing}", "--out", str(out)]
+    assert main(args + ["--checkpoint", str(tmp_path / "res50_cam.pth")]) == 0
+    assert files(out / "cams") == files(base / "cams")  # IRN's layout converted: the same network
+    assert main(args + ["--checkpoint", "timm:resnet50.a1_in1k"]) == 2
+    assert "--checkpoint: 'timm:resnet50.a1_in1k' is a hub tag" in capsys.readouterr().err
+    # without a checkpoint the ImageNet file is needed, and the error names it
+    assert main(args[:-1] + [str(tmp_path / "o2")]) == 2
+    assert str(missing) in capsys.readouterr().err

@@ -20,19 +20,20 @@ from typing import Any
 import torch
 
 from ..atomic import write_text
-from ..config import build, is_node, load_config
+from ..config import is_node, load_config
 from ..engine import seed_everything
 from ..engine.distributed import any_rank, init_distributed, is_main_process
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError
 from ..interfaces import WSSSDataset
 from ..pipeline.cam_export import ExportCounts, export_cams, record_settings, weights_digest
+from ..pipeline.checkpoints import build_for_trained_weights, build_from_checkpoint
 from ..pipeline.context import RunContext, Shard
 from ..pipeline.distributed import process_shard
 from ..pipeline.evaluation import has_ground_truth, score_mask_files, sweep_cam_files
 from ..pipeline.items import all_exist, item_names
 from ..pipeline.stages import cam_infer_settings
 from ..pipeline.validation import schema_problems
-from ..weights import load_state_dict, load_weights_into, resolve
+from ..weights import load_state_dict, load_weights_into, resolve_checkpoint
 
 
 def threshold_setting(args: argparse.Namespace, ctx: RunContext | None) -> float | str:
@@ -60,30 +61,26 @@ def load_cam_model(ctx: RunContext, num_classes: int, checkpoint: str | None,
                    run_dir: Path) -> tuple[torch.nn.Module, str]:
     """Build ``cam.model`` (``num_classes`` = C) on the run's device in eval mode and load its weights:
     ``checkpoint``, else ``<run_dir>/train_cam/model.pt`` when it exists, else none (the model as
-    built, which may load its own checkpoint through a constructor argument). Returns the model and
-    a line saying which weights it has."""
+    built, which may load its own checkpoint through the node's ``checkpoint:``). With trained
+    weights (any of these) the files the plugin's ``checkpoint_replaces`` names (its ImageNet
+    backbone) are not needed. Returns the model and a line saying which weights it has."""
     node = ctx.get("cam.model")
     if not is_node(node):
         raise ConfigError(f"{ctx.source}: cam.model must be a CAM network node like "
                           "{type: cams/resnet_cam, backbone: resnet50}")
     seed_everything(ctx.seed)  # parts left at random initialisation are then the same in every shard
-    model = build(node, "cam.model", num_classes=num_classes)
     trained = run_dir / "train_cam" / "model.pt"
     if checkpoint is not None:
-        path = resolve(checkpoint, purpose="--checkpoint")
-        if not isinstance(path, Path):
-            raise WeightsError(f"--checkpoint {checkpoint!r} is a hub tag; pass a checkpoint file (a state dict)")
-        if callable(getattr(model, "load_checkpoint", None)):
-            model.load_checkpoint(str(path))  # the plugin knows its authors' layouts and converts them
-        else:
-            load_weights_into(model, load_state_dict(path), source=f"checkpoint {path}")
-        used = f"--checkpoint {path}"
+        model, _ = build_from_checkpoint(node, "cam.model", checkpoint, num_classes=num_classes)
+        used = f"--checkpoint {checkpoint}"
     elif trained.is_file():
+        model = build_for_trained_weights(node, "cam.model", num_classes=num_classes)
         load_weights_into(model, load_state_dict(trained), source=f"trained CAM network {trained}")
         used = f"{trained} (the trained CAM network of run_dir)"
     else:
-        used = (f"{node['type']} as built from cam.model's own arguments (no --checkpoint, and no "
-                f"{trained})")
+        model, spec = build_from_checkpoint(node, "cam.model", num_classes=num_classes)
+        used = (f"cam.model.checkpoint {spec}" if spec is not None else
+                f"{node['type']} as built from cam.model's own arguments (no --checkpoint, and no {trained})")
     return model.to(ctx.device).eval(), used
 
 
@@ -100,6 +97,8 @@ def cam(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: " + "; ".join(problems))
     if args.bg_threshold is not None and args.bg_threshold != "auto":
         threshold_setting(args, None)  # refused before any file is written
+    if args.checkpoint is not None:
+        resolve_checkpoint(args.checkpoint, purpose="--checkpoint")  # a hub tag or a missing file: refused now
     run_dir = Path(cfg.get("run_dir") or "runs/default")
     out = Path(args.out) if args.out else run_dir
     shard = Shard.parse(args.shard)

@@ -83,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per network call (default: cam.infer.batch_size)")
     p.add_argument("--no-seeds", action="store_true", help="write only the CAM files")
 
+    from .split_command import add_split_options
+
+    p = sub.add_parser("refine", help="write the pseudo masks of one split with a (released) refiner checkpoint",
+                       description="Refine the run directory's cams/<split> or seeds/<split> (pseudo_masks.input) "
+                       "with the config's refiner into <out>/pseudo_masks/<split>/<name>.png, without running a "
+                       "pipeline; existing files are skipped, --shard splits the work, and the split is scored "
+                       "into summary.json once all its files exist.")
+    add_split_options(p, "train", "refiner")
+    p = sub.add_parser("predict", help="write a head's predictions of one split with a (released) checkpoint",
+                       description="Predict data.<split> with head.model under head.infer into "
+                       "<out>/predictions/<split>/<name>.png, without running a pipeline; existing files are "
+                       "skipped, --shard splits the work, and the split is scored into summary.json once all its "
+                       "files exist.")
+    add_split_options(p, "eval", "head", batch=False)
+
     p = sub.add_parser("eval", help="score a folder of PNG masks against ground-truth PNGs")
     p.add_argument("--pred", required=True, help="folder of predicted masks <name>.png")
     p.add_argument("--gt", required=True, help="folder of ground-truth masks <name>.png")
@@ -146,6 +161,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .cam import cam
 
         return cam(args)
+    if args.command == "refine":
+        from .refine import refine
+
+        return refine(args)
+    if args.command == "predict":
+        from .predict import predict
+
+        return predict(args)
     if args.command == "eval":
         return commands.evaluate(args)
     if args.command == "check-data":

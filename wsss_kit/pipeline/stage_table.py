@@ -71,13 +71,13 @@ STAGE_TABLE: tuple[Stage, ...] = (
         schema=(("data.train", _DATASET, True), ("cam.model", Node("cams", checkpoint=True), True), ("cam.train", Train(), True),
                 ("cam.augment", Augment(), False)),
         needs=("cam",), folders=("train_cam",), reads=("data.train",),
-        run=_fn.train_cam, nothing_to_do=_fn._without_cams, trains=True),
+        run=_fn.train_cam, nothing_to_do=_fn._cam_not_trained, trains=True),
     Stage(
         name="cams", verb="cams", summary="write the CAMs of both splits (cams/<split>/<name>.npz) and score them",
         sections=("data.eval", "cam.infer"),
         schema=(("data.eval", _DATASET, True), ("cam.infer.scales", _SCALES, False),
                 ("cam.infer.flip", Bool(), False), ("cam.infer.batch_size", Int(1), False)),
-        needs=("cam",), folders=("cams",), reads=("train_cam/model.pt", "data.train", "data.eval"),
+        needs=("cam",), folders=("cams",), reads=("train_cam/model.pt (or cam.model.checkpoint)", "data.train", "data.eval"),
         run=_fn.cams, nothing_to_do=_fn._without_cams, report_row="CAM (best threshold)"),
     Stage(
         name="seeds", verb="seeds", summary="threshold the CAMs into seed masks (or copy seeds.source)",

@@ -27,7 +27,7 @@ from ..registry import accepted_kwargs, default_registry
 from ..weights import load_state_dict, load_weights_into
 from .artifacts import MaskTargetDataset
 from .cam_export import export_cams, seed_from_cam_file
-from .checkpoints import build_from_checkpoint, node_checkpoint
+from .checkpoints import build_for_trained_weights, build_from_checkpoint, node_checkpoint, trained_weights_file
 from .context import SPLITS, RunContext
 from .evaluation import evaluate_cams, evaluate_masks
 from .items import all_exist, item_names
@@ -42,12 +42,6 @@ def _train_config(ctx: RunContext, section: str) -> TrainConfig:
     cfg.setdefault("seed", ctx.seed)
     cfg.setdefault("device", str(ctx.device))
     return TrainConfig.from_dict(cfg, where=section)
-
-
-def _load_model(ctx: RunContext, node_key: str, weights: Path, **extra: Any) -> torch.nn.Module:
-    model = build(ctx.get(node_key), node_key, **extra)
-    load_weights_into(model, load_state_dict(weights), source=f"weights file {weights}")
-    return model.to(ctx.device).eval()
 
 
 def _pending(ctx: RunContext, split: str, folder: str, suffix: str) -> tuple[Any, list[str], Path, list[int]]:
@@ -77,8 +71,29 @@ def _without_cams(ctx: RunContext) -> dict[str, Any] | None:
     return {"skipped": True, "reason": "no cam section: the seeds come from seeds.source"}
 
 
-def train_cam(ctx: RunContext) -> dict[str, Any]:
+def _cam_not_trained(ctx: RunContext) -> dict[str, Any] | None:
+    """``train_cam``'s ``{"skipped": ...}``: no cam section, or ``cam.model`` names released weights."""
     skipped = _without_cams(ctx)
+    if skipped is None:
+        skipped = _from_checkpoint(ctx, ctx.get("cam.model", None), "train_cam", ("cam.train", "cam.augment"))
+    return skipped
+
+
+def trained_cam_model(ctx: RunContext, checkpoint: Any = None) -> tuple[torch.nn.Module, str]:
+    """``cam.model`` on the run's device in eval mode with its weights, and a line saying which:
+    ``checkpoint``, else the node's ``checkpoint:``, else ``train_cam/model.pt``."""
+    node = ctx.get("cam.model")
+    if checkpoint is not None or node_checkpoint(node) is not None:
+        model, spec = build_from_checkpoint(node, "cam.model", checkpoint, num_classes=ctx.num_classes)
+        return model.to(ctx.device).eval(), f"checkpoint {spec}"
+    weights = trained_weights_file(ctx.path("train_cam", "model.pt"), "trained CAM network", "train_cam", "cam.model")
+    model = build_for_trained_weights(node, "cam.model", num_classes=ctx.num_classes)
+    load_weights_into(model, load_state_dict(weights), source=f"weights file {weights}")
+    return model.to(ctx.device).eval(), f"{weights} (trained by the run)"
+
+
+def train_cam(ctx: RunContext) -> dict[str, Any]:
+    skipped = _cam_not_trained(ctx)
     if skipped is not None:
         return skipped
     ds = ctx.dataset("train", augment=ctx.get("cam.augment", None))
@@ -116,7 +131,8 @@ def cams(ctx: RunContext) -> dict[str, Any] | None:
     for split in SPLITS:
         ds, names, out, todo = _pending(ctx, split, "cams", ".npz")
         if todo and model is None:
-            model = _load_model(ctx, "cam.model", ctx.path("train_cam", "model.pt"), num_classes=ctx.num_classes)
+            seed_everything(ctx.seed)  # parts a checkpoint leaves at random initialisation are the same in every shard
+            model, _ = trained_cam_model(ctx)
         export_cams(model, ds, todo, out, scales=scales, flip=flip, batch_size=batch_size, device=ctx.device,
                     desc=f"CAMs [{split}]", where=f"data.{split}")
         complete &= all_exist(out, names, ".npz")
@@ -301,7 +317,7 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- pseudo_masks
-def _refiner_input(ctx: RunContext, opts: dict[str, Any]) -> str:
+def refiner_input(ctx: RunContext, opts: dict[str, Any]) -> str:
     """``pseudo_masks.input``: ``cams`` (the CAM files), ``seeds`` (the seed masks) or ``auto``
     (CAMs when the run computed them, else seeds)."""
     value = str(opts.get("input", "auto"))
@@ -326,16 +342,19 @@ def trained_refiner(ctx: RunContext, checkpoint: Any = None, run_dir: Path | Non
         seed_everything(_train_config(ctx, "refiner_train").seed)
     else:
         seed_everything(ctx.seed)
-    refiner, spec = _refiner(ctx, checkpoint)
-    if spec is not None:
-        used = f"checkpoint {spec}"
-    elif getattr(refiner, "trainable", False):
-        weights = Path(run_dir or ctx.run_dir) / "train_refiner" / "model.pt"
-        load_weights_into(refiner, load_state_dict(weights), source=f"trained refiner {weights}")
-        used = f"{weights} (trained by the run)"
-    else:
-        return refiner, f"{ctx.get('refiner')['type']} (nothing to train)"
-    return refiner.to(ctx.device).eval(), used
+    if checkpoint is not None or node_checkpoint(ctx.get("refiner")) is not None or not trainable:
+        refiner, spec = _refiner(ctx, checkpoint)
+        if spec is None:
+            return refiner, f"{ctx.get('refiner')['type']} (nothing to train)"
+        return refiner.to(ctx.device).eval(), f"checkpoint {spec}"
+    weights = trained_weights_file(Path(run_dir or ctx.run_dir) / "train_refiner" / "model.pt", "trained refiner",
+                                   "train_refiner", "refiner")
+    node, factory = _refiner_factory(ctx)
+    if node.get("bg_threshold") == "auto":
+        node["bg_threshold"] = bg_threshold(ctx)
+    refiner = build_for_trained_weights(node, "refiner", **refiner_extras(factory, ctx))
+    load_weights_into(refiner, load_state_dict(weights), source=f"trained refiner {weights}")
+    return refiner.to(ctx.device).eval(), f"{weights} (trained by the run)"
 
 
 def _copy_pseudo_masks(ctx: RunContext, sources: dict[str, Path]) -> dict[str, Any] | None:
@@ -362,7 +381,7 @@ def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
     sources = pseudo_mask_sources(ctx)
     if sources:
         return _copy_pseudo_masks(ctx, sources)
-    source = _refiner_input(ctx, opts)
+    source = refiner_input(ctx, opts)
     refiner, _ = trained_refiner(ctx)
     device = ctx.device if isinstance(refiner, torch.nn.Module) else torch.device("cpu")
     complete = True
@@ -389,10 +408,12 @@ def trained_head(ctx: RunContext, checkpoint: Any = None, run_dir: Path | None =
     saying which: ``checkpoint`` (e.g. ``--checkpoint``), else the node's ``checkpoint:``, else
     ``<run_dir>/train_head/model.pt`` (``run_dir``: the run's)."""
     node = ctx.get("head.model")
-    model, spec = build_from_checkpoint(node, "head.model", checkpoint, num_classes=ctx.num_classes + 1)
-    if spec is not None:
+    if checkpoint is not None or node_checkpoint(node) is not None:
+        model, spec = build_from_checkpoint(node, "head.model", checkpoint, num_classes=ctx.num_classes + 1)
         return model.to(ctx.device).eval(), f"checkpoint {spec}"
-    weights = Path(run_dir or ctx.run_dir) / "train_head" / "model.pt"
+    weights = trained_weights_file(Path(run_dir or ctx.run_dir) / "train_head" / "model.pt", "trained head",
+                                   "train_head", "head.model")
+    model = build_for_trained_weights(node, "head.model", num_classes=ctx.num_classes + 1)
     load_weights_into(model, load_state_dict(weights), source=f"trained head {weights}")
     return model.to(ctx.device).eval(), f"{weights} (trained by the run)"
 
@@ -432,4 +453,4 @@ def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
 
 
 __all__ = ["bg_threshold", "cam_infer_settings", "refiner_extras", "refiner_is_trainable", "seed_sources",
-           "trained_head", "trained_refiner"]
+           "refiner_input", "trained_cam_model", "trained_head", "trained_refiner"]

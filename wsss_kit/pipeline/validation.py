@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -356,7 +357,9 @@ def _source_problems(ctx: RunContext, pending: set[str]) -> list[str]:
 
 @contextlib.contextmanager
 def _no_allocation() -> Iterator[None]:
-    with torch.device("meta"):
+    with torch.device("meta"), warnings.catch_warnings():
+        # a checkpoint loaded into a meta model is read and checked, its values are not kept: expected here
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
         yield
 
 

@@ -76,6 +76,8 @@ class MCTformer(wsss_kit.CAMGenerator):
     """
 
     wsss_api_version = "1.0"
+    checkpoint_replaces = ("weights",)
+    """A trained checkpoint holds the whole ViT: its ImageNet file (``weights``) is then not needed."""
 
     def __init__(
         self,

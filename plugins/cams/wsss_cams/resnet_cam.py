@@ -114,6 +114,8 @@ class ResNetCAM(wsss_kit.CAMGenerator):
     """
 
     wsss_api_version = "1.0"
+    checkpoint_replaces = ("weights",)
+    """A trained checkpoint holds the backbone: its ImageNet file (``weights``) is then not needed."""
 
     def __init__(
         self,

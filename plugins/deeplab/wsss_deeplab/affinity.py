@@ -219,6 +219,8 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
     """
 
     wsss_api_version = "1.0"
+    checkpoint_replaces = ("weights",)
+    """A trained AffinityNet holds its trunk: the ResNet38 ImageNet file (``weights``) is then not needed."""
     trainable = True
 
     def __init__(self, preset: str | Mapping[str, Any] = "official", radius: int = 5, beta: float = PRESET,

@@ -98,6 +98,8 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
     """
 
     wsss_api_version = "1.0"
+    checkpoint_replaces = ("weights",)
+    """A trained checkpoint holds the backbone: its ImageNet file (``weights``) is then not needed."""
 
     def __init__(
         self,

@@ -264,6 +264,8 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
     """
 
     wsss_api_version = "1.0"
+    checkpoint_replaces = ("weights",)
+    """A trained IRN holds its (frozen) backbone: the ImageNet file (``weights``) is then not needed."""
     trainable = True
 
     def __init__(self, preset: str | Mapping[str, Any] = "official", backbone: str = "resnet50",

@@ -57,6 +57,8 @@ class SMPHead(wsss_kit.RetrainHead):
     """
 
     wsss_api_version = "1.0"
+    checkpoint_replaces = ("encoder_weights",)
+    """A trained checkpoint holds the encoder: ``encoder_weights`` (an smp tag or file) is then not needed."""
 
     def __init__(
         self,

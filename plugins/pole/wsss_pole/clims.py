@@ -108,6 +108,10 @@ class CLIMS(wsss_kit.CAMGenerator):
     """
 
     wsss_api_version = "1.0"
+    checkpoint_replaces = ("weights", "init_checkpoint", "clip_weights")
+    """A trained checkpoint holds the CAM network (backbone included) and the prompts; the frozen
+    CLIP only feeds the training loss, never :meth:`cams`, so with a checkpoint (nothing is trained)
+    none of these files is needed (CLIP is built at random; weights are files only for training)."""
 
     def __init__(
         self,
