@@ -27,20 +27,25 @@ from torch import Tensor, nn
 
 import wsss_kit
 from wsss_kit import IGNORE_INDEX
-from wsss_kit.clip import CLIPModel
 from wsss_kit.clip.preprocessing import normalization_stats
 from wsss_kit.crf import get_params
 from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
-from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import to_unit
-from wsss_kit.weights import load_checkpoint, load_state_dict, load_weights_into, resolve_checkpoint
+from wsss_kit.weights import load_checkpoint, load_weights_into
 
 from .convert import is_official_layout, official_state_for
 from .inference import OFFICIAL_SCALES, crf_over_predicted_classes, multiscale_softmax, restrict_to_labels
 from .losses import CRF_IMAGES, balanced_seed_loss, crf_boundary_loss, score_map_loss
 from .model import WeakCLIPNet
-from .official_clip import carries_clip, clip_from_official
-from .presets import OFFICIAL, resolve_settings
+from .presets import OFFICIAL
+from .refiner_checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_PURPOSE,
+    UNRECORDED,
+    ClassNamesError,
+    choose_clip,
+    class_names_mismatch,
+)
 
 __all__ = ["DATASET_CLASSES", "REFINER_PRESETS", "ClassNamesError", "WeakCLIPRefiner", "check_seed_batch"]
 
@@ -54,35 +59,6 @@ boundary-loss CRF image bit for bit)."""
 
 _REFINER_DEFAULTS: dict[str, Any] = {"restrict_to_labels": False, "loss_crf_image": "official"}
 
-CHECKPOINT_FORMAT = "wsss_weakclip.refiner/1"
-CHECKPOINT_PURPOSE = "WeakCLIP checkpoint"
-
-
-class ClassNamesError(WeightsError, ValueError):
-    """Weights trained for other class names (a ``ValueError`` and a :class:`~wsss_kit.WeightsError`)."""
-
-_UNRECORDED = object()
-"""``clip_weights`` not recorded in the checkpoint (a CLIP object was given, or the CLIP came from an
-official checkpoint)."""
-
-
-def _read_checkpoint(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """The state dict of a checkpoint spec or mapping, read once (hub tags refused, ``weights_only``), and
-    how errors name it."""
-    if isinstance(spec, Mapping):
-        state = dict(spec)
-        inner = state.get("state_dict")
-        return (dict(inner) if isinstance(inner, Mapping) else state), "the given state dict"
-    path = resolve_checkpoint(spec, purpose=CHECKPOINT_PURPOSE)
-    return load_state_dict(path), f"{CHECKPOINT_PURPOSE} {path}"
-
-
-def _recorded_clip(state: Mapping[str, Any]) -> Any:
-    """The ``clip_weights`` a refiner checkpoint records (``None`` = a random CLIP), else ``"default"``."""
-    extra = state.get("_extra_state")
-    if isinstance(extra, Mapping) and "clip_weights" in extra:
-        return extra["clip_weights"]
-    return "default"
 
 
 def check_seed_batch(seeds: Tensor, images: Tensor, labels: Tensor | None = None,
@@ -187,23 +163,15 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
                  **network: Any) -> None:
         nn.Module.__init__(self)
         names = self._class_names(class_names, num_classes, dataset, background_name)
-        state, source = None, ""
-        own_clip = isinstance(clip_model, CLIPModel) or not (clip_weights is None or clip_weights == "default")
-        self._clip_record: Any = _UNRECORDED if isinstance(clip_model, CLIPModel) else clip_weights
-        if checkpoint is not None and not own_clip:
-            # No CLIP file given: the checkpoint decides (read once, here, before the network exists).
-            state, source = _read_checkpoint(checkpoint)
-            if carries_clip(state):
-                s = resolve_settings(preset, **network)
-                clip_model = clip_from_official(state, clip_model, source=source, precision=s["clip_precision"],
-                                                normalization=s["clip_normalization"],
-                                                pos_interpolation=s["pos_interpolation"])
-                self._clip_record = _UNRECORDED
-            elif clip_weights is None:
-                clip_weights = self._clip_record = _recorded_clip(state)
-        if isinstance(self._clip_record, os.PathLike):
-            self._clip_record = os.fspath(self._clip_record)
-        self.net = WeakCLIPNet(names, clip_model=clip_model, clip_weights=clip_weights, preset=preset,
+        defaults = {**_REFINER_DEFAULTS, **REFINER_PRESETS.get(preset if isinstance(preset, str) else "", {})}
+        self.loss_crf_image = defaults["loss_crf_image"] if loss_crf_image is None else loss_crf_image
+        if self.loss_crf_image not in CRF_IMAGES:
+            raise ValueError(f"loss_crf_image must be one of {', '.join(map(repr, CRF_IMAGES))} or None (from the "
+                             f"preset), got {loss_crf_image!r}")
+        # No CLIP given: the checkpoint decides (read once, here, before the network exists).
+        clip = choose_clip(clip_model, clip_weights, checkpoint, preset, network)
+        self._clip_record = clip.record
+        self.net = WeakCLIPNet(names, clip_model=clip.clip_model, clip_weights=clip.clip_weights, preset=preset,
                                input_space=input_space, **network)
         self.preset = preset
         self.trainable = bool(self.net.trainable_parameters())  # e.g. table4_direct_clip has nothing to learn
@@ -221,16 +189,11 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
         self.crf = None if crf is None else get_params(crf)
         self.crf_workers = crf_workers
-        defaults = {**_REFINER_DEFAULTS, **REFINER_PRESETS.get(preset if isinstance(preset, str) else "", {})}
         if restrict_to_labels is None:
             restrict_to_labels = defaults["restrict_to_labels"]
         self.restrict_to_labels = bool(restrict_to_labels)
-        self.loss_crf_image = defaults["loss_crf_image"] if loss_crf_image is None else loss_crf_image
-        if self.loss_crf_image not in CRF_IMAGES:
-            raise ValueError(f"loss_crf_image must be one of {', '.join(map(repr, CRF_IMAGES))} or None (from the "
-                             f"preset), got {loss_crf_image!r}")
-        if state is not None:
-            load_weights_into(self, self._refiner_state(state, source), source=source)
+        if clip.state is not None:
+            load_weights_into(self, self._refiner_state(clip.state, clip.source), source=clip.source)
             self.net.clear_text_cache()
         elif checkpoint is not None:
             self.load_checkpoint(checkpoint)
@@ -290,14 +253,14 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         """The checkpoint's record: format, class names and (when known) the ``clip_weights`` the CLIP
         came from, which a checkpoint-only build (``clip_weights=None``) uses again."""
         extra: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "class_names": list(self.class_names)}
-        if getattr(self, "_clip_record", _UNRECORDED) is not _UNRECORDED:
+        if getattr(self, "_clip_record", UNRECORDED) is not UNRECORDED:
             extra["clip_weights"] = self._clip_record
         return extra
 
     def set_extra_state(self, state: Any) -> None:
         names = list(state.get("class_names") or []) if isinstance(state, Mapping) else []
         if names and names != list(self.class_names):
-            raise ClassNamesError(_mismatch("the weights being loaded", names, self.class_names))
+            raise ClassNamesError(class_names_mismatch("the weights being loaded", names, self.class_names))
 
     def load_checkpoint(self, checkpoint: str | os.PathLike[str] | Mapping[str, Any]) -> "WeakCLIPRefiner":
         """Load a refiner checkpoint (``train_refiner/model.pt``), a ``WeakCLIPNet`` state dict or an
@@ -333,7 +296,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             extra = state.get(key)
             names = extra.get("class_names") if isinstance(extra, Mapping) else None
             if names is not None and list(names) != list(self.class_names):
-                raise ClassNamesError(_mismatch(source, list(names), self.class_names))
+                raise ClassNamesError(class_names_mismatch(source, list(names), self.class_names))
         state.setdefault("_extra_state", self.get_extra_state())
         return state
 
@@ -441,12 +404,6 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
                 f"window={self.window}/{self.stride}, crf={'off' if self.crf is None else 'on'}, "
                 f"restrict_to_labels={self.restrict_to_labels}, loss_weights={self.loss_weights}, "
                 f"loss_crf_image={self.loss_crf_image!r}, input_space={self.input_space!r}")
-
-
-def _mismatch(source: str, theirs: Sequence[str], ours: Sequence[str]) -> str:
-    return (f"{source} was trained for {len(theirs)} classes {list(theirs)[:6]}{' ...' if len(theirs) > 6 else ''} "
-            f"but this refiner has {len(ours)}: {list(ours)[:6]}{' ...' if len(ours) > 6 else ''}; use weights trained "
-            f"on this dataset's classes (class_names, background first)")
 
 
 def _signature() -> inspect.Signature:
