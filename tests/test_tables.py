@@ -7,13 +7,28 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from benchmarks.tables import TABLES, Row, Run, Table, UnknownTableError, get_table, list_tables
-from benchmarks.tables.weakclip import COCO_TABLE9, TABLE6, TABLE7, VOC_PAPER_CLASSES, voc_per_class
+from benchmarks.tables import (
+    TABLES,
+    Row,
+    Run,
+    Table,
+    UnknownTableError,
+    get_table,
+    list_tables,
+)
+from benchmarks.tables.weakclip import (
+    COCO_TABLE9,
+    TABLE6,
+    TABLE7,
+    VOC_PAPER_CLASSES,
+    voc_per_class,
+)
 from wsss_kit.config import load_config
 from wsss_kit.data.palette import COCO_CLASSES, VOC_CLASSES
 from wsss_kit.pipeline.stage_table import STAGE_TABLE
@@ -152,7 +167,7 @@ def test_the_baseline_command_has_a_smoke_variant_without_released_weights():
 # ------------------------------------------------------------------ rows
 @pytest.mark.parametrize("item", ALL_ROWS, ids=_run_id)
 def test_row_is_well_formed(item):
-    table, row = item
+    _, row = item
     assert row.metric == "mIoU" and 0.0 <= row.paper <= 100.0
     assert row.dataset in DATASETS and row.split in ("train", "val", "test")
     assert row.train_split in ("train_aug", "train")
@@ -221,8 +236,8 @@ def test_per_class_tables_hold_the_papers_values():
     assert voc_per_class(TABLE6["MCTformer"])["motorbike"] == 77.4  # "mbk"
     assert voc_per_class(TABLE7["WeakCLIP"])["tvmonitor"] == 64.2
     assert len(VOC_PAPER_CLASSES) == 21 and len(COCO_TABLE9) == 81
-    assert dict((n, w) for n, _, w in COCO_TABLE9)["cell phone"] == 59.0
-    assert dict((n, m) for n, m, _ in COCO_TABLE9)["baseball bat"] == 0.9
+    assert {n: w for n, _, w in COCO_TABLE9}["cell phone"] == 59.0
+    assert {n: m for n, m, _ in COCO_TABLE9}["baseball bat"] == 0.9
     with pytest.raises(ValueError, match="background \\+ 20"):
         voc_per_class((1.0, 2.0))
     row6 = next(r for r in get_table("weakclip_table6").rows if r.row == "WeakCLIP")
@@ -326,7 +341,7 @@ def test_rows_cited_from_other_methods_say_so():
 def test_reproduce_doc_covers_every_table():
     """docs/reproduce.md: a section per table, and the one command for every table that runs something."""
     text = (BENCHMARKS.parent / "docs" / "reproduce.md").read_text(encoding="utf-8")
-    sections = re.findall(r"^### (.+)$", text, flags=re.M)
+    sections = re.findall(r"^### (.+)$", text, flags=re.MULTILINE)
     titled = {t for s in sections for t in re.findall(r"\b[a-z]+_[a-z0-9_]+\b", s)}
     assert set(TABLES) <= titled, set(TABLES) - titled
     for table_id, table in TABLES.items():

@@ -8,13 +8,26 @@ numbers POLE and WeakCLIP quote.
 
 from __future__ import annotations
 
-from .runs import NO_TEST_GT, RANDOM_WALK_STAGES, VOC_DATA, clims_run, deeplab_run, mct_psa_run
+from .runs import (
+    NO_TEST_GT,
+    RANDOM_WALK_STAGES,
+    VOC_DATA,
+    clims_run,
+    deeplab_run,
+    mct_psa_run,
+)
 from .schema import Row, Run, Table
-from .weakclip import CLIMS_NOTE, CLIMS_RETRAIN_NOTE, MCT_CAM_NOTE, MCT_RETRAIN_NOTE, PSA_NOTE
+from .weakclip import (
+    CLIMS_NOTE,
+    CLIMS_RETRAIN_NOTE,
+    MCT_CAM_NOTE,
+    MCT_RETRAIN_NOTE,
+    PSA_NOTE,
+)
 
 __all__ = ["BASELINE_TABLES"]
 
-_SEG = dict(crf=True, multiscale=True)
+_SEG = {"crf": True, "multiscale": True}
 
 
 def _mctformer_voc() -> Table:

@@ -9,10 +9,25 @@ rows of Table 1 and CLIMS need no selection: they start from the released baseli
 
 from __future__ import annotations
 
-from .runs import (CITED, NO_TEST_GT, VOC_DATA, clims_run, deeplab_run, irn_baseline_run, mct_psa_run, pole_run,
-                   pole_select_run)
+from .runs import (
+    CITED,
+    NO_TEST_GT,
+    VOC_DATA,
+    clims_run,
+    deeplab_run,
+    irn_baseline_run,
+    mct_psa_run,
+    pole_run,
+    pole_select_run,
+)
 from .schema import Row, Table
-from .weakclip import CLIMS_NOTE, CLIMS_RETRAIN_NOTE, MCT_CAM_NOTE, MCT_RETRAIN_NOTE, PSA_NOTE
+from .weakclip import (
+    CLIMS_NOTE,
+    CLIMS_RETRAIN_NOTE,
+    MCT_CAM_NOTE,
+    MCT_RETRAIN_NOTE,
+    PSA_NOTE,
+)
 
 __all__ = ["POLE_TABLES"]
 
@@ -111,7 +126,7 @@ _TABLE3_CITED = (  # (row, val, test)
     ("SIPE (V2-R101)", 68.8, 69.7), ("RECAM", 68.5, 68.4), ("AMN", 70.7, 70.6), ("Spatial-BCE", 68.5, 69.7),
     ("ESOL", 69.9, 69.3), ("AFA", 66.0, 66.3), ("ViT-PCM", 70.3, 70.9),
 )
-_SEG = dict(crf=True, multiscale=True)
+_SEG = {"crf": True, "multiscale": True}
 
 
 def _seg(label: str, run: str | None, val: float, test: float, note: str) -> list[Row]:

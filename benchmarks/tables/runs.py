@@ -9,9 +9,20 @@ from __future__ import annotations
 from .schema import Input, Run
 
 __all__ = [
-    "CITED", "NO_TEST_GT", "RANDOM_WALK_STAGES", "POLE_SELECTION", "VOC_DATA", "COCO_DATA",
-    "clims_run", "deeplab_run", "irn_baseline_run", "mct_psa_run", "mct_seeds_run", "pole_run",
-    "pole_select_run", "weakclip_run",
+    "CITED",
+    "COCO_DATA",
+    "NO_TEST_GT",
+    "POLE_SELECTION",
+    "RANDOM_WALK_STAGES",
+    "VOC_DATA",
+    "clims_run",
+    "deeplab_run",
+    "irn_baseline_run",
+    "mct_psa_run",
+    "mct_seeds_run",
+    "pole_run",
+    "pole_select_run",
+    "weakclip_run",
 ]
 
 CITED = "another method's number, cited"

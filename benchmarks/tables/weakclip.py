@@ -8,11 +8,20 @@ refiner (``weakclip/*.yaml``: seeds → pseudo masks) → DeepLabV1-ResNet38 ret
 
 from __future__ import annotations
 
-from .runs import (CITED, COCO_DATA, NO_TEST_GT, VOC_DATA, clims_run, deeplab_run, mct_psa_run, mct_seeds_run,
-                   weakclip_run)
+from .runs import (
+    CITED,
+    COCO_DATA,
+    NO_TEST_GT,
+    VOC_DATA,
+    clims_run,
+    deeplab_run,
+    mct_psa_run,
+    mct_seeds_run,
+    weakclip_run,
+)
 from .schema import Row, Run, Table
 
-__all__ = ["WEAKCLIP_TABLES", "VOC_PAPER_CLASSES", "voc_per_class"]
+__all__ = ["VOC_PAPER_CLASSES", "WEAKCLIP_TABLES", "voc_per_class"]
 
 PAPER = "WeakCLIP (IJCV 2024)"
 
@@ -53,8 +62,8 @@ CLIMS_RETRAIN_NOTE = ("CLIMS DeepLabV2-R101 (COCO init, MSC): random scale unifo
 TABLE4_NOTE = ("the paper does not say what predicts without the decoder nor how the adapter is decoded "
                "without it: the ablation presets are wsss_weakclip.presets.TABLE4's reading; ")
 
-_SEG = dict(crf=True, multiscale=True)          # the DeepLab retrains: multi-scale (+ flip) test, dense CRF
-_WEAKCLIP_MASK = dict(crf=True, multiscale=True)  # WeakCLIP pseudo masks: 6 ratios + flip, windows, CRF
+_SEG = {"crf": True, "multiscale": True}          # the DeepLab retrains: multi-scale (+ flip) test, dense CRF
+_WEAKCLIP_MASK = {"crf": True, "multiscale": True}  # WeakCLIP pseudo masks: 6 ratios + flip, windows, CRF
 
 
 def _cited(row: str, paper: float, dataset: str, split: str, **kw) -> Row:
