@@ -100,13 +100,14 @@ def test_a_clip_file_unlike_the_checkpoints_clip_is_an_error_naming_both_files_a
 
 
 def test_a_run_given_the_checkpoint_needs_no_clip_file(files):
-    """``checkpoint_replaces``: the pipeline drops clip_weights when a node gives a checkpoint."""
+    """The pipeline's path: a refiner node with ``checkpoint`` and no ``clip_weights`` builds its CLIP from it."""
     ckpt, _, _ = files
-    node = {"type": "refiners/weakclip", "class_names": list(CLASSES), "clip_model": TINY_CLIP,
-            "clip_weights": "/nowhere/ViT-B-16.pt", **SMALL, **DIRECT}
+    node = {"type": "refiners/weakclip", "class_names": list(CLASSES), "clip_model": TINY_CLIP, **SMALL, **DIRECT}
     refiner, spec = build_from_checkpoint(node, "refiner", checkpoint=str(ckpt))
     assert spec == str(ckpt) and str(ckpt) in refiner.net.clip.source
-    assert WeakCLIPRefiner.checkpoint_replaces == ("clip_weights",)
+    # not declared: the run's own model.pt (no CLIP inside) is loaded into a refiner built with these
+    # keywords set to None, which would be a random CLIP
+    assert not getattr(WeakCLIPRefiner, "checkpoint_replaces", ())
 
 
 def test_a_refiner_checkpoint_records_its_clip_weights(files, tmp_path):
@@ -122,6 +123,10 @@ def test_a_refiner_checkpoint_records_its_clip_weights(files, tmp_path):
         assert torch.equal(again(images())["logits"], trained(images())["logits"])
     assert "clip_weights" not in WeakCLIPRefiner(class_names=CLASSES, clip_model=trained.net.clip, **SMALL,
                                                  **DIRECT).get_extra_state()
+    random_clip = WeakCLIPRefiner(class_names=CLASSES, clip_model=TINY_CLIP, clip_weights=None, **SMALL, **DIRECT)
+    with pytest.warns(UserWarning, match=rf"trained with the CLIP of clip_weights='{clip_file}', but this refiner's "
+                                         r"CLIP is random"):
+        random_clip.load_checkpoint(tmp_path / "model.pt")
 
 
 def test_clip_from_official_errors(files):

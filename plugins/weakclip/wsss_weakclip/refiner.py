@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -145,10 +146,10 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
 
     wsss_api_version = "1.0"
     trainable = True
-    checkpoint_replaces = ("clip_weights",)
-    """With a ``checkpoint``, ``clip_weights=None`` means "as the checkpoint says": an official
-    checkpoint's own CLIP tensors, or the ``clip_weights`` a refiner checkpoint records (else
-    ``"default"``); so a run given a checkpoint needs no CLIP file of its own."""
+    # No ``checkpoint_replaces``: only an official checkpoint carries CLIP. The pipeline builds a
+    # refiner for its own train_refiner/model.pt with the replaced keywords set to None, which here
+    # would mean a random CLIP; instead clip_weights="default" (or None) defers to a given
+    # checkpoint's CLIP when it carries one (see refiner_checkpoint).
 
     def __init__(self, class_names: Sequence[str] | None = None, num_classes: int | None = None,
                  dataset: str | None = None, background_name: str = "background", preset: str = "official",
@@ -261,6 +262,11 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         names = list(state.get("class_names") or []) if isinstance(state, Mapping) else []
         if names and names != list(self.class_names):
             raise ClassNamesError(class_names_mismatch("the weights being loaded", names, self.class_names))
+        trained = state.get("clip_weights") if isinstance(state, Mapping) else None
+        if trained is not None and getattr(self, "_clip_record", UNRECORDED) is None:
+            warnings.warn(f"the weights being loaded were trained with the CLIP of clip_weights={trained!r}, but this "
+                          f"refiner's CLIP is random (clip_weights=None): pass clip_weights={trained!r}",
+                          stacklevel=2)
 
     def load_checkpoint(self, checkpoint: str | os.PathLike[str] | Mapping[str, Any]) -> "WeakCLIPRefiner":
         """Load a refiner checkpoint (``train_refiner/model.pt``), a ``WeakCLIPNet`` state dict or an
