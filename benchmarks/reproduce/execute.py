@@ -93,7 +93,7 @@ def _run_command(rr: ResolvedRun, log: Path) -> list[str]:
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"=== {_now()} {' '.join(rr.argv)}\n")
         fh.flush()
-        code = subprocess.run(rr.argv, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
+        code = subprocess.run(rr.argv, check=False, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
     if code != 0:
         raise ReproduceRunError(f"run {rr.run.name!r}: command {' '.join(rr.argv)} exited with status {code}; "
                                 f"log {log}:\n{_tail(log)}")

@@ -128,7 +128,8 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(table: "Table", measured: Sequence[Measured], outcomes: Sequence[RunOutcome], smoke: bool) -> str:
+def _markdown(table: "Table", measured: Sequence[Measured], runs: Sequence[ResolvedRun],
+              outcomes: Sequence[RunOutcome], smoke: bool) -> str:
     yes = {True: "yes", False: ""}
     lines = ([f"**{SMOKE_NOTE}**", ""] if smoke else []) + [f"# {table.title}", "", f"Paper: {table.paper}.", ""]
     lines += ["| row | metric | data | CRF | multi-scale | +RW | paper | measured | Δ | note |",
@@ -143,10 +144,15 @@ def _markdown(table: "Table", measured: Sequence[Measured], outcomes: Sequence[R
         if m.row.per_class:
             lines += ["", f"## Per-class IoU: {m.row.row}", "", "| class | paper | measured |", "|---|---:|---:|"]
             lines += [f"| {c} | {v:g} | {_fmt(m.per_class.get(c)) or '-'} |" for c, v in m.row.per_class.items()]
-    lines += ["", "## Runs", "", "| run | config | this call | wall (s) | note |", "|---|---|---|---:|---|"]
-    notes = {r.name: r.note for r in table.runs}
-    lines += [f"| {o.name} | {o.run_dir.name} | {o.status} | {o.wall_seconds:.1f} | {_cell(notes.get(o.name, ''))} |"
-              for o in outcomes]
+    lines += ["", "## Runs", "", ("wall (s): this call; stages (s): the run's stages as its manifest records them "
+                                  "(their compute time, also when this call resumed them)."), "",
+              "| run | config | folder | this call | wall (s) | stages (s) | note |", "|---|---|---|---|---:|---:|---|"]
+    notes = {r.run.name: (r.run.config, r.run.note) for r in runs}
+    for o in outcomes:
+        config, note = notes.get(o.name, ("", ""))
+        stage_s = sum(float(v.get("wall_seconds") or 0.0) for v in _stage_times(o.run_dir).values())
+        lines.append(f"| {o.name} | {config} | {o.run_dir.name} | {o.status} | {o.wall_seconds:.1f} | {stage_s:.1f} | "
+                     f"{_cell(note)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +187,7 @@ def write_results(folder: Path, table: "Table", runs: Sequence[ResolvedRun], out
     measured = measure_rows(table, runs)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / "results.csv", _csv_text(table, measured))
-    write_text(folder / "results.md", _markdown(table, measured, outcomes, smoke))
+    write_text(folder / "results.md", _markdown(table, measured, runs, outcomes, smoke))
     plot_results(folder / "results.png", f"{table.title}" + (" [smoke]" if smoke else ""), _panels(table, measured),
                  note="SMOKE RUN: synthetic data, tiny random models; the measured values are meaningless" if smoke else "")
     by_name = {o.name: o for o in outcomes}
