@@ -19,9 +19,17 @@ config it names is loaded with its ``--set`` overrides and checked as the comman
 (``wsss run`` and the stage verbs: :func:`~wsss_kit.pipeline.validation.plan_run` with the command's
 ``--stages``/``--restart``/``--shard``/``--out``, the dry run; ``wsss cam``: the run schema less
 ``cam.train``, the dataset of ``--split``, ``cam.model`` built on the meta device, ``--checkpoint``
-and ``--bg-threshold``; ``wsss-pole-select``: the dataset, ``--cams``; any other command with a
-config: the run schema). Commands run in a fresh folder per test, whose ``VOCdevkit`` and ``coco``
-are tiny fake layouts (the configs' own ``root: VOCdevkit`` / ``root: coco`` resolve to them).
+and ``--bg-threshold``; ``wsss-pole-select``: the dataset, ``--cams``; ``python -m benchmarks
+reproduce``: a known table id, ``--data-root`` a folder; any other command with a config: the run
+schema). Two more rules: a command that moves one data root it reads (``--set
+data.train.root=/data/VOCdevkit``) moves all of them, and a header's ``wsss run`` of its own config
+with ``--stages`` leaves out no stage the config sets up (the POLE configs' ``irn_rw`` section gives
+the "+RW" column only through ``train_refiner`` and ``pseudo_masks``). Commands run in a fresh folder
+per test, whose ``VOCdevkit`` and ``coco`` (and ``data/VOCdevkit``, ``data/coco``) are tiny fake
+layouts (the configs' own ``root: VOCdevkit`` / ``root: coco`` resolve to them).
+
+Besides the commands: every ``released:`` weights file a benchmark config loads is named in its
+header (by file name or ``released:`` name).
 
 What a command may leave unresolved (accepted, everything else fails):
 
@@ -41,8 +49,6 @@ What a command may leave unresolved (accepted, everything else fails):
   ``wsss-pole-select``'s cache), and the stage folders and checkpoints of any benchmark config's
   ``run_dir`` (``runs/weakclip_voc/pseudo_masks/train``): those are made (empty) before the command
   is checked; anything else there (a typo) is missing;
-* harness commands (``python -m benchmarks``) are skipped, with that reason, while
-  ``benchmarks/__main__.py`` does not exist.
 
 Not covered: what the commands compute (the pipeline tests do that), and ``wsss eval``'s folders.
 """
