@@ -347,6 +347,12 @@ def trained_refiner(ctx: RunContext, checkpoint: Any = None, run_dir: Path | Non
         if spec is None:
             return refiner, f"{ctx.get('refiner')['type']} (nothing to train)"
         return refiner.to(ctx.device).eval(), f"checkpoint {spec}"
+    if not (Path(run_dir or ctx.run_dir) / "train_refiner" / "model.pt").exists():
+        # A trainable type whose configuration freezes every part (e.g. WeakCLIP's Table 4 "direct CLIP"
+        # preset): train_refiner wrote no model.pt and the refiner is used as built, under the same seed.
+        refiner, _ = _refiner(ctx)
+        if not getattr(refiner, "trainable", False):
+            return refiner.to(ctx.device).eval(), f"{ctx.get('refiner')['type']} (nothing to train in this configuration)"
     weights = trained_weights_file(Path(run_dir or ctx.run_dir) / "train_refiner" / "model.pt", "trained refiner",
                                    "train_refiner", "refiner")
     node, factory = _refiner_factory(ctx)

@@ -343,3 +343,26 @@ def test_the_pipeline_trains_the_refiner_on_the_seeds_and_loads_it_for_the_pseud
     assert not any(k.startswith("net.encoder.clip.") for k in state)
     assert len(list((tmp_path / "pseudo_masks" / "train").glob("*.png"))) == 8
     assert 0.0 <= stages["pseudo_masks"]["eval"]["miou"] <= 1.0
+
+
+def test_a_preset_with_nothing_to_train_makes_pseudo_masks_without_a_checkpoint(tmp_path):
+    """Table 4's "fixed CLIP, direct matching" row: the refiner type is trainable, this preset freezes every
+    part; train_refiner records "nothing to train" and pseudo_masks uses the refiner as built."""
+    from wsss_kit.cli.main import demo_config_path
+    from wsss_kit.config import apply_overrides, parse_config
+    from wsss_kit.pipeline import run_pipeline
+
+    cfg = parse_config(demo_config_path().read_text(), source="demo.yaml")
+    cfg = apply_overrides(cfg, [
+        "data.train.num_images=4", "data.train.image_size=64", "data.eval.num_images=2", "data.eval.image_size=64",
+        "cam.augment.crop_size=64", "cam.train.steps=1", "cam.train.batch_size=2", "cam.infer.scales=[1.0]",
+        "refiner={type: refiners/weakclip, preset: table4_direct_clip, clip_model: wsss-tiny-clip, clip_weights: null, "
+        "scales: [1.0], base_size: null, flip: false, crf: weakclip_voc, crf_workers: 0, loss_crf_workers: 0}",
+        "refiner_train={steps: 2, batch_size: 2, lr: 1.0e-4, optimizer: adamw, weight_decay: 3.0e-5}",
+        "refiner_augment={crop_size: 64, scale_range: [0.5, 2.0]}",
+    ])
+    stages = run_pipeline(cfg, tmp_path, stages=["train_cam", "cams", "seeds", "train_refiner", "pseudo_masks"])
+    assert stages["train_refiner"]["skipped"] and "nothing to train" in stages["train_refiner"]["reason"]
+    assert not (tmp_path / "train_refiner" / "model.pt").exists()
+    assert len(list((tmp_path / "pseudo_masks" / "train").glob("*.png"))) == 4
+    assert 0.0 <= stages["pseudo_masks"]["eval"]["miou"] <= 1.0
