@@ -115,17 +115,48 @@ def official_crf_images(normalized: Tensor, size: int, normalization: Stats = IM
     image; the official cast is undefined for them (it wraps on x86), here they saturate at 0 / 255.
     """
     x = _check_crf_images(normalized, "normalized images")
+    official_statistics(normalization)  # checked before any work
+    return _un_normalise(_bilinear(*_sampled_pixels(x.detach().float(), size)), normalization)
+
+
+def _sampled_pixels(images: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The source pixels a corner-aligned bilinear resize to ``size × size`` reads, and its weights.
+
+    Output pixel ``k`` samples ``k · (n − 1) / (size − 1)`` (``scipy.ndimage.zoom(order=1)``'s
+    coordinates). Returns the float32 pixels ``(B, C, 2 size, 2 size)`` on the CPU (rows ``y0`` then
+    ``y1``, columns ``x0`` then ``x1``; gathered on the images' device, an exact copy) and the float64
+    weights of ``y1`` and ``x1``. Only these pixels are normalised and moved, not the whole image.
+    """
+    def taps(n: int) -> tuple[Tensor, Tensor]:
+        step = (n - 1) / (size - 1) if size > 1 else 0.0
+        pos = torch.arange(size, dtype=torch.float64) * step
+        lo = pos.floor().long().clamp(0, n - 1)
+        return torch.cat([lo, (lo + 1).clamp(max=n - 1)]), pos - lo
+
+    (rows, wy), (cols, wx) = taps(images.shape[-2]), taps(images.shape[-1])
+    sub = images.index_select(-2, rows.to(images.device)).index_select(-1, cols.to(images.device))
+    return sub.cpu(), wy.view(1, 1, -1, 1), wx.view(1, 1, 1, -1)
+
+
+def _bilinear(sub: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
+    """The resize from :func:`_sampled_pixels`, in float64 on the CPU (as scipy computes it; no kernel
+    fuses the products and sums there), rounded once to float32."""
+    size = wy.shape[-2]
+    x = sub.double()
+    top, bottom = x[..., :size, :], x[..., size:, :]
+    upper = top[..., :size] * (1 - wx) + top[..., size:] * wx
+    lower = bottom[..., :size] * (1 - wx) + bottom[..., size:] * wx
+    return (upper * (1 - wy) + lower * wy).float()
+
+
+def _un_normalise(resized: Tensor, normalization: Stats) -> np.ndarray:
+    """``(B, 3, h, w)`` float32 resized normalised images → uint8 ``(B, h, w, 3)``, the official way."""
     mean255, std255 = official_statistics(normalization)
-    # On the CPU, as the official code (numpy/scipy): a GPU kernel may fuse the float64 products and sums.
-    x = x.detach().float().cpu()
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x.double(), size=(size, size), mode="bilinear", align_corners=True).float()
-    x = x.permute(0, 2, 3, 1)
+    x = resized.permute(0, 2, 3, 1)
     x = x * torch.from_numpy(std255)  # two float32 roundings, as numpy does (no fused multiply-add)
     x = x + torch.from_numpy(mean255)
     # float -> uint8 truncates toward zero; the clamp changes nothing for values in (-1, 256).
-    x = x.clamp(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(x.numpy())
+    return np.ascontiguousarray(x.clamp(0, 255).to(torch.uint8).numpy())
 
 
 def official_statistics(normalization: Stats = IMAGENET) -> tuple[np.ndarray, np.ndarray]:
@@ -161,8 +192,10 @@ def images_for_crf(images: Tensor, size: int, *, crf_image: str = "official", in
         raise ValueError(f"crf_image must be one of {', '.join(map(repr, CRF_IMAGES))}, got {crf_image!r}")
     mean, std = normalization
     if crf_image == "official":
-        # the float32 tensor the network sees (the same ops as wsss_kit.clip.CLIPModel.normalize)
-        return official_crf_images(normalize_input(x.detach().float(), input_space, mean, std), size, normalization)
+        official_statistics(normalization)
+        sub, wy, wx = _sampled_pixels(x.detach().float(), size)
+        # the float32 values the network sees (wsss_kit.clip.CLIPModel.normalize's ops), at the sampled pixels
+        return _un_normalise(_bilinear(normalize_input(sub, input_space, mean, std), wy, wx), normalization)
     x = to_unit(x.detach().float(), input_space, mean, std)
     if tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=True)
