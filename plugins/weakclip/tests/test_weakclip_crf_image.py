@@ -85,7 +85,7 @@ def test_official_statistics_are_mmsegs_float32_arrays():
         official_statistics(((0.5, 0.5), (0.2, 0.2)))
 
 
-@pytest.mark.parametrize("shape", [(2, 512, 512), (2, 320, 480), (1, 97, 63)])
+@pytest.mark.parametrize("shape", [(2, 512, 512), (2, 320, 480), (1, 97, 63), (1, 64, 64)])
 def test_official_crf_image_is_bit_equal_from_normalised_images(shape):
     b, h, w = shape
     normalized = mmcv_normalize(photos(b, h, w, seed=h))
