@@ -163,6 +163,17 @@ extra:
     assert code == 1
 
 
+def test_a_cached_hub_tag_is_present_offline(plugins, wdir, tmp_path, capsys):
+    snapshot = tmp_path / "hf" / "hub" / "models--timm--resnet18.a1_in1k" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    cfg = _config(tmp_path, "cam: {model: {type: cams/test_weights_plain, weights: timm:resnet18.a1_in1k}}\n")
+    code, rows = _json_rows(capsys, ["weights", cfg])
+    assert code == 0 and rows[0]["status"] == "cached" and not rows[0]["missing"]
+
+
 def test_verify_reports_a_wrong_sha(plugins, wdir, tmp_path, monkeypatch, capsys):
     data = b"tiny released weights"
     good = hashlib.sha256(data).hexdigest()

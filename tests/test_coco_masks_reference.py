@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pycocotools.coco as pycoco  # a dependency: its absence fails these tests, it does not skip them
+import pycocotools.mask as mask_api
 import pytest
 from PIL import Image
 
@@ -13,9 +15,6 @@ from wsss_kit.data import COCO2014Dataset, polygons_to_mask, rle_to_mask, semant
 from wsss_kit.data.coco_masks import segmentation_to_mask
 from wsss_kit.data.palette import COCO_CATEGORY_IDS
 from wsss_kit.errors import DataError
-
-mask_api = pytest.importorskip("pycocotools.mask")
-pycoco = pytest.importorskip("pycocotools.coco")
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
