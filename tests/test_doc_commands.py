@@ -29,7 +29,8 @@ per test, whose ``VOCdevkit`` and ``coco`` (and ``data/VOCdevkit``, ``data/coco`
 layouts (the configs' own ``root: VOCdevkit`` / ``root: coco`` resolve to them).
 
 Besides the commands: every ``released:`` weights file a benchmark config loads is named in its
-header (by file name or ``released:`` name).
+header (by file name or ``released:`` name), and every config a table of the harness runs names a
+``python -m benchmarks reproduce`` of one of its tables.
 
 What a command may leave unresolved (accepted, everything else fails):
 
@@ -55,6 +56,7 @@ Not covered: what the commands compute (the pipeline tests do that), and ``wsss 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,33 @@ def test_header_lists_the_weight_files_of_its_config(path: Path):
     assert not missing, f"{path.relative_to(REPO)}: the header does not name {', '.join(missing)}"
 
 
+def table_configs() -> dict[str, set[str]]:
+    """``{config under benchmarks/: the ids of the tables whose runs use it}``."""
+    from doc_command_checks import harness_parser
+
+    harness_parser()  # puts the repository's root on sys.path, as `python -m benchmarks` has it
+    from benchmarks.tables import TABLES
+
+    uses: dict[str, set[str]] = {}
+    for table_id, table in TABLES.items():
+        for run in table.runs:
+            uses.setdefault(run.config, set()).add(table_id)
+    return uses
+
+
+def test_table_configs_name_the_one_command():
+    """Every config a table runs says, in its header, how to reproduce a table it belongs to in one
+    command (``python -m benchmarks reproduce TABLE ...``, itself checked by test_doc_command)."""
+    uses = table_configs()
+    assert "weakclip/voc.yaml" in uses and "pole/table1_pole.yaml" in uses
+    missing = []
+    for config, tables in sorted(uses.items()):
+        named = set(re.findall(r"python -m benchmarks reproduce (\w+)", (REPO / "benchmarks" / config).read_text()))
+        if not named & tables:
+            missing.append(f"{config} (in {', '.join(sorted(tables))})")
+    assert not missing, "no `python -m benchmarks reproduce TABLE` line in the header of " + "; ".join(missing)
+
+
 def test_weights_check_catches_an_unlisted_file():
     text = ("# needs res50_cam.pth\ncam: {model: {checkpoint: released:irn_res50_cam}}\n"
             "refiner: {weights: released:torchvision_resnet50_imagenet}  # released:torchvision_resnet50_imagenet\n")
@@ -144,6 +173,12 @@ GOOD = "wsss run benchmarks/deeplab/synthetic.yaml --set head.train.steps=2"
     ("wsss run benchmarks/deeplab/synthetic.yaml --set head.trian.steps=1", "trian"),
     ("wsss run benchmarks/deeplab/synthetic.yaml --set head.train.steps=1 head.train.lr=0.1", "unrecognized"),
     ("wsss run benchmarks/deeplab/synthetic.yaml --restart seedz", "seedz"),
+    ("wsss run benchmarks/resnet_cam/voc.yaml --stages train_cam,camz", "camz"),
+    ("wsss run benchmarks/resnet_cam/voc.yaml --set cam.trian.steps=1", "trian"),
+    ("wsss run benchmarks/resnet_cam/voc.yaml --set cam.train.steps=1 cam.train.lr=0.1", "unrecognized"),
+    ("wsss run benchmarks/resnet_cam/voc.yaml --set cam.train.steps=-1", "cam.train.steps"),
+    ("wsss run benchmarks/weakclip/voc.yaml --set refiner.preset=offical", "offical"),
+    ("wsss train-cam benchmarks/resnet_cam/voc.yaml --set cam.model.backbone=resnet05", "resnet05"),
     ("wsss run benchmarks/deeplab/synthtic.yaml", "does not exist"),
     ("wsss runn benchmarks/deeplab/synthetic.yaml", "invalid choice"),
     ("wsss cam benchmarks/resnet_cam/voc.yaml --split val", "invalid choice"),
