@@ -214,6 +214,16 @@ def test_config_errors_exit_2(plugins, wdir, tmp_path, capsys):
     assert main(["weights", unknown, "--list"]) == 2
 
 
+def test_csv_rows(plugins, wdir, tmp_path, capsys):
+    cfg = _config(tmp_path, "a: {type: cams/test_weights_plain, weights: released:clip_vit_b32_openai}\n"
+                            "b: {type: cams/test_weights_plain}\n")
+    assert main(["weights", cfg, "--format", "csv"]) == 1
+    rows = {r["key"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert rows["a.weights"]["sha256"] == RELEASED["clip_vit_b32_openai"].sha256 and rows["a.weights"]["missing"] == "True"
+    assert rows["b.weights"]["sha256"] == "unknown" and rows["b.weights"]["origin"] == "default"
+    assert rows["b.weights"]["filename"] == "res50_cam.pth" and rows["b.weights"]["status"] == "missing"
+
+
 def test_set_overrides_apply(plugins, wdir, tmp_path, capsys):
     cfg = _config(tmp_path, "cam: {model: {type: cams/test_weights_plain}}\n")
     code, rows = _json_rows(capsys, ["weights", cfg, "--set", "cam.model.weights=released:weakclip_voc"])

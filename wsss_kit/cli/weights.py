@@ -62,7 +62,8 @@ def weights(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([{**dataclasses.asdict(r), "missing": r.missing} for r in rows], indent=2))
     elif args.format == "csv":
-        print(_csv([dataclasses.asdict(r) for r in rows]), end="")
+        print(_csv([{**dataclasses.asdict(r), "sha256": r.sha256 or "unknown", "missing": r.missing} for r in rows]),
+              end="")
     else:
         print(_config_text(args.config, rows, str(weights_dir())))
     invalid = [r for r in rows if r.status == "invalid"]
