@@ -311,6 +311,40 @@ def _load(config: str, overrides: list[str]) -> dict[str, Any]:
     return cfg
 
 
+SPLIT_COMMANDS = {"refine": ("pseudo_masks", ("data", "refiner", "pseudo_masks", "seeds")),
+                  "predict": ("predictions", ("data", "head.model", "head.infer"))}
+"""``wsss refine`` / ``wsss predict``: their output folder and the config sections they read."""
+
+
+def _split_command_problems(args: argparse.Namespace, cfg: dict[str, Any]) -> list[str]:
+    """What ``wsss refine`` / ``wsss predict`` check before their first image: the schema less the
+    sections they do not read, ``--checkpoint``, the dataset of ``--split`` (their own
+    :func:`~wsss_kit.cli.split_command.start_split`, which writes nothing), and their section."""
+    from wsss_kit.cli.split_command import start_split
+    from wsss_kit.pipeline.sources import pseudo_mask_sources
+
+    folder, reads = SPLIT_COMMANDS[args.command]
+    with contextlib.redirect_stdout(io.StringIO()):
+        job = start_split(args, folder, reads)
+    if args.command == "refine" and job.ctx.get("refiner", None) is None:
+        return [f"{args.config}: wsss refine needs a refiner section"]
+    if args.command == "refine" and pseudo_mask_sources(job.ctx):
+        return [f"{args.config}: pseudo_masks.source brings the pseudo masks: there is nothing to refine"]
+    if args.command == "predict" and job.ctx.get("head.model", None) is None:
+        return [f"{args.config}: wsss predict needs head.model"]
+    return []
+
+
+def _run_weights(args: argparse.Namespace) -> list[str]:
+    """``wsss weights``: run (it lists files); exit 1 (files missing) is what a fake layout gives."""
+    from wsss_kit.cli.weights import EXIT_CONFIG, weights
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = weights(args)
+    return [f"wsss weights exits {code}: {err.getvalue().strip()}"] if code == EXIT_CONFIG else []
+
+
 def check_wsss(args: argparse.Namespace, state: ChainState) -> list[str]:
     """The checks ``wsss COMMAND`` makes before it computes anything."""
     from wsss_kit.cli.main import demo_config_path, stage_verbs
@@ -319,6 +353,8 @@ def check_wsss(args: argparse.Namespace, state: ChainState) -> list[str]:
 
     command = args.command
     config = getattr(args, "config", None)
+    if command == "weights" and (config is None or is_repo_config(config)):
+        return _run_weights(args)  # it only reads: run it
     if command == "demo":
         cfg = apply_overrides(parse_config(demo_config_path().read_text(encoding="utf-8"), source="demo.yaml"),
                               args.overrides)
@@ -369,7 +405,9 @@ def check_wsss(args: argparse.Namespace, state: ChainState) -> list[str]:
             except WSSSError as exc:
                 problems.append(str(exc))
         return problems
-    problems = _schema(cfg)  # refine, predict, weights CONFIG, and commands added later
+    if command in SPLIT_COMMANDS:
+        return _split_command_problems(args, cfg) + _root_problems(config, cfg, [args.split])
+    problems = _schema(cfg)  # commands added later
     problems += _root_problems(config, cfg, [args.split] if isinstance(getattr(args, "split", None), str)
                                else ["train", "eval"])
     problems += _check_weights(getattr(args, "checkpoint", None), "--checkpoint")
@@ -498,9 +536,7 @@ def check_command(command: DocCommand, state: ChainState | None = None) -> list[
         subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if args and subparsers and args[0] not in subparsers[0].choices:
             return [f"{program}: no sub-command {args[0]!r}; known: {', '.join(subparsers[0].choices)}"]
-        if "required" in parse(parser, args)[1]:
-            return []  # `wsss cam` in prose names the command; its arguments are elsewhere
-        # a whole command (`wsss demo`): checked as one
+        return []  # `wsss cam` in prose names the command; its arguments are elsewhere
     texts = synopsis_variants(command.text) if command.kind == "synopsis" else [command.text]
     problems = []
     for text in texts:

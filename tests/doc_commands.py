@@ -37,7 +37,7 @@ class DocCommand:
     text: str
     kind: str = "command"
     """``"command"``; ``"name"`` (inline code of a program and a sub-command, ``wsss cam``: the
-    sub-command must exist, and one that needs no more arguments, ``wsss demo``, is checked whole); ``"synopsis"`` (usage line); ``"overrides"`` (``--set`` line of a config
+    sub-command must exist); ``"synopsis"`` (usage line); ``"overrides"`` (``--set`` line of a config
     header); ``"two-values"`` (``--set a=1 b=2``: always a failure)."""
 
     @property

@@ -20,8 +20,10 @@ config it names is loaded with its ``--set`` overrides and checked as the comman
 ``--stages``/``--restart``/``--shard``/``--out``, the dry run; ``wsss cam``: the run schema less
 ``cam.train``, the dataset of ``--split``, ``cam.model`` built on the meta device, ``--checkpoint``
 and ``--bg-threshold``; ``wsss-pole-select``: the dataset, ``--cams``; ``python -m benchmarks
-reproduce``: a known table id, ``--data-root`` a folder; any other command with a config: the run
-schema). Two more rules: a command that moves one data root it reads (``--set
+reproduce``: a known table id, ``--data-root`` a folder; ``wsss refine`` / ``wsss predict``: their
+own :func:`~wsss_kit.cli.split_command.start_split` (schema, ``--checkpoint``, dataset) and section;
+``wsss weights`` only reads, so it runs: exit 2 fails, exit 1 (files missing) is expected; any other
+command with a config: the run schema). Two more rules: a command that moves one data root it reads (``--set
 data.train.root=/data/VOCdevkit``) moves all of them, and a header's ``wsss run`` of its own config
 with ``--stages`` leaves out no stage the config sets up (the POLE configs' ``irn_rw`` section gives
 the "+RW" column only through ``train_refiner`` and ``pseudo_masks``). Commands run in a fresh folder
@@ -179,6 +181,14 @@ GOOD = "wsss run benchmarks/deeplab/synthetic.yaml --set head.train.steps=2"
     ("wsss run benchmarks/resnet_cam/voc.yaml --set cam.train.steps=-1", "cam.train.steps"),
     ("wsss run benchmarks/weakclip/voc.yaml --set refiner.preset=offical", "offical"),
     ("wsss train-cam benchmarks/resnet_cam/voc.yaml --set cam.model.backbone=resnet05", "resnet05"),
+    ("wsss weights benchmarks/pole/table1_pole.yaml", None),
+    ("wsss weights benchmarks/pole/table1_pole.yaml --set refiner.weights=released:torchvision_resnet5", "resnet5"),
+    ("wsss weights --list --pattern nosuchcheckpoint", "nosuchcheckpoint"),
+    ("wsss refine benchmarks/deeplab/weakclip_v1_wr38.yaml --split train", "refiner section"),
+    ("wsss refine benchmarks/random_walk/mctformer_psa_voc.yaml --split train --checkpoint released:psa_res38_aff", None),
+    ("wsss refine benchmarks/random_walk/mctformer_psa_voc.yaml --split train --batch-size 0", "--batch-size"),
+    ("wsss predict benchmarks/resnet_cam/voc.yaml --split eval", "head.model"),
+    ("wsss predict benchmarks/deeplab/weakclip_v1_wr38.yaml --split eval --checkpoint released:nosuch", "nosuch"),
     ("wsss run benchmarks/deeplab/synthtic.yaml", "does not exist"),
     ("wsss runn benchmarks/deeplab/synthetic.yaml", "invalid choice"),
     ("wsss cam benchmarks/resnet_cam/voc.yaml --split val", "invalid choice"),
