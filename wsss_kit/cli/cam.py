@@ -33,7 +33,7 @@ from ..pipeline.evaluation import has_ground_truth, score_mask_files, sweep_cam_
 from ..pipeline.items import all_exist, item_names
 from ..pipeline.stages import cam_infer_settings
 from ..pipeline.validation import schema_problems
-from ..weights import load_state_dict, load_weights_into, resolve_checkpoint
+from ..weights import load_checkpoint, resolve_checkpoint
 
 
 def threshold_setting(args: argparse.Namespace, ctx: RunContext | None) -> float | str:
@@ -75,7 +75,7 @@ def load_cam_model(ctx: RunContext, num_classes: int, checkpoint: str | None,
         used = f"--checkpoint {checkpoint}"
     elif trained.is_file():
         model = build_for_trained_weights(node, "cam.model", num_classes=num_classes)
-        load_weights_into(model, load_state_dict(trained), source=f"trained CAM network {trained}")
+        load_checkpoint(model, trained, purpose="trained CAM network")
         used = f"{trained} (the trained CAM network of run_dir)"
     else:
         model, spec = build_from_checkpoint(node, "cam.model", num_classes=num_classes)

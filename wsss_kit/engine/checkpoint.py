@@ -11,7 +11,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, NumericalError, WeightsError
-from ..weights import load_state_dict, load_weights_into
+from ..weights import load_checkpoint as load_weights_checkpoint
 from ..weights.loading import non_finite_tensors
 
 __all__ = [
@@ -86,6 +86,7 @@ def _refuse_non_finite(state: Any, what: str) -> None:
                              f"(if any) is kept")
 
 
-def load_model_weights(path: str | os.PathLike[str], model: nn.Module, source: str | None = None) -> None:
-    """Load a saved state dict into ``model`` strictly, with an error listing mismatched keys."""
-    load_weights_into(model, load_state_dict(path), strict=True, source=source or f"weights file {path}")
+def load_model_weights(path: str | os.PathLike[str], model: nn.Module, purpose: str = "weights file") -> None:
+    """Load a saved state dict into ``model`` strictly (:func:`wsss_kit.weights.load_checkpoint`), with an
+    error reading ``"<purpose> <path> ..."`` that lists mismatched keys."""
+    load_weights_checkpoint(model, path, purpose=purpose)

@@ -215,7 +215,7 @@ def _finished(model: nn.Module, config: TrainConfig, out: Path, start: float) ->
     if (out / CONFIG_NAME).is_file():
         saved = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
         check_trajectory(out / MODEL_NAME, saved, json.loads(json.dumps(config.trajectory())))
-    load_model_weights(out / MODEL_NAME, unwrap_model(model), source=f"finished run's weights {out / MODEL_NAME}")
+    load_model_weights(out / MODEL_NAME, unwrap_model(model), purpose="finished run's weights")
     return TrainResult(config.steps, history[-1]["loss"] if history else None, history, out / MODEL_NAME,
                        time.perf_counter() - start)
 

@@ -24,7 +24,7 @@ from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError, PluginError
 from ..registry import accepted_kwargs, default_registry
-from ..weights import load_state_dict, load_weights_into
+from ..weights import load_checkpoint
 from .artifacts import MaskTargetDataset
 from .cam_export import export_cams, seed_from_cam_file
 from .checkpoints import build_for_trained_weights, build_from_checkpoint, node_checkpoint, trained_weights_file
@@ -88,7 +88,7 @@ def trained_cam_model(ctx: RunContext, checkpoint: Any = None) -> tuple[torch.nn
         return model.to(ctx.device).eval(), f"checkpoint {spec}"
     weights = trained_weights_file(ctx.path("train_cam", "model.pt"), "trained CAM network", "train_cam", "cam.model")
     model = build_for_trained_weights(node, "cam.model", num_classes=ctx.num_classes)
-    load_weights_into(model, load_state_dict(weights), source=f"weights file {weights}")
+    load_checkpoint(model, weights, purpose="trained CAM network")
     return model.to(ctx.device).eval(), f"{weights} (trained by the run)"
 
 
@@ -359,7 +359,7 @@ def trained_refiner(ctx: RunContext, checkpoint: Any = None, run_dir: Path | Non
     if node.get("bg_threshold") == "auto":
         node["bg_threshold"] = bg_threshold(ctx)
     refiner = build_for_trained_weights(node, "refiner", **refiner_extras(factory, ctx))
-    load_weights_into(refiner, load_state_dict(weights), source=f"trained refiner {weights}")
+    load_checkpoint(refiner, weights, purpose="trained refiner")
     return refiner.to(ctx.device).eval(), f"{weights} (trained by the run)"
 
 
@@ -420,7 +420,7 @@ def trained_head(ctx: RunContext, checkpoint: Any = None, run_dir: Path | None =
     weights = trained_weights_file(Path(run_dir or ctx.run_dir) / "train_head" / "model.pt", "trained head",
                                    "train_head", "head.model")
     model = build_for_trained_weights(node, "head.model", num_classes=ctx.num_classes + 1)
-    load_weights_into(model, load_state_dict(weights), source=f"trained head {weights}")
+    load_checkpoint(model, weights, purpose="trained head")
     return model.to(ctx.device).eval(), f"{weights} (trained by the run)"
 
 
