@@ -44,6 +44,12 @@ class ToyCAM(wsss_kit.CAMGenerator):
         return multiscale_cams(self.raw, images, labels, scales=scales, flip=flip)
 
 
+class ReplacesAnUnknownKeyword(ToyCAM):
+    """Declares that a checkpoint replaces a keyword its constructor does not have."""
+
+    checkpoint_replaces = ("weights",)
+
+
 class OutOfRangeCAM(ToyCAM):
     def cams(self, images, labels, scales=(1.0,), flip=False):
         return super().cams(images, labels, scales, flip) * 2 - 0.5 * labels[:, :, None, None]
@@ -235,6 +241,8 @@ def test_skip_leaves_checks_out_and_reports_them():
     (LenientCAM(), "bad_input.rank", "accepted images of shape (3, H, W)"),
     (LenientCAM(), "bad_input.channels", "accepted images with 4 channels"),
     (LenientCAM(), "bad_input.labels", "accepted labels with 4 columns for 3 classes"),
+    (ReplacesAnUnknownKeyword(), "checkpoint_replaces",
+     "names ['weights'], which ReplacesAnUnknownKeyword() does not take; its keywords: num_classes"),
 ])
 def test_broken_cam_generators_fail_naming_the_check(obj, check, fragment):
     with pytest.raises(PluginConformanceError) as err:

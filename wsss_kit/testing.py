@@ -16,12 +16,13 @@ value ranges (CAMs finite, in [0, 1] and zero for absent classes; refiner probab
 finite scalar), gradients reaching every trainable parameter (CAM training loss, heads, trainable
 refiners' ``training_step``, losses), the same output twice under a fixed seed in eval mode, and
 bad input (wrong rank, wrong channel count, mismatched classes, an index past the end) raising
-an exception instead of silently giving a result. Every check runs; all failures are reported
+an exception instead of silently giving a result, and a ``checkpoint_replaces`` declaration naming
+constructor keywords. Every check runs; all failures are reported
 together in one :class:`PluginConformanceError` naming the plugin and each failed check.
 
-Check names (for ``skip``, and in the report): ``interface``, ``api_version``, ``construction``,
-``forward.*``, ``cams.*``, ``seeds``, ``refine.*``, ``logits.*``, ``loss.*``, ``prompts.*``,
-``item.*``, ``gradients``, ``determinism``, ``bad_input.*``. Parameters, buffers, gradients and
+Check names (for ``skip``, and in the report): ``interface``, ``api_version``, ``checkpoint_replaces``,
+``construction``, ``forward.*``, ``cams.*``, ``seeds``, ``refine.*``, ``logits.*``, ``loss.*``,
+``prompts.*``, ``item.*``, ``gradients``, ``determinism``, ``bad_input.*``. Parameters, buffers, gradients and
 train/eval modes are restored afterwards; nothing is trained. The checks run on one CPU thread.
 """
 
@@ -39,7 +40,7 @@ from torch import nn
 
 from .errors import PluginVersionError
 from .interfaces import IGNORE_INDEX, INTERFACES
-from .registry import PluginInfo, check_api_version, create, default_registry
+from .registry import PluginInfo, accepted_kwargs, check_api_version, create, default_registry
 
 __all__ = ["ConformanceReport", "PluginConformanceError", "check_plugin"]
 
@@ -262,6 +263,7 @@ def check_plugin(obj: Any, *, kwargs: Mapping[str, Any] | None = None, kind: str
     checks.run("interface", lambda: _require(isinstance(obj, INTERFACES[kind]),
                                             f"{type(obj).__qualname__} does not implement wsss_kit.{INTERFACES[kind].__name__}"))
     checks.run("api_version", _check_api_version, obj, kind)
+    checks.run("checkpoint_replaces", _check_checkpoint_replaces, obj)
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.float32)
         num_classes, batch_size = labels.shape[1], labels.shape[0]
@@ -347,6 +349,19 @@ def _check_api_version(obj: Any, kind: str) -> None:
         check_api_version(obj, PluginInfo(kind, type(obj).__qualname__, type(obj).__module__, "", _label(obj)))
     except PluginVersionError as exc:
         raise _Fail(" ".join(str(exc).split())) from None
+
+
+def _check_checkpoint_replaces(obj: Any) -> None:
+    """``checkpoint_replaces`` (files a trained checkpoint makes unnecessary) names constructor keywords."""
+    names = getattr(type(obj), "checkpoint_replaces", ())
+    _require(isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names),
+             f"checkpoint_replaces must be a tuple of keyword names, got {names!r}")
+    accepted = accepted_kwargs(type(obj))
+    if accepted is None:  # **kwargs: any name may be forwarded
+        return
+    unknown = [n for n in names if n not in accepted]
+    _require(not unknown, f"checkpoint_replaces names {unknown}, which {type(obj).__qualname__}() does not take; "
+                          f"its keywords: {', '.join(accepted)}")
 
 
 def _label(obj: Any) -> str:
