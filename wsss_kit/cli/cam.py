@@ -22,7 +22,7 @@ import torch
 from ..atomic import write_text
 from ..config import is_node, load_config
 from ..engine import seed_everything
-from ..engine.distributed import any_rank, init_distributed, is_main_process
+from ..engine.distributed import any_rank, barrier, init_distributed, is_main_process
 from ..errors import ConfigError
 from ..interfaces import WSSSDataset
 from ..pipeline.cam_export import ExportCounts, export_cams, record_settings, weights_digest
@@ -137,6 +137,7 @@ def cam(args: argparse.Namespace) -> int:
         record_settings(seed_dir, {"bg_threshold": fixed}, "seeds")
     counts = export_cams(model, ds, mine, cam_dir, seed_dir=seed_dir if fixed is not None else None,
                          threshold=fixed, desc=f"CAMs [{split}]", **common)
+    barrier()  # under torchrun every process has written its CAM files before any looks for them all
     cams_done = all_exist(cam_dir, names, ".npz")
     cam_score = None
     if threshold == "auto":
@@ -154,6 +155,7 @@ def cam(args: argparse.Namespace) -> int:
         counts = ExportCounts(computed=counts.computed, seeded=seeded.seeded, skipped=seeded.skipped)
     _report(counts, shard, cam_dir, seed_dir if fixed is not None else None)
 
+    barrier()  # and its seeds
     seeds_done = fixed is None or all_exist(seed_dir, names, ".png")
     if not (cams_done and seeds_done):
         have = sum((cam_dir / f"{n}.npz").exists() for n in names)

@@ -1,7 +1,7 @@
 """``wsss refine CONFIG``: pseudo masks of one split from a refiner, without a pipeline.
 
-Refines the run directory's ``cams/<split>`` or ``seeds/<split>`` (``pseudo_masks.input``, as the
-``pseudo_masks`` stage reads it; seeds from ``seeds.source`` when the config brings them) with the
+Refines the run directory's ``cams/<split>`` or ``seeds/<split>`` (``pseudo_masks.input``; ``auto``:
+the CAMs when that folder exists, else the seeds; seeds from ``seeds.source`` when the config brings them) with the
 config's ``refiner`` and its trained weights (``--checkpoint``, else ``refiner.checkpoint``, else
 ``<run_dir>/train_refiner/model.pt`` for a trainable refiner), writing
 ``<out>/pseudo_masks/<split>/<name>.png``. The loop is
@@ -36,7 +36,10 @@ def refine(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: pseudo_masks.source brings the pseudo masks: there is nothing to refine "
                           "(remove it with --set pseudo_masks.source=null)")
     opts = dict(ctx.get("pseudo_masks", {}) or {})
-    kind = refiner_input(ctx, opts)
+    if str(opts.get("input", "auto")) == "auto":  # the CAMs when the run directory has them, else the seeds
+        kind = "cams" if ctx.path("cams", job.split).is_dir() else "seeds"
+    else:
+        kind = refiner_input(ctx, opts)
     sources = seed_sources(ctx) if kind == "seeds" else {}
     input_dir = sources.get(job.split, ctx.path(kind, job.split))
     if job.todo and not input_dir.is_dir():

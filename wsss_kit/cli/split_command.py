@@ -13,7 +13,7 @@ from typing import Any
 
 from ..atomic import write_text
 from ..config import load_config
-from ..engine.distributed import any_rank, init_distributed, is_main_process
+from ..engine.distributed import any_rank, barrier, init_distributed, is_main_process
 from ..errors import ConfigError
 from ..interfaces import WSSSDataset
 from ..pipeline.context import RunContext, Shard
@@ -84,6 +84,7 @@ def _unread_requirement(problem: str, reads: tuple[str, ...]) -> bool:
 def finish_split(job: SplitJob, what: str, computed: int, record: dict[str, Any]) -> int:
     """Score the split once all its files exist (every process takes part), write
     ``<out>/summary.json`` (rank 0) and print the score; return the exit code (0)."""
+    barrier()  # under torchrun every process has written its files before any looks for them all
     if not all_exist(job.out, job.names, ".png"):
         have = sum((job.out / f"{n}.png").exists() for n in job.names)
         print(f"other shards pending: {have} of {len(job.names)} files exist in {job.out}; the split is scored "
