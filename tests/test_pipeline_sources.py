@@ -14,7 +14,7 @@ from test_pipeline import tiny_config
 from torch import nn
 
 import wsss_kit
-from wsss_kit.data.image_io import read_mask, save_mask_png
+from wsss_kit.data.image_io import read_mask, read_mask_raw, save_mask_png
 from wsss_kit.errors import ConfigError, DataError
 from wsss_kit.pipeline import run_pipeline
 from wsss_kit.pipeline.context import RunContext
@@ -77,6 +77,45 @@ def test_bad_brought_in_pseudo_masks_are_all_named_and_nothing_is_copied(finishe
     assert f"{files[0].name} is 32x40 but the image is 64x64" in msg
     assert f"{files[1]} is missing for image {files[1].stem!r}" in msg
     assert not list((run_dir / "pseudo_masks").rglob("*.png"))
+
+
+def _with_stray_class(folder, ds_labels):
+    """Give the first mask of ``folder`` a block of a class its image's labels lack; return (file, class)."""
+    path = sorted(folder.glob("*.png"))[0]
+    mask = read_mask_raw(path).astype(np.int64)
+    labels = ds_labels[path.stem]
+    absent = next(c + 1 for c in range(labels.numel()) if labels[c] < 0.5)
+    mask[:4, :4] = absent
+    save_mask_png(path, mask)
+    return path, absent
+
+
+@pytest.mark.parametrize("policy", ["error", "keep", "ignore"])
+def test_pseudo_masks_outside_the_labels_follow_outside_labels(finished, tmp_path, policy):
+    source, _ = finished
+    folder = tmp_path / "masks"
+    shutil.copytree(source / "pseudo_masks" / "train", folder)
+    ds = RunContext(tiny_config(), tmp_path / "ctx").dataset("train")
+    path, absent = _with_stray_class(folder, {s["name"]: s["labels"] for s in ds})
+    cfg = head_only_config({"train": str(folder)})
+    if policy != "error":
+        cfg["pseudo_masks"]["outside_labels"] = policy
+    run_dir = tmp_path / "run"
+    if policy == "error":
+        with pytest.raises(DataError, match=rf"class\(es\) \[{absent}\] that the image's labels do not have"):
+            run_pipeline(cfg, run_dir, stages=["train_cam", "cams", "seeds", "train_refiner", "pseudo_masks"])
+        return
+    run_pipeline(cfg, run_dir, stages=["train_cam", "cams", "seeds", "train_refiner", "pseudo_masks"])
+    copied = read_mask_raw(run_dir / "pseudo_masks" / "train" / path.name)
+    assert copied[0, 0] == (absent if policy == "keep" else 255)
+    assert (copied[4:, 4:] == read_mask_raw(path)[4:, 4:]).all()
+
+
+def test_outside_labels_is_checked_by_the_schema(tmp_path):
+    cfg = head_only_config({"train": str(tmp_path)})
+    cfg["pseudo_masks"]["outside_labels"] = "drop"
+    with pytest.raises(ConfigError, match="pseudo_masks.outside_labels"):
+        run_pipeline(cfg, tmp_path / "run")
 
 
 # --------------------------------------------------------------------------- refiner targets from CAMs

@@ -18,6 +18,7 @@ from ..registry import did_you_mean
 from . import stages as _fn
 from .context import RunContext
 from .manifest import fingerprint
+from .seed_masks import OUTSIDE_LABELS
 from .schema import (CRF, Augment, Bool, Choice, Device, Float, Int, ListOf, Node, Null, OneOf, Section, Source,
                      Spec, Str, Train, assemble)
 
@@ -63,6 +64,7 @@ class Stage:
 _SCALES = ListOf(Float(0.0, low_open=True))
 _THRESHOLD = OneOf((Choice(("auto",)), Float(0.0, 1.0)))
 _DATASET = Node("datasets")
+_OUTSIDE_LABELS = Choice(OUTSIDE_LABELS)
 
 STAGE_TABLE: tuple[Stage, ...] = (
     Stage(
@@ -82,7 +84,8 @@ STAGE_TABLE: tuple[Stage, ...] = (
     Stage(
         name="seeds", verb="seeds", summary="threshold the CAMs into seed masks (or copy seeds.source)",
         sections=("seeds",),
-        schema=(("seeds.bg_threshold", _THRESHOLD, False), ("seeds.source", Source(), False)),
+        schema=(("seeds.bg_threshold", _THRESHOLD, False), ("seeds.source", Source(), False),
+                ("seeds.outside_labels", _OUTSIDE_LABELS, False)),
         needs=(), folders=("seeds",), reads=("cams/",),
         run=_fn.seeds, nothing_to_do=_fn._seeds_not_needed, report_row="seeds"),
     Stage(
@@ -100,7 +103,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         sections=("refiner", "pseudo_masks"),
         schema=(("refiner", Node("refiners", checkpoint=True), False), ("pseudo_masks.batch_size", Int(1), False),
                 ("pseudo_masks.input", Choice(("auto", "cams", "seeds")), False),
-                ("pseudo_masks.source", Source(), False)),
+                ("pseudo_masks.source", Source(), False), ("pseudo_masks.outside_labels", _OUTSIDE_LABELS, False)),
         needs=("refiner|pseudo_masks.source",), folders=("pseudo_masks",),
         reads=("cams/ or seeds/", "train_refiner/model.pt (or refiner.checkpoint)"),
         run=_fn.pseudo_masks, report_row="pseudo masks"),

@@ -178,7 +178,7 @@ def seeds(ctx: RunContext) -> dict[str, Any] | None:
     skipped = _seeds_not_needed(ctx)
     if skipped is not None:
         return skipped
-    check_keys(ctx.get("seeds", {}) or {}, ("bg_threshold", "source"), "seeds")
+    check_keys(ctx.get("seeds", {}) or {}, ("bg_threshold", "source", "outside_labels"), "seeds")
     sources = seed_sources(ctx)
     threshold = bg_threshold(ctx) if any(split not in sources for split in SPLITS) else None
     palette = ctx.reference.palette
@@ -186,7 +186,10 @@ def seeds(ctx: RunContext) -> dict[str, Any] | None:
     for split in SPLITS:
         ds, names, out, todo = _pending(ctx, split, "seeds", ".png")
         if split in sources:
-            copy_seed_masks(ds, sources[split], out, todo, palette, desc=f"seeds [{split}] from {sources[split]}")
+            _note_stray(copy_seed_masks(ds, sources[split], out, todo, palette,
+                                        desc=f"seeds [{split}] from {sources[split]}",
+                                        outside_labels=ctx.get("seeds.outside_labels", "error")),
+                        "seeds", split, ctx.get("seeds.outside_labels", "error"))
         else:
             for i in tqdm(todo, desc=f"seeds [{split}]", unit="img"):
                 seed_from_cam_file(ctx.path("cams", split, f"{names[i]}.npz"), out / f"{names[i]}.png",
@@ -363,6 +366,14 @@ def trained_refiner(ctx: RunContext, checkpoint: Any = None, run_dir: Path | Non
     return refiner.to(ctx.device).eval(), f"{weights} (trained by the run)"
 
 
+def _note_stray(count: int, section: str, split: str, policy: str) -> None:
+    """Say how many brought-in masks had classes outside their image's labels (kept or ignored)."""
+    if count:
+        done = "kept as they are" if policy == "keep" else "set to 255 (ignore)"
+        print(f"[wsss] {section} [{split}]: note: {count} mask(s) have pixels of classes that the image's labels "
+              f"lack; {section}.outside_labels is {policy}: {done}")
+
+
 def _copy_pseudo_masks(ctx: RunContext, sources: dict[str, Path]) -> dict[str, Any] | None:
     """``pseudo_masks.source``: check the brought-in masks and copy them into the run."""
     if ctx.get("refiner", None) is not None:
@@ -371,8 +382,10 @@ def _copy_pseudo_masks(ctx: RunContext, sources: dict[str, Path]) -> dict[str, A
     complete = True
     for split, folder in sources.items():
         ds, names, out, todo = _pending(ctx, split, "pseudo_masks", ".png")
-        copy_seed_masks(ds, folder, out, todo, palette, desc=f"pseudo masks [{split}] from {folder}",
-                        what=f"pseudo_masks.source {folder}")
+        policy = ctx.get("pseudo_masks.outside_labels", "error")
+        _note_stray(copy_seed_masks(ds, folder, out, todo, palette, desc=f"pseudo masks [{split}] from {folder}",
+                                    what=f"pseudo_masks.source {folder}", outside_labels=policy),
+                    "pseudo_masks", split, policy)
         complete &= all_exist(out, names, ".png")
     if not complete:
         return None
@@ -383,7 +396,7 @@ def _copy_pseudo_masks(ctx: RunContext, sources: dict[str, Path]) -> dict[str, A
 
 def pseudo_masks(ctx: RunContext) -> dict[str, Any] | None:
     opts = dict(ctx.get("pseudo_masks", {}) or {})
-    check_keys(opts, ("batch_size", "input", "source"), "pseudo_masks")
+    check_keys(opts, ("batch_size", "input", "source", "outside_labels"), "pseudo_masks")
     sources = pseudo_mask_sources(ctx)
     if sources:
         return _copy_pseudo_masks(ctx, sources)
