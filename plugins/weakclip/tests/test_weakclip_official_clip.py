@@ -140,3 +140,26 @@ def test_clip_from_official_errors(files):
     with pytest.raises(WeightsError, match=r"CLIP inside ckpt\.pth does not fit open_clip architecture "
                                            r"'wsss-tiny-clip' \(shape mismatches: visual\.ln_post\.weight"):
         clip_from_official(bad, TINY_CLIP, source="ckpt.pth")
+
+
+def test_a_clip_file_that_is_not_here_gives_way_to_the_checkpoints_clip(files, tmp_path, monkeypatch):
+    """A config naming OpenAI's file (``released:clip_vit_b16_openai``) evaluates an official checkpoint
+    without that file: the checkpoint's CLIP is used, with a warning; without a checkpoint it stays an error."""
+    ckpt, clip_file, _ = files
+    monkeypatch.setenv("WSSS_WEIGHTS_DIR", str(tmp_path))
+    missing = "released:clip_vit_b16_openai"
+    with pytest.warns(UserWarning, match="is not here .* carries its own CLIP tensors"):
+        alone = WeakCLIPRefiner(class_names=CLASSES, clip_model=TINY_CLIP, clip_weights=missing,
+                                checkpoint=str(ckpt), **SMALL, **DIRECT).eval()
+    reference = WeakCLIPRefiner(class_names=CLASSES, clip_model=TINY_CLIP, clip_weights=None, checkpoint=str(ckpt),
+                                **SMALL, **DIRECT).eval()
+    with torch.no_grad():
+        assert torch.equal(alone(images())["score_map"], reference(images())["score_map"])
+    with pytest.raises(WeightsError, match="not downloaded"):
+        WeakCLIPRefiner(class_names=CLASSES, clip_model=TINY_CLIP, clip_weights=missing, **SMALL, **DIRECT)
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    no_clip = {k: v for k, v in state.items() if not k.startswith("text_encoder.") and
+               not (k.startswith("backbone.") and not k.startswith("backbone.fpn"))}
+    with pytest.raises(WeightsError, match="not downloaded"):
+        WeakCLIPRefiner(class_names=CLASSES, clip_model=TINY_CLIP, clip_weights=missing, checkpoint=no_clip,
+                        **SMALL, **DIRECT)

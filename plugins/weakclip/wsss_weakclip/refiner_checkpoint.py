@@ -8,6 +8,8 @@ a bare :class:`~wsss_weakclip.WeakCLIPNet` state dict, and an official WeakCLIP 
 
 Where the CLIP comes from (:func:`choose_clip`): a CLIP file (``clip_weights``) or a ``CLIPModel``
 given by the caller always wins, and an official checkpoint's CLIP tensors must then equal it.
+A CLIP file that is not here (e.g. ``released:clip_vit_b16_openai`` not downloaded) gives way, with a
+warning, to an official checkpoint that carries its CLIP: the checkpoint alone is enough.
 Otherwise (``clip_weights`` ``None`` or ``"default"``) the checkpoint decides: an official one's own
 CLIP tensors (:func:`wsss_weakclip.official_clip.clip_from_official`), or, with ``None``, the
 ``clip_weights`` a refiner checkpoint records (``"default"`` when it records none).
@@ -16,13 +18,14 @@ CLIP tensors (:func:`wsss_weakclip.official_clip.clip_from_official`), or, with 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from wsss_kit.clip import CLIPModel
 from wsss_kit.errors import WeightsError
-from wsss_kit.weights import load_state_dict, resolve_checkpoint
+from wsss_kit.weights import load_state_dict, resolve, resolve_checkpoint
 
 from .official_clip import carries_clip, clip_from_official
 from .presets import resolve_settings
@@ -83,9 +86,18 @@ def choose_clip(clip_model: Any, clip_weights: Any, checkpoint: Any, preset: Any
     given = isinstance(clip_model, CLIPModel)
     record = UNRECORDED if given else (os.fspath(clip_weights) if isinstance(clip_weights, os.PathLike)
                                        else clip_weights)
-    if checkpoint is None or given or not (clip_weights is None or clip_weights == "default"):
+    missing: WeightsError | None = None
+    if checkpoint is not None and not given and isinstance(clip_weights, (str, os.PathLike)) \
+            and clip_weights != "default":
+        missing = _missing_file(clip_weights)
+    if checkpoint is None or given or not (clip_weights is None or clip_weights == "default" or missing):
         return ClipChoice(clip_model, clip_weights, record)
     state, source = read_checkpoint(checkpoint)
+    if missing is not None and not carries_clip(state):
+        raise missing
+    if missing is not None:
+        warnings.warn(f"clip_weights {os.fspath(clip_weights)!r} is not here ({missing}); {source} carries its own "
+                      "CLIP tensors, so the refiner uses those", stacklevel=3)
     if carries_clip(state):
         s = resolve_settings(preset, **network)
         clip = clip_from_official(state, clip_model, source=source, precision=s["clip_precision"],
@@ -94,6 +106,15 @@ def choose_clip(clip_model: Any, clip_weights: Any, checkpoint: Any, preset: Any
     if clip_weights is None:
         clip_weights = record = recorded_clip(state)
     return ClipChoice(clip_model, clip_weights, record, state, source)
+
+
+def _missing_file(spec: str | os.PathLike[str]) -> WeightsError | None:
+    """The error of a CLIP weights spec whose file is not here (``None`` when it resolves)."""
+    try:
+        resolve(spec, purpose="clip_weights")
+    except WeightsError as exc:
+        return exc
+    return None
 
 
 def class_names_mismatch(source: str, theirs: Sequence[str], ours: Sequence[str]) -> str:
