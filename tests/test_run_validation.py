@@ -356,3 +356,16 @@ def test_temporary_files_of_interrupted_writes_are_removed_on_the_next_run(finis
     run_pipeline(tiny_config(), run, restart="eval")
     assert not any(p.exists() for p in stale) and keep.exists()
     assert "left by an interrupted write" in capsys.readouterr().out
+
+
+def test_a_network_given_by_a_checkpoint_needs_no_training_sections():
+    from wsss_kit.pipeline.validation import schema_problems
+
+    cfg = tiny_config()
+    del cfg["head"]["train"], cfg["head"]["loss"], cfg["cam"]["train"]
+    problems = schema_problems(cfg)
+    for key in ("head.train", "head.loss", "cam.train"):
+        assert any(p.startswith(f"{key} is required") for p in problems), key
+    cfg["head"]["model"]["checkpoint"] = "head.pt"
+    cfg["cam"]["model"]["checkpoint"] = "cam.pt"
+    assert schema_problems(cfg) == []

@@ -45,10 +45,26 @@ def schema_problems(cfg: Mapping[str, Any]) -> list[str]:
     """Every problem of ``cfg`` against the run schema (unknown keys, types, ranges, plugin types and keywords)."""
     if not isinstance(cfg, Mapping):
         return [f"the config must be a mapping; got {type(cfg).__name__}"]
-    problems = RUN_SCHEMA.check(cfg, "")
+    problems = [p for p in RUN_SCHEMA.check(cfg, "") if not _needless_training_section(cfg, p)]
     if cfg.get("data") is None:
         problems.append("data is required: {train: {type: datasets/...}, eval: {type: datasets/...}}")
     return problems
+
+
+_TRAINING_ONLY = {"cam": ("cam.train",), "head": ("head.train", "head.loss")}
+"""Sections that only a network's training stage reads: not required when a checkpoint gives the network."""
+
+
+def _needless_training_section(cfg: Mapping[str, Any], problem: str) -> bool:
+    """Whether ``problem`` asks for a training section of a network whose node has a ``checkpoint``
+    (its training stage is then skipped: nothing reads the section)."""
+    for section, keys in _TRAINING_ONLY.items():
+        node = cfg.get(section)
+        model = node.get("model") if isinstance(node, Mapping) else None
+        if isinstance(model, Mapping) and model.get("checkpoint") is not None:
+            if any(problem.startswith(f"{key} is required") for key in keys):
+                return True
+    return False
 
 
 def check_run_config(cfg: Mapping[str, Any], source: str = "config") -> None:
