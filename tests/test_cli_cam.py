@@ -295,3 +295,29 @@ def test_a_checkpoint_replaces_the_missing_imagenet_file(setup, tmp_path, capsys
     # without a checkpoint the ImageNet file is needed, and the error names it
     assert main(args[:-1] + [str(tmp_path / "o2")]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_weights_digest_covers_extra_state():
+    """A module's extra state (e.g. the class names a refiner keeps) is part of its weights' identity."""
+    from torch import nn
+
+    from wsss_kit.pipeline.cam_export import weights_digest
+
+    class Named(nn.Linear):
+        def __init__(self, names):
+            super().__init__(2, 2)
+            self.names = names
+
+        def get_extra_state(self):
+            return {"names": self.names}
+
+        def set_extra_state(self, state):
+            self.names = state["names"]
+
+    torch.manual_seed(0)
+    a = Named(["cat"])
+    b = Named(["dog"])
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k != "_extra_state"}, strict=False)
+    assert weights_digest(a) != weights_digest(b)
+    b.names = ["cat"]
+    assert weights_digest(a) == weights_digest(b)

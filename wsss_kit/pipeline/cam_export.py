@@ -179,9 +179,13 @@ def record_settings(folder: Path, settings: Mapping[str, Any], what: str) -> Non
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, shapes and values): the identity of its weights."""
+    """SHA-256 of a model's state dict (names, dtypes, shapes and values): the identity of its weights.
+    A module's extra state (``*._extra_state``, e.g. class names) enters as sorted JSON."""
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
+        if not isinstance(value, torch.Tensor):
+            digest.update(f"{key}|{json.dumps(value, sort_keys=True, default=str)}|".encode())
+            continue
         tensor = value.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{key}|{tensor.dtype}|{tuple(value.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
