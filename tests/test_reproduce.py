@@ -123,6 +123,32 @@ def test_a_typo_in_a_later_run_fails_before_the_first_run_starts(tmp_path):
     assert not (tmp_path / "o" / "runs").exists()  # nothing ran
 
 
+def test_a_missing_weight_file_of_a_late_run_fails_before_the_first_run_starts(tmp_path, monkeypatch):
+    """The WeakCLIP run reads seeds an earlier run has yet to write (so it cannot be planned in full), but
+    its CLIP file is checked up front; a file the chaining brings is not asked for."""
+    monkeypatch.setenv("WSSS_WEIGHTS_DIR", str(tmp_path / "weights"))
+    (tmp_path / "data").mkdir()
+    runs = (Run("seeds", "mctformer/voc_v2.yaml", ("train_cam", "cams", "seeds")),
+            Run("weakclip", "weakclip/voc.yaml", ("seeds", "train_refiner", "pseudo_masks"),
+                inputs=(Input("seeds.source.train", "seeds", "seeds/train"),
+                        Input("seeds.source.eval", "seeds", "seeds/eval"),
+                        Input("refiner.clip_weights", "seeds", "clip.pt"))),
+            Run("baseline", "resnet_cam/voc.yaml",
+                command=("wsss", "cam", "{config}", "--checkpoint", "released:irn_res50_cam", "--out", "{run_dir}")))
+    resolved = resolve_table(Table("w", "t", "p", runs=runs, rows=()), tmp_path / "o", data_root=tmp_path / "data")
+    with pytest.raises(ConfigError) as info:
+        validate_runs(resolved)
+    msg = str(info.value)
+    assert "run 'seeds' (mctformer/voc_v2.yaml): cam.model.weights" in msg and "deit_small_patch16_224" in msg
+    assert "run 'baseline' (resnet_cam/voc.yaml)" in msg and "res50_cam.pth" in msg
+    assert "run 'weakclip'" not in msg  # its only weight file comes from the chaining
+    runs = runs[:1] + (Run("weakclip", "weakclip/voc.yaml", ("seeds", "train_refiner", "pseudo_masks"),
+                           inputs=runs[1].inputs[:2]),)
+    with pytest.raises(ConfigError, match=r"run 'weakclip' \(weakclip/voc.yaml\): refiner.clip_weights.*ViT-B-16.pt"):
+        validate_runs(resolve_table(Table("w", "t", "p", runs=runs, rows=()), tmp_path / "o",
+                                    data_root=tmp_path / "data"))
+
+
 def test_real_runs_join_relative_data_roots_to_the_data_root(tmp_path):
     table = Table("t", "t", "p", runs=(Run("mct", "mctformer/voc_v2.yaml"),
                                        Run("wc", "weakclip/voc.yaml", inputs=(Input("seeds.source.train", "mct", "seeds/train"),))),

@@ -27,6 +27,7 @@ from wsss_kit.errors import ConfigError, WSSSError
 from wsss_kit.pipeline.manifest import fingerprint
 from wsss_kit.pipeline.stage_table import STAGE_TABLE
 from wsss_kit.pipeline.validation import plan_run, schema_problems
+from wsss_kit.weights import required_weights, resolve
 
 from .smoke import smoke_config
 
@@ -188,20 +189,63 @@ def _inputs_exist(rr: ResolvedRun) -> bool:
     return all(Path(get_path(rr.cfg, inp.key, "")).exists() for inp in rr.run.inputs)
 
 
+def _stage_keys(stages: Sequence[str]) -> tuple[str, ...]:
+    """Config keys the ``stages`` read: their fingerprinted sections, schema keys and needs."""
+    keys: set[str] = set()
+    for stage in STAGE_TABLE:
+        if stage.name in stages:
+            keys.update(stage.sections, (key for key, _, _ in stage.schema))
+            keys.update(k for need in stage.needs for k in need.split("|"))
+    return tuple(sorted(keys))
+
+
+def _missing_weights(rr: ResolvedRun) -> list[str]:
+    """The weight files a run needs that are not here (released names, paths, uncached hub tags).
+
+    For ``wsss run``: what :func:`~wsss_kit.weights.required_weights` finds under the keys its stages
+    read, less the keys the table's chaining fills (earlier runs write those files). For a command:
+    every ``released:`` spec in its argv."""
+    if rr.argv is not None:
+        problems = []
+        for arg in rr.argv:
+            if arg.startswith("released:"):
+                try:
+                    resolve(arg, purpose=f"{rr.argv[0]} {arg}")
+                except WSSSError as exc:
+                    problems.append(str(exc))
+        return problems
+    chained = {inp.key for inp in rr.run.inputs}
+    read = _stage_keys(rr.stages)
+    out = []
+    for req in required_weights(rr.cfg):
+        if req.key in chained or not any(req.key == k or req.key.startswith(k + ".") for k in read):
+            continue
+        if req.status in ("missing", "invalid", "not cached"):
+            out.append(f"{req.key}: {req.detail or req.status + ' ' + req.location}")
+    return out
+
+
 def validate_runs(runs: Sequence[ResolvedRun]) -> None:
     """Check every run before the first one starts; one ConfigError lists every problem.
 
-    Every config against the run schema; a command's program exists; a ``wsss run`` whose inputs
-    exist (the first runs, or every run when resuming) is planned completely
+    Every config against the run schema; a command's program exists; every run's weight files
+    (:func:`~wsss_kit.weights.required_weights` for the keys its stages read, ``released:`` names in a
+    command), also of runs that come late in the chain; a ``wsss run`` whose inputs exist (the first
+    runs, or every run when resuming) is planned completely
     (:func:`~wsss_kit.pipeline.validation.plan_run`: plugins built on the meta device, weight files,
     datasets, the run folder's manifest). A run whose inputs an earlier run has yet to write is
-    planned when its turn comes.
+    planned in full when its turn comes.
     """
     problems: list[str] = []
     for rr in runs:
         where = f"run {rr.run.name!r} ({rr.run.config})"
         found = schema_problems(rr.cfg)
         problems += [f"{where}: {p}" for p in found]
+        if not found:
+            try:
+                problems += [f"{where}: {p}" for p in _missing_weights(rr)]
+            except WSSSError as exc:
+                problems.append(f"{where}: {exc}")
         if rr.argv is not None:
             if shutil.which(rr.argv[0]) is None and not Path(rr.argv[0]).exists():
                 problems.append(f"{where}: command {rr.argv[0]!r} not found (neither beside {sys.executable} "
