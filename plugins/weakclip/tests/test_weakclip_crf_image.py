@@ -21,13 +21,7 @@ from wsss_weakclip.losses import CRFBoundaryLoss, crf_boundary_loss, images_for_
 
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
 
-try:  # the boundary loss's CRF needs pydensecrf (the `pydensecrf2` distribution)
-    import pydensecrf.densecrf  # noqa: F401
-
-    HAVE_PYDENSECRF = True
-except ImportError:  # pragma: no cover - depends on the environment
-    HAVE_PYDENSECRF = False
-needs_crf = pytest.mark.skipif(not HAVE_PYDENSECRF, reason="pydensecrf is not installed")
+from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 MEAN255 = np.array([123.675, 116.28, 103.53], dtype=np.float32)  # mmseg img_norm_cfg (float32 arrays)
 STD255 = np.array([58.395, 57.12, 57.375], dtype=np.float32)

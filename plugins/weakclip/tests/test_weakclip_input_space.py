@@ -14,13 +14,7 @@ from wsss_kit.clip import TINY_CLIP, load_clip
 from wsss_weakclip import WeakCLIPNet
 from wsss_weakclip.refiner import WeakCLIPRefiner
 
-try:
-    import pydensecrf.densecrf  # noqa: F401
-
-    HAVE_PYDENSECRF = True
-except ImportError:  # pragma: no cover - depends on the environment
-    HAVE_PYDENSECRF = False
-needs_crf = pytest.mark.skipif(not HAVE_PYDENSECRF, reason="pydensecrf is not installed")
+from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 NAMES = ("ball", "box", "kite")
 TINY = dict(clip_model=TINY_CLIP, clip_weights=None, n_context=2, crf_workers=0, loss_crf_workers=0,

@@ -24,13 +24,7 @@ from wsss_weakclip.losses import (
     seed_cues,
 )
 
-try:  # the boundary loss's CRF needs pydensecrf (the `pydensecrf2` distribution)
-    import pydensecrf.densecrf  # noqa: F401
-
-    HAVE_PYDENSECRF = True
-except ImportError:  # pragma: no cover - depends on the environment
-    HAVE_PYDENSECRF = False
-needs_crf = pytest.mark.skipif(not HAVE_PYDENSECRF, reason="pydensecrf is not installed")
+from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 
 def renorm(p: float, q: float) -> tuple[float, float]:
