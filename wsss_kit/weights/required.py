@@ -13,7 +13,10 @@
 
 A plugin may declare ``checkpoint_replaces = ("weights", ...)``: when its node gives ``checkpoint``,
 the run sets those keywords to None (:mod:`wsss_kit.pipeline.checkpoints`), so their files are listed
-as not needed.
+as not needed. A plugin whose checkpoints differ in what they carry may also have a callable
+``checkpoint_provides(spec) -> tuple[str, ...]``: the keywords whose files this checkpoint makes
+optional (e.g. an official WeakCLIP checkpoint carries its CLIP); a missing such file is then listed as
+not needed, a present one stays present (the plugin compares it with the checkpoint's).
 """
 
 from __future__ import annotations
@@ -99,14 +102,16 @@ def required_weights(cfg: Mapping[str, Any], *, source: str = "config", verify: 
         ConfigError: a node's ``type`` names no installed plugin (the message names the key).
     """
     found: list[_Found] = []
-    replaced: set[str] = set()
+    replaced: dict[str, str] = {}
     _walk(cfg, "", found, replaced, source)
     out = []
     for key, spec, origin, problem in found:
         req = _describe(key, spec, origin) if problem is None else _invalid({"key": key, "spec": spec, "origin": origin},
                                                                             spec, problem)
-        if key in replaced:
+        if replaced.get(key) == "replaced":
             req = replace(req, status=NOT_NEEDED, detail="")
+        elif key in replaced and req.status == MISSING:  # optional: compared with the checkpoint's when here
+            req = replace(req, status=NOT_NEEDED, detail=replaced[key])
         elif verify and req.status == PRESENT:
             req = _verify(req)
         out.append(req)
@@ -121,7 +126,7 @@ def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def _walk(value: Any, where: str, found: list[_Found], replaced: set[str], source: str) -> None:
+def _walk(value: Any, where: str, found: list[_Found], replaced: dict[str, str], source: str) -> None:
     from ..config import is_node
 
     if isinstance(value, (list, tuple)):
@@ -152,7 +157,7 @@ def _factory_defaults(kind: str, name: str, where: str, source: str) -> tuple[di
     return defaults, factory
 
 
-def _node(node: Mapping[str, Any], where: str, found: list[_Found], replaced: set[str],
+def _node(node: Mapping[str, Any], where: str, found: list[_Found], replaced: dict[str, str],
           source: str) -> None:
     from ..config import TYPE_KEY, split_type
 
@@ -183,7 +188,13 @@ def _node(node: Mapping[str, Any], where: str, found: list[_Found], replaced: se
 
         for key in checkpoint_replaces(factory):
             if key in keys and key != "checkpoint":
-                replaced.add(_join(where, key))
+                replaced[_join(where, key)] = "replaced"
+        provides = getattr(factory, "checkpoint_provides", None)
+        if callable(provides):  # what this checkpoint file carries (e.g. an official WeakCLIP checkpoint's CLIP)
+            for key in provides(given["checkpoint"]):
+                if key in keys:
+                    replaced.setdefault(_join(where, key), f"the checkpoint {given['checkpoint']} carries these "
+                                                           "weights (a file given too is compared with them)")
 
 
 def _expand_default(value: str, key: str, given: Mapping[str, Any],

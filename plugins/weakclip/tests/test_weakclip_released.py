@@ -85,3 +85,24 @@ def test_a_run_with_the_checkpoint_trains_no_refiner_and_writes_the_same_masks(s
         assert main(["refine", str(config), "--split", "eval", "--checkpoint", ckpt, "--out", str(refine_out)]) == 0
     for mask in sorted((out / "pseudo_masks" / "eval").glob("*.png")):
         assert np.array_equal(read_mask_raw(mask), read_mask_raw(refine_out / "pseudo_masks" / "eval" / mask.name))
+
+
+def test_wsss_weights_says_the_official_checkpoint_carries_its_clip(setup, tmp_path, capsys):
+    """``wsss weights`` agrees with the refiner: with an official checkpoint the absent CLIP file is not
+    needed (exit 0); without one it is missing (exit 1); a checkpoint without CLIP changes nothing."""
+    from wsss_kit.weights import required_weights
+
+    root, config = setup
+    ckpt = str(root / "weakclip_voc.pth")
+    assert main(["weights", str(config), "--set", f"refiner.checkpoint={ckpt}"]) == 0
+    assert main(["weights", str(config)]) == 1
+    cfg = yaml.safe_load(config.read_text())
+    cfg["refiner"]["checkpoint"] = ckpt
+    (clip,) = [r for r in required_weights(cfg) if r.key == "refiner.clip_weights"]
+    assert clip.status.startswith("not needed") and "carries these weights" in clip.detail
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    no_clip = {k: v for k, v in state.items() if not k.startswith(("text_encoder.", "backbone."))}
+    torch.save(no_clip, tmp_path / "no_clip.pth")
+    cfg["refiner"]["checkpoint"] = str(tmp_path / "no_clip.pth")
+    (clip,) = [r for r in required_weights(cfg) if r.key == "refiner.clip_weights"]
+    assert clip.status == "missing"

@@ -32,9 +32,11 @@ from wsss_kit.clip.preprocessing import normalization_stats
 from wsss_kit.crf import get_params
 from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
 from wsss_kit.input_space import to_unit
+from wsss_kit.errors import WeightsError
 from wsss_kit.weights import load_checkpoint, load_weights_into
 
 from .convert import is_official_layout, official_state_for
+from .official_clip import carries_clip
 from .inference import OFFICIAL_SCALES, crf_over_predicted_classes, multiscale_softmax, restrict_to_labels
 from .losses import CRF_IMAGES, balanced_seed_loss, crf_boundary_loss, score_map_loss
 from .model import WeakCLIPNet
@@ -46,6 +48,7 @@ from .refiner_checkpoint import (
     ClassNamesError,
     choose_clip,
     class_names_mismatch,
+    read_checkpoint,
 )
 
 __all__ = ["DATASET_CLASSES", "REFINER_PRESETS", "ClassNamesError", "WeakCLIPRefiner", "check_seed_batch"]
@@ -146,6 +149,18 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
 
     wsss_api_version = "1.0"
     trainable = True
+
+    @staticmethod
+    def checkpoint_provides(checkpoint: Any) -> tuple[str, ...]:
+        """The keywords whose files ``checkpoint`` makes optional: ``("clip_weights",)`` for an official
+        WeakCLIP checkpoint, which carries its CLIP (a CLIP file given too is compared with it), else
+        ``()``; also ``()`` when the checkpoint is not here (nothing can be known). Read by
+        ``wsss weights``; not in ``checkpoint_replaces``: a run's own ``model.pt`` holds no CLIP."""
+        try:
+            state, _ = read_checkpoint(checkpoint)
+        except WeightsError:
+            return ()
+        return ("clip_weights",) if carries_clip(state) else ()
     # No ``checkpoint_replaces``: only an official checkpoint carries CLIP. The pipeline builds a
     # refiner for its own train_refiner/model.pt with the replaced keywords set to None, which here
     # would mean a random CLIP; instead clip_weights="default" (or None) defers to a given
