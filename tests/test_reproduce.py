@@ -279,3 +279,20 @@ def test_every_table_runs_with_smoke(table_id, tmp_path):
     for name in ("results.md", "results.png", "manifest.json"):
         assert (folder / name).stat().st_size > 0
     assert (folder / "results.md").read_text().startswith("**SMOKE RUN")
+
+
+def test_a_run_folder_in_use_by_another_harness_is_refused_and_then_resumed(chain_out):
+    """Two harnesses on one --out: the second stops at the shared run folder the first holds, naming it,
+    and writes nothing into it; once the lock is free the same call resumes."""
+    from benchmarks.reproduce.execute import ReproduceRunError, run_lock
+
+    out, _, _ = chain_out
+    seeds_dir = next(p for p in (out / "runs").iterdir() if p.is_dir() and p.name.startswith("seeds-"))
+    manifest = (seeds_dir / "manifest.json").read_bytes()
+    with run_lock(seeds_dir):
+        with pytest.raises(ReproduceRunError, match=rf"run folder {seeds_dir} is in use by pid {os.getpid()}"):
+            reproduce(CHAIN, out, smoke=True, echo=lambda line: None)
+    assert (seeds_dir / "manifest.json").read_bytes() == manifest
+    lines: list[str] = []
+    reproduce(CHAIN, out, smoke=True, echo=lines.append)
+    assert sum("already complete, nothing to do" in line for line in lines) == 4

@@ -5,19 +5,31 @@ complete stages); a command run (``Run.command``) is a subprocess with its resol
 to ``config.reproduce.yaml`` in its folder, recorded as done in ``reproduce_done.json`` once it exits
 with status 0 (a rerun skips it while that record matches its argv). What each run prints goes to
 ``DIR/TABLE/logs/<run>.log``; the terminal gets one line per run.
+
+Run folders are shared between tables (``DIR/runs/<name>-<digest>``), so two harnesses on one ``--out``
+may reach the same run at once: each run is executed under an exclusive lock on
+``DIR/runs/.<folder>.lock`` (``flock``; none where the platform has no ``fcntl``), and the second
+harness stops with an error naming the folder and the process that holds it instead of writing into
+it concurrently.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 from wsss_kit.atomic import write_text
 from wsss_kit.config import dump_config
@@ -102,6 +114,41 @@ def _run_command(rr: ResolvedRun, log: Path) -> list[str]:
     return ["command"]
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``run_dir`` (a file beside it) while the block runs.
+
+    Raises:
+        ReproduceRunError: another process holds it (named by the pid it wrote).
+    """
+    if fcntl is None:
+        yield
+        return
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = run_dir.parent / f".{run_dir.name}.lock"
+    with open(path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ReproduceRunError(f"run folder {run_dir} is in use by {holder}: another `python -m benchmarks "
+                                    f"reproduce` on the same --out is running it; wait for it to finish (then this "
+                                    f"command resumes), or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} (since {_now()})")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def execute_runs(runs: Sequence[ResolvedRun], log_dir: Path, *,
                  echo: Callable[[str], None] = print) -> list[RunOutcome]:
     """Run (or resume) ``runs`` in order; one line per run through ``echo`` as it starts and ends.
@@ -118,7 +165,8 @@ def execute_runs(runs: Sequence[ResolvedRun], log_dir: Path, *,
         echo(f"[{i}/{len(runs)}] {rr.run.name}: {what}")
         start = time.perf_counter()
         try:
-            ran = _run_command(rr, log) if rr.argv is not None else _run_pipeline(rr, log)
+            with run_lock(rr.run_dir):
+                ran = _run_command(rr, log) if rr.argv is not None else _run_pipeline(rr, log)
         except ReproduceRunError:
             raise
         except Exception as exc:  # a plugin's RuntimeError as much as a ConfigError: name the run and its log
