@@ -296,3 +296,14 @@ def test_a_run_folder_in_use_by_another_harness_is_refused_and_then_resumed(chai
     lines: list[str] = []
     reproduce(CHAIN, out, smoke=True, echo=lines.append)
     assert sum("already complete, nothing to do" in line for line in lines) == 4
+
+
+def test_an_interrupted_reproduce_says_how_to_resume(monkeypatch, capsys):
+    import benchmarks.reproduce as harness
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness, "reproduce", interrupted)
+    assert reproduce_main(["irn_voc", "--smoke"]) == 130
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err

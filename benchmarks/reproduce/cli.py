@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     except WSSSError as exc:
         print(f"python -m benchmarks reproduce: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # as `wsss`: finished runs and stages are kept, the same command resumes
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     print()
     print(format_results(measured))
     print(f"\nwritten: {args.out}/{args.table}/results.csv, results.md, results.png, manifest.json")
