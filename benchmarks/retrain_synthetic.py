@@ -116,7 +116,7 @@ def bg_sweep(cfg: dict, run_dir: Path, thresholds: list[float] = SWEEP) -> dict:
     from wsss_kit.pipeline.stages import trained_refiner
 
     ctx = RunContext(cfg, run_dir)
-    refiner = trained_refiner(ctx)
+    refiner, _ = trained_refiner(ctx)  # (refiner, which weights it has)
     k = ctx.num_classes
 
     def score(split: str, threshold: float) -> float:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from wsss_kit.errors import ConfigError
-from wsss_kit.registry import did_you_mean
 
 from .execute import ReproduceRunError, RunOutcome, execute_runs
 from .resolve import ResolvedRun, check_data_root, resolve_table, validate_runs
@@ -31,20 +30,20 @@ __all__ = ["CSV_COLUMNS", "Measured", "ReproduceRunError", "ResolvedRun", "RunOu
 
 
 def table_ids() -> list[str]:
-    """The ids of every table the harness knows (``benchmarks.tables.TABLES``), sorted."""
-    from ..tables import TABLES
+    """The ids of every table the harness knows (:func:`benchmarks.tables.list_tables`), sorted."""
+    from ..tables import list_tables
 
-    return sorted(TABLES)
+    return list_tables()
 
 
 def lookup_table(table_id: str) -> "Table":
-    """The table ``table_id``; a ConfigError listing the known ids (and the closest) if there is none."""
-    from ..tables import TABLES
+    """:func:`benchmarks.tables.get_table` as a ConfigError (listing the ids and the closest) for the CLI."""
+    from ..tables import UnknownTableError, get_table
 
-    if table_id not in TABLES:
-        raise ConfigError(f"unknown table {table_id!r}{did_you_mean(table_id, TABLES)}; available: "
-                          f"{', '.join(sorted(TABLES))} (python -m benchmarks reproduce --list)")
-    return TABLES[table_id]
+    try:
+        return get_table(table_id)
+    except UnknownTableError as exc:
+        raise ConfigError(f"{exc.args[0]} (python -m benchmarks reproduce --list)") from None
 
 
 def format_results(measured: list[Measured]) -> str:

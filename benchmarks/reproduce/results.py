@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from wsss_kit.atomic import write_text
+from wsss_kit.config import get_path
 
 from .execute import RunOutcome
 from .plot import Bars, plot_results
@@ -53,13 +54,7 @@ class Measured:
         return None if self.measured is None else round(self.measured - self.row.paper, 1)
 
 
-def _lookup(record: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
-    node: Any = record
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
+_MISSING = object()
 
 
 def _scale(metric: str, value: float) -> float:
@@ -91,7 +86,8 @@ def measure_rows(table: "Table", runs: Sequence[ResolvedRun]) -> list[Measured]:
             out.append(Measured(row, None, f"run {row.run} has no manifest.json", rr.run.config))
             continue
         stages = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {})
-        found, value = _lookup(stages, row.result or "")
+        value = get_path(stages, row.result or "", _MISSING)
+        found = value is not _MISSING
         if not found or not isinstance(value, (int, float)) or isinstance(value, bool):
             why = (f"{manifest}: stages.{row.result} is not recorded" if not found
                    else f"{manifest}: stages.{row.result} is {value!r} (no ground truth?)")
@@ -99,8 +95,8 @@ def measure_rows(table: "Table", runs: Sequence[ResolvedRun]) -> list[Measured]:
             continue
         m = Measured(row, _scale(row.metric, float(value)), "", rr.run.config)
         parent = (row.result or "").rpartition(".")[0]
-        ok, ious = _lookup(stages, f"{parent}.iou") if parent else (False, None)
-        if row.per_class and ok and isinstance(ious, list):
+        ious = get_path(stages, f"{parent}.iou", None) if parent else None
+        if row.per_class and isinstance(ious, list):
             names = names_cache.setdefault(rr.run.name, _class_names(rr))
             m.per_class = {c: round(100.0 * ious[names.index(c)], 1) for c in row.per_class
                            if c in names and names.index(c) < len(ious) and ious[names.index(c)] is not None}

@@ -6,7 +6,6 @@ says what each table needs (data, weights, time) and what moves its numbers.
 
 from __future__ import annotations
 
-import difflib
 
 from .baselines import BASELINE_TABLES
 from .pole import POLE_TABLES
@@ -49,6 +48,7 @@ def get_table(table_id: str) -> Table:
     try:
         return TABLES[table_id]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(table_id), list(TABLES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UnknownTableError(f"unknown table {table_id!r}{hint}; available: {', '.join(TABLES)}") from None
+        from wsss_kit.registry import did_you_mean
+
+        raise UnknownTableError(f"unknown table {table_id!r}{did_you_mean(str(table_id), TABLES)}; "
+                                f"available: {', '.join(TABLES)}") from None

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..inference import predict_multiscale
 from ..interfaces import WSSSDataset
 from .artifacts import load_cams, read_mask_artifact
-from .items import item_names, same_size_batches
+from .items import same_size_batches
 from .outputs import check_head_output, check_refiner_output
 
 __all__ = ["HeadInfer", "head_infer_settings", "write_predictions", "write_pseudo_masks"]
@@ -82,9 +82,9 @@ def write_predictions(model: torch.nn.Module, ds: WSSSDataset, todo: Sequence[in
     ``num_outputs`` (background included); ``infer`` is :func:`head_infer_settings`'s output
     (scales, flips, aggregation, CRF). Errors of ``infer`` name ``where``.
     """
-    names = item_names(ds)
     for i in tqdm(todo, desc=desc, unit="img"):
-        image = ds[i]["image"]
+        sample = ds[i]  # one read per item: its name was checked by the caller (item_names)
+        image, name = sample["image"], sample["name"]
         try:
             with torch.no_grad():
                 prob = predict_multiscale(model, image[None].to(device), infer["scales"], infer["flip"],
@@ -92,6 +92,6 @@ def write_predictions(model: torch.nn.Module, ds: WSSSDataset, todo: Sequence[in
                                           resize_align_corners=infer["resize_align_corners"])
         except (ValueError, ConfigError) as exc:
             raise ConfigError(f"{where}: {exc}") from exc
-        check_head_output(model, prob, num_outputs, tuple(image.shape[-2:]), [names[i]])
-        save_mask_png(out / f"{names[i]}.png", prob.argmax(1)[0], palette)
+        check_head_output(model, prob, num_outputs, tuple(image.shape[-2:]), [name])
+        save_mask_png(out / f"{name}.png", prob.argmax(1)[0], palette)
     return len(todo)
