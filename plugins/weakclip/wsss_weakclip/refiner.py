@@ -209,7 +209,9 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             restrict_to_labels = defaults["restrict_to_labels"]
         self.restrict_to_labels = bool(restrict_to_labels)
         if clip.state is not None:
-            load_weights_into(self, self._refiner_state(clip.state, clip.source), source=clip.source)
+            # a CLIP built from this very state needs no comparison with it (ViT-B/16: ~150M values)
+            check = "off" if clip.clip_weights is None and clip.record is UNRECORDED else "error"
+            load_weights_into(self, self._refiner_state(clip.state, clip.source, clip_check=check), source=clip.source)
             self.net.clear_text_cache()
         elif checkpoint is not None:
             self.load_checkpoint(checkpoint)
@@ -305,11 +307,13 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         self.net.clear_text_cache()
         return self
 
-    def _refiner_state(self, state: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
-        """Any of the three layouts → this refiner's state dict (the converter of :meth:`load_checkpoint`)."""
+    def _refiner_state(self, state: Mapping[str, Any], source: str = "checkpoint",
+                       clip_check: str = "error") -> dict[str, Any]:
+        """Any of the three layouts → this refiner's state dict (the converter of :meth:`load_checkpoint`);
+        ``clip_check`` compares an official file's CLIP tensors with the refiner's CLIP."""
         state = dict(state.get("state_dict", state)) if isinstance(state.get("state_dict"), Mapping) else dict(state)
         if is_official_layout(state):
-            converted = official_state_for(self.net, state, source=source, clip_check="error")
+            converted = official_state_for(self.net, state, source=source, clip_check=clip_check)
             return {**{f"net.{k}": v for k, v in converted.items()}, "_extra_state": self.get_extra_state()}
         if not any(k.startswith("net.") for k in state):
             state = {f"net.{k}": v for k, v in state.items()}
