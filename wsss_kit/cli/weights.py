@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from ..weights.required import INVALID, NOT_NEEDED
 
 EXIT_OK, EXIT_MISSING, EXIT_CONFIG = 0, 1, 2
 
@@ -66,7 +67,7 @@ def weights(args: argparse.Namespace) -> int:
               end="")
     else:
         print(_config_text(args.config, rows, str(weights_dir())))
-    invalid = [r for r in rows if r.status == "invalid"]
+    invalid = [r for r in rows if r.status == INVALID]
     if invalid:
         print(f"wsss weights: error: {len(invalid)} spec(s) name no weights: "
               + "; ".join(f"{r.key}: {r.detail}" for r in invalid), file=sys.stderr)
@@ -88,7 +89,9 @@ def _config_text(source: str, rows: Sequence[Any], folder: str) -> str:
     for r in rows:
         status = r.status.upper() if r.problem else r.status
         lines.append(f"{r.key}  {r.spec}  [{status}]" + ("  (plugin default)" if r.origin == "default" else ""))
-        if r.status == "not needed (checkpoint given)":
+        if r.status == NOT_NEEDED:
+            if r.detail:  # why (e.g. the given checkpoint carries these weights)
+                lines.append(f"    {r.detail}")
             continue
         if r.released:
             lines.append(f"    released  {r.released}")

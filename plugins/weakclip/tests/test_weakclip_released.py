@@ -95,6 +95,7 @@ def test_wsss_weights_says_the_official_checkpoint_carries_its_clip(setup, tmp_p
     root, config = setup
     ckpt = str(root / "weakclip_voc.pth")
     assert main(["weights", str(config), "--set", f"refiner.checkpoint={ckpt}"]) == 0
+    assert "carries these weights" in capsys.readouterr().out
     assert main(["weights", str(config)]) == 1
     cfg = yaml.safe_load(config.read_text())
     cfg["refiner"]["checkpoint"] = ckpt
