@@ -6,6 +6,7 @@ Outside an initialised process group every helper acts as the single-process cas
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -39,6 +40,7 @@ def launched_by_torchrun() -> bool:
 def init_distributed(device: torch.device | str | None = None) -> bool:
     """Join the process group that ``torchrun`` set up, once; return whether one is initialised.
 
+    The group this call creates is destroyed when the interpreter exits (unless destroyed earlier).
     Nothing happens outside ``torchrun`` (no ``RANK``/``WORLD_SIZE`` in the environment) or when a
     group exists already (e.g. one the caller made). The backend is NCCL when ``device`` (default:
     CUDA if available) is a CUDA device, else gloo; with NCCL this process's CUDA device becomes
@@ -59,7 +61,19 @@ def init_distributed(device: torch.device | str | None = None) -> bool:
             raise RuntimeError(f"device {device} asked for, but CUDA is not available")
         torch.cuda.set_device(local_rank())
     dist.init_process_group("nccl" if cuda else "gloo")
+    # A gloo group still alive at interpreter exit can abort the process ("terminate called
+    # without an active exception") after all work succeeded, when DDP wrappers kept alive by
+    # reference cycles (e.g. a caught exception's traceback) are torn down during shutdown.
+    atexit.register(_leave_group_at_exit)
     return True
+
+
+def _leave_group_at_exit() -> None:
+    if is_distributed():
+        import gc
+
+        gc.collect()  # free cyclic DDP wrappers while their process group still exists
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:
