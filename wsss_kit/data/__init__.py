@@ -23,11 +23,18 @@ from .image_io import (
 from .label_files import read_label_file
 from .palette import COCO_CATEGORY_IDS, COCO_CLASSES, VOC_CLASSES, voc_colormap
 from .synthetic import SyntheticDataset
-from .synthetic_scene import Scene, render_scene
+from .captions import ATTRIBUTES, attribute_vector, caption_scene, scene_attributes
+from .synthetic_scene import SUBTYPES, Scene, SceneObject, render_scene
 from .transforms import TrainAugment, build_augment, photometric_distortion
 from .voc import VOC2012Dataset, find_voc_root
 
 __all__ = [
+    "ATTRIBUTES",
+    "SUBTYPES",
+    "SceneObject",
+    "attribute_vector",
+    "caption_scene",
+    "scene_attributes",
     "COCO2014Dataset",
     "COCO_CATEGORY_IDS",
     "COCO_CLASSES",

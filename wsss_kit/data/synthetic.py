@@ -22,7 +22,9 @@ from .palette import voc_colormap
 from .synthetic_scene import CLASS_NAMES, Scene, render_scene
 from .transforms import build_augment
 
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "pretrain": 3}
+"""Random-stream numbers of the named splits; ``pretrain`` feeds the embedded foundations' pretraining
+(``python -m benchmarks pretrain``) and shares no scene with train/val/test."""
 DEFAULT_NUM_IMAGES = {"train": 400, "val": 100, "test": 100}
 
 
@@ -40,7 +42,8 @@ class SyntheticDataset(WSSSDataset):
     splits use disjoint random streams. Rendering a 128x128 scene takes a few milliseconds.
 
     Args:
-        split: ``"train"``, ``"val"`` or ``"test"`` (any other name is a further split).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"pretrain"`` (the embedded foundations'
+            pretraining scenes); any other name is a further split with its own stream.
         num_images: images in the split; default 400 (train), 100 (val, test, others).
         image_size: ``S`` or ``(H, W)``.
         seed: selects a different set of scenes for every split.

@@ -1,15 +1,22 @@
 """Procedural outdoor scenes for the embedded demo dataset (numpy only, a few ms per image).
 
-A scene is a sky with clouds above a horizon, an optional water band, and grass or sand ground;
-1-3 objects of five classes stand in it:
+A scene is a sky with clouds above a horizon, an optional water band, and grass or sand ground
+with a few grey rocks; 1-3 objects of five classes stand in it. Every class comes in two
+visually distinct subtypes (:data:`SUBTYPES`), so that a subtype's word names something one can
+see (the captions of :mod:`wsss_kit.data.captions` use them):
 
-==========  =========================================================================
-ball        a disc with spherical shading and a pale band, warm red/orange
-box         a rotated rectangle with wood grain and dark edges, yellow-brown
-kite        a kite-shaped quadrilateral with a dark cross and a thin wavy tail, in the sky
-boat        a dark hull with a mast and a cream sail, floating on the water band
-tree        a brown trunk under a dark green, leafy crown made of 2-3 discs
-==========  =========================================================================
+=====  =============  =================================================================
+ball   beach ball     a red/orange disc with spherical shading and a pale band
+       football       a white disc with dark spots
+box    crate          a rotated rectangle with wood grain and dark edges, yellow-brown
+       cardboard box  a plain light-brown rectangle with a pale tape stripe
+kite   diamond kite   a pink/purple quadrilateral with a dark cross and a thin wavy tail
+       delta kite     a yellow triangle with a green keel and a thin wavy tail
+boat   sailboat       a red or blue hull with a mast and a cream sail
+       rowboat        a wide wooden hull with plank lines and two oars, no sail
+tree   oak            a brown trunk under a dark green, leafy crown made of 2-3 discs
+       pine           a short trunk under a tall, tiered blue-green cone
+=====  =============  =================================================================
 
 Boats nearly always float on water and water rarely appears without a boat, so a classifier
 learns "water" as evidence of "boat" (the co-occurrence problem CLIMS addresses); water is
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import colorsys
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,6 +42,36 @@ P_WATER_WITHOUT_BOAT = 0.05
 MIN_VISIBLE = 0.5
 """An instance whose visible part would fall below this fraction of its area is left out."""
 
+SUBTYPES: dict[str, tuple[str, str]] = {
+    "ball": ("beach ball", "football"),
+    "box": ("crate", "cardboard box"),
+    "kite": ("diamond kite", "delta kite"),
+    "boat": ("sailboat", "rowboat"),
+    "tree": ("oak", "pine"),
+}
+"""Each class's two subtypes (the first is the look the world had before subtypes existed)."""
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One object drawn in a scene (at least :data:`MIN_VISIBLE` of it visible).
+
+    Attributes:
+        kind: mask value, 1..5 (``CLASS_NAMES[kind - 1]`` is its class).
+        subtype: one of ``SUBTYPES[class]``.
+        colour: its main colour as a word (``"red"``, ``"white"``...).
+        area: visible pixels (its pixels in the mask).
+    """
+
+    kind: int
+    subtype: str
+    colour: str
+    area: int
+
+    @property
+    def class_name(self) -> str:
+        return CLASS_NAMES[self.kind - 1]
+
 
 @dataclass
 class Scene:
@@ -46,6 +83,9 @@ class Scene:
         classes: sorted mask values of the objects present.
         has_water: whether the background has a water band.
         ground: ``"grass"`` or ``"sand"``.
+        objects: the visible objects, farthest first.
+        cloud_cover: fraction of the sky under clouds, in [0, 1].
+        rocks: grey rocks visible on the ground.
     """
 
     image: np.ndarray
@@ -53,6 +93,9 @@ class Scene:
     classes: list[int]
     has_water: bool
     ground: str
+    objects: list[SceneObject] = field(default_factory=list)
+    cloud_cover: float = 0.0
+    rocks: int = 0
 
 
 @functools.lru_cache(maxsize=16)
@@ -110,6 +153,8 @@ class _Painter:
         self.rng, self.h, self.w = rng, h, w
         self.s = float(min(h, w))
         self.yy, self.xx = _grid(h, w)
+        self.rocks: list[np.ndarray] = []
+        self.cloud_cover = 0.0
 
     # ------------------------------------------------------------------ background
     def background(self, has_water: bool, ground: str) -> tuple[np.ndarray, float, float]:
@@ -122,6 +167,8 @@ class _Painter:
         low = jitter_colour(rng, (0.72, 0.83, 0.95), 0.02, 0.2, 0.05)
         sky = top * (1 - t) + low * t
         clouds = np.clip(smooth_noise(rng, h, w, 6) * 1.6 - 0.4, 0, 1)[..., None]
+        in_sky = yy[:, 0] < horizon
+        self.cloud_cover = float((clouds[in_sky] > 0.5).mean()) if in_sky.any() else 0.0
         sky = sky * (1 - clouds) + np.float32(0.95) * clouds
         if ground == "grass":
             base = jitter_colour(rng, (0.36, 0.6, 0.2), 0.03, 0.15, 0.1)
@@ -151,56 +198,85 @@ class _Painter:
             rx, ry = rng.uniform(0.02, 0.05) * self.s, rng.uniform(0.015, 0.035) * self.s
             rock = ((self.xx - cx) / rx) ** 2 + ((self.yy - cy) / ry) ** 2 < 1
             img[rock] = jitter_colour(rng, (0.5, 0.5, 0.48), 0.05, 0.3, 0.2) * rng.uniform(0.85, 1.0)
+            if rock.any():
+                self.rocks.append(rock)
 
     # ------------------------------------------------------------------ objects
-    def ball(self, ground_top: float) -> tuple[np.ndarray, np.ndarray]:
+    def ball(self, ground_top: float, subtype: int) -> tuple[np.ndarray, np.ndarray, str]:
         rng, xx, yy, s = self.rng, self.xx, self.yy, self.s
         r = rng.uniform(0.07, 0.14) * s
         cx = rng.uniform(0.1, 0.9) * self.w
         cy = rng.uniform(ground_top, self.h + 0.3 * r) - 0.6 * r
         d2 = (xx - cx) ** 2 + (yy - cy) ** 2
         shape = d2 < r * r
-        colour = jitter_colour(rng, (0.9, 0.2, 0.1), 0.04, 0.1, 0.1)
         hx, hy = cx - 0.35 * r, cy - 0.35 * r
         shade = np.clip(1.15 - 0.55 * np.sqrt((xx - hx) ** 2 + (yy - hy) ** 2) / r, 0.45, 1.15)
-        u, v = _rotated(xx, yy, cx, cy, rng.uniform(0, np.pi))
-        band = (np.abs(v) < 0.22 * r)[..., None]
-        pix = np.where(band, np.float32(0.95), colour) * shade[..., None]
-        return shape, pix
+        if subtype == 0:  # beach ball
+            red = rng.random() < 0.5
+            colour = jitter_colour(rng, (0.9, 0.2, 0.1) if red else (0.95, 0.5, 0.1), 0.02, 0.1, 0.1)
+            u, v = _rotated(xx, yy, cx, cy, rng.uniform(0, np.pi))
+            band = (np.abs(v) < 0.22 * r)[..., None]
+            pix = np.where(band, np.float32(0.95), colour) * shade[..., None]
+            return shape, pix, "red" if red else "orange"
+        # football: white leather with dark patches (a centre spot and a ring of five)
+        white = jitter_colour(rng, (0.93, 0.93, 0.9), 0.02, 0.3, 0.05)
+        spots = (xx - cx) ** 2 + (yy - cy) ** 2 < (0.28 * r) ** 2
+        turn = rng.uniform(0, 2 * np.pi)
+        for k in range(5):
+            a = turn + 2 * np.pi * k / 5
+            spots |= (xx - cx - 0.72 * r * np.cos(a)) ** 2 + (yy - cy - 0.72 * r * np.sin(a)) ** 2 < (0.2 * r) ** 2
+        pix = np.where(spots[..., None], np.float32(0.12), white) * shade[..., None]
+        return shape, pix, "white"
 
-    def box(self, ground_top: float) -> tuple[np.ndarray, np.ndarray]:
+    def box(self, ground_top: float, subtype: int) -> tuple[np.ndarray, np.ndarray, str]:
         rng, s = self.rng, self.s
         a, b = rng.uniform(0.08, 0.15) * s, rng.uniform(0.07, 0.13) * s
         cx = rng.uniform(0.1, 0.9) * self.w
         cy = rng.uniform(ground_top + 0.3 * b, self.h)
         u, v = _rotated(self.xx, self.yy, cx, cy, rng.uniform(-0.5, 0.5))
         shape = (np.abs(u) < a) & (np.abs(v) < b)
-        colour = jitter_colour(rng, (0.78, 0.55, 0.22), 0.03, 0.15, 0.12)
-        grain = 0.82 + 0.14 * np.sin(v * rng.uniform(0.8, 1.4) + 2.0 * np.sin(u * 0.15))
-        edge = np.minimum(a - np.abs(u), b - np.abs(v)) < 0.08 * min(a, b) + 0.8
-        shade = np.where(edge, np.float32(0.45), grain)
-        return shape, colour * shade[..., None]
+        if subtype == 0:  # crate
+            colour = jitter_colour(rng, (0.78, 0.55, 0.22), 0.03, 0.15, 0.12)
+            grain = 0.82 + 0.14 * np.sin(v * rng.uniform(0.8, 1.4) + 2.0 * np.sin(u * 0.15))
+            edge = np.minimum(a - np.abs(u), b - np.abs(v)) < 0.08 * min(a, b) + 0.8
+            shade = np.where(edge, np.float32(0.45), grain)
+            return shape, colour * shade[..., None], "yellow"
+        # cardboard box: flat light brown, a pale tape stripe down the middle, a darker flap line
+        colour = jitter_colour(rng, (0.66, 0.5, 0.34), 0.02, 0.1, 0.08)
+        pix = np.broadcast_to(colour, shape.shape + (3,)).copy()
+        pix[np.abs(u) < 0.12 * a + 0.6] = np.float32(0.92) * colour / colour.max()
+        pix[np.abs(v + 0.45 * b) < 0.04 * b + 0.5] *= np.float32(0.7)
+        return shape, pix, "brown"
 
-    def kite(self, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+    def kite(self, horizon: float, subtype: int) -> tuple[np.ndarray, np.ndarray, str]:
         rng, xx, yy, s = self.rng, self.xx, self.yy, self.s
         a, b = rng.uniform(0.06, 0.1) * s, rng.uniform(0.09, 0.14) * s
         cx = rng.uniform(0.12, 0.88) * self.w
         cy = rng.uniform(0.6 * b, max(horizon - 0.3 * b, 0.6 * b + 1))
         u, v = _rotated(xx, yy, cx, cy, rng.uniform(-0.5, 0.5))
-        v_scaled = np.where(v < 0, v / (0.55 * b), v / b)
-        body = np.abs(u) / a + np.abs(v_scaled) < 1
         tail_len = rng.uniform(0.6, 1.2) * b
         wiggle = 0.15 * a * np.sin((v - b) * rng.uniform(0.3, 0.5))
         tail = (v > b - 1) & (v < b + tail_len) & (np.abs(u - wiggle) < 0.9)
-        shape = body | tail
-        colour = jitter_colour(rng, (0.78, 0.2, 0.7), 0.05, 0.1, 0.1)
-        second = jitter_colour(rng, (0.55, 0.2, 0.8), 0.05, 0.1, 0.1)
-        pix = np.where((u < 0)[..., None], colour, second)
-        cross = ((np.abs(u) < 0.8) | (np.abs(v) < 0.8)) & body
-        pix = np.where((cross | tail)[..., None], np.float32(0.15), pix)
-        return shape, pix
+        if subtype == 0:  # diamond kite
+            v_scaled = np.where(v < 0, v / (0.55 * b), v / b)
+            body = np.abs(u) / a + np.abs(v_scaled) < 1
+            colour = jitter_colour(rng, (0.78, 0.2, 0.7), 0.05, 0.1, 0.1)
+            second = jitter_colour(rng, (0.55, 0.2, 0.8), 0.05, 0.1, 0.1)
+            pix = np.where((u < 0)[..., None], colour, second)
+            cross = ((np.abs(u) < 0.8) | (np.abs(v) < 0.8)) & body
+            pix = np.where((cross | tail)[..., None], np.float32(0.15), pix)
+            return body | tail, pix, "pink"
+        # delta kite: a wide triangle, apex up, with a green keel down its middle
+        t = np.clip((v + 0.6 * b) / (1.6 * b), 0, 1)
+        body = (v > -0.6 * b) & (v < b) & (np.abs(u) < 1.3 * a * t)
+        colour = jitter_colour(rng, (0.95, 0.82, 0.12), 0.02, 0.1, 0.08)
+        keel = jitter_colour(rng, (0.15, 0.6, 0.25), 0.03, 0.1, 0.1)
+        pix = np.where((np.abs(u) < 0.12 * a + 0.7)[..., None], keel, colour)
+        pix = np.where(tail[..., None], np.float32(0.15), pix)
+        return body | tail, pix, "yellow"
 
-    def boat(self, horizon: float, ground_top: float, on_water: bool) -> tuple[np.ndarray, np.ndarray]:
+    def boat(self, horizon: float, ground_top: float, on_water: bool,
+             subtype: int) -> tuple[np.ndarray, np.ndarray, str]:
         rng, xx, yy, s = self.rng, self.xx, self.yy, self.s
         half = rng.uniform(0.12, 0.2) * s
         depth = rng.uniform(0.25, 0.4) * half
@@ -212,6 +288,8 @@ class _Painter:
         top = bottom - depth
         t = np.clip((yy - top) / depth, 0, 1)
         hull = (yy >= top) & (yy < bottom) & (np.abs(xx - cx) < half * (1 - 0.35 * t))
+        if subtype == 1:
+            return self._rowboat(cx, top, bottom, half, depth)
         side = rng.choice([-1.0, 1.0])
         mast_x = cx - side * 0.1 * half
         sail_top = top - rng.uniform(1.0, 1.6) * half
@@ -219,17 +297,40 @@ class _Painter:
         reach = (xx - mast_x) * side
         sail = (yy >= sail_top) & (yy < top - 1) & (reach > 0.8) & (reach < frac * 0.85 * half)
         mast = (yy >= sail_top) & (yy < top) & (np.abs(xx - mast_x) < 0.8)
-        hull_colour = jitter_colour(rng, (0.45, 0.1, 0.1) if rng.random() < 0.5 else (0.12, 0.12, 0.3), 0.03, 0.1, 0.15)
+        red = rng.random() < 0.5
+        hull_colour = jitter_colour(rng, (0.45, 0.1, 0.1) if red else (0.12, 0.12, 0.3), 0.03, 0.1, 0.15)
         sail_colour = jitter_colour(rng, (0.95, 0.92, 0.82), 0.02, 0.3, 0.04) * (0.85 + 0.15 * frac)[..., None]
         stripe = (np.abs(yy - (top + 0.3 * depth)) < 0.12 * depth + 0.5)[..., None]
         pix = np.where(hull[..., None], np.where(stripe, np.float32(0.9), hull_colour), sail_colour)
         pix = np.where(mast[..., None], np.float32(0.2), pix)
-        return hull | sail | mast, pix
+        return hull | sail | mast, pix, "red" if red else "blue"
 
-    def tree(self, ground_top: float) -> tuple[np.ndarray, np.ndarray]:
+    def _rowboat(self, cx: float, top: float, bottom: float, half: float,
+                 depth: float) -> tuple[np.ndarray, np.ndarray, str]:
+        """A wide, open wooden hull with plank lines and an oar on each side; no mast, no sail."""
+        rng, xx, yy = self.rng, self.xx, self.yy
+        top = bottom - 1.3 * depth
+        t = np.clip((yy - top) / (bottom - top), 0, 1)
+        hull = (yy >= top) & (yy < bottom) & (np.abs(xx - cx) < half * (1 - 0.45 * t * t))
+        oars = np.zeros_like(hull)
+        for side in (-1.0, 1.0):
+            x0, y0 = cx + side * 0.55 * half, top + 0.2 * (bottom - top)
+            x1, y1 = cx + side * 1.25 * half, bottom + 0.35 * (bottom - top)
+            along = np.clip(((xx - x0) * (x1 - x0) + (yy - y0) * (y1 - y0)) / ((x1 - x0) ** 2 + (y1 - y0) ** 2), 0, 1)
+            dist2 = (xx - x0 - along * (x1 - x0)) ** 2 + (yy - y0 - along * (y1 - y0)) ** 2
+            oars |= dist2 < 0.8 ** 2
+        wood = jitter_colour(rng, (0.55, 0.35, 0.18), 0.02, 0.1, 0.1)
+        planks = 0.8 + 0.2 * (np.sin((yy - top) * 2.2) > 0)
+        pix = wood * planks[..., None]
+        pix = np.where(oars[..., None] & ~hull[..., None], np.float32(0.35) * wood / wood.max(), pix)
+        return hull | oars, pix, "brown"
+
+    def tree(self, ground_top: float, subtype: int) -> tuple[np.ndarray, np.ndarray, str]:
         rng, xx, yy, s = self.rng, self.xx, self.yy, self.s
         cx = rng.uniform(0.1, 0.9) * self.w
         base = rng.uniform(ground_top + 0.08 * s, self.h + 0.05 * s)
+        if subtype == 1:
+            return self._pine(cx, base)
         trunk_h, trunk_w = rng.uniform(0.12, 0.2) * s, rng.uniform(0.018, 0.03) * s
         crown_r = rng.uniform(0.08, 0.13) * s
         crown_y = base - trunk_h - 0.5 * crown_r
@@ -243,7 +344,26 @@ class _Painter:
         leaf_tex = _uniform_field(rng, 0.65, 1.25, (self.h, self.w, 1))
         bark = jitter_colour(rng, (0.4, 0.26, 0.13), 0.02, 0.1, 0.1)
         pix = np.where(crown[..., None], leaves * leaf_tex, bark)
-        return crown | trunk, pix
+        return crown | trunk, pix, "green"
+
+    def _pine(self, cx: float, base: float) -> tuple[np.ndarray, np.ndarray, str]:
+        """A short trunk under a tall cone of three stacked tiers, blue-green."""
+        rng, xx, yy, s = self.rng, self.xx, self.yy, self.s
+        height, width = rng.uniform(0.25, 0.38) * s, rng.uniform(0.08, 0.12) * s
+        trunk_h, trunk_w = rng.uniform(0.04, 0.07) * s, rng.uniform(0.015, 0.025) * s
+        trunk = (np.abs(xx - cx) < trunk_w) & (yy < base) & (yy > base - trunk_h - 2)
+        apex = base - trunk_h - height
+        crown = np.zeros_like(trunk)
+        for k in range(3):  # tiers overlap; each widens downwards
+            t_top = apex + k * 0.28 * height
+            t_bottom = t_top + 0.44 * height
+            frac = np.clip((yy - t_top) / (t_bottom - t_top), 0, 1)
+            crown |= (yy >= t_top) & (yy < t_bottom) & (np.abs(xx - cx) < width * (0.45 + 0.2 * k) * frac + 0.5)
+        needles = jitter_colour(rng, (0.06, 0.3, 0.24), 0.02, 0.15, 0.15)
+        tex = _uniform_field(rng, 0.75, 1.2, (self.h, self.w, 1))
+        bark = jitter_colour(rng, (0.35, 0.22, 0.12), 0.02, 0.1, 0.1)
+        pix = np.where(crown[..., None], needles * tex, bark)
+        return crown | trunk, pix, "dark green"
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
@@ -259,23 +379,24 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     image, horizon, ground_top = painter.background(has_water, ground)
     instances = []
     for kind in kinds:
+        sub = int(rng.integers(0, 2))
         if kind == BALL:
-            shape, pix = painter.ball(ground_top)
+            shape, pix, colour = painter.ball(ground_top, sub)
         elif kind == BOX:
-            shape, pix = painter.box(ground_top)
+            shape, pix, colour = painter.box(ground_top, sub)
         elif kind == KITE:
-            shape, pix = painter.kite(horizon)
+            shape, pix, colour = painter.kite(horizon, sub)
         elif kind == BOAT:
-            shape, pix = painter.boat(horizon, ground_top, on_water=has_water)
+            shape, pix, colour = painter.boat(horizon, ground_top, has_water, sub)
         else:
-            shape, pix = painter.tree(ground_top)
+            shape, pix, colour = painter.tree(ground_top, sub)
         area = int(shape.sum())
         if area >= 12:
-            instances.append((float(painter.yy[shape].max()), kind, shape, pix, area))
+            instances.append((float(painter.yy[shape].max()), kind, shape, pix, area, sub, colour))
     # Nearer objects (lower in the picture) are drawn last, so they occlude farther ones.
     instances.sort(key=lambda item: item[0])
     owner = np.full((height, width), -1, dtype=np.int16)
-    for i, (_, _, shape, _, _) in enumerate(instances):
+    for i, (_, _, shape, *_) in enumerate(instances):
         owner[shape] = i
     # The front object is always fully visible, so at least one object is kept.
     keep = [np.count_nonzero(owner == i) >= MIN_VISIBLE * inst[4] for i, inst in enumerate(instances)]
@@ -283,11 +404,17 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         return render_scene(rng, height, width)
 
     mask = np.zeros((height, width), dtype=np.uint8)
-    for (_, kind, shape, pix, _), kept in zip(instances, keep):
+    painted = np.full((height, width), -1, dtype=np.int16)
+    for i, ((_, kind, shape, pix, *_), kept) in enumerate(zip(instances, keep)):
         if kept:
             image[shape] = pix[shape]
             mask[shape] = kind
+            painted[shape] = i
+    objects = [SceneObject(kind, SUBTYPES[CLASS_NAMES[kind - 1]][sub], colour, int(np.count_nonzero(painted == i)))
+               for i, ((_, kind, _, _, _, sub, colour), kept) in enumerate(zip(instances, keep)) if kept]
+    rocks = sum(np.count_nonzero(rock & (mask == 0)) >= MIN_VISIBLE * np.count_nonzero(rock) for rock in painter.rocks)
     image += _uniform_field(rng, -0.045, 0.045, image.shape)  # sensor-like noise; uniform is 10x cheaper than normal
     np.clip(image, 0.0, 1.0, out=image)
     classes = sorted({int(v) for v in np.unique(mask) if v})
-    return Scene(image=image, mask=mask, classes=classes, has_water=has_water, ground=ground)
+    return Scene(image=image, mask=mask, classes=classes, has_water=has_water, ground=ground, objects=objects,
+                 cloud_cover=painter.cloud_cover, rocks=int(rocks))
