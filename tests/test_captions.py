@@ -38,6 +38,8 @@ def test_objects_describe_the_mask(scenes) -> None:
         for obj in scene.objects:
             assert obj.subtype in SUBTYPES[CLASS_NAMES[obj.kind - 1]] and obj.area > 0
         assert 0.0 <= scene.cloud_cover <= 1.0 and scene.rocks >= 0
+        assert scene.water.shape == scene.mask.shape and not (scene.water & (scene.mask > 0)).any()
+        assert scene.water.any() == scene.has_water
 
 
 def test_every_subtype_occurs_and_the_two_looks_of_a_class_are_told_apart_by_colour(scenes) -> None:

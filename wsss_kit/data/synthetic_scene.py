@@ -86,6 +86,8 @@ class Scene:
         objects: the visible objects, farthest first.
         cloud_cover: fraction of the sky under clouds, in [0, 1].
         rocks: grey rocks visible on the ground.
+        water: ``bool (H, W)``: background pixels showing water (none without a water band); the
+            pixels a classifier that takes water for boat evidence wrongly marks as boat.
     """
 
     image: np.ndarray
@@ -96,6 +98,7 @@ class Scene:
     objects: list[SceneObject] = field(default_factory=list)
     cloud_cover: float = 0.0
     rocks: int = 0
+    water: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=16)
@@ -154,6 +157,7 @@ class _Painter:
         self.s = float(min(h, w))
         self.yy, self.xx = _grid(h, w)
         self.rocks: list[np.ndarray] = []
+        self.water = np.zeros((h, w), dtype=bool)
         self.cloud_cover = 0.0
 
     # ------------------------------------------------------------------ background
@@ -180,6 +184,7 @@ class _Painter:
         img[:] = np.where((yy < horizon)[..., None], sky, ground_img)
         if has_water:
             band = (yy >= horizon) & (yy < water_bottom)
+            self.water = band
             colour = jitter_colour(rng, (0.1, 0.36, 0.58), 0.03, 0.15, 0.1)
             waves = 0.85 + 0.15 * np.sin(yy * rng.uniform(0.9, 1.5) + 5.0 * smooth_noise(rng, h, w, 5))
             depth = 1.0 - 0.25 * np.clip((yy - horizon) / max(water_bottom - horizon, 1.0), 0, 1)
@@ -417,4 +422,4 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     np.clip(image, 0.0, 1.0, out=image)
     classes = sorted({int(v) for v in np.unique(mask) if v})
     return Scene(image=image, mask=mask, classes=classes, has_water=has_water, ground=ground, objects=objects,
-                 cloud_cover=painter.cloud_cover, rocks=int(rocks))
+                 cloud_cover=painter.cloud_cover, rocks=int(rocks), water=painter.water & (mask == 0))
