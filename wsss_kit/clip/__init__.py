@@ -37,6 +37,7 @@ from .text import (
     encode_prompt_embeddings,
     tokenize_prompts,
 )
+from .zero_shot import zero_shot_scores
 
 __all__ = [
     "CLIP_MEAN",
@@ -64,4 +65,5 @@ __all__ = [
     "register_model_configs",
     "tokenize_prompts",
     "validate_clip_config",
+    "zero_shot_scores",
 ]

@@ -1,5 +1,6 @@
-"""Segmentation metrics: confusion-matrix IoU, result tables and CAM threshold sweeps."""
+"""Segmentation metrics: confusion-matrix IoU, result tables and CAM threshold sweeps; multi-label AP."""
 
+from .average_precision import average_precision, mean_average_precision
 from .confusion import (
     ConfusionMatrix,
     all_reduce_sum,
@@ -14,10 +15,12 @@ __all__ = [
     "ConfusionMatrix",
     "ThresholdSweep",
     "all_reduce_sum",
+    "average_precision",
     "confusion_matrix",
     "default_thresholds",
     "format_iou_table",
     "format_stage_table",
     "iou_from_confusion",
+    "mean_average_precision",
     "metrics_from_confusion",
 ]
