@@ -33,6 +33,7 @@ from .interfaces import (
 )
 from .registry import KINDS, DisabledPluginError, PluginInfo, PluginNameClashWarning, create, list_plugins, register
 from .version import API_VERSION, __version__
+from . import world_backbones  # noqa: F401  (registers the embedded world's timm backbones on import)
 
 __all__ = [
     "API_VERSION",

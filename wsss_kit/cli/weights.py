@@ -142,10 +142,23 @@ def _print_released(pattern: str, fmt: str) -> int:
     name_w = max(len(r.name) for r in rows)
     file_w = max(len(r.filename) for r in rows)
     sha_w = max(len(_sha_text(r.sha256)) for r in rows)
-    print(f"{'name':<{name_w}}  {'file':<{file_w}}  {'sha256':<{sha_w}}  fits")
+    state_w = max(len(_state_text(r)) for r in rows)
+    print(f"{'name':<{name_w}}  {'file':<{file_w}}  {'sha256':<{sha_w}}  {'status':<{state_w}}  fits")
     for r in rows:
-        print(f"{r.name:<{name_w}}  {r.filename:<{file_w}}  {_sha_text(r.sha256):<{sha_w}}  {r.fits}")
+        print(f"{r.name:<{name_w}}  {r.filename:<{file_w}}  {_sha_text(r.sha256):<{sha_w}}  "
+              f"{_state_text(r):<{state_w}}  {r.fits}")
         print(f"{'':<{name_w}}  source: {r.source}")
+        print(f"{'':<{name_w}}  path:   {r.path}")
     unknown = sum(r.sha256 is None for r in rows)
-    print(f"{len(rows)} released checkpoints ({unknown} without a known SHA-256); spec: released:<name>")
+    shipped = [r for r in rows if r.packaged]
+    print(f"{len(rows)} released checkpoints ({unknown} without a known SHA-256)"
+          + (f", {len(shipped)} shipped with wsss_kit ({sum(not r.present for r in shipped)} missing)"
+             if shipped else "") + "; spec: released:<name>")
     return EXIT_OK
+
+
+def _state_text(row: Any) -> str:
+    """``shipped`` / ``shipped, MISSING`` for files in the package, ``present`` / ``not downloaded`` for others."""
+    if row.packaged:
+        return "shipped" if row.present else "shipped, MISSING"
+    return "present" if row.present else "not downloaded"

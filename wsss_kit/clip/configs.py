@@ -13,8 +13,11 @@ first time a CLIP model is built (:func:`register_model_configs`). ``wsss-tiny-c
 initialised 2-block ViT (patch 16, 64×64 native input, width 64) with a 2-block text transformer
 (width 64, the real 49408-token vocabulary and context length 77) and a 32-d joint embedding: it
 has the structure of CLIP ViT-B/16 at a size that builds in milliseconds, for tests and the demo.
-To ship another architecture (e.g. the embedded world's ``wsss-synthetic-clip``), add its JSON
-file to that folder; nothing else changes.
+``wsss-synthetic-clip`` (:data:`SYNTHETIC_CLIP`) is the embedded world's CLIP: a 4-block ViT (patch 8 on
+the world's 128×128 images, a 16×16 token grid fine enough for dense matching; width 128, 32-d heads),
+a 3-block text transformer (width 64, 2 heads, the 49408-token vocabulary, context length 32) and a
+64-d joint embedding, with shipped weights ``released:wsss_synthetic_clip``. To ship another
+architecture, add its JSON file to that folder; nothing else changes.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_DIR", "TINY_CLIP", "clip_architecture", "register_clip_config", "register_model_configs",
+__all__ = ["CONFIG_DIR", "SYNTHETIC_CLIP", "TINY_CLIP", "clip_architecture", "register_clip_config", "register_model_configs",
            "validate_clip_config"]
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -38,6 +41,10 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 TINY_CLIP = "wsss-tiny-clip"
 """Name of the tiny test architecture (vision width 64, 2 blocks, patch 16; text width 64; E = 32)."""
+
+SYNTHETIC_CLIP = "wsss-synthetic-clip"
+"""Name of the embedded world's CLIP (128-px ViT, patch 8, 4 blocks; text context 32; E = 64), whose
+pretrained weights ship with wsss_kit as ``released:wsss_synthetic_clip``."""
 
 CLIP_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 """The keys every architecture has (open_clip's model-config schema)."""

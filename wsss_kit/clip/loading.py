@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..errors import WeightsError
 from ..weights import load_state_dict, resolve
 from ..weights.loading import _is_torchscript
-from .configs import TINY_CLIP, clip_architecture, register_model_configs
+from .configs import SYNTHETIC_CLIP, TINY_CLIP, clip_architecture, register_model_configs
 from .model import CLIPModel
 from .preprocessing import Normalization
 
@@ -227,9 +227,10 @@ DEFAULT_CLIP_WEIGHTS: dict[str, str | None] = {
     "ViT-B-32": "released:clip_vit_b32_openai",
     "ViT-B-16": "released:clip_vit_b16_openai",
     TINY_CLIP: None,
+    SYNTHETIC_CLIP: "released:wsss_synthetic_clip",
 }
 """What ``weights="default"`` means per architecture in :func:`frozen_clip` (``None``: random init,
-for the tiny test model)."""
+for the tiny test model; the embedded world's CLIP: its weights shipped with wsss_kit)."""
 
 
 def frozen_clip(clip_model: "ArchitectureSpec | CLIPModel", weights: Any = "default", *, owner: str = "this model",

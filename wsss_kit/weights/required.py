@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, PluginError, WSSSError
-from .released import RELEASED, sha256_of, weights_dir
+from .released import RELEASED, released_path, sha256_of
 from .resolve import _SCHEME, WEIGHT_SUFFIXES, hub_offline, hub_tag_cached, resolve
 
 __all__ = ["WeightsRequirement", "is_weights_keyword", "required_weights"]
@@ -232,11 +232,16 @@ def _describe(key: str, spec: str, origin: str) -> WeightsRequirement:
         entry = RELEASED.get(name)
         if entry is None:
             return _invalid(base, spec)
-        path = weights_dir() / entry.filename
+        path = released_path(entry)
+        if entry.packaged:  # shipped with wsss_kit: missing only in a broken install or an unbuilt checkout
+            why = (f"the file shipped with wsss_kit is missing: reinstall wsss_kit"
+                   + (f", or rebuild it with `{entry.reproduce}`" if entry.reproduce else ""))
+        else:
+            why = f"not downloaded: save {entry.filename!r} as {path}"
         return WeightsRequirement(**base, released=name, filename=entry.filename, source=entry.source,
                                   sha256=entry.sha256, location=str(path), notes=entry.notes,
                                   status=PRESENT if path.is_file() else MISSING,
-                                  detail="" if path.is_file() else f"not downloaded: save {entry.filename!r} as {path}")
+                                  detail="" if path.is_file() else why)
     if scheme in ("timm", "open_clip"):
         try:
             cached = hub_tag_cached(spec)

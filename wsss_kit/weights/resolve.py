@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import WeightsError
-from .released import RELEASED, sha256_of, weights_dir
+from .released import RELEASED, ReleasedCheckpoint, released_path, sha256_of, weights_dir
 
 __all__ = ["WEIGHT_SUFFIXES", "hub_offline", "hub_tag_cached", "resolve"]
 
@@ -30,7 +30,9 @@ def resolve(spec: str | os.PathLike[str], *, purpose: str = "weights", verify: b
     """Turn a weights spec into a local :class:`Path`, or a hub tag string for timm/open_clip.
 
     ``purpose`` words the error messages (e.g. ``"CAM network weights"``). ``verify=True`` checks a
-    released file's SHA-256 when :data:`RELEASED` knows it. Raises :class:`WeightsError` naming
+    released file's SHA-256 when :data:`RELEASED` knows it; a file shipped with wsss_kit (a
+    ``packaged`` entry, found in :func:`~wsss_kit.weights.packaged_dir` whatever ``WSSS_WEIGHTS_DIR``
+    says) is always checked when its SHA-256 is known. Raises :class:`WeightsError` naming
     the expected file and the folder to put it in, or the tag that is not available offline.
     """
     if isinstance(spec, os.PathLike):
@@ -83,6 +85,8 @@ def _resolve_released(name: str, purpose: str, verify: bool) -> Path:
         raise WeightsError(
             f"{purpose}: unknown released checkpoint {name!r}; known: {', '.join(sorted(RELEASED))}{hint}"
         )
+    if entry.packaged:
+        return _resolve_packaged(name, entry, purpose)
     folder = weights_dir()
     path = folder / entry.filename
     if not path.is_file():
@@ -98,6 +102,25 @@ def _resolve_released(name: str, purpose: str, verify: bool) -> Path:
                 f"{purpose}: {path} has SHA-256 {actual}, expected {entry.sha256}; the file is "
                 f"corrupt or a different checkpoint: download {entry.filename!r} again from {entry.source}"
             )
+    return path
+
+
+def _resolve_packaged(name: str, entry: ReleasedCheckpoint, purpose: str) -> Path:
+    """A checkpoint shipped inside wsss_kit: its package-data file (no download, ``WSSS_WEIGHTS_DIR``
+    plays no part); its SHA-256 is checked whenever it is known, ``verify`` or not (the files are small)."""
+    path = released_path(entry)
+    again = f"rebuild it with `{entry.reproduce}`" if entry.reproduce else "reinstall wsss_kit"
+    if not path.is_file():
+        raise WeightsError(
+            f"{purpose}: released checkpoint {name!r} (for {entry.fits}) ships with wsss_kit as {path}, but that "
+            f"file is missing (a broken or partial install, or a source checkout before the file was built): "
+            f"reinstall wsss_kit, or {again} and put {entry.filename!r} in {path.parent}")
+    if entry.sha256:
+        actual = sha256_of(path)
+        if not actual.startswith(entry.sha256.lower()):
+            raise WeightsError(
+                f"{purpose}: the shipped file {path} has SHA-256 {actual}, expected {entry.sha256}; it is corrupt "
+                f"or another build of {name!r}: reinstall wsss_kit, or {again}")
     return path
 
 
