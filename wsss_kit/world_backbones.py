@@ -6,8 +6,9 @@ resnet|vit``). These are the architectures of those "ImageNet" backbones, sized 
 network trains on 2 CPU cores in minutes:
 
 - ``wsss_world_resnet50``: timm's :class:`~timm.models.resnet.ResNet` with ResNet-50's bottleneck
-  layout (3, 4, 6, 3 blocks) at a quarter of the width (stage channels 16, 32, 64, 128, stem
-  width 16, so features of 64, 128, 256 and 512 channels; about 1.5M parameters). Everything
+  layout (3, 4, 6, 3 blocks) and stem (7×7 convolution to 64 channels, max pool) at a quarter of
+  the stage width (channels 16, 32, 64, 128, so features of 64, 128, 256 and 512 channels; about
+  1.5M parameters without the classifier). Everything
   that takes a ResNet-50 takes it: ``features_only``, ``output_stride`` 8/16, bottleneck checks
   (DeepLab V2), smp's ``tu-wsss_world_resnet50`` encoder.
 - ``wsss_world_vit``: timm's :class:`~timm.models.vision_transformer.VisionTransformer`, DeiT-style
@@ -45,8 +46,9 @@ WORLD_IMAGE_SIZE = 128
 WORLD_BACKBONES = ("wsss_world_resnet50", "wsss_world_vit")
 """The timm model names this module registers; each has a ``released:<name>`` weights file."""
 
-RESNET_ARGS: dict[str, Any] = dict(block=Bottleneck, layers=(3, 4, 6, 3), channels=(16, 32, 64, 128), stem_width=16)
-"""``wsss_world_resnet50``'s :class:`~timm.models.resnet.ResNet` keywords (ResNet-50 at a quarter width)."""
+RESNET_ARGS: dict[str, Any] = dict(block=Bottleneck, layers=(3, 4, 6, 3), channels=(16, 32, 64, 128))
+"""``wsss_world_resnet50``'s :class:`~timm.models.resnet.ResNet` keywords (ResNet-50 at a quarter width). The
+7×7 stem keeps ResNet-50's 64 channels: timm's ``stem_width`` only sizes a deep (3×3) stem."""
 
 VIT_ARGS: dict[str, Any] = dict(img_size=WORLD_IMAGE_SIZE, patch_size=8, embed_dim=128, depth=6, num_heads=4,
                                 mlp_ratio=4.0)
