@@ -14,10 +14,12 @@ from typing import Sequence
 
 COMMANDS: dict[str, str] = {
     "reproduce": "benchmarks.reproduce.cli",
+    "pretrain": "benchmarks.pretrain",
 }
 """Sub-command → the module that implements it."""
 
-_HELP = {"reproduce": "run a paper's table (its configs, chained) and score it against the paper"}
+_HELP = {"reproduce": "run a paper's table (its configs, chained) and score it against the paper",
+         "pretrain": "pretrain the embedded world's foundations (tiny CLIP, ResNet, ViT) from a seed"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

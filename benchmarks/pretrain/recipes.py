@@ -1,0 +1,85 @@
+"""The shipped pretraining recipes, as data: one :class:`Recipe` per foundation model.
+
+Sizes are set so that each run takes about 12-15 minutes on 2 CPU cores (the step times measured
+are in the JSON record of each run); ``python -m benchmarks pretrain MODEL`` with no options runs
+exactly these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["MODELS", "RECIPES", "Recipe", "default_record", "default_weights"]
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one foundation model is pretrained.
+
+    Attributes:
+        model: ``"clip"``, ``"resnet"`` or ``"vit"``.
+        architecture: the open_clip / timm architecture name it trains.
+        weights_name: the ``released:`` name (and file stem) of the shipped weights.
+        steps: optimizer steps. images: scenes in the rendered pool (the ``"pretrain"`` split).
+        batch_size: images per step. lr, weight_decay: AdamW's. warmup: linear warm-up steps,
+            then cosine decay to 0.
+        min_scale: smallest crop side (fraction of the image) of the zoom augmentation; flip: random
+            horizontal flips.
+        eval_images: held-out scenes scored per held-out set.
+    """
+
+    model: str
+    architecture: str
+    weights_name: str
+    steps: int
+    images: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup: int
+    min_scale: float = 0.8
+    flip: bool = True
+    eval_images: int = 200
+
+    def replace(self, **changes: object) -> Recipe:
+        """A copy with ``changes`` (``None`` values are ignored, so CLI defaults pass through)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first field out of range."""
+        for name in ("steps", "images", "batch_size", "eval_images"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"pretrain {self.model}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"pretrain {self.model}: warmup must be >= 0, got {self.warmup}")
+        if not self.lr > 0:
+            raise ValueError(f"pretrain {self.model}: lr must be > 0, got {self.lr}")
+        if not 0 < self.min_scale <= 1:
+            raise ValueError(f"pretrain {self.model}: min_scale must be in (0, 1], got {self.min_scale}")
+
+
+RECIPES: dict[str, Recipe] = {
+    "clip": Recipe("clip", "wsss-synthetic-clip", "wsss_synthetic_clip", steps=600, images=8000, batch_size=128,
+                   lr=1e-3, weight_decay=0.1, warmup=50),
+    "resnet": Recipe("resnet", "wsss_world_resnet50", "wsss_world_resnet50", steps=1000, images=8000, batch_size=64,
+                     lr=2e-3, weight_decay=0.05, warmup=50),
+    "vit": Recipe("vit", "wsss_world_vit", "wsss_world_vit", steps=800, images=8000, batch_size=64,
+                  lr=1e-3, weight_decay=0.05, warmup=50),
+}
+"""The shipped recipes (``python -m benchmarks pretrain MODEL`` defaults)."""
+
+MODELS: tuple[str, ...] = tuple(RECIPES)
+
+
+def default_weights(recipe: Recipe) -> Path:
+    """Where the shipped file lives: ``wsss_kit/pretrained/<weights_name>.pt``."""
+    return _ROOT / "wsss_kit" / "pretrained" / f"{recipe.weights_name}.pt"
+
+
+def default_record(recipe: Recipe) -> Path:
+    """``benchmarks/results/pretrain_<model>.json``."""
+    return _ROOT / "benchmarks" / "results" / f"pretrain_{recipe.model}.json"

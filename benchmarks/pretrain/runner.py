@@ -1,0 +1,94 @@
+"""One pretraining run, end to end: render, train, score on held-out scenes, write weights + record."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wsss_kit.engine.seeding import seed_everything
+
+from ..machine import machine_info
+from .classifier import build_classifier, classifier_loss, evaluate_classifier
+from .contrastive import build_clip, clamp_logit_scale, clip_loss, evaluate_clip
+from .loop import adamw, run_steps
+from .pool import HELD_OUT, render_pool
+from .record import save_half_state, write_record
+from .recipes import Recipe
+
+__all__ = ["pretrain"]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Path, threads: int | None = 2,
+             workers: int = 2, device: str = "auto", held_out: tuple[tuple[str, int], ...] = HELD_OUT) -> dict[str, Any]:
+    """Pretrain ``recipe.model`` from ``seed``; write the float16 weights to ``out`` and the JSON record
+    to ``record`` (both atomically); return the record.
+
+    The run is a function of ``(recipe, seed)``: the scene pool, captions, batch order, augmentation
+    and initialisation all follow ``seed`` (on a CPU with the same thread count, bit for bit).
+    """
+    recipe.check()
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"pretrain {recipe.model}: --seed must be a non-negative integer, got {seed!r}")
+    if recipe.model not in ("clip", "resnet", "vit"):
+        raise ValueError(f"pretrain: unknown model {recipe.model!r}; expected clip, resnet or vit")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    dev = _device(device)
+    start = time.perf_counter()
+
+    is_clip = recipe.model == "clip"
+    epochs = math.ceil(recipe.steps * min(recipe.batch_size, recipe.images) / recipe.images) if is_clip else 0
+    pool = render_pool("pretrain", recipe.images, seed, captions_per_image=epochs, workers=workers)
+    tests = [render_pool(split, recipe.eval_images, s, workers=workers, desc=f"held-out {split} (seed {s})")
+             for split, s in held_out]
+    render_s = time.perf_counter() - start
+
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
+    if is_clip:
+        model = build_clip(recipe, dev)
+        optimizer = adamw(model.model.named_parameters(), recipe, betas=(0.9, 0.98), eps=1e-6)
+        curve = run_steps(model, optimizer, pool, recipe, clip_loss(model, pool), generator, dev,
+                          after_step=lambda: clamp_logit_scale(model))
+        scores = [evaluate_clip(model, t) for t in tests]
+        state = model.model.state_dict()
+    else:
+        model = build_classifier(recipe).to(dev)
+        optimizer = adamw(model.named_parameters(), recipe)
+        curve = run_steps(model, optimizer, pool, recipe, classifier_loss(model, pool), generator, dev)
+        scores = [evaluate_classifier(model, t, dev) for t in tests]
+        state = model.state_dict()
+    weights = save_half_state(state, out)
+    result = {
+        "model": recipe.model,
+        "architecture": recipe.architecture,
+        "released_name": recipe.weights_name,
+        "recipe": asdict(recipe),
+        "seed": seed,
+        "steps": recipe.steps,
+        "images": recipe.images,
+        "batch_size": recipe.batch_size,
+        "captions_per_image": epochs,
+        "threads": torch.get_num_threads(),
+        "device": str(dev),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "render_time_s": round(render_s, 1),
+        "train_time_s": round(curve.seconds, 1),
+        "loss": curve.summary(),
+        "held_out": {f"{split}_seed{s}": score for (split, s), score in zip(held_out, scores)},
+        "parameters": sum(v.numel() for v in state.values() if v.is_floating_point()),
+        "machine": machine_info(),
+        "command": f"python -m benchmarks pretrain {recipe.model} --seed {seed}",
+    }
+    return write_record(record, result, weights)

@@ -1,0 +1,127 @@
+"""``python -m benchmarks pretrain``: short runs of each recipe train (the loss falls), write a float16
+file that the normal loading path reads back tensor for tensor, and a JSON record with every key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.__main__ import main
+from benchmarks.pretrain.pool import augment_batch, render_pool
+from benchmarks.pretrain.recipes import RECIPES
+from benchmarks.pretrain.record import RECORD_KEYS
+from benchmarks.pretrain.runner import pretrain
+from wsss_kit.weights import load_state_dict
+from wsss_kit.weights.released import sha256_of
+
+HELD = (("val", 123),)
+
+
+def _short(model: str, **changes):
+    # one 8-image batch repeated: the loss must fall within a dozen steps
+    return RECIPES[model].replace(images=8, batch_size=8, steps=12, warmup=0, eval_images=8, **changes)
+
+
+def _run(tmp_path, model: str, seed: int = 0, **changes):
+    out, record = tmp_path / f"{model}.pt", tmp_path / f"{model}.json"
+    result = pretrain(_short(model, **changes), seed=seed, out=out, record=record, threads=1, workers=0,
+                      device="cpu", held_out=HELD)
+    return result, out, record
+
+
+def _falls(result) -> None:
+    curve = result["loss"]["curve"]
+    assert len(curve) == 12
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, curve
+
+
+def _record_ok(result, out, record) -> None:
+    on_disk = json.loads(record.read_text())
+    assert on_disk == result
+    assert set(RECORD_KEYS) <= set(on_disk)
+    assert on_disk["sha256"] == sha256_of(out) and on_disk["file_size_bytes"] == out.stat().st_size
+    score = on_disk["held_out"]["val_seed123"]
+    assert set(score["AP"]) == {"ball", "box", "kite", "boat", "tree"}
+    assert 0.0 <= score["AP_water"] <= 1.0 and on_disk["loss"]["seconds_per_step"] > 0
+
+
+def _file_tensors(out):
+    raw = torch.load(out, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in raw.values() if v.is_floating_point())
+    return {k: v.float() if v.is_floating_point() else v for k, v in raw.items()}
+
+
+@pytest.mark.parametrize("model", ["resnet", "vit"])
+def test_backbone_pretraining_trains_and_loads(tmp_path, model):
+    from wsss_kit.data.captions import ATTRIBUTES
+    from wsss_kit.weights import create_timm_model
+
+    result, out, record = _run(tmp_path, model)
+    _falls(result)
+    _record_ok(result, out, record)
+    saved = _file_tensors(out)
+    net = create_timm_model(RECIPES[model].architecture, weights=str(out), num_classes=len(ATTRIBUTES))
+    own = net.state_dict()
+    assert set(own) == set(saved)
+    for k, v in saved.items():
+        assert torch.equal(own[k].float(), v), k
+
+
+def test_clip_pretraining_trains_and_loads(tmp_path):
+    from wsss_kit.clip import load_clip, zero_shot_scores
+
+    result, out, record = _run(tmp_path, "clip", lr=2e-3)
+    _falls(result)
+    _record_ok(result, out, record)
+    assert result["captions_per_image"] == 12  # one fresh caption per epoch (here: per step)
+    saved = _file_tensors(out)
+    clip = load_clip("wsss-synthetic-clip", weights=str(out))
+    own = clip.model.state_dict()
+    assert set(own) == set(saved)
+    for k, v in saved.items():
+        assert torch.equal(own[k].float(), v), k
+    scores = zero_shot_scores(clip, torch.rand(2, 3, 128, 128), ["a photo of a boat.", "a photo of water."])
+    assert scores.shape == (2, 2)
+
+
+def test_same_seed_same_file_other_seed_other_file(tmp_path):
+    a, _, _ = _run(tmp_path / "a", "resnet", seed=3)
+    b, _, _ = _run(tmp_path / "b", "resnet", seed=3)
+    c, _, _ = _run(tmp_path / "c", "resnet", seed=4)
+    assert a["sha256"] == b["sha256"] and a["loss"]["curve"] == b["loss"]["curve"]
+    assert c["sha256"] != a["sha256"]
+
+
+def test_pool_is_seeded_and_targets_match_scenes():
+    from wsss_kit.data.synthetic import SyntheticDataset
+
+    pool = render_pool("pretrain", 4, 5, captions_per_image=2, workers=0)
+    again = render_pool("pretrain", 4, 5, captions_per_image=2, workers=0)
+    assert pool.images.dtype == torch.uint8 and pool.images.shape == (4, 3, 128, 128)
+    assert torch.equal(pool.images, again.images) and pool.captions == again.captions
+    assert all(len(c) == 2 and all(isinstance(s, str) and s for s in c) for c in pool.captions)
+    ds = SyntheticDataset("pretrain", num_images=4, seed=5)
+    for i in range(4):
+        scene = ds.scene(i)
+        assert pool.classes[i].nonzero().flatten().add(1).tolist() == scene.classes
+        assert bool(pool.water[i]) == scene.has_water
+
+
+def test_augment_batch_identity_at_full_scale_and_flip():
+    images = torch.rand(3, 3, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    same = augment_batch(images, gen, min_scale=1.0, flip=False)
+    torch.testing.assert_close(same, images, atol=1e-5, rtol=0)
+    flipped = augment_batch(images, torch.Generator().manual_seed(0), min_scale=1.0, flip=True)
+    for i in range(3):  # each image is either itself or its mirror image
+        assert (torch.allclose(flipped[i], images[i], atol=1e-5)
+                or torch.allclose(flipped[i], images[i].flip(-1), atol=1e-5))
+
+
+def test_cli_refuses_bad_sizes_before_work(capsys, tmp_path):
+    assert main(["pretrain", "resnet", "--steps", "0", "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "steps must be >= 1, got 0" in err
+    assert not (tmp_path / "x.pt").exists()
