@@ -4,7 +4,8 @@
 (:mod:`.resolve`), runs them in order with each run's inputs taken from the earlier runs' folders
 and finished stages skipped (:mod:`.execute`), and writes ``DIR/TABLE/results.csv``, ``results.md``,
 ``results.png`` and ``manifest.json`` (:mod:`.results`). ``smoke=True`` does the same on the
-synthetic dataset with tiny random models (:mod:`.smoke`).
+synthetic dataset with tiny random models (:mod:`.smoke`); ``embedded=True`` on the synthetic world
+with its pretrained foundations at sizes that separate the rows (:mod:`.embedded`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ from wsss_kit.errors import ConfigError
 
 from .execute import ReproduceRunError, RunOutcome, execute_runs
 from .resolve import ResolvedRun, check_data_root, resolve_table, validate_runs
+from .resolve import BENCHMARKS_DIR
 from .results import CSV_COLUMNS, Measured, write_results
 from .smoke import smoke_config
 
 if TYPE_CHECKING:
     from ..tables.schema import Table
 
-__all__ = ["CSV_COLUMNS", "Measured", "ReproduceRunError", "ResolvedRun", "RunOutcome", "format_results",
+__all__ = ["CSV_COLUMNS", "EMBEDDED_OUT", "Measured", "ReproduceRunError", "ResolvedRun", "RunOutcome", "format_results",
            "lookup_table", "reproduce", "smoke_config", "table_ids"]
+
+
+EMBEDDED_OUT = BENCHMARKS_DIR / "results" / "embedded"
+"""``--embedded``'s default ``DIR``: ``benchmarks/results/embedded/TABLE/results.*`` (committed) and
+``benchmarks/results/embedded/runs/`` (the run folders, ignored by git)."""
 
 
 def table_ids() -> list[str]:
@@ -54,13 +61,14 @@ def format_results(measured: list[Measured]) -> str:
     for m in measured:
         got = "-" if m.measured is None else f"{m.measured:g}"
         delta = "" if m.delta is None else f"{m.delta:+.1f}"
-        lines.append(f"{m.row.row:<{width}}  {m.row.metric:<6}  {m.row.paper:>6g}  {got:>8}  {delta:>6}"
+        paper = "-" if m.row.paper is None else f"{m.row.paper:g}"
+        lines.append(f"{m.row.row:<{width}}  {m.row.metric:<6}  {paper:>6}  {got:>8}  {delta:>6}"
                      + (f"  ({m.reason})" if m.measured is None and m.reason else ""))
     return "\n".join(lines)
 
 
 def reproduce(table: "Table | str", out: str | os.PathLike[str], *, data_root: str | os.PathLike[str] | None = None,
-              weights_dir: str | os.PathLike[str] | None = None, smoke: bool = False,
+              weights_dir: str | os.PathLike[str] | None = None, smoke: bool = False, embedded: bool = False,
               echo: Callable[[str], None] = print) -> list[Measured]:
     """Run (or resume) ``table`` into ``out/<table id>/`` and score its rows; return them.
 
@@ -72,6 +80,9 @@ def reproduce(table: "Table | str", out: str | os.PathLike[str], *, data_root: s
             required unless ``smoke``.
         weights_dir: ``WSSS_WEIGHTS_DIR`` for the runs (released weights by name).
         smoke: the synthetic dataset and tiny random models (see :mod:`benchmarks.reproduce.smoke`).
+        embedded: the synthetic world with its pretrained foundations (see
+            :mod:`benchmarks.reproduce.embedded`); excludes ``smoke``; the only way to run a table
+            with ``embedded_only``.
         echo: where the one-line-per-run progress goes.
 
     Raises:
@@ -80,7 +91,7 @@ def reproduce(table: "Table | str", out: str | os.PathLike[str], *, data_root: s
         ReproduceRunError: a run failed (naming it and its log); rerunning resumes.
     """
     table = lookup_table(table) if isinstance(table, str) else table
-    root = check_data_root(data_root, smoke)
+    root = check_data_root(data_root, smoke or embedded)
     out_dir = Path(out).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; expected a folder (created if missing)")
@@ -92,7 +103,7 @@ def reproduce(table: "Table | str", out: str | os.PathLike[str], *, data_root: s
                               f"the released weights (wsss weights --list names them)")
         os.environ["WSSS_WEIGHTS_DIR"] = str(wdir.resolve())
     try:
-        runs = resolve_table(table, out_dir, data_root=root, smoke=smoke)
+        runs = resolve_table(table, out_dir, data_root=root, smoke=smoke, embedded=embedded)
         validate_runs(runs)
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         start = time.perf_counter()
@@ -102,7 +113,8 @@ def reproduce(table: "Table | str", out: str | os.PathLike[str], *, data_root: s
         settings = {"out": str(out_dir), "data_root": None if root is None else str(root),
                     "weights_dir": os.environ.get("WSSS_WEIGHTS_DIR")}
         return write_results(folder, table, runs, outcomes, smoke=smoke, started=started,
-                             wall_seconds=round(time.perf_counter() - start, 1), settings=settings)
+                             wall_seconds=round(time.perf_counter() - start, 1), settings=settings,
+                             embedded=embedded)
     finally:
         if weights_dir is not None:
             if old_weights is None:

@@ -14,6 +14,7 @@ of an error about changed settings. ``DIR/TABLE/runs/<name>`` is a link to the t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -77,12 +78,13 @@ def stages_with_work(cfg: Mapping[str, Any]) -> list[str]:
 
 
 def check_data_root(data_root: str | os.PathLike[str] | None, smoke: bool) -> Path | None:
-    """``--data-root`` as a path: required and an existing folder unless ``smoke``."""
+    """``--data-root`` as a path: required and an existing folder unless ``smoke`` (also true for
+    ``--embedded``: both run on the synthetic dataset)."""
     if data_root is None:
         if smoke:
             return None
         raise ConfigError("--data-root is required: the folder that holds the datasets the configs name "
-                          "(root: VOCdevkit, root: coco); or pass --smoke for the synthetic dataset")
+                          "(root: VOCdevkit, root: coco); or pass --smoke or --embedded for the synthetic dataset")
     path = Path(data_root).expanduser()
     if not path.is_dir():
         what = "is a file" if path.exists() else "does not exist"
@@ -139,18 +141,27 @@ def _fill(argv: Sequence[str], config: Path, run_dir: Path, dirs: Mapping[str, P
     return out
 
 
-def resolve_table(table: Table, out: Path, *, data_root: Path | None = None, smoke: bool = False) -> list[ResolvedRun]:
+def resolve_table(table: Table, out: Path, *, data_root: Path | None = None, smoke: bool = False,
+                  embedded: bool = False) -> list[ResolvedRun]:
     """Every run of ``table`` resolved (see :class:`ResolvedRun`), in order.
+
+    ``embedded``: each config reduced by :func:`~benchmarks.reproduce.embedded.embedded_config`; a
+    run reading a released trained network gets the world run that trains it
+    (:data:`~benchmarks.reproduce.embedded.EMBEDDED_RUNS`) inserted before it, once per table.
 
     Raises:
         ConfigError: two runs with one name, a config file that does not exist or does not load, an
             input or ``{run:NAME}`` naming a run that is not earlier in the table, a row naming an
-            unknown run.
+            unknown run; with ``embedded``, a weight spec the world's mapping does not know.
     """
+    from ..tables.schema import Input
+    from .embedded import EMBEDDED_RUNS, embedded_argv, embedded_config, trained_weights
+
     resolved: list[ResolvedRun] = []
     dirs: dict[str, Path] = {}
     names = [r.name for r in table.runs]
-    for run in table.runs:
+
+    def add(run: Run) -> None:
         where = f"table {table.id}, run {run.name!r}"
         if run.name in dirs:
             raise ConfigError(f"{where}: two runs are named {run.name!r}; run names must be unique in a table")
@@ -158,8 +169,19 @@ def resolve_table(table: Table, out: Path, *, data_root: Path | None = None, smo
         if not path.is_file():
             raise ConfigError(f"{where}: config {run.config!r} not found (expected {path})")
         cfg = load_config(path, run.overrides)
+        command = run.smoke_command if smoke and run.smoke_command is not None else run.command
         if smoke:
             cfg = apply_overrides(smoke_config(cfg), run.smoke)
+        elif embedded:
+            trained = trained_weights(cfg)
+            cfg = embedded_config(cfg, where)
+            command, needs = embedded_argv(tuple(command), where)
+            for name in [n for _, n in trained] + needs:
+                if EMBEDDED_RUNS[name].run.name not in dirs:
+                    add(EMBEDDED_RUNS[name].run)
+            # a released trained network is read from the world run that trains it: an input like any other
+            run = dataclasses.replace(run, inputs=tuple(run.inputs) + tuple(
+                Input(key, EMBEDDED_RUNS[name].run.name, EMBEDDED_RUNS[name].path) for key, name in trained))
         elif data_root is not None:
             cfg = _rebase_roots(cfg, data_root)
         for inp in run.inputs:
@@ -168,7 +190,6 @@ def resolve_table(table: Table, out: Path, *, data_root: Path | None = None, smo
                 raise ConfigError(f"{where}: input {inp.key} reads run {inp.run!r}, which is not an earlier run "
                                   f"of the table{later}; earlier runs: {', '.join(dirs) or 'none'}")
             cfg = _set_key(cfg, inp.key, str(dirs[inp.run] / inp.path), where)
-        command = run.smoke_command if smoke and run.smoke_command is not None else run.command
         cfg.pop("run_dir", None)
         digest = fingerprint({"config": cfg, "stages": run.stages, "command": list(command)})[:10]
         run_dir = (out / "runs" / f"{run.name}-{digest}").resolve()
@@ -178,6 +199,15 @@ def resolve_table(table: Table, out: Path, *, data_root: Path | None = None, smo
             rr.argv = _fill(command, rr.config_file, run_dir, dirs, where)
         resolved.append(rr)
         dirs[run.name] = run_dir
+
+    if smoke and embedded:
+        raise ConfigError("--smoke and --embedded exclude each other: --smoke runs tiny random models, --embedded "
+                          "the world's pretrained foundations; pass one")
+    if table.embedded_only and not (embedded or smoke):
+        raise ConfigError(f"table {table.id} runs only on the embedded world (its rows are the world's claims, "
+                          f"with no VOC counterpart); pass --embedded (or --smoke to check its plumbing)")
+    for run in table.runs:
+        add(run)
     for row in table.rows:
         if row.run is not None and row.run not in dirs:
             raise ConfigError(f"table {table.id}, row {row.row!r}: run {row.run!r} is not a run of the table "

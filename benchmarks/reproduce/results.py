@@ -1,7 +1,8 @@
 """A table's results: each row's measured value beside the paper's, as CSV, Markdown, a PNG and a manifest.
 
 A row's measured value is read from its run's ``manifest.json`` (``stages`` record, ``Row.result`` a
-dotted path such as ``pseudo_masks.eval.miou``). mIoU and IoU are fractions there and percent in
+dotted path such as ``pseudo_masks.eval.miou``), or measured from the run's masks when ``Row.result``
+is a :class:`~benchmarks.tables.schema.RegionFraction` (:mod:`.region_fraction`). mIoU and IoU are fractions there and percent in
 the results (one decimal, as the papers print them). Per-class IoUs come from the ``iou`` list
 beside the value (background first), matched to the paper's classes by name.
 """
@@ -20,23 +21,34 @@ from wsss_kit.atomic import write_text
 from wsss_kit.config import get_path
 
 from .execute import RunOutcome
+from wsss_kit.errors import WSSSError
+
+from ..tables.schema import RegionFraction
 from .plot import Bars, plot_results
+from .region_fraction import measure_region_fraction
 from .resolve import ResolvedRun
 
 if TYPE_CHECKING:
-    from ..tables.schema import Row, Table
+    from ..tables.schema import Claim, Row, Table
 
-__all__ = ["CSV_COLUMNS", "PERCENT_METRICS", "Measured", "measure_rows", "write_results"]
+__all__ = ["CSV_COLUMNS", "EMBEDDED_NOTE", "PERCENT_METRICS", "Measured", "claim_verdicts", "measure_rows",
+           "write_results"]
 
 CSV_COLUMNS = ("table", "row", "metric", "paper", "measured", "delta", "dataset", "split", "train_split", "crf",
                "multiscale", "random_walk", "run", "config", "reason")
 """``results.csv``'s header."""
 
-PERCENT_METRICS = frozenset({"miou", "iou", "accuracy", "precision", "recall"})
+PERCENT_METRICS = frozenset({"miou", "iou", "accuracy", "precision", "recall", "fraction"})
 """Metrics the manifests hold as fractions and the papers print in percent."""
 
 SMOKE_NOTE = ("SMOKE RUN: synthetic dataset, tiny random models, a few training steps; the measured values "
               "are meaningless (only the pipeline, its chaining and its files are checked).")
+EMBEDDED_NOTE = ("EMBEDDED WORLD: every run on the synthetic world (320 train / 100 val images of 128 px) with "
+                 "its shipped foundations (world ResNet-50, world DeiT, wsss-synthetic-clip) at the world's "
+                 "sizes; the paper's numbers are VOC/COCO's, beside for reference only: compare rows with "
+                 "each other, not with the paper. The world has no WideResNet-38: DeepLabV1-ResNet38 heads "
+                 "run as a DeepLab head on the world ResNet, PSA's AffinityNet as a narrow WR38 from scratch "
+                 "(docs/reproduce.md, --embedded).")
 
 
 @dataclass
@@ -51,7 +63,9 @@ class Measured:
 
     @property
     def delta(self) -> float | None:
-        return None if self.measured is None else round(self.measured - self.row.paper, 1)
+        if self.measured is None or self.row.paper is None:
+            return None
+        return round(self.measured - self.row.paper, 1)
 
 
 _MISSING = object()
@@ -81,6 +95,9 @@ def measure_rows(table: "Table", runs: Sequence[ResolvedRun]) -> list[Measured]:
             out.append(Measured(row, None, row.why_not or "the toolkit cannot produce this row"))
             continue
         rr = by_name[row.run]
+        if isinstance(row.result, RegionFraction):
+            out.append(_measure_region(row, rr))
+            continue
         manifest = rr.run_dir / "manifest.json"
         if not manifest.exists():
             out.append(Measured(row, None, f"run {row.run} has no manifest.json", rr.run.config))
@@ -101,6 +118,32 @@ def measure_rows(table: "Table", runs: Sequence[ResolvedRun]) -> list[Measured]:
             m.per_class = {c: round(100.0 * ious[names.index(c)], 1) for c in row.per_class
                            if c in names and names.index(c) < len(ious) and ious[names.index(c)] is not None}
         out.append(m)
+    return out
+
+
+def _measure_region(row: "Row", rr: ResolvedRun) -> Measured:
+    assert isinstance(row.result, RegionFraction)
+    try:
+        value = measure_region_fraction(row.result, rr.cfg, rr.run_dir)
+    except WSSSError as exc:
+        return Measured(row, None, str(exc), rr.run.config)
+    if value is None:
+        return Measured(row, None, f"no image of class {row.result.label!r} has region {row.result.region!r}",
+                        rr.run.config)
+    return Measured(row, _scale(row.metric, value), "", rr.run.config)
+
+
+def claim_verdicts(table: "Table", measured: Sequence[Measured]) -> list[tuple["Claim", str]]:
+    """Each claim of ``table`` with ``"held"``, ``"did not hold"`` or ``"not measured"`` and the two values."""
+    values = {m.row.row: m.measured for m in measured}
+    out = []
+    for claim in table.claims:
+        hi, lo = values.get(claim.higher), values.get(claim.lower)
+        if hi is None or lo is None:
+            out.append((claim, "not measured"))
+            continue
+        verdict = "held" if hi - lo > claim.margin else "did not hold"
+        out.append((claim, f"{verdict} ({claim.higher}: {hi:g}, {claim.lower}: {lo:g})"))
     return out
 
 
@@ -125,17 +168,22 @@ def _cell(text: Any) -> str:
 
 
 def _markdown(table: "Table", measured: Sequence[Measured], runs: Sequence[ResolvedRun],
-              outcomes: Sequence[RunOutcome], smoke: bool) -> str:
+              outcomes: Sequence[RunOutcome], smoke: bool, embedded: bool = False) -> str:
     yes = {True: "yes", False: ""}
-    lines = ([f"**{SMOKE_NOTE}**", ""] if smoke else []) + [f"# {table.title}", "", f"Paper: {table.paper}.", ""]
+    banner = [f"**{SMOKE_NOTE}**", ""] if smoke else [f"**{EMBEDDED_NOTE}**", ""] if embedded else []
+    lines = banner + [f"# {table.title}", "", f"Paper: {table.paper}.", ""]
     lines += ["| row | metric | data | CRF | multi-scale | +RW | paper | measured | Δ | note |",
               "|---|---|---|---|---|---|---:|---:|---:|---|"]
     for m in measured:
         r = m.row
         note = m.reason or r.note
         lines.append(f"| {_cell(r.row)} | {r.metric} | {r.dataset} {r.split} | {yes[r.crf]} | {yes[r.multiscale]} | "
-                     f"{yes[r.random_walk]} | {r.paper:g} | {_fmt(m.measured) or '-'} | "
+                     f"{yes[r.random_walk]} | {_fmt(r.paper) or '-'} | {_fmt(m.measured) or '-'} | "
                      f"{'' if m.delta is None else f'{m.delta:+.1f}'} | {_cell(note)} |")
+    verdicts = claim_verdicts(table, measured)
+    if verdicts:
+        lines += ["", "## Claims", "", "| claim | verdict |", "|---|---|"]
+        lines += [f"| {_cell(c.text)} | {_cell(v)} |" for c, v in verdicts]
     for m in measured:
         if m.row.per_class:
             lines += ["", f"## Per-class IoU: {m.row.row}", "", "| class | paper | measured |", "|---|---:|---:|"]
@@ -174,7 +222,8 @@ def _stage_times(run_dir: Path) -> dict[str, Any]:
 
 
 def write_results(folder: Path, table: "Table", runs: Sequence[ResolvedRun], outcomes: Sequence[RunOutcome], *,
-                  smoke: bool, started: str, wall_seconds: float, settings: Mapping[str, Any]) -> list[Measured]:
+                  smoke: bool, started: str, wall_seconds: float, settings: Mapping[str, Any],
+                  embedded: bool = False) -> list[Measured]:
     """Write ``results.csv``, ``results.md``, ``results.png`` and ``manifest.json`` into ``folder``
     (each atomically); return the measured rows."""
     from benchmarks.machine import machine_info
@@ -183,12 +232,17 @@ def write_results(folder: Path, table: "Table", runs: Sequence[ResolvedRun], out
     measured = measure_rows(table, runs)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / "results.csv", _csv_text(table, measured))
-    write_text(folder / "results.md", _markdown(table, measured, runs, outcomes, smoke))
-    plot_results(folder / "results.png", f"{table.title}" + (" [smoke]" if smoke else ""), _panels(table, measured),
-                 note="SMOKE RUN: synthetic data, tiny random models; the measured values are meaningless" if smoke else "")
+    write_text(folder / "results.md", _markdown(table, measured, runs, outcomes, smoke, embedded))
+    mark = " [smoke]" if smoke else " [embedded world]" if embedded else ""
+    note = ("SMOKE RUN: synthetic data, tiny random models; the measured values are meaningless" if smoke else
+            "EMBEDDED WORLD: synthetic data, the world's pretrained foundations; paper values (VOC/COCO) for "
+            "reference only" if embedded else "")
+    plot_results(folder / "results.png", f"{table.title}{mark}", _panels(table, measured), note=note)
     by_name = {o.name: o for o in outcomes}
     manifest = {
-        "table": table.id, "title": table.title, "paper": table.paper, "smoke": smoke, **settings,
+        "table": table.id, "title": table.title, "paper": table.paper, "smoke": smoke, "embedded": embedded,
+        **settings,
+        "claims": [{"claim": c.text, "verdict": v} for c, v in claim_verdicts(table, measured)],
         "started": started, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": wall_seconds,
         "provenance": collect_provenance(),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 
 from .baselines import BASELINE_TABLES
+from .embedded import EMBEDDED_TABLES
 from .pole import POLE_TABLES
-from .schema import Input, Row, Run, Table
+from .schema import Claim, Input, RegionFraction, Row, Run, Table
 from .weakclip import WEAKCLIP_TABLES
 
-__all__ = ["TABLES", "Input", "Row", "Run", "Table", "UnknownTableError", "get_table", "list_tables"]
+__all__ = ["TABLES", "Claim", "Input", "RegionFraction", "Row", "Run", "Table", "UnknownTableError", "get_table", "list_tables"]
 
 
 class UnknownTableError(KeyError):
@@ -30,7 +31,7 @@ def _index(tables: tuple[Table, ...]) -> dict[str, Table]:
     return {t.id: t for t in sorted(tables, key=lambda t: t.id)}
 
 
-TABLES: dict[str, Table] = _index(WEAKCLIP_TABLES + POLE_TABLES + BASELINE_TABLES)
+TABLES: dict[str, Table] = _index(WEAKCLIP_TABLES + POLE_TABLES + BASELINE_TABLES + EMBEDDED_TABLES)
 """Every table, by id, sorted by id."""
 
 

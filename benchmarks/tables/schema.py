@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Input", "Row", "Run", "Table"]
+__all__ = ["Claim", "Input", "RegionFraction", "Row", "Run", "Table"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,46 @@ class Run:
 
 
 @dataclass(frozen=True)
+class RegionFraction:
+    """A row's value that no manifest records: the fraction of the pixels of a background region
+    ``region`` that a run's masks label ``label``, over the images that contain class ``label``.
+
+    For the synthetic world only (its scenes know their regions): ``region`` names a boolean
+    ``(H, W)`` attribute of :class:`wsss_kit.data.synthetic_scene.Scene` (``"water"``); the masks are
+    ``<run dir>/<masks>/<image name>.png`` (``"seeds/eval"``, ``"pseudo_masks/eval"``) of the images of
+    the run's ``data.<split>``. CLIMS's claim: seeds label less of the water in boat images "boat".
+
+    Attributes:
+        region: the :class:`~wsss_kit.data.synthetic_scene.Scene` attribute, e.g. ``"water"``.
+        label: the class name, e.g. ``"boat"``.
+        masks: the mask folder inside the run's folder.
+        split: the config's data split the masks are of (``"eval"`` or ``"train"``).
+    """
+
+    region: str
+    label: str
+    masks: str = "seeds/eval"
+    split: str = "eval"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of a paper as a comparison of two rows of a table: it holds when the measured value of
+    row ``higher`` exceeds that of row ``lower`` by more than ``margin`` (in the rows' unit).
+
+    Attributes:
+        text: the claim in words, e.g. ``"a CAM network from a pretrained backbone beats one from scratch"``.
+        higher, lower: the ``Row.row`` labels of the two rows.
+        margin: how much ``higher`` must exceed ``lower`` (0: strictly above).
+    """
+
+    text: str
+    higher: str
+    lower: str
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
 class Row:
     """One number of a paper's table.
 
@@ -68,14 +108,16 @@ class Row:
         row: the row's label as the paper prints it (plus the column when a row has several
             numbers, e.g. ``"POLE (Ours) / +RW"``).
         metric: ``"mIoU"`` (percent) unless the paper reports something else.
-        paper: the paper's number, as printed (percent for mIoU).
+        paper: the paper's number, as printed (percent for mIoU); ``None`` for a row no paper prints
+            (the embedded world's claims).
         dataset: ``"VOC2012"`` or ``"COCO2014"``.
         split: the split the paper scored (``"train"``, ``"val"``, ``"test"``).
         run: the :class:`Run` whose manifest holds the measured value; ``None`` when the toolkit
             cannot produce this row (then ``why_not`` says why).
         result: dotted path into that run's ``manifest.json`` ``stages`` record, e.g.
             ``"pseudo_masks.eval.miou"`` or ``"cams.eval.miou"`` (values are fractions; the harness
-            converts mIoU to percent).
+            converts mIoU to percent); or a :class:`RegionFraction` the harness measures from the
+            run's masks.
         train_split: what the model/refiner was trained on (``"train_aug"``, ``"train"``).
         crf: whether the number is after a dense CRF.
         multiscale: whether inference is multi-scale.
@@ -87,11 +129,11 @@ class Row:
 
     row: str
     metric: str
-    paper: float
+    paper: float | None
     dataset: str
     split: str
     run: str | None
-    result: str | None
+    result: str | RegionFraction | None
     train_split: str = "train_aug"
     crf: bool = False
     multiscale: bool = False
@@ -113,6 +155,8 @@ class Table:
         rows: the paper's numbers.
         data: the data the real runs need, in words (for ``docs/reproduce.md`` and ``--list``).
         weights: ``released:`` names of the files the real runs need.
+        embedded_only: the table runs only with ``--embedded`` (its rows exist only in the world).
+        claims: the papers' claims its rows test (listed with held / not held in ``results.md``).
     """
 
     id: str
@@ -122,3 +166,5 @@ class Table:
     rows: tuple[Row, ...]
     data: str = ""
     weights: tuple[str, ...] = ()
+    embedded_only: bool = False
+    claims: tuple[Claim, ...] = ()
