@@ -116,6 +116,8 @@ def test_registration_twice_is_quiet_and_pretrained_true_is_refused():
     assert timm.create_model("wsss_world_vit").embed_dim == 128
     with pytest.raises(WeightsError, match=r"'wsss_world_resnet50'.*released:wsss_world_resnet50"):
         timm.create_model("wsss_world_resnet50", pretrained=True)
+    with pytest.raises(WeightsError, match=r"no downloadable weights for 'timm:wsss_world_vit'.*'released:wsss_world_vit'"):
+        create_timm_model("wsss_world_vit", "timm:wsss_world_vit")
 
 
 def test_synthetic_clip_architecture():
@@ -152,6 +154,8 @@ def test_save_packaged_state_dict_writes_float16_keys_exactly(tmp_path: Path):
     _assert_same_state(load_state_dict(path), _rounded(own))
     # about half of float32's bytes
     assert path.stat().st_size < 0.55 * sum(v.numel() * v.element_size() for v in own.values())
+    # the same state gives the same bytes under any name (a rebuild reproduces the SHA-256)
+    assert save_packaged_state_dict(net, tmp_path / "other.pt").read_bytes() == path.read_bytes()
 
 
 def test_save_packaged_state_dict_refuses_what_float16_cannot_hold(tmp_path: Path):

@@ -10,6 +10,7 @@ the plugins' ``load_checkpoint``).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_path
+from ..atomic import write_bytes
 from ..errors import WeightsError
 from .loading import _refuse_non_finite
 
@@ -62,13 +63,14 @@ def save_packaged_state_dict(model: nn.Module | Mapping[str, Any], path: str | o
 
     What ``python -m benchmarks pretrain`` writes into ``wsss_kit/pretrained/`` (the ``released:``
     entries with ``packaged=True``): see :func:`packaged_state_dict`. Keys are the model's exactly
-    (an open_clip ``CLIP``'s, a timm model's with its classifier head). Returns the path.
+    (an open_clip ``CLIP``'s, a timm model's with its classifier head). Equal states give equal bytes
+    whatever the file's name, so a rebuild from the same seed reproduces the SHA-256. Returns the path.
 
     Raises:
         WeightsError: see :func:`packaged_state_dict`.
     """
     path = Path(path)
     state = packaged_state_dict(model, source=f"packaged checkpoint {path}")
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path
+    buffer = io.BytesIO()  # torch.save names the archive after its file: a temp file's name would change the bytes
+    torch.save(state, buffer)
+    return write_bytes(path, buffer.getvalue())

@@ -195,6 +195,9 @@ def _resolve_timm_tag(rest: str, purpose: str, check_cache: bool = True) -> str:
         raise WeightsError(f"{purpose}: timm model {arch!r} has no pretrained tag {tag!r}; "
                            f"tags: {', '.join(tags) or 'none'}")
     full = f"timm:{arch}.{cfg.tag}" if cfg.tag else f"timm:{arch}"
+    if not cfg.has_weights:  # e.g. the embedded world's backbones: weights only through released:
+        shipped = f"; its weights ship with wsss_kit: pass 'released:{arch}'" if arch in RELEASED else ""
+        raise WeightsError(f"{purpose}: timm has no downloadable weights for {full!r}{shipped}")
     if check_cache and hub_offline() and not _timm_cached(cfg):
         raise _offline_error(full, purpose, "Hugging Face hub cache / torch hub checkpoints")
     return full
