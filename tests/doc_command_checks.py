@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import functools
 import importlib
@@ -335,6 +336,31 @@ def _split_command_problems(args: argparse.Namespace, cfg: dict[str, Any]) -> li
     return []
 
 
+def _check_demo_chain(args: argparse.Namespace) -> list[str]:
+    """``wsss demo --pipeline NAME``: the pipeline's run and (clims, pole) its baseline run, each checked as
+    the demo checks it; the baseline checkpoint and POLE's selection cache are the demo's own outputs."""
+    from wsss_kit.cli.demo import BASELINE_CONFIG, BASELINE_STAGES, checkable_config, demo_configs
+    from wsss_kit.errors import WSSSError
+
+    try:
+        configs = demo_configs(args.pipeline, args.overrides, args.out)
+    except WSSSError as exc:
+        return problems_of(exc)
+    runs = [(checkable_config(configs), configs.run_dir, configs.source, None)]
+    if configs.baseline_cfg is not None:
+        runs.append((configs.baseline_cfg, configs.baseline_dir, BASELINE_CONFIG, list(BASELINE_STAGES)))
+    problems = []
+    for cfg, run_dir, source, stages in runs:
+        if getattr(args, "print_config", False):
+            problems += _schema(cfg)
+            continue
+        cfg = copy.deepcopy(cfg)
+        if isinstance(cfg.get("cam", {}).get("model"), dict):
+            cfg["cam"]["model"].pop("selection_cache", None)  # the demo writes it before the run trains
+        problems += _plan(cfg, run_dir, source, stages, args.restart if source == configs.source else None)
+    return problems
+
+
 def _run_weights(args: argparse.Namespace) -> list[str]:
     """``wsss weights``: run (it lists files); exit 1 (files missing) is what a fake layout gives."""
     from wsss_kit.cli.weights import EXIT_CONFIG, weights
@@ -355,6 +381,8 @@ def check_wsss(args: argparse.Namespace, state: ChainState) -> list[str]:
     config = getattr(args, "config", None)
     if command == "weights" and (config is None or is_repo_config(config)):
         return _run_weights(args)  # it only reads: run it
+    if command == "demo" and args.pipeline != "resnet_cam":
+        return _check_demo_chain(args)
     if command == "demo":
         cfg = apply_overrides(parse_config(demo_config_path().read_text(encoding="utf-8"), source="demo.yaml"),
                               args.overrides)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import apply_overrides, build, is_node, load_config, parse_config
+from ..config import build, is_node, load_config
 from ..errors import ConfigError, DataError
 from ..registry import KINDS, check_kind, list_plugins
 
@@ -87,13 +87,9 @@ def run(config: str, args: argparse.Namespace, stages: Sequence[str] | None = No
 
 
 def demo(args: argparse.Namespace) -> int:
-    from .main import demo_config_path
+    from .demo import run_demo
 
-    path = demo_config_path()
-    cfg = apply_overrides(parse_config(path.read_text(encoding="utf-8"), source="demo.yaml"), args.overrides)
-    if not (args.print_config or args.dry_run):
-        print("wsss demo: CAM training -> CAMs/seeds -> dense CRF pseudo masks -> retrained head -> evaluation")
-    return _run_config(cfg, args, source="demo.yaml", restart=args.restart)
+    return run_demo(args)
 
 
 _BACKGROUND_NAMES = ("background", "bg", "bkg")

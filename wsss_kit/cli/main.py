@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
@@ -20,9 +19,12 @@ def stage_verbs() -> dict[str, tuple[str, str]]:
     return {s.verb: (s.name, s.summary) for s in STAGE_TABLE}
 
 
-def demo_config_path() -> Path:
-    """The embedded demo's run file (shipped inside the package)."""
-    return Path(str(resources.files("wsss_kit") / "configs" / "demo.yaml"))
+def demo_config_path(pipeline: str = "resnet_cam") -> Path:
+    """The run file of an embedded demo pipeline (shipped inside the package); the default
+    ``resnet_cam`` is ``demo.yaml``. See :data:`wsss_kit.cli.demo.DEMO_PIPELINES`."""
+    from .demo import demo_config_path as path_of
+
+    return path_of(pipeline)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -48,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", help="only this kind (cams, prompts, refiners, losses, heads, datasets)")
     p.add_argument("--no-load", action="store_true", help="do not import plugins (broken ones show as unloaded)")
 
+    from .demo import DEFAULT_PIPELINE, DEMO_PIPELINES
+
     p = sub.add_parser("demo", help="run the embedded end-to-end demo on the synthetic dataset")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, choices=tuple(DEMO_PIPELINES), metavar="NAME",
+                   help=f"which seed method's whole pipeline: {', '.join(DEMO_PIPELINES)} (default: "
+                        f"{DEFAULT_PIPELINE}, wsss_kit/configs/demo.yaml; the others: demo_<NAME>.yaml)")
     _add_run_options(p)
 
     p = sub.add_parser("run", help="run (or resume) a pipeline from a YAML config")
