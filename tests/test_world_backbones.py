@@ -20,8 +20,7 @@ import wsss_kit
 import wsss_kit.weights.released as released_module
 from wsss_kit import world_backbones
 from wsss_kit.cli.main import main
-from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip, load_clip
-from wsss_kit.clip.configs import SYNTHETIC_CLIP
+from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, SYNTHETIC_CLIP, frozen_clip, load_clip
 from wsss_kit.errors import WeightsError
 from wsss_kit.registry import default_registry
 from wsss_kit.weights import (

@@ -12,13 +12,15 @@
     emb = clip.encode_text_with_context(prompts, ctx, position="after_start")   # ctx (8, 512)
 
 Importing this package does not import open_clip; building a model does. The tiny random
-architecture ``"wsss-tiny-clip"`` (:data:`TINY_CLIP`) serves tests and the demo. A custom
-architecture is data: ``load_clip("my-arch.json")``, ``load_clip({"embed_dim": ..., "vision_cfg": ...,
+architecture ``"wsss-tiny-clip"`` (:data:`TINY_CLIP`) serves tests and the demo;
+``"wsss-synthetic-clip"`` (:data:`SYNTHETIC_CLIP`) is the embedded world's CLIP, whose weights ship
+with wsss_kit as ``released:wsss_synthetic_clip``. A custom architecture is data: ``load_clip("my-arch.json")``, ``load_clip({"embed_dim": ..., "vision_cfg": ...,
 "text_cfg": ...})`` or ``register_clip_config("my-arch", cfg)`` then ``load_clip("my-arch")``.
 """
 
 from .configs import (
     CONFIG_DIR,
+    SYNTHETIC_CLIP,
     TINY_CLIP,
     clip_architecture,
     register_clip_config,
@@ -48,6 +50,7 @@ __all__ = [
     "IMAGENET_STD",
     "POSITIONS",
     "PRECISIONS",
+    "SYNTHETIC_CLIP",
     "TINY_CLIP",
     "CLIPModel",
     "ContextPosition",
