@@ -19,6 +19,9 @@ from .recipes import Recipe
 
 __all__ = ["LossCurve", "adamw", "run_steps"]
 
+_LOG_EVERY = 50
+"""Steps between progress lines when tqdm's bar is off (output not a terminal)."""
+
 StepLoss = Callable[[Tensor, int, Tensor], Tensor]
 """``(indices (B,), epoch, images float (B, 3, H, W) in [0, 1] on the device) -> scalar loss``."""
 
@@ -103,5 +106,8 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, pool: Rendered
             after_step()
         curve.losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{curve.moving_average(False, 10):.4f}", epoch=epoch, lr=f"{lr:.1e}")
+        if bar.disable and (step + 1) % _LOG_EVERY == 0:  # no bar (not a terminal): a line now and then
+            print(f"pretrain {recipe.model}: step {step + 1}/{recipe.steps} loss {curve.moving_average(False, 10):.4f} "
+                  f"{(time.perf_counter() - start) / (step + 1):.3f} s/step", flush=True)
     curve.seconds = time.perf_counter() - start
     return curve
