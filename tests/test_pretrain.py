@@ -13,7 +13,6 @@ from benchmarks.pretrain.pool import augment_batch, render_pool
 from benchmarks.pretrain.recipes import RECIPES
 from benchmarks.pretrain.record import RECORD_KEYS
 from benchmarks.pretrain.runner import pretrain
-from wsss_kit.weights import load_state_dict
 from wsss_kit.weights.released import sha256_of
 
 HELD = (("val", 123),)

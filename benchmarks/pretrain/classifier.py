@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsss_kit.clip.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from wsss_kit.data.captions import ATTRIBUTES
 from wsss_kit.data.synthetic_scene import CLASS_NAMES
 from wsss_kit.metrics import average_precision
 
 from .pool import RenderedPool
 from .recipes import Recipe
-from wsss_kit.data.captions import ATTRIBUTES
 
 __all__ = ["build_classifier", "classifier_loss", "evaluate_classifier"]
 

@@ -19,9 +19,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from wsss_kit.data.synthetic import SyntheticDataset
-
 from wsss_kit.data.captions import ATTRIBUTES, caption_scene, scene_attributes
+from wsss_kit.data.synthetic import SyntheticDataset
 
 __all__ = ["HELD_OUT", "RenderedPool", "augment_batch", "render_pool"]
 

@@ -17,8 +17,8 @@ from .classifier import build_classifier, classifier_loss, evaluate_classifier
 from .contrastive import build_clip, clamp_logit_scale, clip_loss, evaluate_clip
 from .loop import adamw, run_steps
 from .pool import HELD_OUT, render_pool
-from .record import save_half_state, write_record
 from .recipes import Recipe
+from .record import save_half_state, write_record
 
 __all__ = ["pretrain"]
 
