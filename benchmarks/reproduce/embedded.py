@@ -52,9 +52,10 @@ EMBEDDED_IMAGE_SIZE = 128
 """Side of the synthetic images (the world backbones' and the world CLIP's input size)."""
 EMBEDDED_TRAIN_IMAGES = 320
 EMBEDDED_EVAL_IMAGES = 100
-EMBEDDED_STEPS = {"cam": 300, "refiner": 200, "head": 300}
-"""Optimizer steps of each training section (``cam.train``, ``refiner_train``, ``head.train``); the
-default demo trains a CAM network in 300 steps of 12."""
+EMBEDDED_STEPS = {"cam": 300, "refiner": 150, "head": 200}
+"""Optimizer steps of each training section (``cam.train``, ``refiner_train``, ``head.train``): the
+default demo trains a CAM network in 300 steps of 12 (~110 s on 2 idle cores); the refiners and heads
+get fewer, so that a CAM + random-walk run stays near 5 minutes."""
 EMBEDDED_BATCH = {"cam": 12, "refiner": 8, "head": 8}
 """Largest batch of each training section (a config's smaller batch is kept)."""
 EMBEDDED_CROP = 112
