@@ -71,9 +71,12 @@ def test_backbone_pretraining_trains_and_loads(tmp_path, model):
 def test_clip_pretraining_trains_and_loads(tmp_path):
     from wsss_kit.clip import load_clip, zero_shot_scores
 
-    result, out, record = _run(tmp_path, "clip", lr=2e-3)
+    result, out, record = _run(tmp_path, "clip", lr=2e-3, eval_every=5)
     _falls(result)
     _record_ok(result, out, record)
+    points = result["held_out_progress"]["points"]
+    assert [p["step"] for p in points] == [5, 10, 12]  # every 5 steps, then the final model
+    assert points[-1]["mAP_classes"] == result["held_out"]["val_seed123"]["mAP_classes"]
     assert result["captions_per_image"] == 12  # one fresh caption per epoch (here: per step)
     saved = _file_tensors(out)
     clip = load_clip("wsss-synthetic-clip", weights=str(out))
@@ -87,7 +90,7 @@ def test_clip_pretraining_trains_and_loads(tmp_path):
 
 def test_same_seed_same_file_other_seed_other_file(tmp_path):
     a, _, _ = _run(tmp_path / "a", "resnet", seed=3)
-    b, _, _ = _run(tmp_path / "b", "resnet", seed=3)
+    b, _, _ = _run(tmp_path / "b", "resnet", seed=3, eval_every=4)  # scoring mid-run changes nothing
     c, _, _ = _run(tmp_path / "c", "resnet", seed=4)
     assert a["sha256"] == b["sha256"] and a["loss"]["curve"] == b["loss"]["curve"]
     assert c["sha256"] != a["sha256"]

@@ -80,8 +80,13 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[tu
 
 def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, pool: RenderedPool, recipe: Recipe,
               step_loss: StepLoss, generator: torch.Generator, device: torch.device,
-              after_step: Callable[[], None] | None = None) -> LossCurve:
-    """Train ``recipe.steps`` steps; every draw (order, augmentation) comes from ``generator``."""
+              after_step: Callable[[], None] | None = None,
+              probe: Callable[[int], None] | None = None) -> LossCurve:
+    """Train ``recipe.steps`` steps; every draw (order, augmentation) comes from ``generator``.
+
+    ``after_step()`` runs after every optimizer step; ``probe(steps_done)`` every ``recipe.eval_every``
+    steps (not at the end: the caller scores the final model), outside the timed training.
+    """
     curve = LossCurve()
     model.train()
     batches = _batches(len(pool), recipe.batch_size, generator)
@@ -105,6 +110,11 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, pool: Rendered
         if after_step is not None:
             after_step()
         curve.losses.append(float(loss.detach()))
+        if probe is not None and recipe.eval_every and (step + 1) % recipe.eval_every == 0 and step + 1 < recipe.steps:
+            paused = time.perf_counter()
+            probe(step + 1)
+            model.train()
+            start += time.perf_counter() - paused
         bar.set_postfix(loss=f"{curve.moving_average(False, 10):.4f}", epoch=epoch, lr=f"{lr:.1e}")
         if bar.disable and (step + 1) % _LOG_EVERY == 0:  # no bar (not a terminal): a line now and then
             print(f"pretrain {recipe.model}: step {step + 1}/{recipe.steps} loss {curve.moving_average(False, 10):.4f} "

@@ -30,6 +30,8 @@ class Recipe:
         min_scale: smallest crop side (fraction of the image) of the zoom augmentation; flip: random
             horizontal flips.
         eval_images: held-out scenes scored per held-out set.
+        eval_every: score the first held-out set every this many steps too (0: only at the end), so
+            the record shows whether more steps would still help.
     """
 
     model: str
@@ -44,6 +46,7 @@ class Recipe:
     min_scale: float = 0.8
     flip: bool = True
     eval_images: int = 200
+    eval_every: int = 100
 
     def replace(self, **changes: object) -> Recipe:
         """A copy with ``changes`` (``None`` values are ignored, so CLI defaults pass through)."""
@@ -54,6 +57,8 @@ class Recipe:
         for name in ("steps", "images", "batch_size", "eval_images"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"pretrain {self.model}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"pretrain {self.model}: eval_every must be >= 0, got {self.eval_every}")
         if self.warmup < 0:
             raise ValueError(f"pretrain {self.model}: warmup must be >= 0, got {self.warmup}")
         if not self.lr > 0:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from wsss_kit.engine.seeding import seed_everything
 
@@ -56,19 +57,33 @@ def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Pa
 
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
+    progress: list[dict[str, Any]] = []
+
+    def probe(step: int) -> None:
+        score = evaluate(tests[0])
+        progress.append({"step": step, "mAP_classes": score["mAP_classes"], "AP_water": score["AP_water"]})
+        tqdm.write(f"pretrain {recipe.model}: step {step}: held-out {progress[-1]['mAP_classes']:.4f} mAP over the "
+                   f"classes, {progress[-1]['AP_water']:.4f} AP water")
+
     if is_clip:
         model = build_clip(recipe, dev)
         optimizer = adamw(model.model.named_parameters(), recipe, betas=(0.9, 0.98), eps=1e-6)
-        curve = run_steps(model, optimizer, pool, recipe, clip_loss(model, pool), generator, dev,
-                          after_step=lambda: clamp_logit_scale(model))
-        scores = [evaluate_clip(model, t) for t in tests]
-        state = model.model.state_dict()
+        loss, state_of = clip_loss(model, pool), model.model.state_dict
+
+        def evaluate(test: Any) -> dict[str, Any]:
+            return evaluate_clip(model, test)
     else:
         model = build_classifier(recipe).to(dev)
         optimizer = adamw(model.named_parameters(), recipe)
-        curve = run_steps(model, optimizer, pool, recipe, classifier_loss(model, pool), generator, dev)
-        scores = [evaluate_classifier(model, t, dev) for t in tests]
-        state = model.state_dict()
+        loss, state_of = classifier_loss(model, pool), model.state_dict
+
+        def evaluate(test: Any) -> dict[str, Any]:
+            return evaluate_classifier(model, test, dev)
+    curve = run_steps(model, optimizer, pool, recipe, loss, generator, dev,
+                      after_step=(lambda: clamp_logit_scale(model)) if is_clip else None, probe=probe)
+    scores = [evaluate(t) for t in tests]
+    progress.append({"step": recipe.steps, "mAP_classes": scores[0]["mAP_classes"], "AP_water": scores[0]["AP_water"]})
+    state = state_of()
     weights = save_half_state(state, out)
     result = {
         "model": recipe.model,
@@ -87,6 +102,7 @@ def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Pa
         "train_time_s": round(curve.seconds, 1),
         "loss": curve.summary(),
         "held_out": {f"{split}_seed{s}": score for (split, s), score in zip(held_out, scores)},
+        "held_out_progress": {"set": f"{held_out[0][0]}_seed{held_out[0][1]}", "points": progress},
         "parameters": sum(v.numel() for v in state.values() if v.is_floating_point()),
         "machine": machine_info(),
         "command": f"python -m benchmarks pretrain {recipe.model} --seed {seed}",
