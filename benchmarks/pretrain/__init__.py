@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="images per step (default: the recipe's)")
     p.add_argument("--lr", type=float, help="peak AdamW learning rate (default: the recipe's)")
     p.add_argument("--eval-images", type=int, help="held-out scenes per held-out set (default: the recipe's)")
+    p.add_argument("--eval-every", type=int, help="also score the first held-out set every N steps (0: only at "
+                                                  "the end; default: the recipe's)")
     p.add_argument("--out", help="weights file (default: wsss_kit/pretrained/<name>.pt, the shipped file)")
     p.add_argument("--record", help="JSON record (default: benchmarks/results/pretrain_<model>.json)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from .runner import pretrain
 
     recipe = RECIPES[args.model].replace(steps=args.steps, images=args.images, batch_size=args.batch_size,
-                                         lr=args.lr, eval_images=args.eval_images)
+                                         lr=args.lr, eval_images=args.eval_images,
+                                         eval_every=args.eval_every)
     try:
         recipe.check()
         if args.threads is not None and args.threads < 1:
