@@ -253,10 +253,12 @@ def test_smoke_chain_resumes_without_recomputing(chain_out):
     assert json.loads((folder / "manifest.json").read_text())["runs"][0]["status"] == "complete"
 
 
-def _table_ids() -> list[str]:
+def _table_ids() -> list:
     from benchmarks.tables import TABLES
 
-    return sorted(TABLES)
+    # an embedded-only table's smoke (10 runs, ~1-5 min) runs with -m slow; its plumbing is also covered by
+    # tests/test_reproduce_embedded.py
+    return [pytest.param(t, marks=pytest.mark.slow) if TABLES[t].embedded_only else t for t in sorted(TABLES)]
 
 
 # Every table runs in the default suite: each smokes in 4-40 s on 2 idle cores, about 4 minutes together
