@@ -103,7 +103,9 @@ def test_the_reduction_maps_every_backbone_clip_and_weights_key_to_the_world(tab
                     assert value in WORLD_SPECS or any(str(value).startswith(d) for d in run_dirs), (where, key, value)
         for section, key in (("cam", "cam"), ("head", "head")):
             if isinstance(cfg.get(section), dict) and "train" in cfg[section]:
-                assert cfg[section]["train"]["steps"] == emb.EMBEDDED_STEPS[key]
+                finetune = section == "cam" and cfg["cam"]["model"].get("init_checkpoint") is not None
+                assert cfg[section]["train"]["steps"] == (emb.EMBEDDED_FINETUNE_STEPS if finetune
+                                                          else emb.EMBEDDED_STEPS[key])
                 assert cfg[section]["train"]["batch_size"] <= emb.EMBEDDED_BATCH[key]
                 assert cfg[section]["augment"]["crop_size"] == emb.EMBEDDED_CROP
             infer = (cfg.get(section) or {}).get("infer") if isinstance(cfg.get(section), dict) else None
@@ -261,6 +263,7 @@ def test_embedded_claims_end_to_end_with_the_world_architectures(tmp_path, world
     import json
 
     monkeypatch.setattr(emb, "EMBEDDED_STEPS", {"cam": 2, "refiner": 2, "head": 2})
+    monkeypatch.setattr(emb, "EMBEDDED_FINETUNE_STEPS", 2)
     monkeypatch.setattr(emb, "EMBEDDED_TRAIN_IMAGES", 12)
     monkeypatch.setattr(emb, "EMBEDDED_EVAL_IMAGES", 8)
     measured = reproduce("embedded_claims", tmp_path, embedded=True, echo=lambda line: None)

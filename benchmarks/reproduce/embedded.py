@@ -20,8 +20,9 @@ Unlike ``--smoke``, the networks keep their architectures' kind and start from t
   network trained in the world by a run the harness adds before the first run that reads it
   (:data:`EMBEDDED_RUNS`);
 - training recipes: optimiser, learning rate, schedule and losses as the config says; steps,
-  batch, crop (:data:`EMBEDDED_STEPS`, :data:`EMBEDDED_BATCH`, :data:`EMBEDDED_CROP`) scaled to the
-  world; multi-scale inference at :data:`EMBEDDED_SCALES`.
+  batch, crop (:data:`EMBEDDED_STEPS`, :data:`EMBEDDED_FINETUNE_STEPS` for a CAM network that starts
+  from a trained one, :data:`EMBEDDED_BATCH`, :data:`EMBEDDED_CROP`) scaled to the world; multi-scale
+  inference at :data:`EMBEDDED_SCALES`.
 
 A weight spec the mapping does not know (a file of your own, a released name with no world
 counterpart) is a :class:`~wsss_kit.errors.ConfigError` naming the node and key before any run
@@ -43,7 +44,7 @@ from wsss_kit.weights.required import is_weights_keyword
 
 from ..tables.schema import Run
 
-__all__ = ["EMBEDDED_BATCH", "EMBEDDED_CROP", "EMBEDDED_EVAL_IMAGES", "EMBEDDED_IMAGE_SIZE", "EMBEDDED_NODES",
+__all__ = ["EMBEDDED_BATCH", "EMBEDDED_CROP", "EMBEDDED_EVAL_IMAGES", "EMBEDDED_FINETUNE_STEPS", "EMBEDDED_IMAGE_SIZE", "EMBEDDED_NODES",
            "EMBEDDED_RUNS", "EMBEDDED_SCALES", "EMBEDDED_STEPS", "EMBEDDED_TRAIN_IMAGES", "EMBEDDED_WR38",
            "WORLD_BACKGROUND", "WORLD_CLIP", "WORLD_RESNET", "WORLD_VIT", "EmbeddedRun", "embedded_argv",
            "embedded_config", "trained_weights"]
@@ -56,6 +57,10 @@ EMBEDDED_STEPS = {"cam": 300, "refiner": 150, "head": 200}
 """Optimizer steps of each training section (``cam.train``, ``refiner_train``, ``head.train``): the
 default demo trains a CAM network in 300 steps of 12 (~110 s on 2 idle cores); the refiners and heads
 get fewer, so that a CAM + random-walk run stays near 5 minutes."""
+EMBEDDED_FINETUNE_STEPS = 150
+"""``cam.train`` steps of a CAM network that starts from a trained CAM network (``init_checkpoint``:
+CLIMS and POLE from the world baseline, as the papers from IRN's ``res50_cam.pth``): a fine-tune, and
+a CLIMS/POLE step costs ~4 CAM steps (three world-CLIP passes per image)."""
 EMBEDDED_BATCH = {"cam": 12, "refiner": 8, "head": 8}
 """Largest batch of each training section (a config's smaller batch is kept)."""
 EMBEDDED_CROP = 112
@@ -283,11 +288,11 @@ def _nodes(value: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
             yield path, value
 
 
-def _train(recipe: Any, section: str) -> Any:
+def _train(recipe: Any, section: str, steps: int | None = None) -> Any:
     if not isinstance(recipe, Mapping):
         return recipe
     out = dict(recipe)
-    steps, old = EMBEDDED_STEPS[section], max(int(out.get("steps", 1) or 1), 1)
+    steps, old = steps or EMBEDDED_STEPS[section], max(int(out.get("steps", 1) or 1), 1)
     out.update(steps=steps, batch_size=min(int(out.get("batch_size", EMBEDDED_BATCH[section])), EMBEDDED_BATCH[section]),
                grad_accum=1, amp=False, checkpoint_every=max(steps // 3, 1), log_every=10, num_workers=0)
     if out.get("warmup_steps"):  # the same fraction of the (shorter) run
@@ -378,7 +383,9 @@ def embedded_config(cfg: Mapping[str, Any], where: str = "config") -> dict[str, 
         if isinstance(part, Mapping):
             part = dict(part)
             if "train" in part:
-                part["train"] = _train(part["train"], section)
+                model = part.get("model")
+                finetune = section == "cam" and isinstance(model, Mapping) and model.get("init_checkpoint") is not None
+                part["train"] = _train(part["train"], section, EMBEDDED_FINETUNE_STEPS if finetune else None)
             if "augment" in part:
                 part["augment"] = _augment(part["augment"])
             if "infer" in part:
