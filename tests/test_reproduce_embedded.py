@@ -15,7 +15,10 @@ import pytest
 from benchmarks.reproduce import embedded as emb
 from benchmarks.reproduce import reproduce
 from benchmarks.reproduce.cli import main as cli_main
-from benchmarks.reproduce.region_fraction import measure_region_fraction, region_label_fraction
+from benchmarks.reproduce.region_fraction import (
+    measure_region_fraction,
+    region_label_fraction,
+)
 from benchmarks.reproduce.resolve import resolve_table, validate_runs
 from benchmarks.reproduce.results import Measured, claim_verdicts
 from benchmarks.tables import TABLES, Claim, RegionFraction, Row, Run, Table

@@ -19,8 +19,13 @@ from typing import TYPE_CHECKING, Callable
 from wsss_kit.errors import ConfigError
 
 from .execute import ReproduceRunError, RunOutcome, execute_runs
-from .resolve import ResolvedRun, check_data_root, resolve_table, validate_runs
-from .resolve import BENCHMARKS_DIR
+from .resolve import (
+    BENCHMARKS_DIR,
+    ResolvedRun,
+    check_data_root,
+    resolve_table,
+    validate_runs,
+)
 from .results import CSV_COLUMNS, Measured, write_results
 from .smoke import smoke_config
 

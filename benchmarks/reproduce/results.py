@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from wsss_kit.atomic import write_text
 from wsss_kit.config import get_path
-
-from .execute import RunOutcome
 from wsss_kit.errors import WSSSError
 
 from ..tables.schema import RegionFraction
+from .execute import RunOutcome
 from .plot import Bars, plot_results
 from .region_fraction import measure_region_fraction
 from .resolve import ResolvedRun

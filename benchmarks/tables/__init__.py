@@ -6,7 +6,6 @@ says what each table needs (data, weights, time) and what moves its numbers.
 
 from __future__ import annotations
 
-
 from .baselines import BASELINE_TABLES
 from .embedded import EMBEDDED_TABLES
 from .pole import POLE_TABLES

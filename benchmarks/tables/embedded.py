@@ -9,7 +9,14 @@ Tables 1/4 are the existing tables run with ``--embedded``.
 
 from __future__ import annotations
 
-from .runs import RANDOM_WALK_STAGES, SEED_STAGES, clims_run, deeplab_run, mct_psa_run, weakclip_run
+from .runs import (
+    RANDOM_WALK_STAGES,
+    SEED_STAGES,
+    clims_run,
+    deeplab_run,
+    mct_psa_run,
+    weakclip_run,
+)
 from .schema import Claim, RegionFraction, Row, Run, Table
 
 __all__ = ["EMBEDDED_TABLES"]
