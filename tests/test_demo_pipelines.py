@@ -184,12 +184,14 @@ def _run_tiny(name, out, capsys):
     return text, stages
 
 
-@pytest.mark.parametrize("name", ["resnet_cam", "mctformer"])
+# resnet_cam's tiny run is tests/test_pipeline.py's CLI test too: here only with -m slow
+@pytest.mark.parametrize("name", [pytest.param("resnet_cam", marks=pytest.mark.slow), "mctformer"])
 def test_a_tiny_single_run_pipeline_runs_end_to_end(name, world_weights, tmp_path, capsys):
     text, stages = _run_tiny(name, tmp_path / name, capsys)
     assert stages["train_cam"]["steps"] == 2
 
 
+@pytest.mark.slow
 def test_tiny_weakclip_pipeline_trains_the_refiner(world_weights, tmp_path, capsys):
     text, stages = _run_tiny("weakclip", tmp_path / "weakclip", capsys)
     assert stages["train_refiner"]["steps"] == 2 and not stages["train_refiner"].get("skipped")
