@@ -12,6 +12,7 @@ the first one starts; rerunning resumes each of them.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,7 +152,7 @@ def demo_configs(pipeline: str, overrides: Sequence[str] = (), out: str | None =
     baseline_dir = run_dir / "baseline"
     for key in SHARED_WITH_BASELINE:
         if key in cfg:
-            baseline_cfg[key] = cfg[key]
+            baseline_cfg[key] = copy.deepcopy(cfg[key])
     baseline_cfg["run_dir"] = str(baseline_dir)
     configs = DemoConfigs(record, cfg, run_dir, baseline_cfg, baseline_dir)
     model = get_path(cfg, "cam.model", source=record.config)
