@@ -176,7 +176,10 @@ def _markdown(table: "Table", measured: Sequence[Measured], runs: Sequence[Resol
     for m in measured:
         r = m.row
         note = m.reason or r.note
-        lines.append(f"| {_cell(r.row)} | {r.metric} | {r.dataset} {r.split} | {yes[r.crf]} | {yes[r.multiscale]} | "
+        data = f"{r.dataset} {r.split}"
+        if embedded and r.dataset != "synthetic":  # every run read the world's val split; the row names the paper's
+            data = f"synthetic val (paper: {data})"
+        lines.append(f"| {_cell(r.row)} | {r.metric} | {data} | {yes[r.crf]} | {yes[r.multiscale]} | "
                      f"{yes[r.random_walk]} | {_fmt(r.paper) or '-'} | {_fmt(m.measured) or '-'} | "
                      f"{'' if m.delta is None else f'{m.delta:+.1f}'} | {_cell(note)} |")
     verdicts = claim_verdicts(table, measured)
