@@ -127,3 +127,27 @@ def test_cli_refuses_bad_sizes_before_work(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "steps must be >= 1, got 0" in err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_clip_tag_loss_adds_the_weighted_tag_bce_and_trains_the_probe():
+    import torch.nn.functional as F
+
+    from benchmarks.pretrain.contrastive import clip_loss, contrastive_loss, tag_probe
+    from benchmarks.pretrain.pool import render_pool
+    from wsss_kit.clip import load_clip
+
+    torch.manual_seed(0)
+    pool = render_pool("pretrain", 4, 0, captions_per_image=1, workers=0)
+    clip = load_clip("wsss-synthetic-clip", weights=None, precision="fp32", frozen=False, keep_eval=False)
+    probe = tag_probe(clip)
+    idx = torch.arange(4)
+    images = pool.images.float() / 255.0
+    with_tags = clip_loss(clip, pool, probe, 0.5)(idx, 0, images)
+    plain = clip_loss(clip, pool)(idx, 0, images)
+    emb = clip.encode_image(images)
+    bce = F.binary_cross_entropy_with_logits(probe(F.normalize(emb, dim=-1)), pool.attributes)
+    assert torch.allclose(with_tags, plain + 0.5 * bce, atol=1e-5)
+    assert torch.allclose(plain, contrastive_loss(emb, clip.encode_text(clip.tokenize([c[0] for c in pool.captions])),
+                                             clip.model.logit_scale), atol=1e-5)
+    with_tags.backward()
+    assert probe.weight.grad is not None and probe.weight.grad.abs().sum() > 0

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-images", type=int, help="held-out scenes per held-out set (default: the recipe's)")
     p.add_argument("--eval-every", type=int, help="also score the first held-out set every N steps (0: only at "
                                                   "the end; default: the recipe's)")
+    p.add_argument("--tag-loss", type=float, help="CLIP: weight of the auxiliary scene-tag loss (0: contrastive "
+                   "only; default: the recipe's)")
     p.add_argument("--out", help="weights file (default: wsss_kit/pretrained/<name>.pt, the shipped file)")
     p.add_argument("--record", help="JSON record (default: benchmarks/results/pretrain_<model>.json)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = RECIPES[args.model].replace(steps=args.steps, images=args.images, batch_size=args.batch_size,
                                          lr=args.lr, eval_images=args.eval_images,
-                                         eval_every=args.eval_every)
+                                         eval_every=args.eval_every, tag_loss=getattr(args, "tag_loss", None))
     try:
         recipe.check()
         if args.threads is not None and args.threads < 1:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss_kit.clip import CLIPModel, load_clip, zero_shot_scores
+from wsss_kit.data.captions import ATTRIBUTES
 from wsss_kit.data.synthetic_scene import CLASS_NAMES
 from wsss_kit.metrics import average_precision
 
@@ -24,7 +25,7 @@ from .pool import RenderedPool
 from .recipes import Recipe
 
 __all__ = ["CLASS_PROMPTS", "WATER_PROMPT", "build_clip", "clamp_logit_scale", "clip_loss", "contrastive_loss",
-           "evaluate_clip"]
+           "evaluate_clip", "tag_probe"]
 
 CLASS_PROMPTS = tuple(f"a photo of a {name}." for name in CLASS_NAMES)
 """The zero-shot prompts of the five classes (OpenAI's template)."""
@@ -53,12 +54,23 @@ def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor) -
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def clip_loss(clip: CLIPModel, pool: RenderedPool):
-    """The step loss on a batch: each scene's caption of this epoch (cycling if the run outlasts them)."""
+def tag_probe(clip: CLIPModel) -> torch.nn.Linear:
+    """A linear probe from the CLIP's image embedding to the scene tags (the auxiliary ``tag_loss``)."""
+    return torch.nn.Linear(int(clip.model.text_projection.shape[1]), len(ATTRIBUTES))
+
+
+def clip_loss(clip: CLIPModel, pool: RenderedPool, probe: torch.nn.Linear | None = None, tag_weight: float = 0.0):
+    """The step loss on a batch: each scene's caption of this epoch (cycling if the run outlasts them),
+    plus ``tag_weight`` times the tags' BCE through ``probe`` on the normalised image embedding."""
     def step_loss(idx: Tensor, epoch: int, images: Tensor) -> Tensor:
         captions = [pool.captions[i][epoch % len(pool.captions[i])] for i in idx.tolist()]
         tokens = clip.tokenize(captions)
-        return contrastive_loss(clip.encode_image(images), clip.encode_text(tokens), clip.model.logit_scale)
+        image_emb = clip.encode_image(images)
+        loss = contrastive_loss(image_emb, clip.encode_text(tokens), clip.model.logit_scale)
+        if probe is not None and tag_weight > 0:
+            logits = probe(F.normalize(image_emb, dim=-1))
+            loss = loss + tag_weight * F.binary_cross_entropy_with_logits(logits, pool.attributes[idx].to(logits.device))
+        return loss
     return step_loss
 
 

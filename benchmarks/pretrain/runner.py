@@ -15,7 +15,7 @@ from wsss_kit.engine.seeding import seed_everything
 
 from ..machine import machine_info
 from .classifier import build_classifier, classifier_loss, evaluate_classifier
-from .contrastive import build_clip, clamp_logit_scale, clip_loss, evaluate_clip
+from .contrastive import build_clip, clamp_logit_scale, clip_loss, evaluate_clip, tag_probe
 from .loop import adamw, run_steps
 from .pool import HELD_OUT, render_pool
 from .recipes import Recipe
@@ -67,8 +67,12 @@ def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Pa
 
     if is_clip:
         model = build_clip(recipe, dev)
-        optimizer = adamw(model.model.named_parameters(), recipe, betas=(0.9, 0.98), eps=1e-6)
-        loss, state_of = clip_loss(model, pool), model.model.state_dict
+        probe_head = tag_probe(model).to(dev) if recipe.tag_loss > 0 else None
+        named = list(model.model.named_parameters())
+        if probe_head is not None:
+            named += [(f"tag_probe.{n}", p) for n, p in probe_head.named_parameters()]
+        optimizer = adamw(named, recipe, betas=(0.9, 0.98), eps=1e-6)
+        loss, state_of = clip_loss(model, pool, probe_head, recipe.tag_loss), model.model.state_dict
 
         def evaluate(test: Any) -> dict[str, Any]:
             return evaluate_clip(model, test)
