@@ -35,9 +35,9 @@ class Recipe:
         tag_loss: CLIP only: weight of an auxiliary multi-label loss (BCE over the scene tags of
             :data:`~wsss_kit.data.captions.ATTRIBUTES`, through a linear probe on the normalised image
             embedding) added to the contrastive loss; 0 disables it. The probe is not part of the
-            shipped CLIP. A from-scratch ViT tower learns from 500 contrastive steps of 64 captions
-            where the background is (water AP 0.90) but barely what the objects are (class mAP 0.64);
-            the tags give each object a direct signal the captions' contrast spreads thin.
+            shipped CLIP (which is contrastive only). Measured: 600 steps at lr 7e-4 with tag_loss 1
+            reached held-out class mAP 0.69 / 0.68 and water AP 0.57 / 0.65 (val seed 123 / test
+            seed 7) against 0.64 / 0.64 and 0.90 / 0.92 for the shipped recipe.
     """
 
     model: str
@@ -77,11 +77,11 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "clip": Recipe("clip", "wsss-synthetic-clip", "wsss_synthetic_clip", steps=600, images=6000, batch_size=64,
-                   lr=7e-4, weight_decay=0.1, warmup=50, tag_loss=1.0),
+    "clip": Recipe("clip", "wsss-synthetic-clip", "wsss_synthetic_clip", steps=500, images=6000, batch_size=64,
+                   lr=2e-3, weight_decay=0.1, warmup=50),
     "resnet": Recipe("resnet", "wsss_world_resnet50", "wsss_world_resnet50", steps=1000, images=8000, batch_size=64,
                      lr=2e-3, weight_decay=0.05, warmup=50),
-    "vit": Recipe("vit", "wsss_world_vit", "wsss_world_vit", steps=800, images=8000, batch_size=64,
+    "vit": Recipe("vit", "wsss_world_vit", "wsss_world_vit", steps=500, images=8000, batch_size=64,
                   lr=1e-3, weight_decay=0.05, warmup=50),
 }
 """The shipped recipes (``python -m benchmarks pretrain MODEL`` defaults)."""

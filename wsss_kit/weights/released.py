@@ -171,10 +171,11 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "shipped with wsss_kit; reproduce with python -m benchmarks pretrain clip",
         "CLIP access (open_clip 'wsss-synthetic-clip'), refiners/weakclip, cams/clims, cams/pole, "
         "prompts/pole_synonyms on the embedded world",
-        None,
+        "80d41b480f132d662c5932a413045f2e04d18c69dbe9be4f0b9a304f1e906688",
         "A tiny CLIP trained contrastively on the synthetic world's captioned scenes (pretraining split); "
-        "open_clip state dict in float16, loaded as float32. SHA-256 unknown until the pretrained file is "
-        "committed. Model card: docs/embedded_models.md.",
+        "open_clip state dict in float16, loaded as float32. Held-out zero-shot mAP over the five classes "
+        "0.64, water AP 0.90 (below the 0.9 class target: see the model card). SHA-256 of the shipped file; "
+        "python -m benchmarks pretrain clip rebuilds it from seed 0. Model card: docs/embedded_models.md.",
         packaged=True,
         reproduce="python -m benchmarks pretrain clip",
     ),
@@ -197,10 +198,11 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "wsss_world_vit.pt",
         "shipped with wsss_kit; reproduce with python -m benchmarks pretrain vit",
         "timm 'wsss_world_vit' (DeiT-style ViT, 128 px, patch 8): cams/mctformer_v1, cams/mctformer_v2",
-        None,
+        "d9d0a3b943189ef94f1a704b0406e1f2497bf14a271cf1a0993eea53c8eadd24",
         "The embedded world's 'ImageNet' DeiT: a multi-label classifier pretrained on the synthetic world's "
         "pretraining split; timm state dict (classifier head.* included) in float16, loaded as float32. "
-        "SHA-256 unknown until the pretrained file is committed. Model card: docs/embedded_models.md.",
+        "SHA-256 of the shipped file; python -m benchmarks pretrain vit rebuilds it from seed 0. "
+        "Model card: docs/embedded_models.md.",
         packaged=True,
         reproduce="python -m benchmarks pretrain vit",
     ),
