@@ -15,7 +15,13 @@ from wsss_kit.engine.seeding import seed_everything
 
 from ..machine import machine_info
 from .classifier import build_classifier, classifier_loss, evaluate_classifier
-from .contrastive import build_clip, clamp_logit_scale, clip_loss, evaluate_clip, tag_probe
+from .contrastive import (
+    build_clip,
+    clamp_logit_scale,
+    clip_loss,
+    evaluate_clip,
+    tag_probe,
+)
 from .loop import adamw, run_steps
 from .pool import HELD_OUT, render_pool
 from .recipes import Recipe
