@@ -75,13 +75,14 @@ from doc_commands import (
     DocCommand,
     all_commands,
     argv_of,
+    benchmark_configs,
     collect_commands,
     map_placeholders,
     synopsis_variants,
 )
 
 ALL = all_commands()
-CONFIGS = sorted((REPO / "benchmarks").rglob("*.yaml"))
+CONFIGS = benchmark_configs()
 
 
 @pytest.fixture(scope="module")
