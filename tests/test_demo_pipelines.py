@@ -121,7 +121,7 @@ def test_the_baseline_runs_in_the_run_directory_with_the_pipelines_data(tmp_path
     assert configs.baseline_dir == out / "baseline"
     assert configs.baseline_cfg["data"]["train"]["num_images"] == 10 and configs.baseline_cfg["seed"] == 3
     assert configs.baseline_cfg["cam"]["train"]["steps"] == 7
-    assert configs.cfg["cam"]["train"]["steps"] == 200  # the pipeline's own value is untouched
+    assert configs.cfg["cam"]["train"]["steps"] == 150  # the pipeline's own value is untouched
     model = configs.cfg["cam"]["model"]
     assert model["init_checkpoint"] == str(out / "baseline" / "train_cam" / "model.pt")
     assert model["selection_cache"] == str(out / "baseline" / "pole_selection.json")
