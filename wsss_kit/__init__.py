@@ -10,6 +10,7 @@ The public API::
     class MyRefiner(wsss_kit.Refiner): ...
 """
 
+from . import world_backbones  # noqa: F401  (registers the embedded world's timm backbones on import)
 from .errors import (
     AmbiguousPluginError,
     BrokenPluginError,
@@ -33,7 +34,6 @@ from .interfaces import (
 )
 from .registry import KINDS, DisabledPluginError, PluginInfo, PluginNameClashWarning, create, list_plugins, register
 from .version import API_VERSION, __version__
-from . import world_backbones  # noqa: F401  (registers the embedded world's timm backbones on import)
 
 __all__ = [
     "API_VERSION",

@@ -66,7 +66,8 @@ def _read_config_text(path: Path) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigError(
-            f"config file {str(path)!r} is not UTF-8 text: the byte at offset {exc.start} (line {line}, column {column}) "
+            f"config file {str(path)!r} is not UTF-8 text: the byte at offset {exc.start} "
+            f"(line {line}, column {column}) "
             f"is 0x{data[exc.start]:02x}, which UTF-8 cannot start or continue a character with; "
             f"save the file as UTF-8 (it looks like another encoding, e.g. Latin-1 or UTF-16)"
         ) from None

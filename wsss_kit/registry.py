@@ -315,7 +315,8 @@ class Registry:
         warnings.warn(
             f"{chosen.kind} plugin {chosen.name!r} is provided by the first-party distribution "
             f"{chosen.dist} {chosen.version} and by the third-party {names}; the bare name selects "
-            f"{chosen.dist}'s. Select the other as {picks} (in a config: type: {chosen.kind}/{others[0].qualified_name}), "
+            f"{chosen.dist}'s. Select the other as {picks} "
+            f"(in a config: type: {chosen.kind}/{others[0].qualified_name}), "
             f"or name {chosen.qualified_name!r} to silence this warning",
             PluginNameClashWarning, stacklevel=4,
         )

@@ -260,8 +260,9 @@ def check_plugin(obj: Any, *, kwargs: Mapping[str, Any] | None = None, kind: str
     checks = _Checks(label, kind, skip)
     if factory_check is not None:
         checks.run("construction", factory_check)
-    checks.run("interface", lambda: _require(isinstance(obj, INTERFACES[kind]),
-                                            f"{type(obj).__qualname__} does not implement wsss_kit.{INTERFACES[kind].__name__}"))
+    checks.run("interface", lambda: _require(
+        isinstance(obj, INTERFACES[kind]),
+        f"{type(obj).__qualname__} does not implement wsss_kit.{INTERFACES[kind].__name__}"))
     checks.run("api_version", _check_api_version, obj, kind)
     checks.run("checkpoint_replaces", _check_checkpoint_replaces, obj)
     if labels is not None:
@@ -448,7 +449,8 @@ def _check_cam_generator(model: Any, checks: _Checks, s: _Setup, restore: _Resto
     with torch.no_grad():
         checks.must_raise("bad_input.rank", "images of shape (3, H, W) (no batch dimension)",
                           lambda: model.cams(images[0], labels))
-        checks.must_raise("bad_input.channels", "images with 4 channels", lambda: model.cams(s.images(channels=4), labels))
+        checks.must_raise("bad_input.channels", "images with 4 channels",
+                          lambda: model.cams(s.images(channels=4), labels))
         checks.must_raise("bad_input.labels", f"labels with {s.c + 1} columns for {s.c} classes",
                           lambda: model.cams(images, s.labels(s.c + 1)))
 
@@ -489,7 +491,8 @@ def _check_refiner(refiner: Any, checks: _Checks, s: _Setup, restore: _Restore) 
         checks.run("refine.output", _check_refiner_output, out, s, s.sizes[0])
         checks.run("determinism", lambda: _same(out, refine_at(s.sizes[0]), s.atol, "refine()"))
     for size in s.sizes[1:]:
-        checks.run(f"refine.size_{size[0]}x{size[1]}", lambda size=size: _check_refiner_output(refine_at(size), s, size))
+        checks.run(f"refine.size_{size[0]}x{size[1]}",
+                   lambda size=size: _check_refiner_output(refine_at(size), s, size))
     if getattr(refiner, "trainable", False) and hasattr(refiner, "training_step"):
         def training_step() -> None:
             images, cams, labels = s.images(), s.cams(), s.labels()
@@ -511,7 +514,8 @@ def _check_refiner(refiner: Any, checks: _Checks, s: _Setup, restore: _Restore) 
         restore.zero_grad()
     checks.must_raise("bad_input.rank", "images of shape (3, H, W) (no batch dimension)",
                       lambda: refine_at(s.sizes[0], images=s.images()[0]))
-    checks.must_raise("bad_input.channels", "images with 4 channels", lambda: refine_at(s.sizes[0], images=s.images(channels=4)))
+    checks.must_raise("bad_input.channels", "images with 4 channels",
+                      lambda: refine_at(s.sizes[0], images=s.images(channels=4)))
     checks.must_raise("bad_input.labels", f"labels with {s.c + 1} columns for CAMs of {s.c} classes",
                       lambda: refine_at(s.sizes[0], labels=s.labels(s.c + 1)))
 
@@ -552,7 +556,8 @@ def _check_head(head: Any, checks: _Checks, s: _Setup, restore: _Restore) -> Non
     restore.zero_grad()
     checks.must_raise("bad_input.rank", "images of shape (3, H, W) (no batch dimension)",
                       lambda: logits_at(s.sizes[0], s.images()[0]))
-    checks.must_raise("bad_input.channels", "images with 4 channels", lambda: logits_at(s.sizes[0], s.images(channels=4)))
+    checks.must_raise("bad_input.channels", "images with 4 channels",
+                      lambda: logits_at(s.sizes[0], s.images(channels=4)))
 
 
 def _check_loss(loss_fn: Any, checks: _Checks, s: _Setup, restore: _Restore) -> None:
@@ -680,7 +685,8 @@ def _check_dataset(ds: Any, checks: _Checks, s: _Setup, restore: _Restore) -> No
         _require(labels.shape == (c,) and labels.dtype == torch.float32 and bool(((labels == 0) | (labels == 1)).all()),
                  f"item {i}: labels must be float32 (C,) = ({c},) multi-hot, got {labels.dtype} {tuple(labels.shape)}")
         _require(mask.shape == image.shape[1:] and mask.dtype == torch.int64,
-                 f"item {i}: mask must be int64 (H, W) = {tuple(image.shape[1:])}, got {mask.dtype} {tuple(mask.shape)}")
+                 f"item {i}: mask must be int64 (H, W) = {tuple(image.shape[1:])}, "
+                 f"got {mask.dtype} {tuple(mask.shape)}")
         values = {int(v) for v in mask.unique()}
         _require(values <= set(range(c + 1)) | {IGNORE_INDEX}, f"item {i}: mask values must be 0..{c} or "
                                                                f"{IGNORE_INDEX}, found {sorted(values)[:6]}")

@@ -12,6 +12,7 @@ from typing import Sequence
 from ..errors import WSSSError
 from ..version import API_VERSION, __version__
 
+
 def stage_verbs() -> dict[str, tuple[str, str]]:
     """``{verb: (stage, summary)}`` for the per-stage sub-commands, read from the stage table."""
     from ..pipeline.stage_table import STAGE_TABLE

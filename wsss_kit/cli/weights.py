@@ -104,7 +104,8 @@ def _config_text(source: str, rows: Sequence[Any], folder: str) -> str:
         if r.notes:
             lines.append(f"    notes     {r.notes}")
         if r.verified:
-            lines.append(f"    verified  {r.verified}" + (f" (file has {r.actual_sha256})" if r.verified != "ok" else ""))
+            lines.append(f"    verified  {r.verified}"
+                         + (f" (file has {r.actual_sha256})" if r.verified != "ok" else ""))
         if r.detail and r.problem:
             lines.append(f"    problem   {r.detail}")
     missing = [r for r in rows if r.problem]

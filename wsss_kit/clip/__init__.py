@@ -14,7 +14,8 @@
 Importing this package does not import open_clip; building a model does. The tiny random
 architecture ``"wsss-tiny-clip"`` (:data:`TINY_CLIP`) serves tests and the demo;
 ``"wsss-synthetic-clip"`` (:data:`SYNTHETIC_CLIP`) is the embedded world's CLIP, whose weights ship
-with wsss_kit as ``released:wsss_synthetic_clip``. A custom architecture is data: ``load_clip("my-arch.json")``, ``load_clip({"embed_dim": ..., "vision_cfg": ...,
+with wsss_kit as ``released:wsss_synthetic_clip``. A custom architecture is data:
+``load_clip("my-arch.json")``, ``load_clip({"embed_dim": ..., "vision_cfg": ...,
 "text_cfg": ...})`` or ``register_clip_config("my-arch", cfg)`` then ``load_clip("my-arch")``.
 """
 

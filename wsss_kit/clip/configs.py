@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_DIR", "SYNTHETIC_CLIP", "TINY_CLIP", "clip_architecture", "register_clip_config", "register_model_configs",
+__all__ = ["CONFIG_DIR", "SYNTHETIC_CLIP", "TINY_CLIP", "clip_architecture", "register_clip_config",
+           "register_model_configs",
            "validate_clip_config"]
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"

@@ -64,7 +64,8 @@ def _check_name(name: str) -> None:
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         raise ValueError(f"unknown open_clip architecture {name!r}{hint}; see open_clip.list_models() "
                          f"({len(known)} known, e.g. 'ViT-B-16', 'ViT-B-32', 'wsss-tiny-clip'), or describe your "
-                         f"own: a model-config JSON file or mapping (embed_dim, vision_cfg, text_cfg), see docs/clip.md")
+                         f"own: a model-config JSON file or mapping (embed_dim, vision_cfg, text_cfg), "
+                         f"see docs/clip.md")
 
 
 def describe_architecture(state: dict[str, Tensor]) -> str:
@@ -188,7 +189,8 @@ def _uses_quick_gelu(model: nn.Module) -> bool:
     return any(isinstance(m, QuickGELU) for m in model.modules())
 
 
-def load_clip(name: ArchitectureSpec, weights: str | os.PathLike[str] | None = None, device: str | torch.device | None = None,
+def load_clip(name: ArchitectureSpec, weights: str | os.PathLike[str] | None = None,
+              device: str | torch.device | None = None,
               precision: str = "auto", frozen: bool = True, *, keep_eval: bool | None = None,
               normalization: Normalization = "clip", pos_interpolation: str = "bicubic",
               quick_gelu: bool | None = None, text_cache_size: int = 32) -> CLIPModel:

@@ -212,7 +212,8 @@ def encode_prompt_embeddings(tower: nn.Module, x: Tensor, eot: Tensor) -> Tensor
         raise TypeError(f"prompt embeddings need a CLIP text tower pooled at [EOT], this one pools with {pool!r}")
     length = x.shape[1]
     if length > tower.positional_embedding.shape[0]:
-        raise ValueError(f"{length} tokens but the text transformer has {tower.positional_embedding.shape[0]} positions")
+        raise ValueError(
+            f"{length} tokens but the text transformer has {tower.positional_embedding.shape[0]} positions")
     cast = tower.transformer.get_cast_dtype()
     x = x.to(cast) + tower.positional_embedding[:length].to(cast)
     mask = getattr(tower, "attn_mask", None)

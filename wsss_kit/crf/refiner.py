@@ -68,7 +68,8 @@ def seeds_to_probs(seeds: torch.Tensor, labels: torch.Tensor, confidence: float 
     if bool(stray.any()):
         i, k = (int(v) for v in stray.nonzero()[0])
         classes = present[i].nonzero().flatten().tolist()
-        raise ValueError(f"seed mask of image {i} contains class {k}, which its labels do not have (present: {classes})")
+        raise ValueError(
+            f"seed mask of image {i} contains class {k}, which its labels do not have (present: {classes})")
     n_present = present.sum(1).float()[:, None, None, None]  # (B,1,1,1)
     others = torch.where(n_present > 1, (1 - confidence) / (n_present - 1).clamp_min(1), torch.zeros_like(n_present))
     onehot = torch.nn.functional.one_hot(safe, c + 1).permute(0, 3, 1, 2).float()

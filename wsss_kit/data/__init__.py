@@ -6,6 +6,7 @@ Each returns samples ``{"image", "labels", "mask", "name"}`` as described by
 :class:`wsss_kit.WSSSDataset`.
 """
 
+from .captions import ATTRIBUTES, attribute_vector, caption_scene, scene_attributes
 from .checks import DataProblem, check_dataset, check_sample, format_problems
 from .coco import COCO2014Dataset, convert_coco_masks, load_coco_annotations
 from .coco_masks import decode_rle_counts, polygons_to_mask, rle_to_mask, semantic_mask
@@ -23,7 +24,6 @@ from .image_io import (
 from .label_files import read_label_file
 from .palette import COCO_CATEGORY_IDS, COCO_CLASSES, VOC_CLASSES, voc_colormap
 from .synthetic import SyntheticDataset
-from .captions import ATTRIBUTES, attribute_vector, caption_scene, scene_attributes
 from .synthetic_scene import SUBTYPES, Scene, SceneObject, render_scene
 from .transforms import TrainAugment, build_augment, photometric_distortion
 from .voc import VOC2012Dataset, find_voc_root

@@ -156,7 +156,8 @@ def check_sample(sample: Any, num_classes: int, name: str, compare_labels: bool 
         bad(f"mask must be an int64 (H, W) tensor, got {_describe(mask)}")
     else:
         if isinstance(image, torch.Tensor) and image.dim() == 3 and tuple(mask.shape) != tuple(image.shape[1:]):
-            bad(f"mask is {mask.shape[0]}x{mask.shape[1]} but the image is {image.shape[1]}x{image.shape[2]}", "mask_size")
+            bad(f"mask is {mask.shape[0]}x{mask.shape[1]} but the image is {image.shape[1]}x{image.shape[2]}",
+                "mask_size")
         values = torch.unique(mask)
         out = values[((values < 0) | (values > num_classes)) & (values != IGNORE_INDEX)]
         if out.numel():

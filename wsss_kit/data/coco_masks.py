@@ -91,13 +91,15 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]
     except (KeyError, TypeError, ValueError):
-        raise DataError(f"RLE must be {{'size': [h, w], 'counts': ...}}, got keys {sorted(rle) if isinstance(rle, dict) else rle!r}") from None
+        got = sorted(rle) if isinstance(rle, dict) else rle
+        raise DataError(f"RLE must be {{'size': [h, w], 'counts': ...}}, got keys {got!r}") from None
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     try:
         runs = decode_rle_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
     except (TypeError, ValueError):
-        raise DataError(f"RLE counts must be a list of run lengths or a compressed string, got {counts!r:.80}") from None
+        raise DataError(
+            f"RLE counts must be a list of run lengths or a compressed string, got {counts!r:.80}") from None
     if any(r < 0 for r in runs):
         raise DataError("RLE has a negative run length")
     if sum(runs) != h * w:

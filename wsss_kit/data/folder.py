@@ -111,7 +111,8 @@ class FolderDataset(FileDataset):
         if self.max_images:
             names = names[: self.max_images]
         if not names:
-            raise DataError(f"FolderDataset at {self.root} has no images ({self.label_file or self.image_dir} lists none)")
+            raise DataError(
+                f"FolderDataset at {self.root} has no images ({self.label_file or self.image_dir} lists none)")
         missing = [n for n in names if n not in files_by_stem]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

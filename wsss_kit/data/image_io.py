@@ -275,7 +275,8 @@ def flat_palette(palette: Sequence[Sequence[int]] | None) -> list[int]:
     return out
 
 
-def save_mask_png(path: PathLike, mask: np.ndarray | torch.Tensor, palette: Sequence[Sequence[int]] | None = None) -> Path:
+def save_mask_png(path: PathLike, mask: np.ndarray | torch.Tensor,
+                  palette: Sequence[Sequence[int]] | None = None) -> Path:
     """Write an index mask ``(H, W)`` (values 0..255) as a palette PNG, atomically.
 
     Args:

@@ -50,7 +50,8 @@ def parse_class(token: Any, class_names: Sequence[str], where: str) -> int:
     """A class name or 0-based index → 0-based foreground index, or DataError naming ``where``."""
     if isinstance(token, bool):
         raise DataError(f"{where}: label {token!r} is neither a class name nor an index; {_class_hint(class_names)}")
-    if isinstance(token, int) or (isinstance(token, str) and token.strip().isdigit() and token.strip() not in class_names):
+    if isinstance(token, int) or (
+            isinstance(token, str) and token.strip().isdigit() and token.strip() not in class_names):
         index = int(token)
         if not 0 <= index < len(class_names):
             raise DataError(
@@ -147,7 +148,8 @@ def _read_json(path: Path, text: str, class_names: Sequence[str]) -> dict[str, l
         elif isinstance(value, list):
             tokens = value
         else:
-            raise DataError(f"{where}: expected a list of class names or indices, got {value!r}; {_class_hint(class_names)}")
+            raise DataError(
+                f"{where}: expected a list of class names or indices, got {value!r}; {_class_hint(class_names)}")
         _add(out, name, tokens, class_names, where)
     return out
 

@@ -90,7 +90,8 @@ class SyntheticDataset(WSSSDataset):
 
     def describe(self) -> str:
         h, w = self.image_size
-        return f"SyntheticDataset({self.split}, seed={self.seed}): {len(self)} images of {h}x{w}, {self.num_classes} classes"
+        return (f"SyntheticDataset({self.split}, seed={self.seed}): {len(self)} images of {h}x{w}, "
+                f"{self.num_classes} classes")
 
     def scene(self, index: int) -> Scene:
         """The rendered scene of item ``index`` (image, mask, classes, and background facts)."""

@@ -105,7 +105,8 @@ class VOC2012Dataset(FileDataset):
         self.split = split
         self.split_file = Path(split_file).expanduser() if split_file is not None else self._default_split_file(split)
         if not self.split_file.is_file():
-            raise DataError(f"split list {self.split_file} for split {split!r} does not exist; {self._available_splits()}")
+            raise DataError(
+                f"split list {self.split_file} for split {split!r} does not exist; {self._available_splits()}")
         names = read_split_file(self.split_file)
         if not names:
             raise DataError(f"split list {self.split_file} lists no images")
@@ -120,7 +121,8 @@ class VOC2012Dataset(FileDataset):
             missing = [n for n in self.names if n not in table]
             if missing:
                 shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-                raise DataError(f"label file {self.label_file} has no entry for {len(missing)} image(s) of split {split!r}: {shown}")
+                raise DataError(f"label file {self.label_file} has no entry for {len(missing)} image(s) "
+                                f"of split {split!r}: {shown}")
             self._labels = {n: table[n] for n in self.names}
 
     def _default_split_file(self, split: str) -> Path:
@@ -132,7 +134,8 @@ class VOC2012Dataset(FileDataset):
         return sets / "Segmentation" / f"{split}.txt"
 
     def _available_splits(self) -> str:
-        found = sorted({p.stem for d in ("Segmentation", "SegmentationAug") for p in (self.root / "ImageSets" / d).glob("*.txt")})
+        found = sorted({p.stem for d in ("Segmentation", "SegmentationAug")
+                        for p in (self.root / "ImageSets" / d).glob("*.txt")})
         listed = ", ".join(found) if found else "none"
         return f"split lists found under {self.root / 'ImageSets'}: {listed}; pass split_file= for a custom list"
 

@@ -43,10 +43,21 @@ from .checkpoint import (
     save_model_weights,
 )
 from .csv_log import CsvLog, read_log
-from .distributed import barrier, gather_objects, get_rank, get_world_size, init_distributed, is_distributed
-from .distributed import is_main_process, launched_by_torchrun, local_rank, reduce_scalars, unwrap_model
-from .sampling import EpochSampler, SeededSamples
+from .distributed import (
+    barrier,
+    gather_objects,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    launched_by_torchrun,
+    local_rank,
+    reduce_scalars,
+    unwrap_model,
+)
 from .numerics import NumericsGuard
+from .sampling import EpochSampler, SeededSamples
 from .schedule import StepSchedule
 from .seeding import capture_rng_state, restore_rng_state, seed_everything, worker_init_fn
 from .train_config import TrainConfig

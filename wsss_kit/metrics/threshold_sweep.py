@@ -103,7 +103,8 @@ class ThresholdSweep:
         bad = valid & ((target < 0) | (target >= k))
         if bool(bad.any()):
             vals = torch.unique(target[bad]).tolist()[:8]
-            raise ValueError(f"target holds values outside [0, {k}) that are not ignore_index={self.ignore_index}: {vals}")
+            raise ValueError(
+                f"target holds values outside [0, {k}) that are not ignore_index={self.ignore_index}: {vals}")
 
         cls = cams.argmax(dim=1)  # first maximum on ties, as in cams_to_seeds
         top = cams.amax(dim=1)

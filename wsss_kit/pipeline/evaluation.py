@@ -18,7 +18,6 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-
 from ..engine.distributed import get_rank, get_world_size
 from ..interfaces import IGNORE_INDEX, WSSSDataset
 from ..metrics import ConfusionMatrix, ThresholdSweep

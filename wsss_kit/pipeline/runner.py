@@ -230,7 +230,8 @@ def write_report(ctx: RunContext, pictures: int | None = None) -> str:
                  if splits["eval"].get("iou")}
     text = "# Results\n\n" + table + "\n"
     if per_class:
-        text += "\n## Per-class IoU (held-out split)\n\n" + format_iou_table(per_class, class_names, fmt="markdown") + "\n"
+        text += ("\n## Per-class IoU (held-out split)\n\n"
+                 + format_iou_table(per_class, class_names, fmt="markdown") + "\n")
     write_text(ctx.path("results.md"), text)
     write_text(ctx.path("results.json"), json.dumps(stages, indent=2, sort_keys=True) + "\n")
     n = int(pictures if pictures is not None else (ctx.get("eval", {}) or {}).get("pictures", 6))

@@ -18,9 +18,26 @@ from ..registry import did_you_mean
 from . import stages as _fn
 from .context import RunContext
 from .manifest import fingerprint
+from .schema import (
+    CRF,
+    Augment,
+    Bool,
+    Choice,
+    Device,
+    Float,
+    Int,
+    ListOf,
+    Node,
+    Null,
+    OneOf,
+    Section,
+    Source,
+    Spec,
+    Str,
+    Train,
+    assemble,
+)
 from .seed_masks import OUTSIDE_LABELS
-from .schema import (CRF, Augment, Bool, Choice, Device, Float, Int, ListOf, Node, Null, OneOf, Section, Source,
-                     Spec, Str, Train, assemble)
 
 StageFunction = Callable[[RunContext], "dict | None"]
 
@@ -70,7 +87,8 @@ STAGE_TABLE: tuple[Stage, ...] = (
     Stage(
         name="train_cam", verb="train-cam", summary="train the CAM network on data.train's image-level labels",
         sections=("seed", "data.train", "cam.model", "cam.train", "cam.augment"),
-        schema=(("data.train", _DATASET, True), ("cam.model", Node("cams", checkpoint=True), True), ("cam.train", Train(), True),
+        schema=(("data.train", _DATASET, True), ("cam.model", Node("cams", checkpoint=True), True),
+                ("cam.train", Train(), True),
                 ("cam.augment", Augment(), False)),
         needs=("cam",), folders=("train_cam",), reads=("data.train",),
         run=_fn.train_cam, nothing_to_do=_fn._cam_not_trained, trains=True),
@@ -79,7 +97,8 @@ STAGE_TABLE: tuple[Stage, ...] = (
         sections=("data.eval", "cam.infer"),
         schema=(("data.eval", _DATASET, True), ("cam.infer.scales", _SCALES, False),
                 ("cam.infer.flip", Bool(), False), ("cam.infer.batch_size", Int(1), False)),
-        needs=("cam",), folders=("cams",), reads=("train_cam/model.pt (or cam.model.checkpoint)", "data.train", "data.eval"),
+        needs=("cam",), folders=("cams",),
+        reads=("train_cam/model.pt (or cam.model.checkpoint)", "data.train", "data.eval"),
         run=_fn.cams, nothing_to_do=_fn._without_cams, report_row="CAM (best threshold)"),
     Stage(
         name="seeds", verb="seeds", summary="threshold the CAMs into seed masks (or copy seeds.source)",
@@ -99,7 +118,8 @@ STAGE_TABLE: tuple[Stage, ...] = (
         needs=("refiner",), folders=("train_refiner",), reads=("seeds/train", "cams/train"),
         run=_fn.train_refiner, nothing_to_do=_fn._refiner_not_trainable, trains=True),
     Stage(
-        name="pseudo_masks", verb="pseudo-masks", summary="refine CAMs or seeds into pseudo masks (or copy pseudo_masks.source)",
+        name="pseudo_masks", verb="pseudo-masks",
+        summary="refine CAMs or seeds into pseudo masks (or copy pseudo_masks.source)",
         sections=("refiner", "pseudo_masks"),
         schema=(("refiner", Node("refiners", checkpoint=True), False), ("pseudo_masks.batch_size", Int(1), False),
                 ("pseudo_masks.input", Choice(("auto", "cams", "seeds")), False),
@@ -121,7 +141,8 @@ STAGE_TABLE: tuple[Stage, ...] = (
                 ("head.infer.aggregate", Choice(("mean", "max")), False),
                 ("head.infer.crf", CRF(), False),
                 ("head.infer.resize_align_corners", Bool(), False), ("eval.pictures", Int(0), False)),
-        needs=("head",), folders=("predictions", "pictures"), reads=("train_head/model.pt (or head.model.checkpoint)", "data.eval"),
+        needs=("head",), folders=("predictions", "pictures"),
+        reads=("train_head/model.pt (or head.model.checkpoint)", "data.eval"),
         run=_fn.evaluate_head, report_row="retrained head"),
 )
 """The stages in pipeline order."""

@@ -355,7 +355,8 @@ def trained_refiner(ctx: RunContext, checkpoint: Any = None, run_dir: Path | Non
         # preset): train_refiner wrote no model.pt and the refiner is used as built, under the same seed.
         refiner, _ = _refiner(ctx)
         if not getattr(refiner, "trainable", False):
-            return refiner.to(ctx.device).eval(), f"{ctx.get('refiner')['type']} (nothing to train in this configuration)"
+            return (refiner.to(ctx.device).eval(),
+                    f"{ctx.get('refiner')['type']} (nothing to train in this configuration)")
     weights = trained_weights_file(Path(run_dir or ctx.run_dir) / "train_refiner" / "model.pt", "trained refiner",
                                    "train_refiner", "refiner")
     node, factory = _refiner_factory(ctx)

@@ -32,8 +32,16 @@ from ..errors import ConfigError, WSSSError
 from .checkpoints import build_from_checkpoint
 from .context import SPLITS, RunContext, Shard
 from .items import name_problems
-from .stage_table import (RUN_SCHEMA, STAGE_TABLE, STAGES, Stage, select_stages, stage_fingerprint,
-                          stage_settings, stages_from)
+from .stage_table import (
+    RUN_SCHEMA,
+    STAGE_TABLE,
+    STAGES,
+    Stage,
+    select_stages,
+    stage_fingerprint,
+    stage_settings,
+    stages_from,
+)
 
 __all__ = ["Plan", "check_run_config", "plan_run", "schema_problems", "settings_diff"]
 
@@ -169,7 +177,8 @@ def plan_run(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *, stage
             if step.error:  # the stage's own words (e.g. no cam section: give seeds.source) say more
                 problems.append(step.error)
             elif missing:
-                problems.append(f"stage {step.stage.name} needs {' and '.join(m.replace('|', ' or ') for m in missing)} "
+                needed = " and ".join(m.replace("|", " or ") for m in missing)
+                problems.append(f"stage {step.stage.name} needs {needed} "
                                 f"in the config ({step.stage.summary})")
     problems += _source_problems(ctx, pending)
     if build_plugins:
@@ -387,7 +396,8 @@ def _plugin_nodes(ctx: RunContext, pending: set[str]) -> list[tuple[str, dict[st
     if pending & {"train_cam", "cams"} and is_node(ctx.get("cam.model", None)):
         nodes.append(("cam.model", dict(ctx.get("cam.model")), {"num_classes": ctx.num_classes}))
     refiner = ctx.get("refiner", None)
-    if pending & {"train_refiner", "pseudo_masks"} and is_node(refiner) and ctx.get("pseudo_masks.source", None) is None:
+    if (pending & {"train_refiner", "pseudo_masks"} and is_node(refiner)
+            and ctx.get("pseudo_masks.source", None) is None):
         node = dict(refiner)
         if node.get("bg_threshold") == "auto":
             node["bg_threshold"] = 0.5  # chosen by the CAM sweep at run time; any valid value checks the rest

@@ -35,7 +35,8 @@ def load_state_dict(path: str | os.PathLike[str], map_location: str | torch.devi
     parameters come from ``torch.jit.load`` (it runs TorchScript, not arbitrary pickled Python).
     Common wrappers are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``, ``{"module": ...}``)
     and a DDP ``module.`` prefix is stripped. float16/bfloat16 tensors come back as float32 (exact;
-    the shipped checkpoints, :func:`~wsss_kit.weights.save_packaged_state_dict`, are stored in float16). Raises :class:`WeightsError` naming the file (and
+    the shipped checkpoints, :func:`~wsss_kit.weights.save_packaged_state_dict`, are stored in
+    float16). Raises :class:`WeightsError` naming the file (and
     the tensor, for one holding NaN or inf).
     """
     path = Path(path).expanduser()

@@ -92,7 +92,8 @@ def _is_weights_string(value: str) -> bool:
     return bool(_SCHEME.match(value)) or value.lower().endswith(WEIGHT_SUFFIXES)
 
 
-def required_weights(cfg: Mapping[str, Any], *, source: str = "config", verify: bool = False) -> list[WeightsRequirement]:
+def required_weights(cfg: Mapping[str, Any], *, source: str = "config",
+                     verify: bool = False) -> list[WeightsRequirement]:
     """Every weights spec ``cfg`` names or leaves to a plugin default, with its status.
 
     Nothing is downloaded: hub tags are looked up in the local caches only. ``verify=True`` hashes
@@ -106,8 +107,10 @@ def required_weights(cfg: Mapping[str, Any], *, source: str = "config", verify: 
     _walk(cfg, "", found, replaced, source)
     out = []
     for key, spec, origin, problem in found:
-        req = _describe(key, spec, origin) if problem is None else _invalid({"key": key, "spec": spec, "origin": origin},
-                                                                            spec, problem)
+        if problem is None:
+            req = _describe(key, spec, origin)
+        else:
+            req = _invalid({"key": key, "spec": spec, "origin": origin}, spec, problem)
         if replaced.get(key) == "replaced":
             req = replace(req, status=NOT_NEEDED, detail="")
         elif key in replaced and req.status == MISSING:  # optional: compared with the checkpoint's when here
@@ -234,7 +237,7 @@ def _describe(key: str, spec: str, origin: str) -> WeightsRequirement:
             return _invalid(base, spec)
         path = released_path(entry)
         if entry.packaged:  # shipped with wsss_kit: missing only in a broken install or an unbuilt checkout
-            why = (f"the file shipped with wsss_kit is missing: reinstall wsss_kit"
+            why = ("the file shipped with wsss_kit is missing: reinstall wsss_kit"
                    + (f", or rebuild it with `{entry.reproduce}`" if entry.reproduce else ""))
         else:
             why = f"not downloaded: save {entry.filename!r} as {path}"
@@ -262,7 +265,8 @@ def _describe(key: str, spec: str, origin: str) -> WeightsRequirement:
         return WeightsRequirement(**base, released=None, filename=Path(path).name,
                                   source="an installed Python package", sha256=None, location=str(path), status=PRESENT)
     path = Path(spec).expanduser()
-    looks_like_file = "/" in spec or os.sep in spec or spec.startswith((".", "~")) or spec.lower().endswith(WEIGHT_SUFFIXES)
+    looks_like_file = ("/" in spec or os.sep in spec or spec.startswith((".", "~"))
+                       or spec.lower().endswith(WEIGHT_SUFFIXES))
     if not looks_like_file and not path.exists():
         # a bare word a plugin resolves itself (smp's "imagenet"); nothing to check here
         return WeightsRequirement(**base, released=None, filename=None, source="resolved by the plugin itself",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from wsss_cams import ResNetCAM
-from wsss_cams.mctformer import MCTformerV1, MCTformerV2
 
 import wsss_kit
+from wsss_cams import ResNetCAM
+from wsss_cams.mctformer import MCTformerV1, MCTformerV2
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

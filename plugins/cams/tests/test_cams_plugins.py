@@ -6,9 +6,9 @@ import importlib.metadata
 
 import pytest
 import torch
-from wsss_cams import MultiLabelSoftMarginLoss, ResNetCAM
 
 import wsss_kit
+from wsss_cams import MultiLabelSoftMarginLoss, ResNetCAM
 from wsss_kit.testing import check_plugin
 
 DIST = "wsss-kit-cams"

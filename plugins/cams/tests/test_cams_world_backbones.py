@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import timm
 import torch
-from wsss_cams.vit_tokens import resize_pos_embed_to
 
 import wsss_kit
 import wsss_kit.weights.released as released_module
+from wsss_cams.vit_tokens import resize_pos_embed_to
 from wsss_kit.weights import save_packaged_state_dict
 
 LABELS = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 1.0]])

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import wsss_kit
-from wsss_kit.errors import WeightsError
 from wsss_cams.convert_mctformer import checkpoint_version, convert_mctformer
 from wsss_cams.mctformer import MCTformer, MCTformerV1, MCTformerV2
 from wsss_cams.vit_tokens import block_with_attention
+from wsss_kit.errors import WeightsError
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -283,7 +283,7 @@ def test_deterministic_under_seed():
 
 
 def test_attention_type_variants_differ():
-    images, labels = torch.rand(1, 3, 64, 64), torch.tensor([[1.0, 1.0, 1.0]])
+    images = torch.rand(1, 3, 64, 64)
     maps = {}
     for kind in ("fused", "patchcam", "attention"):
         with torch.no_grad():

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from wsss_cams import MultiLabelSoftMarginLoss, multilabel_soft_margin_loss
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from wsss_cams import ResNetCAM
 
 import wsss_kit
+from wsss_cams import ResNetCAM
 
 BACKBONE = "test_resnet"  # timm's tiny ResNet (~0.4M parameters), random init
 

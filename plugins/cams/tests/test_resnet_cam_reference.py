@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from wsss_cams import ResNetCAM
-from wsss_cams.convert import convert_irn_resnet50_cam, is_irn_layout
 
 import wsss_kit
+from wsss_cams import ResNetCAM
+from wsss_cams.convert import convert_irn_resnet50_cam, is_irn_layout
 from wsss_kit.weights import CONVERTERS
 
 LAYERS = (1, 1, 1, 2)  # two blocks in layer4, so a dilated layer4 differs from the official one

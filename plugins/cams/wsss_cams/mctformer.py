@@ -162,7 +162,8 @@ class MCTformer(wsss_kit.CAMGenerator):
         is_tag = isinstance(weights, str) and weights.startswith("timm:")
         try:
             vit = create_timm_model(
-                backbone, weights=weights, converter=None if weights is None or is_tag else convert_deit_classifier(img_size),
+                backbone, weights=weights,
+                converter=None if weights is None or is_tag else convert_deit_classifier(img_size),
                 **kwargs)
         except TypeError as exc:
             raise ValueError(f"backbone {backbone!r} is not a timm VisionTransformer: {exc}") from exc

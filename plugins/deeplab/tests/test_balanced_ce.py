@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from wsss_deeplab import BalancedCELoss, balanced_ce_loss
 
 

@@ -13,6 +13,7 @@ from deeplab_official_layouts import (
     resnet38_seg_reference,
     resnet38_state,
 )
+
 from wsss_deeplab import (
     DeepLabV1WR38,
     DeepLabV2R101,
@@ -20,7 +21,6 @@ from wsss_deeplab import (
     convert_mctformer_resnet38_seg,
     convert_resnet38_imagenet,
 )
-
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import CONVERTERS, get_converter, load_weights_into
 
@@ -65,7 +65,8 @@ def test_imagenet_layout_loads_the_backbone_strictly(tmp_path):
     torch.save(official, path)
     torch.manual_seed(0)
     model = DeepLabV1WR38(3, weights=path, **HEAD_KW).eval()
-    ref_state = {**official, "fc8_seg_conv1.weight": model.head.conv1.weight, "fc8_seg_conv1.bias": model.head.conv1.bias,
+    ref_state = {**official,
+                 "fc8_seg_conv1.weight": model.head.conv1.weight, "fc8_seg_conv1.bias": model.head.conv1.bias,
                  "fc8_seg_conv2.weight": model.head.conv2.weight, "fc8_seg_conv2.bias": model.head.conv2.bias}
     images = torch.rand(1, 3, 24, 40)
     with torch.no_grad():
@@ -132,7 +133,8 @@ def test_coco_init_loads_the_backbone_and_drops_its_classifier(tmp_path):
     torch.save(coco, path)
     model = _tiny_v2(3, weights=path)
     assert torch.equal(model.backbone.conv1.weight, coco["layer1.conv1.conv.weight"])
-    assert torch.equal(model.backbone.layer2[0].downsample[1].running_var, coco["layer3.block1.shortcut.bn.running_var"])
+    assert torch.equal(model.backbone.layer2[0].downsample[1].running_var,
+                       coco["layer3.block1.shortcut.bn.running_var"])
     assert torch.equal(model.backbone.layer3[0].conv2.weight, coco["layer4.block1.conv3x3.conv.weight"])
     assert model.aspp.convs[0].weight.std() < 0.02  # the ASPP keeps its N(0, 0.01) initialisation
     with pytest.raises(WeightsError, match="without an ASPP.*weights="):
@@ -158,7 +160,8 @@ def test_deeplab_v2_errors_name_the_problem(tmp_path):
     torch.save(kazuto_state(num_classes=None, prefix="", coco_fc=91), path)
     with pytest.raises(WeightsError, match="style='caffe'"):
         _tiny_v2(3, weights=path, style="pytorch")
-    torchvision_like = {k[len("backbone."):]: v for k, v in _tiny_v2().state_dict().items() if k.startswith("backbone.")}
+    torchvision_like = {k[len("backbone."):]: v for k, v in _tiny_v2().state_dict().items()
+                        if k.startswith("backbone.")}
     tv_path = tmp_path / "resnet_tv.pth"
     torch.save(torchvision_like, tv_path)
     with pytest.raises(WeightsError, match="style='pytorch'"):

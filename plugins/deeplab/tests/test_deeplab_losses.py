@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from wsss_deeplab import CrossEntropyLoss, MSCLoss, balanced_ce_loss, cross_entropy_loss, msc_loss
-from wsss_deeplab.losses import resize_target
 
 import wsss_kit
+from wsss_deeplab import CrossEntropyLoss, MSCLoss, balanced_ce_loss, cross_entropy_loss, msc_loss
+from wsss_deeplab.losses import resize_target
 from wsss_kit.config import build
 
 

@@ -7,9 +7,9 @@ import importlib.metadata
 import pytest
 import torch
 from deeplab_official_layouts import TINY_V2, TINY_WR38
-from wsss_deeplab import BalancedCELoss, SMPHead
 
 import wsss_kit
+from wsss_deeplab import BalancedCELoss, SMPHead
 from wsss_kit.testing import check_plugin
 
 DIST = "wsss-kit-deeplab"

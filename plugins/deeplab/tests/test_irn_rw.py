@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from deeplab_official_layouts import TINY_IRN, irn_reference, irn_state, resnet38_state
+
+import wsss_kit
 from wsss_deeplab.convert_affinity import convert_irn_resnet50
 from wsss_deeplab.irn import BoundaryBranch, IRNBackbone, IRNRefiner, displacement_loss, pair_displacement
 from wsss_deeplab.random_walk import path_indices, search_offsets
-
-import wsss_kit
-
 
 TINY_DP = dict(dp_widths=(8, 8, 16, 16, 16, 16, 16), dp_groups=(2, 4, 4, 4, 4, 4, 4))
 
@@ -72,6 +71,7 @@ def test_refine_shapes_and_absent_classes():
 def test_entry_point_and_create():
     import importlib.metadata
     import pathlib
+
     import tomllib
 
     pyproject = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())
@@ -243,7 +243,8 @@ def test_irn_converter_errors(tmp_path):
 
     state = irn_state()
     assert get_converter("irn_resnet50") is convert_irn_resnet50
-    cam = {k: v for k, v in state.items() if k.startswith(("resnet50.", "stage"))} | {"classifier.weight": torch.zeros(20, 64, 1, 1)}
+    cam = ({k: v for k, v in state.items() if k.startswith(("resnet50.", "stage"))}
+           | {"classifier.weight": torch.zeros(20, 64, 1, 1)})
     with pytest.raises(WeightsError, match="CAM network"):
         convert_irn_resnet50(cam)
     with pytest.raises(WeightsError, match="segmentation network|ResNet38"):

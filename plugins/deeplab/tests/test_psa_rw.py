@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 from deeplab_official_layouts import TINY_WR38, psa_aff_reference, psa_aff_state, resnet38_state
+
 from wsss_deeplab.affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss, confident_regions
 from wsss_deeplab.convert_affinity import convert_psa_affinity_net
 from wsss_deeplab.random_walk import path_indices
-
 from wsss_kit.weights import get_converter
 
 TINY = dict(stem_width=4, widths=((4, 4), (4, 8), (8, 8), (8, 16)), depths=(1, 1, 1, 1),
@@ -99,6 +99,7 @@ def test_refine_shapes_and_probabilities():
 def test_entry_point_and_create():
     import importlib.metadata
     import pathlib
+
     import tomllib
 
     import wsss_kit
@@ -115,7 +116,6 @@ def test_entry_point_and_create():
 
 def test_trunk_weights_load_strictly(tmp_path):
     from wsss_deeplab import WideResNet38
-
     from wsss_kit.errors import WeightsError
 
     torch.manual_seed(1)

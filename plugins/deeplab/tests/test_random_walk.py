@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from wsss_deeplab.random_walk import (
     boundary_affinity,
     dense_affinity,

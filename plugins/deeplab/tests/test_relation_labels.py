@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from wsss_deeplab.affinity import PSARefiner, confident_regions
 from wsss_deeplab.irn import IRNRefiner
 from wsss_deeplab.relation_labels import (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from wsss_deeplab import SMPHead, balanced_ce_loss
 
 import wsss_kit
+from wsss_deeplab import SMPHead, balanced_ce_loss
 
 ENCODER = "tu-test_resnet"  # timm's tiny ResNet through smp's timm bridge
 
@@ -99,7 +99,8 @@ def test_local_encoder_weights_are_loaded(tmp_path):
 
 
 def test_errors_list_valid_choices():
-    with pytest.raises(ValueError, match=r"unknown smp arch 'DeepLabV3Pls'; available: .*Unet.*did you mean 'DeepLabV3Plus'"):
+    with pytest.raises(ValueError,
+                       match=r"unknown smp arch 'DeepLabV3Pls'; available: .*Unet.*did you mean 'DeepLabV3Plus'"):
         make(arch="DeepLabV3Pls")
     with pytest.raises(ValueError, match=r"unknown smp encoder_name 'resnet17'; available: .*resnet18.*tu-"):
         make(encoder_name="resnet17")

@@ -25,6 +25,7 @@ from .convert_deeplab_v2 import convert_deeplab_v2_kazuto1011
 from .convert_wr38 import convert_mctformer_resnet38_seg, convert_resnet38_imagenet
 from .deeplab_v1 import DeepLabV1WR38
 from .deeplab_v2 import DeepLabV2R101
+from .irn import BoundaryBranch, DisplacementBranch, IRNBackbone, IRNRefiner, displacement_loss, pair_displacement
 from .losses import (
     BalancedCELoss,
     CrossEntropyLoss,
@@ -33,7 +34,6 @@ from .losses import (
     cross_entropy_loss,
     msc_loss,
 )
-from .irn import BoundaryBranch, DisplacementBranch, IRNBackbone, IRNRefiner, displacement_loss, pair_displacement
 from .relation_labels import irn_relation_labels, label_crf, psa_relation_labels
 from .smp_head import SMPHead
 from .wide_resnet38 import WideResNet38

@@ -40,7 +40,8 @@ __all__ = ["convert_deeplab_v2_kazuto1011", "describe_deeplab_state_dict", "is_d
 
 _PREFIX = r"(?:base\.|scale\.)?"
 _STEM = re.compile(rf"^{_PREFIX}layer1\.conv1\.(conv|bn)\.([a-z_]+)$")
-_BLOCK = re.compile(rf"^{_PREFIX}layer([2-9])\.block(\d+)\.(reduce|conv3x3|increase|shortcut|proj)\.(conv|bn)\.([a-z_]+)$")
+_BLOCK = re.compile(
+    rf"^{_PREFIX}layer([2-9])\.block(\d+)\.(reduce|conv3x3|increase|shortcut|proj)\.(conv|bn)\.([a-z_]+)$")
 _ASPP = re.compile(rf"^{_PREFIX}aspp\.(?:stages\.)?c(\d+)\.(weight|bias)$")
 _CLASSIFIER = re.compile(rf"^{_PREFIX}fc\.(weight|bias)$")
 _TIMM = {("reduce", "conv"): "conv1", ("reduce", "bn"): "bn1", ("conv3x3", "conv"): "conv2",
@@ -111,7 +112,8 @@ def convert_deeplab_v2_kazuto1011(state_dict: Mapping[str, Tensor], num_classes:
         converted.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
     aspp = sorted({int(k.split(".")[2]) for k in converted if k.startswith("aspp.convs.")})
     if aspp:
-        shapes = {tuple(converted[f"aspp.convs.{i}.weight"].shape) for i in aspp if f"aspp.convs.{i}.weight" in converted}
+        shapes = {tuple(converted[f"aspp.convs.{i}.weight"].shape) for i in aspp
+                  if f"aspp.convs.{i}.weight" in converted}
         if len(shapes) != 1 or aspp != list(range(len(aspp))):
             raise WeightsError(f"{source}: the ASPP branches c{aspp} have weights of shapes {sorted(shapes)}; "
                                f"expected consecutive branches c0, c1, ... of one shape")

@@ -82,7 +82,8 @@ def describe_resnet38_state_dict(state: Mapping[str, Tensor]) -> str:
     if any(".block1.reduce." in k for k in keys):
         return "a DeepLabV2 ResNet-101 (kazuto1011 layout: layer2.block1.reduce...); load it with heads/deeplab_v2_r101"
     if "conv1.weight" in state and any(k.startswith("layer1.") for k in keys):
-        return "a torchvision/timm ResNet (conv1, layer1...); ResNet backbones go with heads/deeplab_v2_r101 or heads/smp"
+        return ("a torchvision/timm ResNet (conv1, layer1...); "
+                "ResNet backbones go with heads/deeplab_v2_r101 or heads/smp")
     if "cls_token" in state or any(".attn.qkv." in k for k in keys):
         return "a Vision Transformer (cls_token, blocks.N.attn.qkv), e.g. an MCTformer CAM network"
     more = ", ..." if len(keys) > 5 else ""

@@ -125,7 +125,8 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
             raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}; got {style!r}")
         input_norm = input_norm or ("caffe" if style == "caffe" else "imagenet")
         if input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {', '.join(map(repr, INPUT_NORMS))} or None; got {input_norm!r}")
+            raise ValueError(
+                f"input_norm must be one of {', '.join(map(repr, INPUT_NORMS))} or None; got {input_norm!r}")
         if train_output not in TRAIN_OUTPUTS:
             raise ValueError(f"train_output must be one of {', '.join(map(repr, TRAIN_OUTPUTS))}; got {train_output!r}")
         rates = tuple(int(r) for r in atrous_rates)

@@ -5,7 +5,8 @@ walk (the refinement of IRN, CLIMS and POLE), and the displacement-field branch.
 
     refiner = wsss_kit.create("refiners", "irn_rw")
     target = refiner.training_targets(image, cams, labels)                  # (H, W) relation labels
-    out = refiner.training_step({"image": images, "target": targets})      # {"loss", "bg", "fg", "neg", "dp_fg", "dp_bg"}
+    out = refiner.training_step({"image": images, "target": targets})
+    # out: {"loss", "bg", "fg", "neg", "dp_fg", "dp_bg"}
     refiner.calibrate_mean_shift(image_batches)                             # after training (official)
     probs = refiner.refine(images, cams, labels)                            # (B, C+1, H, W)
     disp = refiner.displacement_field(images)                               # (B, 2, ⌈H/4⌉, ⌈W/4⌉)

@@ -8,7 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
+import wsss_kit
 from wsss_cams import ResNetCAM
+from wsss_kit.clip import IMAGENET_MEAN, IMAGENET_STD, TINY_CLIP, load_clip
 from wsss_pole import CLIMS, CLIMSLoss, background_prompts, background_words, clims_loss, clims_masked_inputs
 from wsss_pole.losses import (
     area_regularization_loss,
@@ -17,9 +20,6 @@ from wsss_pole.losses import (
     clims_matching_terms,
     object_text_matching_loss,
 )
-
-import wsss_kit
-from wsss_kit.clip import IMAGENET_MEAN, IMAGENET_STD, TINY_CLIP, load_clip
 
 NAMES = ["cat", "dog", "person"]
 LABELS = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from wsss_pole import CLIMS, POLE
-from wsss_pole.presets import POLE_TABLE4, pole_table4_node
-from wsss_pole.select import frequency_table, main
-from wsss_pole.selection_cache import SelectionCacheError, read_selection_cache, write_selection_cache
-from wsss_pole.synonyms import PoleSynonyms
 
 import wsss_kit
 from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
 from wsss_kit.data import SyntheticDataset
 from wsss_kit.pipeline.artifacts import save_cams
+from wsss_pole import CLIMS, POLE
+from wsss_pole.presets import POLE_TABLE4, pole_table4_node
+from wsss_pole.select import frequency_table, main
+from wsss_pole.selection_cache import SelectionCacheError, read_selection_cache, write_selection_cache
+from wsss_pole.synonyms import PoleSynonyms
 
 SYNTH = {  # a synonym table for the synthetic dataset's classes
     "ball": ["sphere", "orb"],

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from wsss_pole import CLIMS, POLE
-from wsss_pole.adapters import AdaptedFeatures
-from wsss_pole.convert import convert_official_adapter, convert_pole_official_adapters
-from wsss_pole.selection_cache import write_selection_cache
-from wsss_pole.synonyms import PoleSynonyms
 
 import wsss_kit
 from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import get_converter
+from wsss_pole import CLIMS, POLE
+from wsss_pole.adapters import AdaptedFeatures
+from wsss_pole.convert import convert_official_adapter, convert_pole_official_adapters
+from wsss_pole.selection_cache import write_selection_cache
+from wsss_pole.synonyms import PoleSynonyms
 
 NAMES = ["ball", "box", "kite"]
 SYNONYMS = {"ball": ["sphere", "orb"], "box": ["crate", "carton"], "kite": ["glider", "flyer"]}
@@ -116,8 +116,10 @@ def test_registered_converter_maps_both_sides(clip: CLIPModel) -> None:
     (lambda s: s.update({"Av.fc.0.bias": torch.zeros(8)}), r"unexpected key 'Av\.fc\.0\.bias'.*no bias"),
     (lambda s: s.update({"At.fc.2.weight": torch.zeros(32, 4)}), r"At\.fc\.2\.weight must be \(32, 8\).*got \(32, 4\)"),
     (lambda s: s.update({"Av.ratio_vector": torch.zeros(512)}), r"Av\.ratio_vector must be \(32,\).*got \(512,\)"),
-    (lambda s: s.update({"adapters.0.fc.0.weight": torch.zeros(8, 32)}), r"adapters\.0\.fc\.0\.weight and Av\.fc\.0\.weight"),
-    (lambda s: [s.pop(k) for k in list(s) if k.startswith(("At.", "adapters.1."))], r"text adapter is missing.*At\.fc\.0\.weight"),
+    (lambda s: s.update({"adapters.0.fc.0.weight": torch.zeros(8, 32)}),
+     r"adapters\.0\.fc\.0\.weight and Av\.fc\.0\.weight"),
+    (lambda s: [s.pop(k) for k in list(s) if k.startswith(("At.", "adapters.1."))],
+     r"text adapter is missing.*At\.fc\.0\.weight"),
     (lambda s: s.update({"classifier.weight": torch.zeros(3, 8)}), r"not POLE's official adapters.*classifier\.weight"),
 ])
 def test_wrong_layouts_name_the_key(edit, message) -> None:
@@ -164,7 +166,8 @@ def test_official_checkpoint_needs_vector_adapters_and_the_clip_width(clip: CLIP
         make_pole(clip, adapter="fixed").load_checkpoint(path)
     wide = tmp_path / "official_512.pth"
     torch.save(official_checkpoint(make_pole(clip), 512), wide)
-    with pytest.raises(WeightsError, match=r"official_512\.pth: its adapters act on 512-d CLIP embeddings.*embeds in 32"):
+    with pytest.raises(WeightsError,
+                       match=r"official_512\.pth: its adapters act on 512-d CLIP embeddings.*embeds in 32"):
         make_pole(clip).load_checkpoint(wide)
     with pytest.raises(WeightsError, match=r"res50_clims\.pth is an official POLE checkpoint.*load it with cams/pole"):
         CLIMS(3, NAMES, backbone="test_resnet", clip_model=clip).load_checkpoint(path)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from wsss_pole.selection_cache import write_selection_cache
-from wsss_pole.synonyms import PoleSynonyms
 
 from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
 from wsss_kit.testing import check_plugin
+from wsss_pole.selection_cache import write_selection_cache
+from wsss_pole.synonyms import PoleSynonyms
 
 NAMES = ["ball", "box", "kite"]
 SYNONYMS = {"ball": ["sphere", "orb"], "box": ["crate", "carton"], "kite": ["glider", "flyer"]}

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import wsss_kit
 from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip

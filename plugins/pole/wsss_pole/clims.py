@@ -31,12 +31,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from wsss_cams import ResNetCAM
-from wsss_cams.resnet_cam import STEM_NAMES
 
 import wsss_kit
-from wsss_kit.clip import CLIPModel
-from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, frozen_clip
+from wsss_cams import ResNetCAM
+from wsss_cams.resnet_cam import STEM_NAMES
+from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, CLIPModel, frozen_clip
 from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import check_input_space, to_unit
 from wsss_kit.prompts import TemplatePrompt, apply_overrides

@@ -261,8 +261,9 @@ class POLE(CLIMS):
         converted = convert_pole_official_adapters(adapters, source)
         width = int(converted["image_adapter.adapter.fc1.weight"].shape[1])
         if width != self.clip.embed_dim:
+            av_shape = tuple(adapters.get("Av.fc.0.weight", converted["image_adapter.adapter.fc1.weight"]).shape)
             raise WeightsError(f"{source}: its adapters act on {width}-d CLIP embeddings (Av.fc.0.weight "
-                               f"{tuple(adapters.get('Av.fc.0.weight', converted['image_adapter.adapter.fc1.weight']).shape)}) "
+                               f"{av_shape}) "
                                f"but this POLE's CLIP {self.clip.name!r} embeds in {self.clip.embed_dim}; build it "
                                f"with the checkpoint's clip_model (official: ViT-B-32, 512)")
         base = super()._convert_checkpoint(rest, source) if rest else self.state_dict()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from wsss_kit import DataError
 from wsss_kit.atomic import write_text
 from wsss_kit.clip import CLIPModel

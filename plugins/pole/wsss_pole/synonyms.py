@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
+
 from wsss_kit import PromptStrategy
 from wsss_kit.clip import CLIPModel
 from wsss_kit.pipeline.artifacts import load_cams
@@ -322,7 +323,8 @@ class PoleSynonyms(PromptStrategy):
             raise ValueError("PoleSynonyms.load_cache: no path given and the strategy has no cache=")
         doc = read_selection_cache(path)
         names = tuple(str(n) for n in doc["header"].get("class_names", []))
-        expected = {"synonyms_sha256": self.synonyms_sha256(names), "candidates": dict(zip(names, self.candidates(names))),
+        expected = {"synonyms_sha256": self.synonyms_sha256(names),
+                    "candidates": dict(zip(names, self.candidates(names))),
                     "template": self.template}
         check_header(path, doc["header"], expected, fields=("synonyms_sha256", "template"))
         self._selections, self._selection_classes = self._from_file(doc["selections"], names), names

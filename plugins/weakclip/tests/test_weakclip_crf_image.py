@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 from wsss_kit.crf import dense_crf
 from wsss_weakclip.boundary_loss import official_statistics
 from wsss_weakclip.losses import CRFBoundaryLoss, crf_boundary_loss, images_for_crf, official_crf_images
 
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
-
-from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 MEAN255 = np.array([123.675, 116.28, 103.53], dtype=np.float32)  # mmseg img_norm_cfg (float32 arrays)
 STD255 = np.array([58.395, 57.12, 57.375], dtype=np.float32)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 from wsss_kit.clip import TINY_CLIP, load_clip
 from wsss_weakclip import WeakCLIPNet
 from wsss_weakclip.refiner import WeakCLIPRefiner
-
-from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 NAMES = ("ball", "box", "kite")
 TINY = dict(clip_model=TINY_CLIP, clip_weights=None, n_context=2, crf_workers=0, loss_crf_workers=0,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 from wsss_kit.crf import PARAM_SETS, CRFPool, dense_crf
 from wsss_weakclip.losses import (
@@ -23,8 +24,6 @@ from wsss_weakclip.losses import (
     score_map_loss,
     seed_cues,
 )
-
-from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 
 def renorm(p: float, q: float) -> tuple[float, float]:

@@ -16,8 +16,16 @@ import torch.nn.functional as F
 import wsss_kit
 from wsss_kit.clip import TINY_CLIP, interpolate_pos_embed, load_clip
 from wsss_kit.errors import WeightsError
-from wsss_weakclip import (OFFICIAL, PAPER_MIOU, PAPER_VS_OFFICIAL, PRESETS, WeakCLIPContext, WeakCLIPNet,
-                           convert_official_weakclip, load_official_checkpoint, resolve_settings)
+from wsss_weakclip import (
+    PAPER_MIOU,
+    PAPER_VS_OFFICIAL,
+    PRESETS,
+    WeakCLIPContext,
+    WeakCLIPNet,
+    convert_official_weakclip,
+    load_official_checkpoint,
+    resolve_settings,
+)
 from wsss_weakclip.decoder import FPNHead, TextGuidedDecoder, concat_scores
 from wsss_weakclip.encoder import FrozenCLIPEncoder, default_stage_layers
 from wsss_weakclip.matching import CoAttentionMatching, match_scores

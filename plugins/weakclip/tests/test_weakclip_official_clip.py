@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_weakclip_model import official_state  # the official-layout builders (same folder)
 
 from wsss_kit.clip import TINY_CLIP, load_clip
 from wsss_kit.errors import WeightsError
 from wsss_kit.pipeline.checkpoints import build_from_checkpoint
 from wsss_weakclip.official_clip import carries_clip, clip_from_official
 from wsss_weakclip.refiner import WeakCLIPRefiner
-
-from test_weakclip_model import official_state  # the official-layout builders (same folder)
 
 CLASSES = ("cat", "dog")  # background + 2: the official_state's 3 classes
 SMALL = dict(matching_width=16, decoder_channels=8, crf_workers=0, loss_crf_workers=0)

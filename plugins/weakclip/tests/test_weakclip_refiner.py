@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 import wsss_kit
 from wsss_kit.config import validate
@@ -22,8 +23,6 @@ from wsss_weakclip.inference import (
 )
 from wsss_weakclip.refiner import WeakCLIPRefiner, check_seed_batch
 from wsss_weakclip.sliding_window import slide_logits, window_boxes, window_starts
-
-from crf_available import HAVE_PYDENSECRF, needs_crf  # noqa: F401 (same folder)
 
 NAMES = ("ball", "box", "kite")
 TINY = dict(clip_model="wsss-tiny-clip", clip_weights=None, n_context=2, crf_workers=0, loss_crf_workers=0)

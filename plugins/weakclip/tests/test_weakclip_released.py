@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_weakclip_model import official_state  # the official-layout builders (same folder)
 
 from wsss_kit.cli.main import main
 from wsss_kit.clip import TINY_CLIP, load_clip
 from wsss_kit.data.image_io import read_mask_raw, save_mask_png
 from wsss_kit.data.synthetic import SyntheticDataset
-
-from test_weakclip_model import official_state  # the official-layout builders (same folder)
 
 DATA = {"train": {"type": "datasets/synthetic", "split": "train", "num_images": 4, "image_size": 48},
         "eval": {"type": "datasets/synthetic", "split": "val", "num_images": 3, "image_size": 48}}

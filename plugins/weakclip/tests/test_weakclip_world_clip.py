@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from wsss_weakclip.refiner import WeakCLIPRefiner
 
 import wsss_kit.weights.released as released_module
 from wsss_kit.clip import load_clip
 from wsss_kit.clip.configs import SYNTHETIC_CLIP
 from wsss_kit.data import SyntheticDataset
 from wsss_kit.weights import save_packaged_state_dict
+from wsss_weakclip.refiner import WeakCLIPRefiner
 
 NAMES = tuple(SyntheticDataset.class_names)
 DIRECT = dict(scales=(1.0,), base_size=None, flip=False, window=512, crf=None)  # one window, one view

@@ -31,15 +31,15 @@ from wsss_kit import IGNORE_INDEX
 from wsss_kit.clip.preprocessing import normalization_stats
 from wsss_kit.crf import get_params
 from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
-from wsss_kit.input_space import to_unit
 from wsss_kit.errors import WeightsError
+from wsss_kit.input_space import to_unit
 from wsss_kit.weights import load_checkpoint, load_weights_into
 
 from .convert import is_official_layout, official_state_for
-from .official_clip import carries_clip
 from .inference import OFFICIAL_SCALES, crf_over_predicted_classes, multiscale_softmax, restrict_to_labels
 from .losses import CRF_IMAGES, balanced_seed_loss, crf_boundary_loss, score_map_loss
 from .model import WeakCLIPNet
+from .official_clip import carries_clip
 from .presets import OFFICIAL
 from .refiner_checkpoint import (
     CHECKPOINT_FORMAT,
