@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from .towers import OpenCLIPTower
 
 __all__ = ["DenseFeatures", "embed_patches", "interpolate_pos_embed", "pool_and_project", "run_blocks",
            "vision_tower_checks"]
@@ -50,7 +52,7 @@ class DenseFeatures:
         return torch.cat([self.cls_embedding.unsqueeze(1), pixels], dim=1)
 
 
-def vision_tower_checks(visual: nn.Module) -> None:
+def vision_tower_checks(visual: OpenCLIPTower) -> None:
     """Raise ``TypeError`` unless ``visual`` is an open_clip ViT this module can drive."""
     from open_clip.transformer import VisionTransformer
 
@@ -85,7 +87,7 @@ def interpolate_pos_embed(pos: Tensor, src_grid: tuple[int, int], dst_grid: tupl
     return torch.cat([cls, grid], dim=0)
 
 
-def embed_patches(visual: nn.Module, images: Tensor, mode: str = "bicubic") -> tuple[Tensor, tuple[int, int]]:
+def embed_patches(visual: OpenCLIPTower, images: Tensor, mode: str = "bicubic") -> tuple[Tensor, tuple[int, int]]:
     """Patch-embed normalised images ``(B, 3, H, W)`` into tokens ``(B, 1 + h·w, width)`` after ``ln_pre``.
 
     ``(h, w) = (H // patch, W // patch)`` (a remainder of fewer than ``patch`` pixels is
@@ -102,7 +104,7 @@ def embed_patches(visual: nn.Module, images: Tensor, mode: str = "bicubic") -> t
     return visual.ln_pre(x), (int(h), int(w))
 
 
-def run_blocks(visual: nn.Module, tokens: Tensor, keep: Sequence[int] = (), stop: int | None = None
+def run_blocks(visual: OpenCLIPTower, tokens: Tensor, keep: Sequence[int] = (), stop: int | None = None
                ) -> tuple[Tensor, dict[int, Tensor]]:
     """Run the transformer blocks ``0..stop`` (all by default) on tokens ``(B, N, width)``.
 
@@ -122,7 +124,7 @@ def run_blocks(visual: nn.Module, tokens: Tensor, keep: Sequence[int] = (), stop
     return (x if batch_first else x.transpose(0, 1)), kept
 
 
-def pool_and_project(visual: nn.Module, tokens: Tensor, with_pixels: bool = False
+def pool_and_project(visual: OpenCLIPTower, tokens: Tensor, with_pixels: bool = False
                      ) -> tuple[Tensor, Tensor | None]:
     """Final tokens ``(B, 1 + N, width)`` → pooled embedding ``(B, E)`` and optionally the projected
     patch tokens ``(B, N, E)`` (``ln_post`` then ``@ proj``), following the tower's pooling

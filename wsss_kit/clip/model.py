@@ -14,6 +14,7 @@ from ..input_space import check_input_space, normalize_input
 from .image import DenseFeatures, embed_patches, pool_and_project, run_blocks, vision_tower_checks
 from .preprocessing import PRECISIONS, Normalization, autocast_for, normalization_stats
 from .text import TokenizedPrompts, assemble_prompt_embeddings, encode_prompt_embeddings, tokenize_prompts
+from .towers import OpenCLIPTower
 
 __all__ = ["CLIPModel"]
 
@@ -43,6 +44,9 @@ class CLIPModel(nn.Module):
         text_cache_size: how many string lists :meth:`encode_text` remembers (frozen models only).
     """
 
+    mean: Tensor  # (1, 3, 1, 1) buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, model: nn.Module, tokenizer: Any, *, name: str = "clip", source: str = "",
                  precision: str = "auto", frozen: bool = True, keep_eval: bool | None = None,
                  normalization: Normalization = "clip", pos_interpolation: str = "bicubic",
@@ -52,7 +56,7 @@ class CLIPModel(nn.Module):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if pos_interpolation not in ("bilinear", "bicubic"):
             raise ValueError(f"pos_interpolation must be 'bilinear' or 'bicubic', got {pos_interpolation!r}")
-        self.model = model
+        self.model: OpenCLIPTower = model
         self.tokenizer = tokenizer
         self.name, self.source, self.precision = name, source, precision
         self.pos_interpolation = pos_interpolation
@@ -105,12 +109,12 @@ class CLIPModel(nn.Module):
 
     # ------------------------------------------------------------------ sizes
     @property
-    def visual(self) -> nn.Module:
+    def visual(self) -> OpenCLIPTower:
         """The open_clip image tower."""
         return self.model.visual
 
     @property
-    def text_tower(self) -> nn.Module:
+    def text_tower(self) -> OpenCLIPTower:
         """The module holding the text transformer (the model itself for ``CLIP``)."""
         return getattr(self.model, "text", self.model)
 

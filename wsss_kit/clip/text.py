@@ -22,6 +22,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from .towers import OpenCLIPTower
+
 __all__ = ["POSITIONS", "ContextPosition", "TokenizedPrompts", "assemble_prompt_embeddings",
            "encode_prompt_embeddings", "tokenize_prompts"]
 
@@ -199,7 +201,7 @@ def assemble_prompt_embeddings(
     return torch.stack(out), torch.tensor(eots, device=token_embeddings.device)
 
 
-def encode_prompt_embeddings(tower: nn.Module, x: Tensor, eot: Tensor) -> Tensor:
+def encode_prompt_embeddings(tower: OpenCLIPTower, x: Tensor, eot: Tensor) -> Tensor:
     """Run CLIP's text transformer on token embeddings ``(K, T, W)``; return ``(K, E)`` projected features.
 
     ``tower`` is the module holding ``positional_embedding``, ``transformer``, ``ln_final``,

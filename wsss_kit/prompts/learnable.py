@@ -141,6 +141,7 @@ class LearnableContextPrompt(PromptStrategy):
             self.width = clip.text_width
         elif self._needs_clip():
             require_clip(clip, who)
+        assert self.width is not None  # set from the CLIP model above, or _needs_clip() made require_clip raise
         width = int(self.width)
         names = apply_overrides(class_names, self.class_name_overrides)
         device = clip.text_tower.token_embedding.weight.device if clip is not None else None
@@ -149,6 +150,7 @@ class LearnableContextPrompt(PromptStrategy):
             raise ValueError(f"{who}: no class names given")
         if self.learn_context:
             if self.init == "phrase":
+                assert clip is not None  # init='phrase' needs the model: _needs_clip() checked it above
                 ids = clip.tokenizer.encode(self.init_phrase)
                 if self.n_ctx is not None and self.n_ctx != len(ids):
                     raise ValueError(
@@ -158,11 +160,13 @@ class LearnableContextPrompt(PromptStrategy):
                 if self.class_specific:
                     ctx = ctx.unsqueeze(0).repeat(num, 1, 1)
             else:
+                assert self.n_ctx is not None  # init='normal' requires n_ctx >= 1 (checked in __init__)
                 shape = (num, self.n_ctx, width) if self.class_specific else (self.n_ctx, width)
                 ctx = self._normal(shape, device)
             self.context = nn.Parameter(ctx.float())
         if self.learn_class:
             if self.class_init == "name":
+                assert clip is not None  # class_init='name' needs the model: _needs_clip() checked it above
                 vecs = [clip.token_embeddings(torch.tensor(clip.tokenizer.encode(n), device=device)).detach().clone()
                         for n in names]
                 empty = [n for n, v in zip(names, vecs) if v.shape[0] == 0]
@@ -187,6 +191,7 @@ class LearnableContextPrompt(PromptStrategy):
         clip = require_clip(clip, who)
         if not self.built:
             self.build(clip, class_names)
+        assert self.class_names is not None  # build() sets it
         names = tuple(str(n) for n in class_names)
         if (self.class_specific or self.learn_class) and names != self.class_names:
             raise ValueError(f"{who} holds per-class vectors for {len(self.class_names)} classes "
@@ -223,7 +228,7 @@ class LearnableContextPrompt(PromptStrategy):
         if self.context is None and self.learn_context and key in state_dict:
             self.context = nn.Parameter(torch.empty_like(state_dict[key], dtype=torch.float32))
         if self.learn_class and len(self.class_vectors) == 0:
-            vecs = []
+            vecs: list[nn.Parameter] = []
             while f"{prefix}class_vectors.{len(vecs)}" in state_dict:
                 vecs.append(nn.Parameter(torch.empty_like(state_dict[f"{prefix}class_vectors.{len(vecs)}"],
                                                           dtype=torch.float32)))
