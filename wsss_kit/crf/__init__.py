@@ -1,8 +1,8 @@
 """Dense CRF: the papers' parameter sets, pydensecrf inference in worker processes, the refiner."""
 
-from .dense_crf import crf_inference, dense_crf, dense_crf_batch
+from .dense_crf import crf_inference, dense_crf
 from .params import PARAM_SETS, CRFParams, get_params, param_names
-from .pool import CRFPool, shared_pool, shutdown_shared_pool
+from .pool import CRFPool, dense_crf_batch, shared_pool, shutdown_shared_pool
 from .refiner import DenseCRF, cams_to_probs, images_to_uint8, seeds_to_probs
 
 __all__ = [

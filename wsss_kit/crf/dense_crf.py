@@ -8,7 +8,7 @@ importing torch (see that module).
 from __future__ import annotations
 
 import traceback
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,7 +82,9 @@ def crf_inference(
     return np.asarray(q, dtype=np.float32).reshape(k, h, w)
 
 
-def _settings(params: Any) -> Settings:
+def crf_settings(params: Any) -> Settings:
+    """The six numbers a worker needs (:data:`Settings`) from a parameter-set name, mapping,
+    :class:`~wsss_kit.crf.params.CRFParams` or an already made tuple."""
     if isinstance(params, tuple) and len(params) == 6:
         return params
     from wsss_kit.crf.params import get_params  # the package import stays out of worker processes
@@ -118,39 +120,7 @@ def dense_crf(
         ImportError: pydensecrf is missing (with the install command).
     """
     image, probs = check_crf_inputs(image, probs)
-    return crf_inference(image, probs, _settings(params), min_prob)
-
-
-def dense_crf_batch(
-    images: Sequence[np.ndarray] | np.ndarray,
-    probs: Sequence[np.ndarray] | np.ndarray,
-    params: "str | CRFParams | dict[str, Any] | None" = "default",
-    workers: int | None = None,
-    min_prob: float = DEFAULT_MIN_PROB,
-) -> list[np.ndarray]:
-    """:func:`dense_crf` over many images, in parallel worker processes.
-
-    pydensecrf holds the GIL, so threads do not help; the images are spread over a reusable
-    pool of processes (see :func:`wsss_kit.crf.pool.shared_pool`).
-
-    Args:
-        images: ``N`` images ``uint8 (H_i, W_i, 3)`` (a list, or an array ``(N, H, W, 3)``).
-        probs: ``N`` arrays ``float (K_i, H_i, W_i)``.
-        params: as for :func:`dense_crf`.
-        workers: processes to use; ``None`` = one per available CPU core (at most ``N``);
-            0 or 1 = run in this process.
-        min_prob: as for :func:`dense_crf`.
-
-    Returns:
-        ``N`` arrays ``float32 (K_i, H_i, W_i)`` in input order.
-
-    Raises:
-        ValueError: bad input, naming the image index.
-        RuntimeError: the CRF failed in a worker, naming the image index (cause chained).
-    """
-    from wsss_kit.crf.pool import run_batch  # the package import stays out of worker processes
-
-    return run_batch(images, probs, _settings(params), workers=workers, min_prob=min_prob)
+    return crf_inference(image, probs, crf_settings(params), min_prob)
 
 
 def crf_chunk(items: list[tuple[int, np.ndarray, np.ndarray]], settings: Settings, min_prob: float) -> list:

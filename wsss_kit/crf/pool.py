@@ -45,9 +45,12 @@ import types
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from wsss_kit.crf.params import CRFParams
 
 # Not ``from . import dense_crf``: the package re-exports the function of that name.
 _dense_crf_module = importlib.import_module(".dense_crf", __package__)
@@ -311,14 +314,35 @@ def resolve_workers(workers: int | None, n_items: int) -> int:
     return min(workers, n_items)
 
 
-def run_batch(
+def dense_crf_batch(
     images: Sequence[np.ndarray] | np.ndarray,
     probs: Sequence[np.ndarray] | np.ndarray,
-    settings: tuple,
+    params: "str | CRFParams | dict[str, Any] | tuple | None" = "default",
     workers: int | None = None,
     min_prob: float = _dense_crf_module.DEFAULT_MIN_PROB,
 ) -> list[np.ndarray]:
-    """Validate a batch and run it serially or on the shared pool; see ``dense_crf_batch``."""
+    """:func:`~wsss_kit.crf.dense_crf.dense_crf` over many images, in parallel worker processes.
+
+    pydensecrf holds the GIL, so threads do not help; the images are spread over a reusable
+    pool of processes (see :func:`shared_pool`).
+
+    Args:
+        images: ``N`` images ``uint8 (H_i, W_i, 3)`` (a list, or an array ``(N, H, W, 3)``).
+        probs: ``N`` arrays ``float (K_i, H_i, W_i)``.
+        params: as for :func:`~wsss_kit.crf.dense_crf.dense_crf` (a name, mapping,
+            ``CRFParams`` or a :data:`~wsss_kit.crf.dense_crf.Settings` tuple).
+        workers: processes to use; ``None`` = one per available CPU core (at most ``N``);
+            0 or 1 = run in this process.
+        min_prob: as for :func:`~wsss_kit.crf.dense_crf.dense_crf`.
+
+    Returns:
+        ``N`` arrays ``float32 (K_i, H_i, W_i)`` in input order.
+
+    Raises:
+        ValueError: bad input, naming the image index.
+        RuntimeError: the CRF failed in a worker, naming the image index (cause chained).
+    """
+    settings = _dense_crf_module.crf_settings(params)
     if len(images) != len(probs):
         raise ValueError(f"dense_crf_batch got {len(images)} images but {len(probs)} probability maps")
     checked = [

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ..interfaces import IGNORE_INDEX, Refiner
-from .dense_crf import DEFAULT_MIN_PROB, dense_crf_batch
+from .dense_crf import DEFAULT_MIN_PROB
+from .pool import dense_crf_batch
 from .params import CRFParams, get_params
 
 
