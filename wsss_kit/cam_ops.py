@@ -161,4 +161,4 @@ def _check_size(size: Sequence[int]) -> tuple[int, int]:
     out = tuple(int(s) for s in size)
     if len(out) != 2 or min(out) < 1:
         raise ValueError(f"size must be (H, W) with positive integers; got {tuple(size)}")
-    return out  # type: ignore[return-value]
+    return out

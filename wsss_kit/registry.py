@@ -303,7 +303,7 @@ class Registry:
         )
 
     @staticmethod
-    def _first_party_choice(usable: list[PluginInfo]) -> PluginInfo | None:
+    def _first_party_choice(usable: Sequence[PluginInfo]) -> PluginInfo | None:
         """The one first-party provider when every other provider is third-party, with a warning."""
         first = [m for m in usable if is_first_party(m.dist)]
         others = [m for m in usable if not is_first_party(m.dist)]

@@ -128,7 +128,7 @@ def _tensor(x: Any, what: str) -> torch.Tensor:
     return x
 
 
-def _check_shape(t: torch.Tensor, expected: tuple[int, ...], what: str) -> None:
+def _check_shape(t: torch.Tensor, expected: tuple[int | None, ...], what: str) -> None:
     _require(tuple(t.shape) == tuple(expected), f"{what} must have shape {tuple(expected)}, got {tuple(t.shape)}")
 
 
@@ -550,7 +550,7 @@ def _check_head(head: Any, checks: _Checks, s: _Setup, restore: _Restore) -> Non
         _seed_all(s.seed)
         outs = _tensors(head(s.images()))
         _require(outs, "forward() in training mode returned no tensor")
-        _check_gradients(head, sum(t.float().mean() for t in outs))
+        _check_gradients(head, torch.stack([t.float().mean() for t in outs]).sum())
 
     checks.run("gradients", train_gradients)
     restore.zero_grad()
@@ -642,7 +642,7 @@ def _check_prompt(prompt: Any, checks: _Checks, s: _Setup, restore: _Restore) ->
             restore.zero_grad()
             feats = _tensors(forward(names))
             _require(feats and feats[0].requires_grad, "a learnable prompt's output must depend on its parameters")
-            _check_gradients(prompt, sum(f.float().sum() for f in feats))
+            _check_gradients(prompt, torch.stack([f.float().sum() for f in feats]).sum())
 
         checks.run("gradients", gradients)
         restore.zero_grad()

@@ -191,7 +191,8 @@ def make_grid(
     if col_titles is not None and len(col_titles) > n_cols:
         raise ValueError(f"{len(col_titles)} column titles for {n_cols} columns")
 
-    col_w = [max([c[j].shape[1] for c in cells if j < len(c) and c[j] is not None] or [1]) for j in range(n_cols)]
+    col_w = [max([im.shape[1] for c in cells if j < len(c) and (im := c[j]) is not None] or [1])
+             for j in range(n_cols)]
     row_h = [max([im.shape[0] for im in r if im is not None] or [1]) for r in cells]
 
     font = _font()

@@ -17,14 +17,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..atomic import write_text
 from ..config import is_node, load_config
 from ..engine import seed_everything
 from ..engine.distributed import any_rank, barrier, init_distributed, is_main_process
 from ..errors import ConfigError
-from ..interfaces import WSSSDataset
+from ..interfaces import CAMGenerator, WSSSDataset
 from ..pipeline.cam_export import ExportCounts, export_cams, record_settings, weights_digest
 from ..pipeline.checkpoints import build_for_trained_weights, build_from_checkpoint
 from ..pipeline.context import RunContext, Shard
@@ -58,7 +56,7 @@ def threshold_setting(args: argparse.Namespace, ctx: RunContext | None) -> float
 
 
 def load_cam_model(ctx: RunContext, num_classes: int, checkpoint: str | None,
-                   run_dir: Path) -> tuple[torch.nn.Module, str]:
+                   run_dir: Path) -> tuple[CAMGenerator, str]:
     """Build ``cam.model`` (``num_classes`` = C) on the run's device in eval mode and load its weights:
     ``checkpoint``, else ``<run_dir>/train_cam/model.pt`` when it exists, else none (the model as
     built, which may load its own checkpoint through the node's ``checkpoint:``). With trained

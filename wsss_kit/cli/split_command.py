@@ -78,7 +78,7 @@ _REQUIRED = re.compile(r"^([\w.]+) is required")
 def _unread_requirement(problem: str, reads: tuple[str, ...]) -> bool:
     """A "KEY is required" problem for a key the command does not read (e.g. ``head.train``)."""
     match = _REQUIRED.match(problem)
-    return bool(match) and not any(match.group(1) == r or match.group(1).startswith(r + ".") for r in reads)
+    return match is not None and not any(match.group(1) == r or match.group(1).startswith(r + ".") for r in reads)
 
 
 def finish_split(job: SplitJob, what: str, computed: int, record: dict[str, Any]) -> int:

@@ -128,7 +128,7 @@ def crf_chunk(items: list[tuple[int, np.ndarray, np.ndarray]], settings: Setting
 
     Returns ``(index, result, None)`` or, on failure, ``(index, None, traceback text)``, so that
     the parent can name the image that failed."""
-    out = []
+    out: list[tuple[int, np.ndarray | None, str | None]] = []
     for index, image, probs in items:
         try:
             out.append((index, crf_inference(image, probs, settings, min_prob), None))

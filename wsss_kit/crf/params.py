@@ -111,6 +111,7 @@ def get_params(spec: str | Mapping[str, Any] | CRFParams | None = None, **overri
             field (naming it), or an invalid value.
     """
     fields = [f.name for f in dataclasses.fields(CRFParams)]
+    changes: dict[str, Any]
     if spec is None:
         base, changes = PARAM_SETS["default"], {}
     elif isinstance(spec, CRFParams):

@@ -120,7 +120,9 @@ _PDEATHSIG = True
 
 
 def _bootstrap_code() -> str:
-    path = str(Path(_dense_crf_module.__file__).resolve())
+    file = _dense_crf_module.__file__
+    assert file is not None  # imported from its .py file above
+    path = str(Path(file).resolve())
     return _BOOTSTRAP.format(name=WORKER_MODULE, path=path)
 
 

@@ -56,6 +56,7 @@ class TrainAugment:
         mask_keys: Sequence[str] = ("mask", "target"),
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
+        crop: tuple[int, ...]
         if isinstance(crop_size, int):
             crop = (crop_size, crop_size)
         else:

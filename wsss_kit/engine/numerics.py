@@ -77,7 +77,7 @@ def persistent_float_buffers(model: nn.Module) -> list[tuple[str, Tensor]]:
     mask that holds ``-inf`` on purpose) are left out."""
     out = []
     for prefix, module in model.named_modules():
-        skip = getattr(module, "_non_persistent_buffers_set", set())
+        skip: set[str] = getattr(module, "_non_persistent_buffers_set", set())
         for name, buf in module._buffers.items():
             if buf is not None and name not in skip and buf.is_floating_point():
                 out.append((f"{prefix}.{name}" if prefix else name, buf))

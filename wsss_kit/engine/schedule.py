@@ -56,7 +56,7 @@ class StepSchedule:
                  warmup_ratio: float = 1e-6, min_lr: float = 0.0) -> None:
         self.optimizer = optimizer
         self.base_lr = base_lr
-        self.kwargs = dict(total_steps=total_steps, schedule=schedule, poly_power=poly_power,
+        self.kwargs: dict[str, Any] = dict(total_steps=total_steps, schedule=schedule, poly_power=poly_power,
                            warmup_steps=warmup_steps, warmup_ratio=warmup_ratio)
         self.min_lr = min_lr
         self.last_step = -1

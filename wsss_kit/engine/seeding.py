@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ def worker_init_fn(worker_id: int) -> None:
 
 def capture_rng_state() -> dict[str, Any]:
     """Every global RNG state, in a form ``torch.load(weights_only=True)`` can read back."""
-    np_state = np.random.get_state()
+    # numpy's stub types the default (legacy=True) result as a dict; for the global MT19937 it is this tuple
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     py_version, py_internal, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),

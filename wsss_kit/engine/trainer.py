@@ -343,7 +343,7 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
     history = log.rows
 
     batches = _Batches(dataset, config, collate_fn, epoch, position, pin=device.type == "cuda")
-    runner: nn.Module | None = None
+    runner: nn.parallel.DistributedDataParallel | None = None
     if ddp:
         runner = nn.parallel.DistributedDataParallel(
             _StepModule(net, step_fn), device_ids=[device.index] if device.type == "cuda" else None,

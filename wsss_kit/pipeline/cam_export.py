@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..atomic import write_text
 from ..data.image_io import save_mask_png
 from ..errors import ConfigError, DataError
-from ..interfaces import WSSSDataset, cams_to_seeds
+from ..interfaces import CAMGenerator, WSSSDataset, cams_to_seeds
 from .artifacts import load_cams, save_cams
 from .items import item_names, same_size_batches
 from .outputs import check_cam_output
@@ -65,7 +65,7 @@ def seed_from_cam_file(cam_path: Path, seed_path: Path, num_classes: int, thresh
 
 
 def export_cams(
-    model: torch.nn.Module | None,
+    model: CAMGenerator | None,
     dataset: WSSSDataset,
     indices: Iterable[int],
     cam_dir: Path,
@@ -133,7 +133,7 @@ def export_cams(
             labels = torch.stack([torch.as_tensor(s["labels"]) for s in batch])
             with torch.no_grad():
                 cams = model.cams(images, labels.to(device), scales=tuple(scales), flip=flip)
-            check_cam_output(model, cams, labels, tuple(images.shape[-2:]), [s["name"] for s in batch],
+            check_cam_output(model, cams, labels, (images.shape[-2], images.shape[-1]), [s["name"] for s in batch],
                              stage=f"CAMs of {where}")
             for sample, cam, label in zip(batch, cams, labels):
                 stored = save_cams(cam_dir / f"{sample['name']}.npz", cam, label, compress=compress)

@@ -42,8 +42,8 @@ def sample_problems(sample: Mapping[str, Any], num_classes: int, *, augmented: b
     labels = sample.get("labels")
     labels_t = torch.as_tensor(labels) if labels is not None else None
     if labels_t is None or tuple(labels_t.shape) != (num_classes,):
-        shape = tuple(labels_t.shape) if labels_t is not None else None
-        problems.append(f"labels must be a multi-hot vector of {num_classes} classes; got shape {shape}")
+        got = tuple(labels_t.shape) if labels_t is not None else None
+        problems.append(f"labels must be a multi-hot vector of {num_classes} classes; got shape {got}")
     elif not bool(((labels_t == 0) | (labels_t == 1)).all()):
         problems.append(f"labels must be 0 or 1; got {labels_t.tolist()}")
     mask = sample.get("mask")

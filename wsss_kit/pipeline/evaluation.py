@@ -72,8 +72,9 @@ def score_mask_files(ds: WSSSDataset, folder: Path, num_classes: int, desc: str 
         return {"miou": None}
     cm = ConfusionMatrix(num_classes + 1)
     for name, mask in _ground_truth(ds, desc, across_ranks):
-        pred = read_mask_artifact(folder / f"{name}.png", num_classes, expected_size=tuple(mask.shape))
-        pred = torch.as_tensor(pred, dtype=torch.int64)
+        size = (mask.shape[-2], mask.shape[-1])  # ground-truth masks are (H, W)
+        pred = torch.as_tensor(read_mask_artifact(folder / f"{name}.png", num_classes, expected_size=size),
+                               dtype=torch.int64)
         # An ignore value in a prediction (e.g. uncertain seeds) counts as background.
         pred = torch.where(pred == IGNORE_INDEX, torch.zeros_like(pred), pred)
         cm.update(pred[None], mask[None])

@@ -4,7 +4,7 @@ whether every item has its output file."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..engine.distributed import barrier
 from ..errors import DataError
@@ -45,10 +45,10 @@ def name_problems(names: Iterable[object]) -> list[str]:
     return problems
 
 
-def same_size_batches(ds: WSSSDataset, indices: Iterable[int], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+def same_size_batches(ds: WSSSDataset, indices: Iterable[int], batch_size: int) -> Iterator[list[Mapping[str, Any]]]:
     """Samples of ``indices`` in order, grouped into lists of at most ``batch_size`` whose images
     share one shape (a batch ends early where the image size changes)."""
-    batch: list[dict[str, Any]] = []
+    batch: list[Mapping[str, Any]] = []
     for i in indices:
         sample = ds[i]
         if batch and (len(batch) == batch_size or batch[0]["image"].shape != sample["image"].shape):

@@ -60,10 +60,10 @@ def write_pseudo_masks(refiner: Any, ds: WSSSDataset, todo: Sequence[int], out: 
             given = torch.stack([load_cams(input_dir / f"{s['name']}.npz", num_classes) for s in batch])
         else:
             given = torch.stack([torch.from_numpy(read_mask_artifact(
-                input_dir / f"{s['name']}.png", num_classes, tuple(images.shape[-2:]))) for s in batch])
+                input_dir / f"{s['name']}.png", num_classes, (images.shape[-2], images.shape[-1]))) for s in batch])
         with torch.no_grad():
             refined = refiner.refine(images.to(device), given.to(device), labels.to(device))
-        masks = check_refiner_output(refiner, refined, num_classes, tuple(images.shape[-2:]),
+        masks = check_refiner_output(refiner, refined, num_classes, (images.shape[-2], images.shape[-1]),
                                      [s["name"] for s in batch], stage=stage)
         for s, m in zip(batch, masks):
             save_mask_png(out / f"{s['name']}.png", m, palette)

@@ -110,7 +110,7 @@ def _run_recovering(ctx: RunContext, wanted: list[str], shard: Shard) -> bool | 
         except CorruptArtifactError as exc:
             path = Path(str(exc.path)) if exc.path else None
             producer = producing_stage(ctx.run_dir, path) if path is not None else None
-            if producer is None or path in retried or get_world_size() > 1 or not path.exists():
+            if path is None or producer is None or path in retried or get_world_size() > 1 or not path.exists():
                 raise
             retried.add(path)
             print(f"[wsss] {path} is damaged ({exc}); deleting it and recomputing it (stage {producer})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..config import get_path
 from ..errors import ConfigError
@@ -171,7 +171,7 @@ def get_stage(name: str) -> Stage:
     raise ConfigError(f"unknown stage {name!r}{did_you_mean(name, STAGES)}; stages: {', '.join(STAGES)}")
 
 
-def select_stages(names: "list[str] | tuple[str, ...] | None") -> list[str]:
+def select_stages(names: Sequence[str] | None) -> list[str]:
     """Validate stage names (``None`` → all), keeping pipeline order."""
     if names is None:
         return list(STAGES)

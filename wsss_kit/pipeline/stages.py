@@ -23,6 +23,7 @@ from ..config import build, check_keys, is_node, split_type
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError, PluginError
+from ..interfaces import CAMGenerator
 from ..registry import accepted_kwargs, default_registry
 from ..weights import load_checkpoint
 from .artifacts import MaskTargetDataset
@@ -79,7 +80,7 @@ def _cam_not_trained(ctx: RunContext) -> dict[str, Any] | None:
     return skipped
 
 
-def trained_cam_model(ctx: RunContext, checkpoint: Any = None) -> tuple[torch.nn.Module, str]:
+def trained_cam_model(ctx: RunContext, checkpoint: Any = None) -> tuple[CAMGenerator, str]:
     """``cam.model`` on the run's device in eval mode with its weights, and a line saying which:
     ``checkpoint``, else the node's ``checkpoint:``, else ``train_cam/model.pt``."""
     node = ctx.get("cam.model")
@@ -191,6 +192,7 @@ def seeds(ctx: RunContext) -> dict[str, Any] | None:
                                         outside_labels=ctx.get("seeds.outside_labels", "error")),
                         "seeds", split, ctx.get("seeds.outside_labels", "error"))
         else:
+            assert threshold is not None  # set above: this split has no seeds.source
             for i in tqdm(todo, desc=f"seeds [{split}]", unit="img"):
                 seed_from_cam_file(ctx.path("cams", split, f"{names[i]}.npz"), out / f"{names[i]}.png",
                                    ctx.num_classes, threshold, palette)
@@ -312,8 +314,8 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
         return model.training_step(batch)
 
     result = train(refiner, ds, config, ctx.path("train_refiner"), step_fn=step, desc="train refiner")
-    out = {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
-           "images": len(ds), "targets": kind}
+    out: dict[str, Any] = {"steps": result.steps, "final_loss": result.final_loss,
+                           "seconds": round(result.seconds, 1), "images": len(ds), "targets": kind}
     if kind == "cams":
         out["targets_miou"] = evaluate_masks(ctx, "train", target_dir)
     return out

@@ -64,12 +64,12 @@ def convert_efficientnet_lite0(state_dict: Mapping[str, Tensor]) -> dict[str, Te
     for key, value in state_dict.items():
         new = None
         if key.startswith("_blocks."):
-            _, b, rest = key.split(".", 2)
-            has_expand = f"_blocks.{b}._expand_conv.weight" in state_dict
+            _, block, rest = key.split(".", 2)
+            has_expand = f"_blocks.{block}._expand_conv.weight" in state_dict
             table = expanded if has_expand else separable
             prefix = next((p for p in table if rest.startswith(p)), None)
             if prefix is not None:
-                s, i = place[int(b)]
+                s, i = place[int(block)]
                 new = f"blocks.{s}.{i}.{table[prefix]}{rest[len(prefix):]}"
         else:
             prefix = next((p for p in top if key.startswith(p)), None)

