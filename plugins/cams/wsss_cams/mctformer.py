@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 import wsss_kit
@@ -74,6 +74,9 @@ class MCTformer(wsss_kit.CAMGenerator):
 
     Inputs are images ``(B, 3, H, W)`` in ``input_space``, any size of at least one patch.
     """
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     wsss_api_version = "1.0"
     checkpoint_replaces = ("weights",)
@@ -128,13 +131,17 @@ class MCTformer(wsss_kit.CAMGenerator):
         self.embed_dim = int(vit.embed_dim)
         self.patch_embed = vit.patch_embed
         self.patch_size = tuple(int(p) for p in self.patch_embed.patch_size)
-        self.base_grid = tuple(int(g) for g in self.patch_embed.grid_size)
+        grid_h, grid_w = self.patch_embed.grid_size
+        self.base_grid = (int(grid_h), int(grid_w))
         self.pos_drop = vit.pos_drop
         self.norm_pre = vit.norm_pre
         self.blocks = vit.blocks
 
         # one class token per class: the CLS token (and its position) replicated, as the official
         # fine-tuning does; from scratch both get the official trunc-normal(0.02) initialisation
+        if vit.cls_token is None or vit.pos_embed is None:
+            raise ValueError(f"backbone {backbone!r} has no class token or no learned position embedding; "
+                             f"MCTformer replicates both per class")
         self.cls_token = nn.Parameter(vit.cls_token.detach().repeat(1, num_classes, 1))
         self.pos_embed = nn.Parameter(torch.cat(
             [vit.pos_embed.detach()[:, :1].repeat(1, num_classes, 1), vit.pos_embed.detach()[:, 1:]], dim=1))
@@ -144,7 +151,8 @@ class MCTformer(wsss_kit.CAMGenerator):
         if version == 2:
             self.head = nn.Conv2d(self.embed_dim, num_classes, kernel_size=3, padding=1)
             trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
+            if self.head.bias is not None:  # always (Conv2d's default bias=True); narrows the Optional
+                nn.init.zeros_(self.head.bias)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if checkpoint is not None:
@@ -185,8 +193,8 @@ class MCTformer(wsss_kit.CAMGenerator):
 
     def _convert_checkpoint(self, state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
         """Official or this layout → this layout, refusing another input size or width by name."""
-        state = convert_mctformer(state, version=self.version, num_classes=self.num_classes, source=source)
-        stored, own = tuple(state["pos_embed"].shape), tuple(self.pos_embed.shape)
+        converted = convert_mctformer(state, version=self.version, num_classes=self.num_classes, source=source)
+        stored, own = tuple(converted["pos_embed"].shape), tuple(self.pos_embed.shape)
         if stored != own:
             patches = stored[1] - self.num_classes
             side = int(round(patches ** 0.5))
@@ -194,7 +202,7 @@ class MCTformer(wsss_kit.CAMGenerator):
                 f"{source}: pos_embed is {stored} ({patches} patch positions, trained at "
                 f"about {side * self.patch_size[0]} px with width {stored[-1]}) but the model's is {own}; build "
                 f"it with the checkpoint's backbone and img_size={side * self.patch_size[0]}")
-        return state
+        return converted
 
     # ------------------------------------------------------------------ tokens
     def _pos_embed_for(self, height: int, width: int, grid: tuple[int, int]) -> torch.Tensor:
@@ -259,7 +267,7 @@ class MCTformer(wsss_kit.CAMGenerator):
         c, depth = self.num_classes, len(self.blocks)
         class_to_patch = patch_to_patch = None
         for i, block in enumerate(self.blocks):
-            x, attn = block_with_attention(block, x)
+            x, attn = block_with_attention(cast(Block, block), x)  # timm's blocks: an nn.Sequential of Blocks
             attn = attn.mean(dim=1)  # (B, N, N), heads averaged
             if i >= depth - self.cam_layers:
                 part = attn[:, :c, c:]
@@ -303,7 +311,8 @@ class MCTformer(wsss_kit.CAMGenerator):
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """AdamW groups as timm's optimiser factory makes them: no weight decay for biases, norms,
         the class tokens and the position embeddings."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue

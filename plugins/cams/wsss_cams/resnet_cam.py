@@ -27,10 +27,11 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import timm
 import torch
+from timm.models import FeatureInfo
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -60,7 +61,7 @@ CAM_EPS = 1e-5
 """The normaliser's ε in IRN/CLIMS's ``make_cam``: ``cam / (max + 1e-5)``."""
 RESERVED_BACKBONE_KWARGS = ("features_only", "out_indices", "output_stride", "pretrained", "pretrained_cfg")
 
-_KNOWN_DEPTHS = {
+_KNOWN_DEPTHS: dict[tuple[str, tuple[int, ...]], str] = {
     ("bottleneck", (3, 4, 6, 3)): "resnet50", ("bottleneck", (3, 4, 23, 3)): "resnet101",
     ("bottleneck", (3, 8, 36, 3)): "resnet152", ("bottleneck", (2, 2, 2, 2)): "resnet26",
     ("basic", (2, 2, 2, 2)): "resnet18", ("basic", (3, 4, 6, 3)): "resnet34",
@@ -112,6 +113,9 @@ class ResNetCAM(wsss_kit.CAMGenerator):
 
     Inputs are images ``(B, 3, H, W)``, in ``input_space``.
     """
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     wsss_api_version = "1.0"
     checkpoint_replaces = ("weights",)
@@ -180,7 +184,9 @@ class ResNetCAM(wsss_kit.CAMGenerator):
         self.flip = bool(flip)
 
         self.backbone = self._build_backbone(backbone, weights, backbone_kwargs)
-        self.feature_dim = int(self.backbone.feature_info.channels()[-1])
+        # timm types its models as nn.Module; a features_only one carries a FeatureInfo
+        info = cast(FeatureInfo, self.backbone.feature_info)
+        self.feature_dim = int(info.channels()[-1])
         self.classifier = nn.Conv2d(self.feature_dim, num_classes, kernel_size=1, bias=False)
         nn.init.xavier_uniform_(self.classifier.weight)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -254,20 +260,20 @@ class ResNetCAM(wsss_kit.CAMGenerator):
 
     def _convert_checkpoint(self, state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
         """IRN/CLIMS or this layout → this layout, refusing another backbone width or depth by name."""
-        state = convert_irn_resnet50_cam(state, num_classes=self.num_classes, source=source)
-        in_dim = int(state["classifier.weight"].shape[1])
+        converted = convert_irn_resnet50_cam(state, num_classes=self.num_classes, source=source)
+        in_dim = int(converted["classifier.weight"].shape[1])
         if in_dim != self.feature_dim:
             raise WeightsError(f"{source}: its classifier reads {in_dim}-channel features but backbone "
                                f"{self.backbone_name!r} gives {self.feature_dim}; build the model with the "
                                f"checkpoint's backbone")
-        found, own = _resnet_depth(state), _resnet_depth(self.state_dict())
+        found, own = _resnet_depth(converted), _resnet_depth(self.state_dict())
         if found and own and found != own:
             hint = _KNOWN_DEPTHS.get(found)
             raise WeightsError(
                 f"{source} holds a ResNet with {found[0]} blocks {found[1]} per stage"
                 + (f" ({hint})" if hint else "") + f" but backbone {self.backbone_name!r} has {own[0]} blocks "
                 f"{own[1]}; build the model with " + (f"backbone={hint!r}" if hint else "the matching backbone"))
-        return state
+        return converted
 
     # ------------------------------------------------------------------ network
     def train(self, mode: bool = True) -> "ResNetCAM":

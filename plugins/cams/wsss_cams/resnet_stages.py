@@ -13,6 +13,7 @@ for stride 1.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from torch import nn
 
@@ -22,7 +23,7 @@ STAGE_NAME = re.compile(r"^layer(\d+)$")
 """Top-level module names of the residual stages in timm (and torchvision) ResNets."""
 
 
-def resnet_stages(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
+def resnet_stages(backbone: nn.Module) -> list[tuple[str, nn.Sequential]]:
     """The residual stages ``[("layer1", module), ...]`` of a timm ResNet, in order; empty for other nets."""
     found = [(int(m.group(1)), name, module) for name, module in backbone.named_children()
              if (m := STAGE_NAME.match(name)) and isinstance(module, nn.Sequential) and len(module) > 0]
@@ -78,12 +79,12 @@ def remove_stage_stride(stage: nn.Sequential, name: str = "stage") -> None:
         raise ValueError(f"{name} has no strided layer in its first block; nothing to remove")
 
 
-def _stride_is_one(stride: object) -> bool:
+def _stride_is_one(stride: int | Iterable[int] | None) -> bool:
     if stride is None:
         return True
     if isinstance(stride, int):
         return stride == 1
-    return all(s == 1 for s in stride)  # type: ignore[union-attr]
+    return all(s == 1 for s in stride)
 
 
 def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:

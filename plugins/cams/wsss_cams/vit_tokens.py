@@ -10,6 +10,7 @@ which is not the same as resizing to a target size and changes the CAMs measurab
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,8 @@ def block_with_attention(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, t
     The attention is the softmax matrix before dropout, the quantity MCTformer reads its class-to-patch
     and patch-to-patch affinities from. The output tokens equal ``block(x)``.
     """
-    attn = block.attn
+    # timm annotates Block.attn as nn.Module; what is read below are its Attention's layers and sizes
+    attn: Any = block.attn
     h = block.norm1(x)
     batch, tokens, _ = h.shape
     qkv = attn.qkv(h).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)

@@ -133,6 +133,9 @@ class AffinityNet(nn.Module):
         **trunk: :class:`WideResNet38` settings (tiny widths in tests).
     """
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, embed_widths: Sequence[int] = (64, 128, 256), embed_dim: int = 448,
                  weights: str | os.PathLike[str] | None = None, freeze_bn: bool = True,
                  freeze_stem: bool = True, **trunk: Any) -> None:

@@ -78,6 +78,9 @@ class DeepLabV1WR38(wsss_kit.RetrainHead):
         head_lr_mult: learning-rate multiplier of the head layers in :meth:`param_groups` (10).
     """
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     wsss_api_version = "1.0"
     checkpoint_replaces = ("weights",)
     """A trained checkpoint holds the backbone: its ImageNet file (``weights``) is then not needed."""

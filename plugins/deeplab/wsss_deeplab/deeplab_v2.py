@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from timm.models import FeatureInfo
 from torch import nn
 
 import wsss_kit
@@ -60,10 +61,12 @@ class ASPP(nn.Module):
 
     def __init__(self, in_ch: int, num_classes: int, rates: Sequence[int] = (6, 12, 18, 24)) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(in_ch, num_classes, 3, padding=r, dilation=r, bias=True) for r in rates)
-        for conv in self.convs:
+        convs = [nn.Conv2d(in_ch, num_classes, 3, padding=r, dilation=r, bias=True) for r in rates]
+        for conv in convs:
             nn.init.normal_(conv.weight, mean=0.0, std=0.01)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:  # always (bias=True); narrows the Optional
+                nn.init.zeros_(conv.bias)
+        self.convs = nn.ModuleList(convs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.convs[0](x)
@@ -96,6 +99,9 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
             biases (20, without weight decay).
         backbone_kwargs: further timm keywords (``layers``, ``channels`` for tiny test networks).
     """
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     wsss_api_version = "1.0"
     checkpoint_replaces = ("weights",)
@@ -154,7 +160,9 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
         self.aspp_bias_lr_mult = float(aspp_bias_lr_mult)
 
         self.backbone = self._build_backbone(backbone, weights, backbone_kwargs)
-        self.aspp = ASPP(int(self.backbone.feature_info.channels()[-1]), num_classes, rates)
+        # timm types its models as nn.Module; a features_only one carries a FeatureInfo
+        info = cast(FeatureInfo, self.backbone.feature_info)
+        self.aspp = ASPP(int(info.channels()[-1]), num_classes, rates)
         if input_norm == "caffe":
             self.register_buffer("mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.ones(1, 3, 1, 1), persistent=False)
@@ -182,17 +190,19 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
         except (TypeError, RuntimeError) as exc:
             raise ValueError(f"backbone {name!r} cannot be built as an output-stride-8 feature extractor with "
                              f"{kwargs}: {type(exc).__name__}: {exc}; use a timm ResNet such as 'resnet101'") from exc
-        stages = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
+        # timm ResNet stages, read and patched by attribute (Any: nn.Module types attribute reads as Tensor | Module)
+        stages: list[Any] = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
         if any(s is None for s in stages) or not all(hasattr(b, "conv3") for s in stages for b in s):
             raise ValueError(f"backbone {name!r} is not a bottleneck ResNet with layer1..layer4 (DeepLabV2 needs one)")
         for stage, rate in ((stages[2], 2), (stages[3], 4)):
             for block in stage:
                 block.conv2.dilation, block.conv2.padding = (rate, rate), (rate, rate)
         if self.style == "caffe":
-            model.maxpool.ceil_mode = True
+            stem_pool: Any = model.maxpool  # timm ResNet's nn.MaxPool2d
+            stem_pool.ceil_mode = True
             first = stages[1][0]
             first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
-        if resolved is not None and tag is None:
+        if resolved is not None and not isinstance(resolved, str):  # a file (a str is a hub tag, loaded above)
             self._load_backbone_file(model, resolved, purpose)
         return model
 
@@ -277,7 +287,9 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
         fused = torch.stack([logits, *resized]).amax(dim=0)
         return [logits, *pyramid, fused]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    # The override widens RetrainHead's return: training with train_output="all" gives the MSC list
+    # that losses/deeplab_msc reads; in eval mode (the interface's contract) it is the logits tensor.
+    def forward(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:  # type: ignore[override]
         """Eval (and ``train_output="fused"``): fused logits ``(B, K, H, W)`` at the input size.
         Training with ``train_output="all"``: the list of :meth:`multi_scale`, for ``losses/deeplab_msc``."""
         if not isinstance(images, torch.Tensor):

@@ -166,6 +166,8 @@ class DisplacementBranch(nn.Module):
     Buffer ``running_mean`` ``(2,)``: subtracted in eval mode only (zero until calibrated).
     """
 
+    running_mean: Tensor  # a buffer, registered in __init__
+
     def __init__(self, in_channels: Sequence[int], strides: Sequence[int] = (4, 4, 8, 16, 16),
                  widths: Sequence[int] = DP_WIDTHS, groups: Sequence[int] = DP_GROUPS) -> None:
         super().__init__()
@@ -263,6 +265,9 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
         checkpoint: a trained IRN (``res50_irn.pth``) or this refiner's state dict, loaded strictly
             (converter ``irn_resnet50``).
     """
+
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
 
     wsss_api_version = "1.0"
     checkpoint_replaces = ("weights",)

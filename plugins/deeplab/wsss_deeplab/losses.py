@@ -192,12 +192,13 @@ def msc_loss(
         raise TypeError(f"logits must be a tensor or a non-empty list of tensors (B, K, h, w); got {logits!r:.80}")
     if not isinstance(target, torch.Tensor) or target.dim() != 3:
         raise ValueError(f"target must be a (B, H, W) int64 tensor; got {getattr(target, 'shape', type(target))}")
-    total = None
+    total: torch.Tensor | None = None
     for i, out in enumerate(logits):
         if not isinstance(out, torch.Tensor) or out.dim() != 4:
             raise ValueError(f"logits[{i}] must be a (B, K, h, w) tensor; got {getattr(out, 'shape', type(out))}")
         term = loss(out, resize_target(target, out.shape[-2:]))
         total = term if total is None else total + term
+    assert total is not None  # logits is a non-empty list (checked above)
     return total
 
 

@@ -56,6 +56,9 @@ class SMPHead(wsss_kit.RetrainHead):
     ``forward(images (B, 3, H, W) in [0, 1]) -> logits (B, K, H, W)`` for any ``H, W``.
     """
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     wsss_api_version = "1.0"
     checkpoint_replaces = ("encoder_weights",)
     """A trained checkpoint holds the encoder: ``encoder_weights`` (an smp tag or file) is then not needed."""

@@ -117,7 +117,7 @@ class WideResNet38(nn.Module):
         if len(bottleneck_widths) != 2 or len(dropouts) != 2:
             raise ValueError(f"bottleneck_widths and dropouts need one value per bottleneck stage (b6, b7); "
                              f"got {tuple(bottleneck_widths)} and {tuple(dropouts)}")
-        if any(int(c) < 1 for c in [stem_width, *sum(widths, ()), *bottleneck_widths]):
+        if any(int(c) < 1 for c in [stem_width, *(c for w in widths for c in w), *bottleneck_widths]):
             raise ValueError("every width must be a positive number of channels")
 
         self.stem = nn.Conv2d(3, stem_width, 3, padding=1, bias=False)

@@ -128,6 +128,8 @@ class AdaptedFeatures(nn.Module):
     ``None`` (``none``).
     """
 
+    ratio: Tensor | None  # a Parameter ("vector", "scalar"), a buffer ("fixed") or None ("none")
+
     def __init__(self, dim: int, mode: str = "vector", ratio: float = 0.2, hidden: int | None = None,
                  bias: bool = False, final_relu: bool = True) -> None:
         super().__init__()
