@@ -16,7 +16,7 @@ import copy
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeGuard
 
 import yaml
 
@@ -245,7 +245,7 @@ def get_path(cfg: Mapping[str, Any], dotted: str, default: Any = ..., source: st
     return node
 
 
-def is_node(value: Any) -> bool:
+def is_node(value: Any) -> TypeGuard[Mapping[str, Any]]:
     """True for a mapping with a ``type`` key: something :func:`build` turns into an object."""
     return isinstance(value, Mapping) and TYPE_KEY in value
 

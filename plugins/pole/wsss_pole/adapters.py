@@ -150,6 +150,8 @@ class AdaptedFeatures(nn.Module):
         if features.shape[-1] != self.dim:
             raise ValueError(f"features have last dimension {features.shape[-1]}, but AdaptedFeatures was built "
                              f"for {self.dim}")
+        if self.adapter is None or self.ratio is None:  # mode "none": both are None
+            return features
         return adapted_features(features, self.adapter, self.ratio)
 
     def extra_repr(self) -> str:

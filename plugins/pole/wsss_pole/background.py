@@ -35,7 +35,7 @@ def background_words(name: str) -> list[str]:
     if name not in BACKGROUND_SETS:
         raise ValueError(f"unknown background prompt list {name!r}; shipped lists: {', '.join(BACKGROUND_SETS)} "
                          f"(or pass your own list of words)")
-    text = resources.files("wsss_pole").joinpath("data", f"background_{name}.txt").read_text(encoding="utf-8")
+    text = resources.files("wsss_pole").joinpath("data").joinpath(f"background_{name}.txt").read_text(encoding="utf-8")
     words = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     return [w for w in words if w]
 

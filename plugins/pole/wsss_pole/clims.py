@@ -223,8 +223,9 @@ class CLIMS(wsss_kit.CAMGenerator):
         if not isinstance(prompt, wsss_kit.PromptStrategy):
             raise TypeError(f"prompt must be a wsss_kit.PromptStrategy (e.g. wsss_kit.create('prompts', 'template')); "
                             f"got {type(prompt).__name__}")
-        if getattr(prompt, "built", True) is False and callable(getattr(prompt, "build", None)):
-            prompt.build(self.clip, self.prompt_names)  # learnable vectors exist before param_groups()
+        build_vectors = getattr(prompt, "build", None)
+        if getattr(prompt, "built", True) is False and callable(build_vectors):
+            build_vectors(self.clip, self.prompt_names)  # learnable vectors exist before param_groups()
         return prompt
 
     # ------------------------------------------------------------------ network

@@ -34,7 +34,7 @@ normalisation of OTM and BTM only; CBS uses the unadapted embeddings.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -349,25 +349,28 @@ def _normalize(images: Tensor, normalization: str | tuple[Sequence[float], Seque
     _check_normalization(normalization)
     if normalization == "none":
         return images
+    mean: Sequence[float]
+    std: Sequence[float]
     if normalization == "imagenet":
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     elif normalization == "clip":
         return (images - clip.mean.to(images.device)) / clip.std.to(images.device)
     else:
+        assert not isinstance(normalization, str)  # _check_normalization lets no other name through
         mean, std = normalization
     mean_t = images.new_tensor(list(mean)).view(1, 3, 1, 1)
     std_t = images.new_tensor(list(std)).view(1, 3, 1, 1)
     return (images - mean_t) / std_t
 
 
-def _check_normalization(normalization: object) -> None:
+def _check_normalization(normalization: Any) -> None:
     if isinstance(normalization, str):
         if normalization not in IMAGE_NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {', '.join(IMAGE_NORMALIZATIONS)} or (mean, std); "
                              f"got {normalization!r}")
         return
     try:
-        mean, std = normalization  # type: ignore[misc]
+        mean, std = normalization
         ok = len(mean) == 3 and len(std) == 3 and all(float(s) > 0 for s in std)
     except (TypeError, ValueError):
         ok = False

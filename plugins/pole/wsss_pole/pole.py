@@ -233,7 +233,11 @@ class POLE(CLIMS):
                                  "step passes them); got " + ("none" if names is None else repr(names)))
             if len(names) != images.shape[0]:
                 raise ValueError(f"names has {len(names)} image ids but the batch has {images.shape[0]} images")
-        return self._training_pass(images, labels, lambda: self.selected_text_features(names, labels),
+        def class_text() -> Tensor:  # called only with labels, for which names was checked above
+            assert names is not None
+            return self.selected_text_features(names, labels)
+
+        return self._training_pass(images, labels, class_text,
                                    image_adapter=self.image_adapter, text_adapter=self.text_adapter)
 
     # ------------------------------------------------------------------ checkpoints

@@ -128,10 +128,11 @@ class PoleSynonyms(PromptStrategy):
         self.num_synonyms = num_synonyms
         self.cache_path = Path(cache).expanduser() if cache is not None else None
         self.resize = resize
-        self.image_size = None if image_size is None else (
+        size = None if image_size is None else (
             (int(image_size),) * 2 if isinstance(image_size, int) else tuple(int(v) for v in image_size))
-        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+        if size is not None and (len(size) != 2 or min(size) < 1):
             raise ValueError(f"image_size must be S or (S_h, S_w), got {image_size!r}")
+        self.image_size: tuple[int, int] | None = None if size is None else (size[0], size[1])
         self.normalize = bool(normalize)
         self._candidates: dict[tuple[str, ...], list[list[str]]] = {}
         self._selections: dict[str, dict[int, str]] = {}
@@ -167,7 +168,7 @@ class PoleSynonyms(PromptStrategy):
     # ------------------------------------------------------------------ selection
     def input_size(self, clip: CLIPModel) -> tuple[int, int]:
         """CLIP's input size used for the masked images."""
-        return self.image_size or tuple(clip.image_size)
+        return self.image_size or clip.image_size
 
     def cache_header(self, class_names: Sequence[str], clip: CLIPModel, dataset: Mapping[str, Any]) -> dict[str, Any]:
         """The header a selection cache for these settings carries (and must match to be reused)."""
@@ -375,6 +376,7 @@ class PoleSynonyms(PromptStrategy):
         if image_names is None and selections is None:
             return feats[offsets.to(feats.device)]
         if selections is None:
+            assert image_names is not None  # returned above when both are None
             selections = self._lookup(image_names, names)
         index = offsets.repeat(len(selections), 1)
         present = None if labels is None else (labels.detach().cpu() > 0.5)

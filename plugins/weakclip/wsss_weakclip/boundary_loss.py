@@ -344,7 +344,8 @@ def crf_boundary_loss(
     """
     logits = check_logits(logits)
     if isinstance(images, Tensor) and images.dim() == 4:
-        check_same_view("the image", tuple(images.shape[-2:]), "the logits", tuple(logits.shape[-2:]))
+        check_same_view("the image", (images.shape[-2], images.shape[-1]),
+                        "the logits", (logits.shape[-2], logits.shape[-1]))
     probs = dsrg_probabilities(logits, size)
     q = crf_targets(probs, images, params, iterations, workers, pool, crf_image=crf_image, input_space=input_space,
                     normalization=normalization)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -122,16 +123,21 @@ class FPNHead(nn.Module):
 
     def reset_parameters(self) -> None:
         """Official initialisation: convs Kaiming-normal (fan_out, ReLU), BN 1/0, classifier normal(0, 0.01)."""
-        for branch in self.branches:
-            for block in branch:
+        for i in range(len(self.branches)):
+            for block in self._blocks(i):
                 nn.init.kaiming_normal_(block.conv.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.ones_(block.bn.weight)
                 nn.init.zeros_(block.bn.bias)
         nn.init.normal_(self.classifier.weight, std=0.01)
-        nn.init.zeros_(self.classifier.bias)
+        if self.classifier.bias is not None:  # always (Conv2d's default bias=True); narrows the Optional
+            nn.init.zeros_(self.classifier.bias)
+
+    def _blocks(self, i: int) -> list[ConvBNReLU]:
+        # nn.ModuleList is not generic (its items are typed nn.Module); branch i holds ConvBNReLU blocks
+        return cast("list[ConvBNReLU]", list(cast(nn.ModuleList, self.branches[i])))
 
     def _branch(self, i: int, x: Tensor) -> Tensor:
-        for block in self.branches[i]:
+        for block in self._blocks(i):
             x = block(x)
             if self.upsample[i]:
                 x = F.interpolate(x, size=(2 * x.shape[-2], 2 * x.shape[-1]), mode="bilinear", align_corners=False)

@@ -200,6 +200,7 @@ class FrozenCLIPEncoder(nn.Module):
             wanted = sorted(set(self.layers))
             x, kept = run_blocks(visual, x, keep=wanted)
             pooled, pixels = pool_and_project(visual, x, with_pixels=True)
+        assert pixels is not None  # with_pixels=True
         maps = {i: kept[i][:, 1:].float().transpose(1, 2).reshape(b, -1, h, w) for i in wanted}
         pixels = pixels.float().transpose(1, 2).reshape(b, -1, h, w)
         return DenseFeatures(maps, pixels, pooled.float(), (h, w))

@@ -107,7 +107,7 @@ def check_seeds(
         raise ValueError(f"seeds must be (B, H, W), got shape {tuple(seeds.shape)}")
     if seeds.shape[0] != batch:
         raise ValueError(f"seeds hold {seeds.shape[0]} masks but {view_name} hold {batch} images")
-    check_same_view("the seed mask", tuple(seeds.shape[-2:]), view_name, view)
+    check_same_view("the seed mask", (seeds.shape[-2], seeds.shape[-1]), view_name, view)
     seeds = seeds.long()
     valid = seeds != ignore_index
     bad = seeds[valid & ((seeds < 0) | (seeds >= num_classes))]

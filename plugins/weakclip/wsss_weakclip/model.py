@@ -217,6 +217,7 @@ class WeakCLIPNet(nn.Module):
             pixels = feats.pixel_embeddings
         scores = match_scores(pixels, text)
         if self.decoder is not None:
+            assert self.adapter is not None  # decoder='fpn' requires pyramid_adapter (checked in __init__)
             levels = self.adapter(self.encoder.stages(feats))
             logits = self.decoder(levels, scores)
         else:

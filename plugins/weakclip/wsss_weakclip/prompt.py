@@ -19,12 +19,14 @@ Every keyword of :class:`wsss_kit.prompts.LearnableContextPrompt` can be overrid
 
 from __future__ import annotations
 
+from typing import Any
+
 from wsss_kit.prompts import context_prompt_preset
 
 __all__ = ["WEAKCLIP_CONTEXT_DEFAULTS", "WeakCLIPContext"]
 
-WEAKCLIP_CONTEXT_DEFAULTS = dict(n_ctx=8, position="after_start", template=None, init="normal", init_std=1.0,
-                                 init_bound=2.0, init_phrase=None, context_length=5)
+WEAKCLIP_CONTEXT_DEFAULTS: dict[str, Any] = dict(n_ctx=8, position="after_start", template=None, init="normal",
+                                                 init_std=1.0, init_bound=2.0, init_phrase=None, context_length=5)
 """The official settings of WeakCLIP's learnable context (keywords of ``LearnableContextPrompt``)."""
 
 WeakCLIPContext = context_prompt_preset(

@@ -17,7 +17,9 @@ pixels whose class is not in the image label become 255.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import operator
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -359,7 +361,8 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         if self.loss_weights["score_map"]:
             terms["score_map"] = score_map_loss(out["score_map"], seeds,
                                                 temperature=float(self.net.settings["score_temperature"]))
-        loss = sum(self.loss_weights[k] * v for k, v in terms.items())
+        # at least one weight is > 0 (checked in __init__), so terms is not empty; summed in order
+        loss: Tensor = functools.reduce(operator.add, [self.loss_weights[k] * v for k, v in terms.items()])
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
     # ------------------------------------------------------------------ inference

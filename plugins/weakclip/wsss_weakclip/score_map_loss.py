@@ -58,7 +58,8 @@ def score_map_loss(
     if average not in ("all", "valid"):
         raise ValueError(f"average must be 'all' (official) or 'valid', got {average!r}")
     batch, num_classes = score_map.shape[:2]
-    seeds = check_seeds(seeds, num_classes, batch, tuple(score_map.shape[-2:]), "the score map", ignore_index)
+    seeds = check_seeds(seeds, num_classes, batch, (score_map.shape[-2], score_map.shape[-1]), "the score map",
+                        ignore_index)
     if score_map.dtype not in (torch.float32, torch.float64):
         score_map = score_map.float()
     logits = score_map / temperature

@@ -90,7 +90,7 @@ def balanced_seed_loss(
     """
     logits = check_logits(logits)
     batch, num_classes = logits.shape[:2]
-    seeds = check_seeds(seeds, num_classes, batch, tuple(logits.shape[-2:]), "the logits", ignore_index)
+    seeds = check_seeds(seeds, num_classes, batch, (logits.shape[-2], logits.shape[-1]), "the logits", ignore_index)
     probs = dsrg_probabilities(logits, size)
     cues = seed_cues(seeds, num_classes, size, ignore_index)
     return balanced_seed_loss_from_probs(probs, cues)
