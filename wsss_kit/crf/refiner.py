@@ -9,8 +9,8 @@ import torch
 
 from ..interfaces import IGNORE_INDEX, Refiner
 from .dense_crf import DEFAULT_MIN_PROB
-from .pool import dense_crf_batch
 from .params import CRFParams, get_params
+from .pool import dense_crf_batch
 
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:
