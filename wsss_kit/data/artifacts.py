@@ -1,4 +1,5 @@
-"""Artifact files that stages exchange: CAM arrays, palette PNG masks, and datasets over them.
+"""Artifact files that pipeline stages exchange and plugins read: CAM arrays, palette PNG masks,
+and datasets over them.
 
 Stages talk only through these files, so any stage can start from files a user brings: CAMs as
 ``<name>.npz`` (``cams``: float16 ``(n, H, W)`` for the ``n`` present classes, ``classes``: their
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset
 from ..atomic import atomic_path
 from ..errors import CorruptArtifactError, DataError
 from ..interfaces import WSSSDataset
+from .image_io import read_mask
 
 
 def save_cams(path: str | Path, cams: torch.Tensor, labels: torch.Tensor, compress: bool = False) -> torch.Tensor:
@@ -68,8 +70,6 @@ def read_mask_artifact(path: str | Path, num_classes: int, expected_size: tuple[
     """A mask PNG the run itself wrote (seeds, pseudo masks, predictions): as
     :func:`~wsss_kit.data.image_io.read_mask`, but a file that exists and cannot be read or has the
     wrong size or values is a :class:`CorruptArtifactError` (the runner recomputes it)."""
-    from ..data.image_io import read_mask
-
     path = Path(path)
     try:
         return read_mask(path, num_classes, expected_size=expected_size)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..engine.distributed import get_rank, get_world_size
 from ..interfaces import IGNORE_INDEX, WSSSDataset
 from ..metrics import ConfusionMatrix, ThresholdSweep
-from .artifacts import load_cams, read_mask_artifact
+from ..data.artifacts import load_cams, read_mask_artifact
 from .context import RunContext
 
 

@@ -8,7 +8,7 @@ import torch
 from ..data.image_io import read_mask
 from ..interfaces import IGNORE_INDEX
 from ..viz import cam_overlay, colorize_mask, make_grid, save_png
-from .artifacts import load_cams
+from ..data.artifacts import load_cams
 from .context import RunContext
 
 COLUMNS = ("image", "CAM", "seeds", "pseudo mask", "prediction", "ground truth")

@@ -22,7 +22,7 @@ from wsss_pole.synonyms import PoleSynonyms
 import wsss_kit
 from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
 from wsss_kit.data import SyntheticDataset
-from wsss_kit.pipeline.artifacts import save_cams
+from wsss_kit.data.artifacts import save_cams
 
 SYNTH = {  # a synonym table for the synthetic dataset's classes
     "ball": ["sphere", "orb"],
