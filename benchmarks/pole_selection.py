@@ -45,7 +45,7 @@ SYNTHETIC_SYNONYMS = {
 
 def make_data(images: int, size: int, cam_dir: Path):
     from wsss_kit.data import SyntheticDataset
-    from wsss_kit.pipeline.artifacts import save_cams
+    from wsss_kit.data.artifacts import save_cams
 
     data = SyntheticDataset("train", num_images=images, image_size=size, seed=0)
     gen = torch.Generator().manual_seed(0)

@@ -111,7 +111,7 @@ def bg_sweep(cfg: dict, run_dir: Path, thresholds: list[float] = SWEEP) -> dict:
     import torch
 
     from wsss_kit.metrics import ConfusionMatrix
-    from wsss_kit.pipeline.artifacts import load_cams
+    from wsss_kit.data.artifacts import load_cams
     from wsss_kit.pipeline.context import RunContext
     from wsss_kit.pipeline.stages import trained_refiner
 

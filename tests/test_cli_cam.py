@@ -17,7 +17,7 @@ from wsss_kit.cli.main import main
 from wsss_kit.data.synthetic import SyntheticDataset
 from wsss_kit.errors import DataError
 from wsss_kit.interfaces import cams_to_seeds
-from wsss_kit.pipeline.artifacts import load_cams, save_cams
+from wsss_kit.data.artifacts import load_cams, save_cams
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -79,7 +79,7 @@ def launched(tmp_path_factory):
     """Prepare the inputs, run tests/distributed_worker.py in 2 processes, return (out dir, per-rank results)."""
     from wsss_kit.data.image_io import save_mask_png
     from wsss_kit.engine import train
-    from wsss_kit.pipeline.artifacts import save_cams
+    from wsss_kit.data.artifacts import save_cams
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("dist")

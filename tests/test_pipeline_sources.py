@@ -163,7 +163,7 @@ def target_maker():
 
 
 def _expected_target(run_dir, cfg, name):
-    from wsss_kit.pipeline.artifacts import load_cams
+    from wsss_kit.data.artifacts import load_cams
 
     cams = load_cams(run_dir / "cams" / "train" / f"{name}.npz", 5)
     best, cls = cams.max(0)

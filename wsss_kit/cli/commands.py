@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,39 +50,12 @@ def plugins(kind: str | None, load: bool = True) -> int:
     return 0
 
 
-def _print_run_summary(stages: dict[str, Any], run_dir: Path, seconds: float, refiner: str) -> None:
-    from ..pipeline.runner import format_report
-
-    if all(s.get("complete") for s in stages.values()) and "eval" in stages:
-        print()
-        print(format_report(stages, refiner))
-        print(f"\nrun directory: {run_dir}  (results.md, pictures/, config.resolved.yaml, provenance.json)")
-    print(f"wall time: {seconds:.0f} s")
-
-
-def _run_config(cfg: dict[str, Any], args: argparse.Namespace, source: str,
-                stages: Sequence[str] | None = None, restart: str | None = None) -> int:
-    from ..config import dump_config
-    from ..pipeline import Shard, run_pipeline
-    from ..pipeline.runner import refiner_name
-
-    if getattr(args, "print_config", False):
-        print(dump_config(cfg).rstrip())
-        return 0
-    start = time.perf_counter()
-    run_dir = Path(args.out or cfg.get("run_dir") or "runs/default")
-    dry_run = bool(getattr(args, "dry_run", False))
-    result = run_pipeline(cfg, run_dir, stages=stages, restart=restart, shard=Shard.parse(args.shard),
-                          source=source, dry_run=dry_run)
-    if not dry_run:
-        _print_run_summary(result, run_dir, time.perf_counter() - start, refiner_name(cfg))
-    return 0
-
-
 def run(config: str, args: argparse.Namespace, stages: Sequence[str] | None = None,
         restart: str | None = None) -> int:
+    from .run_config import run_config
+
     cfg = load_config(config, args.overrides)
-    return _run_config(cfg, args, source=config, stages=stages, restart=restart)
+    return run_config(cfg, args, source=config, stages=stages, restart=restart)
 
 
 def demo(args: argparse.Namespace) -> int:

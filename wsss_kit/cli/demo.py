@@ -23,75 +23,26 @@ from typing import Any
 from ..atomic import write_text
 from ..config import apply_overrides, dump_config, get_path, parse_config
 from ..errors import ConfigError
+from .demo_pipelines import (
+    BASELINE_CONFIG,
+    DEFAULT_PIPELINE,
+    DEMO_PIPELINES,
+    DemoPipeline,
+    demo_config_path,
+    get_pipeline,
+)
+from .run_config import run_config
 
 __all__ = ["BASELINE_CONFIG", "BASELINE_STAGES", "DEFAULT_PIPELINE", "DEMO_PIPELINES", "DemoConfigs", "DemoPipeline",
            "check_demo", "checkable_config", "demo_config_path", "demo_configs", "get_pipeline", "run_demo"]
 
 
-@dataclass(frozen=True)
-class DemoPipeline:
-    """One ``wsss demo --pipeline`` choice.
-
-    Attributes:
-        name: the ``--pipeline`` value.
-        config: its run file in ``wsss_kit/configs``.
-        summary: the line printed before it runs (its stages).
-        baseline: whether it starts from the baseline CAM network (:data:`BASELINE_CONFIG`), trained
-            first in ``<run_dir>/baseline``.
-        select_command: the console script that writes POLE's synonym selection from the baseline's
-            CAMs of the training split (``None``: no selection).
-    """
-
-    name: str
-    config: str
-    summary: str
-    baseline: bool = False
-    select_command: str | None = None
-
-
-DEMO_PIPELINES: dict[str, DemoPipeline] = {p.name: p for p in (
-    DemoPipeline("resnet_cam", "demo.yaml",
-                 "CAM training -> CAMs/seeds -> dense CRF pseudo masks -> retrained head -> evaluation"),
-    DemoPipeline("clims", "demo_clims.yaml",
-                 "baseline CAM network -> CLIMS training with the synthetic CLIP -> CAMs/seeds -> dense CRF "
-                 "pseudo masks -> retrained head -> evaluation", baseline=True),
-    DemoPipeline("pole", "demo_pole.yaml",
-                 "baseline CAM network and CAMs -> POLE synonym selection -> POLE training (selected words, "
-                 "adapters) -> CAMs/seeds -> dense CRF pseudo masks -> retrained head -> evaluation",
-                 baseline=True, select_command="wsss-pole-select"),
-    DemoPipeline("mctformer", "demo_mctformer.yaml",
-                 "MCTformer V2 training on the world ViT -> CAMs/seeds -> dense CRF pseudo masks -> retrained "
-                 "head -> evaluation"),
-    DemoPipeline("weakclip", "demo_weakclip.yaml",
-                 "CAM training -> CAMs/seeds -> WeakCLIP training with the synthetic CLIP -> WeakCLIP pseudo "
-                 "masks -> retrained head -> evaluation"),
-)}
-"""The pipelines ``wsss demo --pipeline`` runs, by name."""
-
-DEFAULT_PIPELINE = "resnet_cam"
-BASELINE_CONFIG = "demo_baseline.yaml"
-"""The baseline CAM network's run file (``clims`` and ``pole`` start from it)."""
 BASELINE_STAGES = ("train_cam", "cams")
 BASELINE_PREFIX = "baseline."
 """``--set baseline.key=value`` changes the baseline's run file instead of the pipeline's."""
 SHARED_WITH_BASELINE = ("data", "seed", "device")
 """Keys the baseline takes from the pipeline's config (POLE's selection covers the same images)."""
 SET_BY_DEMO = ("cam.model.init_checkpoint", "cam.model.selection_cache")
-
-
-def demo_config_path(pipeline: str = DEFAULT_PIPELINE) -> Path:
-    """The run file of a demo pipeline (shipped inside the package); ``pipeline`` may also be the
-    baseline's file name, :data:`BASELINE_CONFIG`."""
-    name = BASELINE_CONFIG if pipeline == BASELINE_CONFIG else get_pipeline(pipeline).config
-    return Path(str(resources.files("wsss_kit") / "configs" / name))
-
-
-def get_pipeline(name: str) -> DemoPipeline:
-    """The :data:`DEMO_PIPELINES` record ``name``, or a ConfigError listing the choices."""
-    try:
-        return DEMO_PIPELINES[name]
-    except KeyError:
-        raise ConfigError(f"unknown demo pipeline {name!r}; choose one of {', '.join(DEMO_PIPELINES)}") from None
 
 
 @dataclass
@@ -259,7 +210,6 @@ def _baseline_line(stages: dict[str, Any], baseline_dir: Path) -> str:
 def run_demo(args: argparse.Namespace) -> int:
     """``wsss demo``: print the config (``--print-config``), check and plan (``--dry-run``), or run."""
     from ..pipeline import Shard, run_pipeline
-    from .commands import _run_config
 
     configs = demo_configs(getattr(args, "pipeline", None) or DEFAULT_PIPELINE, args.overrides, args.out)
     if args.print_config:
@@ -270,7 +220,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
     if configs.baseline_cfg is None:
         print(f"wsss demo: {configs.pipeline.summary}")
-        return _run_config(configs.cfg, args, source=configs.source, restart=args.restart)
+        return run_config(configs.cfg, args, source=configs.source, restart=args.restart)
     if args.shard:
         raise ConfigError(f"--shard: the {configs.pipeline.name!r} demo chains several runs; run its configs with "
                           f"`wsss run` to shard them")
@@ -283,7 +233,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if configs.pipeline.select_command is not None:
         _run_selection(configs)
     args.out = str(configs.run_dir)
-    code = _run_config(configs.cfg, args, source=configs.source, restart=args.restart)
+    code = run_config(configs.cfg, args, source=configs.source, restart=args.restart)
     print(_baseline_line(baseline, configs.baseline_dir))
     print(f"wall time with the baseline: {time.perf_counter() - start:.0f} s")
     return code

@@ -6,11 +6,12 @@ import argparse
 import contextlib
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from ..errors import WSSSError
 from ..version import API_VERSION, __version__
+from .demo_pipelines import DEFAULT_PIPELINE, DEMO_PIPELINES
+from .demo_pipelines import demo_config_path as demo_config_path  # re-exported: tests and benchmarks use it
 
 
 def stage_verbs() -> dict[str, tuple[str, str]]:
@@ -18,14 +19,6 @@ def stage_verbs() -> dict[str, tuple[str, str]]:
     from ..pipeline.stage_table import STAGE_TABLE
 
     return {s.verb: (s.name, s.summary) for s in STAGE_TABLE}
-
-
-def demo_config_path(pipeline: str = "resnet_cam") -> Path:
-    """The run file of an embedded demo pipeline (shipped inside the package); the default
-    ``resnet_cam`` is ``demo.yaml``. See :data:`wsss_kit.cli.demo.DEMO_PIPELINES`."""
-    from .demo import demo_config_path as path_of
-
-    return path_of(pipeline)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -50,8 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed plugins by kind, with distribution and version")
     p.add_argument("--kind", help="only this kind (cams, prompts, refiners, losses, heads, datasets)")
     p.add_argument("--no-load", action="store_true", help="do not import plugins (broken ones show as unloaded)")
-
-    from .demo import DEFAULT_PIPELINE, DEMO_PIPELINES
 
     p = sub.add_parser("demo", help="run the embedded end-to-end demo on the synthetic dataset")
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE, choices=tuple(DEMO_PIPELINES), metavar="NAME",

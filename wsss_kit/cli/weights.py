@@ -149,6 +149,7 @@ def _print_released(pattern: str, fmt: str) -> int:
         print(f"{r.name:<{name_w}}  {r.filename:<{file_w}}  {_sha_text(r.sha256):<{sha_w}}  "
               f"{_state_text(r):<{state_w}}  {r.fits}")
         print(f"{'':<{name_w}}  source: {r.source}")
+        print(f"{'':<{name_w}}  from:   {r.provider}")
         print(f"{'':<{name_w}}  path:   {r.path}")
     unknown = sum(r.sha256 is None for r in rows)
     shipped = [r for r in rows if r.packaged]

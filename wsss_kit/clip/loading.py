@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WeightsError
-from ..weights import load_state_dict, resolve
-from ..weights.loading import _is_torchscript
+from ..weights.loading import _is_torchscript, load_state_dict
+from ..weights.resolve import resolve
 from .configs import SYNTHETIC_CLIP, TINY_CLIP, clip_architecture, register_model_configs
 from .model import CLIPModel
 from .preprocessing import Normalization

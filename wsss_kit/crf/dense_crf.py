@@ -108,7 +108,7 @@ def dense_crf(
     Args:
         image: ``uint8 (H, W, 3)`` RGB.
         probs: ``float (K, H, W)``, >= 0, normally summing to 1 over ``K``.
-        params: a parameter-set name (``"psa"``, ``"weakclip_voc"``...), a mapping or a
+        params: a parameter-set name (``"default"``, ``"weakclip_voc"``...), a mapping or a
             :class:`~wsss_kit.crf.params.CRFParams`; see :func:`~wsss_kit.crf.params.get_params`.
         min_prob: floor applied before the logarithm.
 

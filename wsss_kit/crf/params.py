@@ -1,5 +1,9 @@
 """Dense-CRF parameter sets used by the WSSS papers' official code, as data.
 
+The core declares the method-neutral sets; each plugin declares its methods' sets (and aliases of
+identical ones) in the entry-point group :data:`CRF_PARAMS_GROUP`; :func:`register_crf_params` adds
+one in-process. Configs name a set by any of its names (``params: psa``).
+
 The papers write them as (Gaussian sxy, compat) / (bilateral sxy, srgb, compat). The number
 of mean-field iterations is 10 everywhere: it is the value of the boundary-loss CRF in WeakCLIP
 and of PSA's CRF, and the DeepLab-style default of the other code bases.
@@ -12,7 +16,11 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..catalog import Alias, Catalog, CatalogEntry, CatalogView
 from ..errors import ConfigError
+
+__all__ = ["CRF_PARAMS_CATALOG", "CRF_PARAMS_GROUP", "PARAM_SETS", "Alias", "CRFParams", "get_params",
+           "list_crf_params", "param_names", "register_crf_params"]
 
 
 @dataclass(frozen=True)
@@ -63,44 +71,54 @@ class CRFParams:
         return get_params({**dataclasses.asdict(self), **changes})
 
 
-PARAM_SETS: dict[str, CRFParams] = {
-    # DeepLab-style default; also the CRF of PSA's and MCTformer's AffinityNet labels.
+_CORE_PARAM_SETS: dict[str, CRFParams | Alias] = {
+    # Method-neutral sets only; each plugin declares its methods' sets and aliases (entry-point group
+    # wsss_kit.crf_params, e.g. plugins/weakclip/wsss_weakclip/crf_params.py).
+    # Krähenbühl & Koltun's / DeepLab's defaults: Gaussian (3, 3), bilateral (80, 13, 10).
     "default": CRFParams(3, 3, 80, 13, 10),
-    "psa": CRFParams(3, 3, 80, 13, 10),
-    # WeakCLIP: the CRF inside the boundary loss (on the 64x64 de-normalised image).
-    "weakclip_loss": CRFParams(3, 3, 80, 13, 10),
-    # WeakCLIP pseudo-mask inference on VOC and on COCO.
-    "weakclip_voc": CRFParams(3, 3, 83, 5, 3),
-    "weakclip_coco": CRFParams(1, 3, 67, 3, 4),
-    # WeakCLIP's DeepLabV1-ResNet38 retrain, test time.
-    "weakclip_retrain": CRFParams(1, 3, 112, 2, 3),
-    # MCTformer's segmentation network (ResNet38 + dilated convs), test time.
-    "mctformer_seg": CRFParams(4, 3, 83, 5, 3),
-    # CLIMS/POLE's DeepLabV2 retrain (kazuto1011/deeplab-pytorch's VOC config), test time.
-    "clims_retrain": CRFParams(1, 3, 67, 3, 4),
+    "deeplab": Alias("default"),
+    # kazuto1011/deeplab-pytorch's config (the DeepLabV2 re-implementation WSSS retrains use): (1, 3), (67, 3, 4).
+    "deeplab_pytorch": CRFParams(1, 3, 67, 3, 4),
 }
-"""Named parameter sets; see ``docs/`` and METHODS for where each comes from."""
 
-ALIASES: dict[str, str] = {"mctformer_psa": "psa", "deeplab": "default"}
+CRF_PARAMS_GROUP = "wsss_kit.crf_params"
+"""Entry-point group in which a plugin declares its CRF parameter sets: each entry point names a
+mapping ``{name: CRFParams or Alias}`` (or a function returning one) in the plugin."""
+
+CRF_PARAMS_CATALOG: Catalog[CRFParams] = Catalog("CRF parameter set", CRF_PARAMS_GROUP, CRFParams, _CORE_PARAM_SETS,
+                                                  error_type=ConfigError)
+"""Every named parameter set: the core's, the plugins' and in-process ones (see :mod:`wsss_kit.catalog`)."""
+
+PARAM_SETS: CatalogView[CRFParams] = CatalogView(CRF_PARAMS_CATALOG)
+"""Name (aliases included) -> :class:`CRFParams`, read like a dict; where each set comes from:
+``docs/methods.md`` ("Dense CRF parameter sets")."""
 
 
 def param_names() -> list[str]:
-    """Valid names for :func:`get_params`, sorted."""
-    return sorted(set(PARAM_SETS) | set(ALIASES))
+    """Valid names for :func:`get_params` (sets and aliases), sorted."""
+    return CRF_PARAMS_CATALOG.names()
 
 
-def _unknown_name(name: str) -> ConfigError:
-    names = param_names()
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return ConfigError(f"unknown CRF parameter set {name!r}; available: {', '.join(names)}{hint}")
+def list_crf_params() -> list[CatalogEntry[CRFParams]]:
+    """One row per parameter set: name, :class:`CRFParams`, the distribution declaring it, its aliases."""
+    return CRF_PARAMS_CATALOG.entries()
+
+
+def register_crf_params(name: str, params: CRFParams | Alias, *, override: bool = False) -> None:
+    """Declare a parameter set (or an :class:`~wsss_kit.catalog.Alias` of one) in this process.
+
+    Raises:
+        ConfigError: ``name`` exists already (naming who declares it) and ``override`` is false, or
+            ``params`` is neither a :class:`CRFParams` nor an ``Alias``.
+    """
+    CRF_PARAMS_CATALOG.register(name, params, override=override)
 
 
 def get_params(spec: str | Mapping[str, Any] | CRFParams | None = None, **overrides: Any) -> CRFParams:
     """Resolve a CRF parameter specification.
 
     Args:
-        spec: a name from :data:`PARAM_SETS` (e.g. ``"psa"``, ``"weakclip_voc"``); a
+        spec: a name from :data:`PARAM_SETS` (e.g. ``"default"``, ``"weakclip_voc"``); a
             :class:`CRFParams`; a mapping of fields, optionally with ``"preset"`` naming the set
             the other fields override (fields left out come from the preset, else ``default``);
             or ``None`` for ``default``.
@@ -113,14 +131,11 @@ def get_params(spec: str | Mapping[str, Any] | CRFParams | None = None, **overri
     fields = [f.name for f in dataclasses.fields(CRFParams)]
     changes: dict[str, Any]
     if spec is None:
-        base, changes = PARAM_SETS["default"], {}
+        base, changes = CRF_PARAMS_CATALOG.get("default"), {}
     elif isinstance(spec, CRFParams):
         base, changes = spec, {}
     elif isinstance(spec, str):
-        key = ALIASES.get(spec, spec)
-        if key not in PARAM_SETS:
-            raise _unknown_name(spec)
-        base, changes = PARAM_SETS[key], {}
+        base, changes = CRF_PARAMS_CATALOG.get(spec), {}
     elif isinstance(spec, Mapping):
         changes = {str(k): v for k, v in spec.items()}
         preset = changes.pop("preset", "default")

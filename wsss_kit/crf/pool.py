@@ -172,7 +172,7 @@ class CRFPool:
     Example::
 
         with CRFPool(4) as pool:
-            outs = pool.map(images, probs, get_params("psa").as_tuple())
+            outs = pool.map(images, probs, get_params("default").as_tuple())
     """
 
     def __init__(self, workers: int) -> None:

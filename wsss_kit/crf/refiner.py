@@ -82,7 +82,7 @@ def seeds_to_probs(seeds: torch.Tensor, labels: torch.Tensor, confidence: float 
 
 
 class DenseCRF(Refiner):
-    """Dense-CRF refiner (``create("refiners", "dense_crf", params="psa")``).
+    """Dense-CRF refiner (``create("refiners", "dense_crf", params="weakclip_voc")``).
 
     Only the classes present in an image's labels (and background) enter its CRF; the others
     get probability 0. The CRFs of a batch run in parallel worker processes.
@@ -93,7 +93,7 @@ class DenseCRF(Refiner):
 
     def __init__(
         self,
-        params: str | Mapping[str, Any] | CRFParams = "psa",
+        params: str | Mapping[str, Any] | CRFParams = "default",
         iterations: int | None = None,
         bg_threshold: float | None = None,
         bg_power: float = 1.0,

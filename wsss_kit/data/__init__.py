@@ -6,6 +6,7 @@ Each returns samples ``{"image", "labels", "mask", "name"}`` as described by
 :class:`wsss_kit.WSSSDataset`.
 """
 
+from .artifacts import MaskTargetDataset, load_cams, read_mask_artifact, save_cams
 from .captions import ATTRIBUTES, attribute_vector, caption_scene, scene_attributes
 from .checks import DataProblem, check_dataset, check_sample, format_problems
 from .coco import COCO2014Dataset, convert_coco_masks, load_coco_annotations
@@ -29,6 +30,10 @@ from .transforms import TrainAugment, build_augment, photometric_distortion
 from .voc import VOC2012Dataset, find_voc_root
 
 __all__ = [
+    "MaskTargetDataset",
+    "load_cams",
+    "read_mask_artifact",
+    "save_cams",
     "ATTRIBUTES",
     "SUBTYPES",
     "SceneObject",

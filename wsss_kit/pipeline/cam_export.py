@@ -1,7 +1,7 @@
 """Writing CAM files (and seed masks) for the items of a dataset: the loop shared by the pipeline's
 ``cams`` stage and ``wsss cam``.
 
-For every item: ``cam_dir/<name>.npz`` (see :func:`~wsss_kit.pipeline.artifacts.save_cams`) and,
+For every item: ``cam_dir/<name>.npz`` (see :func:`~wsss_kit.data.artifacts.save_cams`) and,
 when asked, ``seed_dir/<name>.png``, the seed mask of the CAMs *as stored* (float16) at a background
 threshold. Resumable: an item whose files all exist is skipped (every write is atomic, so an
 existing file is complete), a missing seed next to an existing CAM file is made from that file
@@ -22,10 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import write_text
+from ..data.artifacts import load_cams, save_cams
 from ..data.image_io import save_mask_png
 from ..errors import ConfigError, DataError
 from ..interfaces import CAMGenerator, WSSSDataset, cams_to_seeds
-from .artifacts import load_cams, save_cams
 from .items import item_names, same_size_batches
 from .outputs import check_cam_output
 

@@ -20,7 +20,7 @@ from typing import Any
 from ..config import build, is_node, split_type
 from ..errors import ConfigError, PluginError, WeightsError
 from ..registry import default_registry
-from ..weights import load_checkpoint
+from ..weights.checkpoint import load_checkpoint
 
 __all__ = ["CHECKPOINT_KEY", "REPLACES_ATTRIBUTE", "build_for_trained_weights", "build_from_checkpoint",
            "checkpoint_replaces", "node_checkpoint", "takes_checkpoint", "trained_weights_file"]

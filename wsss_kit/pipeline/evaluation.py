@@ -18,10 +18,10 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from ..data.artifacts import load_cams, read_mask_artifact
 from ..engine.distributed import get_rank, get_world_size
 from ..interfaces import IGNORE_INDEX, WSSSDataset
 from ..metrics import ConfusionMatrix, ThresholdSweep
-from .artifacts import load_cams, read_mask_artifact
 from .context import RunContext
 
 

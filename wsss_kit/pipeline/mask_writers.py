@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..data.artifacts import load_cams, read_mask_artifact
 from ..data.image_io import save_mask_png
 from ..errors import ConfigError
 from ..inference import predict_multiscale
 from ..interfaces import WSSSDataset
-from .artifacts import load_cams, read_mask_artifact
 from .items import same_size_batches
 from .outputs import check_head_output, check_refiner_output
 

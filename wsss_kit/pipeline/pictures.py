@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data.artifacts import load_cams
 from ..data.image_io import read_mask
 from ..interfaces import IGNORE_INDEX
 from ..viz import cam_overlay, colorize_mask, make_grid, save_png
-from .artifacts import load_cams
 from .context import RunContext
 
 COLUMNS = ("image", "CAM", "seeds", "pseudo mask", "prediction", "ground truth")

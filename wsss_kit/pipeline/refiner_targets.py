@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from ..config import check_keys
 from ..crf.pool import resolve_workers
+from ..data.artifacts import load_cams
 from ..data.image_io import mask_value_problem, save_mask_png
 from ..engine.distributed import barrier, get_rank, get_world_size, is_main_process
 from ..errors import ConfigError, DataError
-from .artifacts import load_cams
 from .context import RunContext
 from .items import all_exist, item_names
 

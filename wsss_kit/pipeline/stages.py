@@ -20,13 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import build, check_keys, is_node, split_type
+from ..data.artifacts import MaskTargetDataset
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError, PluginError
 from ..interfaces import CAMGenerator
 from ..registry import accepted_kwargs, default_registry
 from ..weights import load_checkpoint
-from .artifacts import MaskTargetDataset
 from .cam_export import export_cams, seed_from_cam_file
 from .checkpoints import build_for_trained_weights, build_from_checkpoint, node_checkpoint, trained_weights_file
 from .context import SPLITS, RunContext

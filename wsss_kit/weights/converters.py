@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..errors import WeightsError
 
-__all__ = ["CONVERTERS", "convert_efficientnet_lite0", "get_converter", "register_converter"]
+__all__ = ["CONVERTERS", "convert_efficientnet_lite0", "fill_bn_counters", "get_converter", "register_converter",
+           "strip_module_prefix"]
 
 CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {}
 """Named state-dict converters (foreign layout → the layout of the model it is loaded into)."""
@@ -32,6 +34,23 @@ def get_converter(converter: str | Callable[..., Any]) -> Callable[..., Any]:
     if converter not in CONVERTERS:
         raise WeightsError(f"unknown state-dict converter {converter!r}; known: {', '.join(sorted(CONVERTERS))}")
     return CONVERTERS[converter]
+
+
+def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A copy of ``state_dict`` without the ``module.`` prefix that a (Distributed)DataParallel
+    wrapper adds to every key (left as it is unless every key has it)."""
+    state = dict(state_dict)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def fill_bn_counters(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Add ``num_batches_tracked = 0`` beside every BatchNorm ``running_mean`` that lacks it (files
+    from MXNet or old PyTorch have none; strict loading wants them), in place; returns the dict."""
+    for key in [k for k in state_dict if k.endswith(".running_mean")]:
+        state_dict.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
+    return state_dict
 
 
 @register_converter("efficientnet_lite0_pytorch")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WeightsError
-from .converters import get_converter
+from .converters import get_converter, strip_module_prefix
 from .resolve import resolve
 
 __all__ = ["create_timm_model", "load_state_dict", "load_weights_into", "non_finite_tensors"]
@@ -154,9 +154,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
     if not isinstance(obj, Mapping) or not obj:
         raise WeightsError(f"weights file {path} holds {type(obj).__name__}, not a non-empty state dict")
     state = {str(k): v for k, v in obj.items()}
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    return strip_module_prefix(state)
 
 
 def _classifier_prefixes(model: nn.Module) -> list[str]:

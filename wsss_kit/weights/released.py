@@ -1,5 +1,9 @@
 """The released checkpoints, as data: the authors' files users download into :func:`weights_dir`, and
-the embedded world's pretrained foundations shipped inside the package (:data:`PACKAGED_DIR`)."""
+the embedded world's pretrained foundations shipped inside the package (:data:`PACKAGED_DIR`).
+
+The core declares the method-neutral entries (OpenAI's CLIPs, the embedded world's shipped files);
+each plugin declares its methods' checkpoints in the entry-point group :data:`RELEASED_GROUP`
+(:mod:`wsss_kit.catalog` gathers them), and :func:`register_released` adds one in-process."""
 
 from __future__ import annotations
 
@@ -9,8 +13,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PACKAGED_DIR", "RELEASED", "ReleasedCheckpoint", "ReleasedInfo", "list_released", "packaged_dir",
-           "released_path", "sha256_of", "weights_dir"]
+from ..catalog import Catalog, CatalogView
+from ..errors import WeightsError
+
+__all__ = ["PACKAGED_DIR", "RELEASED", "RELEASED_CATALOG", "RELEASED_GROUP", "UNKNOWN_SHA_NOTE", "ReleasedCheckpoint",
+           "ReleasedInfo", "list_released", "packaged_dir", "register_released", "released_path", "sha256_of",
+           "weights_dir"]
 
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 """``wsss_kit/pretrained/``: the package-data folder of the shipped (``packaged``) checkpoints."""
@@ -40,110 +48,12 @@ class ReleasedCheckpoint:
     ``python -m benchmarks pretrain clip``."""
 
 
-_NO_SHA = " SHA-256 unknown: the authors share the file (Google Drive) without a checksum."
+UNKNOWN_SHA_NOTE = " SHA-256 unknown: the authors share the file (Google Drive) without a checksum."
+"""Sentence plugins append to the notes of an authors' file published without a checksum."""
 
-RELEASED: dict[str, ReleasedCheckpoint] = {
-    "mctformer_v1_voc": ReleasedCheckpoint(
-        "MCTformer_v1_voc.pth",
-        "the MCTformer GitHub repository (xulianuwa/MCTformer), README 'MCTformer-V1' model link",
-        "cams/mctformer_v1 (DeiT-S, 20 class tokens)",
-        None,
-        "PASCAL VOC 2012 classification checkpoint of the V1/V2 code (commit 96065977); the "
-        "download has a generic name (checkpoint.pth): rename it. Its state dict sits under 'model'." + _NO_SHA,
-    ),
-    "mctformer_v2_voc": ReleasedCheckpoint(
-        "MCTformer_v2_voc.pth",
-        "the MCTformer GitHub repository (xulianuwa/MCTformer), README 'MCTformer-V2' model link",
-        "cams/mctformer_v2 (DeiT-S, 20 class tokens + patch-token conv head)",
-        None,
-        "PASCAL VOC 2012 classification checkpoint; rename the download. State dict under 'model'." + _NO_SHA,
-    ),
-    "deit_small_imagenet": ReleasedCheckpoint(
-        "deit_small_patch16_224-cd65a155.pth",
-        "the DeiT repository (facebookresearch/deit), model zoo 'DeiT-small'",
-        "cams/mctformer_v1, cams/mctformer_v2 (ImageNet initialisation)",
-        "cd65a155",
-        "What MCTformer fine-tunes from (https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth, "
-        "the URL timm's deit_small_patch16_224.fb_in1k config names). SHA-256 prefix: the file name's hash part, "
-        "torch.hub's convention (check_hash compares the first digits of the file's SHA-256).",
-        ("timm:deit_small_patch16_224.fb_in1k",),
-    ),
-    "irn_res50_cam": ReleasedCheckpoint(
-        "res50_cam.pth",
-        "the CLIMS GitHub repository (CVI-SZU/CLIMS), README link to the baseline CAM network "
-        "(trained with the IRN code, jiwoon-ahn/irn)",
-        "cams/resnet_cam and cams/clims (ResNet-50, output stride 16)",
-        None,
-        "Baseline multi-label ResNet-50 CAM network on VOC 2012 train_aug; CLIMS and POLE "
-        "initialise from it and POLE selects synonyms with its CAMs." + _NO_SHA,
-    ),
-    "torchvision_resnet50_imagenet": ReleasedCheckpoint(
-        "resnet50-19c8e357.pth",
-        "torchvision's model zoo (ResNet-50 ImageNet weights, the ones IRN/CLIMS start from)",
-        "cams/resnet_cam (ImageNet initialisation)",
-        "19c8e357",
-        "https://download.pytorch.org/models/resnet50-19c8e357.pth, the URL IRN's and CLIMS's resnet50.py load. "
-        "SHA-256 prefix: the file name's hash part (torch.hub's convention). timm:resnet50.tv_in1k fetches "
-        "resnet50-0676ba61.pth, the file torchvision >= 0.13 names for its ResNet-50 V1 ImageNet weights "
-        "(another file, so another hash).",
-        ("timm:resnet50.tv_in1k",),
-    ),
-    "weakclip_voc": ReleasedCheckpoint(
-        "weakclip_voc.pth",
-        "the WeakCLIP GitHub repository (hustvl/WeakCLIP), README 'PASCAL VOC' checkpoint link",
-        "refiners/weakclip (CLIP ViT-B/16 + pyramid adapter + co-attention matching)",
-        None,
-        "mmsegmentation checkpoint (state dict under 'state_dict'); rename the download; "
-        "convert with the weakclip plugin's converter." + _NO_SHA,
-    ),
-    "weakclip_coco": ReleasedCheckpoint(
-        "weakclip_coco.pth",
-        "the WeakCLIP GitHub repository (hustvl/WeakCLIP), README 'MS COCO' checkpoint link",
-        "refiners/weakclip (CLIP ViT-B/16, 81 classes)",
-        None,
-        "mmsegmentation checkpoint; rename the download; convert with the weakclip plugin." + _NO_SHA,
-    ),
-    "psa_res38_aff": ReleasedCheckpoint(
-        "res38_aff.pth",
-        "the PSA GitHub repository (jiwoon-ahn/psa), README link to the trained AffinityNet (ResNet-38)",
-        "refiners/psa_rw (checkpoint=; converter 'psa_affinity_net')",
-        None,
-        "PSA's AffinityNet trained on VOC 2012 train_aug (PSA's own CAMs, alphas 4/32). MCTformer "
-        "trains its own AffinityNet on its CAMs with the same code and releases none." + _NO_SHA,
-    ),
-    "resnet38_imagenet": ReleasedCheckpoint(
-        "ilsvrc-cls_rna-a1_cls1000_ep-0001.pth",
-        "the MXNet ResNet38 (Wider or Deeper, itijyou/ademxapp) ImageNet model "
-        "ilsvrc-cls_rna-a1_cls1000_ep-0001.params, as linked from the PSA (jiwoon-ahn/psa) README",
-        "heads/deeplab_v1_wr38, refiners/psa_rw (ResNet38 / WideResNet38 initialisation)",
-        None,
-        "The download is an MXNet .params file: PSA's network/resnet38d.py convert_mxnet_to_torch "
-        "(needs mxnet) turns it into the state dict (conv1a.weight, b2.conv_branch2a.weight, ..., "
-        "bn7.*) that the deeplab plugin reads (converter 'psa_resnet38'); torch.save that dict "
-        "under this name. The download's MD5 is ff21f45d6bf03284100dcbec571edfad (ademxapp's "
-        "models/checksum.md5); the converted file's SHA-256 depends on the torch version that saved it: unknown.",
-    ),
-    "deeplab_resnet101_coco": ReleasedCheckpoint(
-        "deeplabv1_resnet101-coco.pth",
-        "kazuto1011/deeplab-pytorch (scripts/setup_caffemodels.sh fetches the DeepLab authors' "
-        "init.caffemodel; `python convert.py --dataset coco` writes this file), or the weights "
-        "folder linked from CLIMS's segmentation/deeplabv2/README.md",
-        "heads/deeplab_v2_r101 with style='caffe' (the COCO initialisation of the CLIMS/POLE retrain)",
-        None,
-        "DeepLabV1 ResNet-101 (Caffe) trained on MS COCO, in kazuto1011's layout "
-        "(layer1.conv1.conv.weight, layer2.block1.reduce.conv.weight, ..., fc.* with 91 classes, "
-        "dropped); converter 'deeplab_v2_kazuto1011'. SHA-256 unknown: the file is converted locally "
-        "(scripts/setup_caffemodels.sh gives no checksum for the caffemodel archive either).",
-    ),
-    "deeplab_resnet101_imagenet": ReleasedCheckpoint(
-        "deeplabv1_resnet101-imagenet.pth",
-        "the weights folder linked from CLIMS's segmentation/deeplabv2/README.md",
-        "heads/deeplab_v2_r101 with style='caffe' (the ImageNet initialisation of CLIMS's main_v2.py retrain)",
-        None,
-        "What CLIMS's voc12_imagenet_pretrained.yaml loads: by its name, ImageNet ResNet-101 "
-        "weights in kazuto1011's DeepLabV1 layout (not checked against the file); converter "
-        "'deeplab_v2_kazuto1011'." + _NO_SHA,
-    ),
+_CORE_RELEASED: dict[str, ReleasedCheckpoint] = {
+    # Method-neutral entries only: each plugin declares the checkpoints of its methods (entry-point
+    # group wsss_kit.released, e.g. plugins/cams/wsss_cams/released.py).
     "clip_vit_b16_openai": ReleasedCheckpoint(
         "ViT-B-16.pt",
         "OpenAI CLIP (github openai/CLIP), model 'ViT-B/16'",
@@ -208,6 +118,28 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
     ),
 }
 
+RELEASED_GROUP = "wsss_kit.released"
+"""Entry-point group in which a plugin declares its released checkpoints: each entry point names a
+mapping ``{name: ReleasedCheckpoint}`` (or a function returning one) in the plugin."""
+
+RELEASED_CATALOG: Catalog[ReleasedCheckpoint] = Catalog(
+    "released checkpoint", RELEASED_GROUP, ReleasedCheckpoint, _CORE_RELEASED, error_type=WeightsError)
+"""Every released checkpoint: the core's method-neutral ones, the plugins' and in-process ones."""
+
+RELEASED: CatalogView[ReleasedCheckpoint] = CatalogView(RELEASED_CATALOG)
+"""Name -> :class:`ReleasedCheckpoint`, read like a dict (plugins' entries included, imported on first
+use); assigning an entry registers it in this process (see :func:`register_released`)."""
+
+
+def register_released(name: str, entry: ReleasedCheckpoint, *, override: bool = False) -> None:
+    """Declare a released checkpoint in this process, usable as ``released:<name>`` at once.
+
+    Raises:
+        WeightsError: ``name`` exists already (naming the distribution that declares it) and
+            ``override`` is false, or ``entry`` is not a :class:`ReleasedCheckpoint`.
+    """
+    RELEASED_CATALOG.register(name, entry, override=override)
+
 
 @dataclass(frozen=True)
 class ReleasedInfo:
@@ -228,6 +160,8 @@ class ReleasedInfo:
     """Where the file is (packaged) or is expected (:func:`weights_dir`)."""
     present: bool = False
     """Whether that file exists."""
+    provider: str = ""
+    """The distribution (and version) that declares the entry, e.g. ``wsss-kit-cams 0.1.0``."""
 
     @property
     def spec(self) -> str:
@@ -241,11 +175,12 @@ def list_released(pattern: str = "*") -> list[ReleasedInfo]:
     ``pattern`` is a shell-style filter on the name, e.g. ``"clip_*"``.
     """
     rows = []
-    for name, e in sorted(RELEASED.items()):
-        if fnmatch.fnmatchcase(name, pattern):
+    for row in RELEASED_CATALOG.entries():
+        if fnmatch.fnmatchcase(row.name, pattern):
+            e = row.value
             path = released_path(e)
-            rows.append(ReleasedInfo(name, e.filename, e.fits, e.sha256, e.source, e.notes, e.hub_tags,
-                                     e.packaged, str(path), path.is_file()))
+            rows.append(ReleasedInfo(row.name, e.filename, e.fits, e.sha256, e.source, e.notes, e.hub_tags,
+                                     e.packaged, str(path), path.is_file(), row.provider))
     return rows
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import WeightsError
-from .released import RELEASED, ReleasedCheckpoint, released_path, sha256_of, weights_dir
+from .released import RELEASED, RELEASED_CATALOG, ReleasedCheckpoint, released_path, sha256_of, weights_dir
 
 __all__ = ["WEIGHT_SUFFIXES", "hub_offline", "hub_tag_cached", "resolve"]
 
@@ -78,13 +78,9 @@ def _resolve_path(spec: str, purpose: str) -> Path:
 
 
 def _resolve_released(name: str, purpose: str, verify: bool) -> Path:
-    entry = RELEASED.get(name)
-    if entry is None:
-        close = difflib.get_close_matches(name, list(RELEASED), n=3, cutoff=0.5)
-        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-        raise WeightsError(
-            f"{purpose}: unknown released checkpoint {name!r}; known: {', '.join(sorted(RELEASED))}{hint}"
-        )
+    if name not in RELEASED_CATALOG:  # the message lists every name with the distribution declaring it
+        raise WeightsError(f"{purpose}: {RELEASED_CATALOG.unknown_message(name)}")
+    entry = RELEASED_CATALOG.get(name)
     if entry.packaged:
         return _resolve_packaged(name, entry, purpose)
     folder = weights_dir()

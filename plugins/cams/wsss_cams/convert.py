@@ -29,6 +29,7 @@ from torch import Tensor
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import register_converter
+from wsss_kit.weights.converters import strip_module_prefix
 
 __all__ = ["convert_irn_resnet50_cam", "describe_state_dict", "is_irn_layout", "is_resnet_cam_layout"]
 
@@ -103,9 +104,7 @@ def convert_irn_resnet50_cam(state_dict: Mapping[str, Tensor], num_classes: int 
         WeightsError: not a ResNet CAM checkpoint (the message says what it looks like), keys the
             layout does not have, aliases that disagree, no classifier, or ``C`` ≠ ``num_classes``.
     """
-    state = dict(state_dict)
-    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
+    state = strip_module_prefix(state_dict)
     if _is_plugin_layout(state):
         converted = state
     elif is_irn_layout(state):

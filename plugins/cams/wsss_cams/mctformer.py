@@ -34,9 +34,10 @@ from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import check_input_space, normalize_input
 from wsss_kit.weights import create_timm_model, load_checkpoint
 
+from .checks import check_backbone_name, check_images
 from .convert_mctformer import convert_deit_classifier, convert_mctformer
 from .losses import multilabel_soft_margin_loss
-from .resnet_cam import IMAGENET_MEAN, IMAGENET_STD, _check_backbone_name, _check_images
+from .resnet_cam import IMAGENET_MEAN, IMAGENET_STD
 from .vit_tokens import block_with_attention, check_block, resize_patch_pos_embed
 
 ATTENTION_TYPES = ("fused", "patchcam", "attention")
@@ -113,7 +114,7 @@ class MCTformer(wsss_kit.CAMGenerator):
         scales = tuple(float(s) for s in scales)
         if not scales or any(not s > 0 for s in scales):
             raise ValueError(f"scales must be a non-empty sequence of positive numbers; got {scales}")
-        _check_backbone_name(backbone)
+        check_backbone_name(backbone)
 
         self.num_classes = num_classes
         self.version = version
@@ -216,7 +217,7 @@ class MCTformer(wsss_kit.CAMGenerator):
 
     def tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Input tokens ``(B, C + h·w, D)`` (class tokens first) and the patch grid ``(h, w)``."""
-        _check_images(images)
+        check_images(images)
         height, width = images.shape[-2:]
         if height < self.patch_size[0] or width < self.patch_size[1]:
             raise ValueError(f"images of {height}×{width} pixels are smaller than one "

@@ -24,12 +24,10 @@ tensors here) is described in ``docs/paper_vs_code.md``.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from typing import Any, Sequence, cast
 
-import timm
 import torch
 from timm.models import FeatureInfo
 from torch import nn
@@ -41,6 +39,7 @@ from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import check_input_space, normalize_input
 from wsss_kit.weights import create_timm_model, load_checkpoint, load_state_dict, resolve
 
+from .checks import check_backbone_name, check_images
 from .convert import convert_irn_resnet50_cam, is_resnet_cam_layout
 from .losses import multilabel_soft_margin_loss
 from .resnet_stages import remove_stage_stride, resnet_stages
@@ -169,7 +168,7 @@ class ResNetCAM(wsss_kit.CAMGenerator):
         if reserved:
             raise ValueError(f"backbone_kwargs must not set {', '.join(reserved)}: ResNetCAM sets "
                              f"{', '.join(RESERVED_BACKBONE_KWARGS[:3])} itself (use output_stride=...)")
-        _check_backbone_name(backbone)
+        check_backbone_name(backbone)
 
         self.num_classes = num_classes
         self.backbone_name = backbone
@@ -291,7 +290,7 @@ class ResNetCAM(wsss_kit.CAMGenerator):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Last backbone feature map ``(B, D, ⌈H/s⌉, ⌈W/s⌉)`` (``s`` = output stride) for images in
         ``input_space`` ([0, 1] by default)."""
-        _check_images(images)
+        check_images(images)
         return self.backbone(normalize_input(images, self.input_space, self.mean, self.std))[-1]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -393,20 +392,3 @@ def _cam_checkpoint_as_weights(weights: Any) -> WeightsError | None:
         f"backbone weights {path} hold a trained ResNet CAM network (IRN/CLIMS or resnet_cam layout), "
         f"not a backbone initialisation: pass it as checkpoint=, not weights= (weights= is the "
         f"backbone's ImageNet initialisation)")
-
-
-def _check_images(images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor (B, 3, H, W); got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1]; got shape {tuple(images.shape)}")
-
-
-def _check_backbone_name(name: str) -> None:
-    if not isinstance(name, str) or not timm.is_model(name.split(".", 1)[0]):
-        close = difflib.get_close_matches(str(name).split(".", 1)[0], timm.list_models(), n=3, cutoff=0.7)
-        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-        raise ValueError(
-            f"backbone {name!r} is not a timm model{hint}; use a name from timm.list_models(), "
-            f"e.g. 'resnet50', 'resnet18' or 'test_resnet'"
-        )

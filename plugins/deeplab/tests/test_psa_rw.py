@@ -8,9 +8,10 @@ import pytest
 import torch
 from deeplab_official_layouts import TINY_WR38, psa_aff_reference, psa_aff_state, resnet38_state
 
-from wsss_deeplab.affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss, confident_regions
+from wsss_deeplab.affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss
 from wsss_deeplab.convert_affinity import convert_psa_affinity_net
 from wsss_deeplab.random_walk import path_indices
+from wsss_deeplab.relation_labels import confident_regions
 from wsss_kit.weights import get_converter
 
 TINY = dict(stem_width=4, widths=((4, 4), (4, 8), (8, 8), (8, 16)), depths=(1, 1, 1, 1),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss_deeplab.affinity import PSARefiner, confident_regions
+from wsss_deeplab.affinity import PSARefiner
 from wsss_deeplab.irn import IRNRefiner
 from wsss_deeplab.relation_labels import (
+    confident_regions,
     irn_confident_regions,
     irn_relation_labels,
     label_crf,

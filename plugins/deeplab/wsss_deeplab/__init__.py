@@ -19,7 +19,7 @@ State-dict converters (``wsss_kit.weights.CONVERTERS``): ``psa_resnet38``, ``mct
 ``deeplab_v2_kazuto1011``, ``psa_affinity_net``, ``irn_resnet50``.
 """
 
-from .affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss, confident_regions
+from .affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss
 from .convert_affinity import convert_irn_resnet50, convert_psa_affinity_net
 from .convert_deeplab_v2 import convert_deeplab_v2_kazuto1011
 from .convert_wr38 import convert_mctformer_resnet38_seg, convert_resnet38_imagenet
@@ -34,7 +34,7 @@ from .losses import (
     cross_entropy_loss,
     msc_loss,
 )
-from .relation_labels import irn_relation_labels, label_crf, psa_relation_labels
+from .relation_labels import confident_regions, irn_relation_labels, label_crf, psa_relation_labels
 from .smp_head import SMPHead
 from .wide_resnet38 import WideResNet38
 

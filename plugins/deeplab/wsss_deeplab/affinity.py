@@ -16,7 +16,8 @@ uniform with gain 4. The stem and stage ``b2`` are frozen.
 
 Training labels (PSA Sec. 3.2): the ``target`` is a label map with confident regions, 255
 elsewhere (PSA/MCTformer build it from two dense-CRF maps with background ``(1 − max)^α``,
-α = 1 and 12 for MCTformer — :func:`confident_regions`); it is nearest-resized to the feature grid.
+α = 1 and 12 for MCTformer — :func:`~wsss_deeplab.relation_labels.confident_regions`); it is
+nearest-resized to the feature grid.
 Pairs within radius 5 with both ends labelled are positive (same label; background and
 foreground pairs kept apart) or negative. Loss (PSA Eq. 4–6, official weights):
 ``bg/4 + fg/4 + neg/2``, each term averaged over its own pairs.
@@ -47,28 +48,10 @@ from .random_walk import feature_affinity, path_indices, psa_random_walk
 from .refiner_presets import PRESET, PSA_PRESETS, resolve_preset
 from .wide_resnet38 import WideResNet38
 
-__all__ = ["AffinityNet", "PSARefiner", "affinity_labels", "affinity_loss", "confident_regions"]
+__all__ = ["AffinityNet", "PSARefiner", "affinity_labels", "affinity_loss"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def confident_regions(low_alpha_labels: Tensor, high_alpha_labels: Tensor,
-                      ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """PSA's affinity training labels from two CRF label maps (int64 ``(B, H, W)``, 0 = background).
-
-    ``low_alpha_labels``: argmax of the CRF with the *larger* background score (small α, MCTformer
-    α = 1); ``high_alpha_labels``: the smaller one (α = 12). Foreground is kept where even the
-    low-α map says foreground, background where even the high-α map says background; the rest is
-    ``ignore_index``.
-    """
-    if low_alpha_labels.shape != high_alpha_labels.shape:
-        raise ValueError(f"the two label maps differ in shape: {tuple(low_alpha_labels.shape)} "
-                         f"vs {tuple(high_alpha_labels.shape)}")
-    out = low_alpha_labels.clone()
-    out[low_alpha_labels == 0] = ignore_index
-    out[high_alpha_labels == 0] = 0
-    return out
 
 
 def affinity_labels(mask: Tensor, radius: int = 5, cover_border: bool = False,

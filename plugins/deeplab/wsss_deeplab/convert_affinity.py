@@ -33,14 +33,9 @@ from torch import Tensor, nn
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import get_converter, load_checkpoint, register_converter
+from wsss_kit.weights.converters import fill_bn_counters, strip_module_prefix
 
-from .convert_wr38 import (
-    _backbone_key,
-    _strip_module,
-    _with_bn_counters,
-    describe_resnet38_state_dict,
-    is_resnet38_layout,
-)
+from .convert_wr38 import describe_resnet38_state_dict, is_resnet38_layout, wr38_backbone_key
 
 __all__ = ["convert_irn_resnet50", "convert_psa_affinity_net", "describe_affinity_state_dict", "load_converted"]
 
@@ -78,11 +73,11 @@ def convert_psa_affinity_net(state_dict: Mapping[str, Tensor], source: str = "ch
         WeightsError: another network (a DeepLab, a CAM network, an ImageNet ResNet38 — the message
             says which), missing affinity layers (named) or unknown keys.
     """
-    state = _strip_module(state_dict)
+    state = strip_module_prefix(state_dict)
     if any(k.startswith("net.trunk.") for k in state):  # a PSARefiner state dict
         state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
     if any(k.startswith("trunk.") for k in state):
-        return _with_bn_counters(dict(state))
+        return fill_bn_counters(dict(state))
     if not is_resnet38_layout(state) or not any(k.startswith("f9.") for k in state):
         raise WeightsError(f"{source} is not a PSA AffinityNet (resnet38_aff: conv1a, b2 ... bn7, f8_3, f8_4, f8_5, "
                            f"f9): it looks like {describe_affinity_state_dict(state)}; an ImageNet ResNet38 goes in "
@@ -91,7 +86,7 @@ def convert_psa_affinity_net(state_dict: Mapping[str, Tensor], source: str = "ch
     unknown: list[str] = []
     for key, value in state.items():
         head = next((p for p in _PSA_HEAD if key.startswith(p)), None)
-        new = _PSA_HEAD[head] + key[len(head):] if head else _backbone_key(key)
+        new = _PSA_HEAD[head] + key[len(head):] if head else wr38_backbone_key(key)
         if new is None:
             unknown.append(key)
         else:
@@ -102,7 +97,7 @@ def convert_psa_affinity_net(state_dict: Mapping[str, Tensor], source: str = "ch
     missing = [f"{p}weight" for p in _PSA_HEAD if f"{p}weight" not in state]
     if missing:
         raise WeightsError(f"{source} lacks the affinity layers {', '.join(missing)}")
-    return _with_bn_counters(converted)
+    return fill_bn_counters(converted)
 
 
 def _irn_key(key: str) -> str | None:
@@ -137,7 +132,7 @@ def convert_irn_resnet50(state_dict: Mapping[str, Tensor], displacement: bool = 
         WeightsError: another network (the message says which), unknown keys, or no displacement
             branch when ``displacement=True``.
     """
-    state = _strip_module(state_dict)
+    state = strip_module_prefix(state_dict)
     if any(k.startswith("boundary.levels.") for k in state):
         converted = dict(state)
     elif any(k.startswith("fc_edge") for k in state):
@@ -167,7 +162,7 @@ def convert_irn_resnet50(state_dict: Mapping[str, Tensor], displacement: bool = 
                            f"displacement=False to load its boundary branch alone")
     if not displacement:
         converted = {k: v for k, v in converted.items() if not k.startswith("displacement.")}
-    trunk = _with_bn_counters({k: v for k, v in converted.items() if k.startswith("backbone.")})
+    trunk = fill_bn_counters({k: v for k, v in converted.items() if k.startswith("backbone.")})
     return converted | trunk
 
 

@@ -29,11 +29,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import register_converter
+from wsss_kit.weights.converters import fill_bn_counters, strip_module_prefix
 
 __all__ = ["convert_deeplab_v2_kazuto1011", "describe_deeplab_state_dict", "is_deeplab_v2_plugin_layout",
            "is_kazuto1011_layout"]
@@ -98,9 +98,7 @@ def convert_deeplab_v2_kazuto1011(state_dict: Mapping[str, Tensor], num_classes:
         WeightsError: not this layout (the message says what it looks like), unknown keys, an
             ASPP whose branches disagree, or ``K`` ≠ ``num_classes``.
     """
-    state = dict(state_dict)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+    state = strip_module_prefix(state_dict)
     if is_deeplab_v2_plugin_layout(state):
         converted = dict(state)
     elif is_kazuto1011_layout(state):
@@ -108,8 +106,7 @@ def convert_deeplab_v2_kazuto1011(state_dict: Mapping[str, Tensor], num_classes:
     else:
         raise WeightsError(f"{source} is not a DeepLabV2 ResNet checkpoint in kazuto1011's layout: it looks like "
                            f"{describe_deeplab_state_dict(state)}")
-    for key in [k for k in converted if k.endswith(".running_mean")]:
-        converted.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
+    fill_bn_counters(converted)
     aspp = sorted({int(k.split(".")[2]) for k in converted if k.startswith("aspp.convs.")})
     if aspp:
         shapes = {tuple(converted[f"aspp.convs.{i}.weight"].shape) for i in aspp

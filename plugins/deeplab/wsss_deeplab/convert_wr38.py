@@ -31,11 +31,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import register_converter
+from wsss_kit.weights.converters import fill_bn_counters, strip_module_prefix
 
 __all__ = [
     "convert_mctformer_resnet38_seg",
@@ -43,6 +43,7 @@ __all__ = [
     "describe_resnet38_state_dict",
     "is_resnet38_layout",
     "is_wr38_plugin_layout",
+    "wr38_backbone_key",
 ]
 
 _BLOCK = re.compile(r"^b([2-9])(?:_(\d+))?\.([a-z0-9_]+)\.([a-z_]+)$")
@@ -90,14 +91,7 @@ def describe_resnet38_state_dict(state: Mapping[str, Tensor]) -> str:
     return f"an unknown network (first keys: {', '.join(keys[:5])}{more})"
 
 
-def _strip_module(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    state = dict(state)
-    if state and all(k.startswith("module.") for k in state):  # saved from a (Distributed)DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def _backbone_key(key: str) -> str | None:
+def wr38_backbone_key(key: str) -> str | None:
     """Official backbone key → ``backbone.*`` name here, or None when it is not a backbone key."""
     if key == "conv1a.weight":
         return "backbone.stem.weight"
@@ -110,12 +104,6 @@ def _backbone_key(key: str) -> str | None:
     return f"backbone.stages.{int(stage) - 2}.{int(index or 0)}.{_LAYERS[layer]}.{param}"
 
 
-def _with_bn_counters(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    for key in [k for k in state if k.endswith(".running_mean")]:
-        state.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
-    return state
-
-
 def _convert(state: dict[str, Tensor], source: str, allow_head: bool) -> dict[str, Tensor]:
     converted: dict[str, Tensor] = {}
     unknown: list[str] = []
@@ -126,7 +114,7 @@ def _convert(state: dict[str, Tensor], source: str, allow_head: bool) -> dict[st
         if head is not None and allow_head:
             converted[_HEAD[head] + key[len(head):]] = value
             continue
-        new = _backbone_key(key)
+        new = wr38_backbone_key(key)
         if new is None:
             unknown.append(key)
         else:
@@ -137,7 +125,7 @@ def _convert(state: dict[str, Tensor], source: str, allow_head: bool) -> dict[st
             f"{source} is in the ResNet38 layout but has keys that the "
             f"{'segmentation network' if allow_head else 'ImageNet backbone'} does not: "
             f"{', '.join(unknown[:5])}{more}; it looks like {describe_resnet38_state_dict(state)}")
-    return _with_bn_counters(converted)
+    return fill_bn_counters(converted)
 
 
 @register_converter("psa_resnet38")
@@ -157,9 +145,9 @@ def convert_resnet38_imagenet(state_dict: Mapping[str, Tensor], source: str = "c
         WeightsError: another network (the message says what it looks like), including a trained
             segmentation network (pass it as ``checkpoint=``) or keys the backbone does not have.
     """
-    state = _strip_module(state_dict)
+    state = strip_module_prefix(state_dict)
     if is_wr38_plugin_layout(state):
-        return _with_bn_counters({k: v for k, v in state.items() if k.startswith("backbone.")})
+        return fill_bn_counters({k: v for k, v in state.items() if k.startswith("backbone.")})
     if not is_resnet38_layout(state):
         raise WeightsError(f"{source} is not a ResNet38 backbone: it looks like {describe_resnet38_state_dict(state)}")
     if "fc8_seg_conv2.weight" in state:
@@ -187,9 +175,9 @@ def convert_mctformer_resnet38_seg(state_dict: Mapping[str, Tensor], num_classes
         WeightsError: not a ResNet38 segmentation network (an ImageNet backbone is named as such:
             pass it as ``weights=``), unknown keys, or ``K`` ≠ ``num_classes``.
     """
-    state = _strip_module(state_dict)
+    state = strip_module_prefix(state_dict)
     if is_wr38_plugin_layout(state):
-        converted = _with_bn_counters(dict(state))
+        converted = fill_bn_counters(dict(state))
     elif is_resnet38_layout(state):
         converted = _convert(state, source, allow_head=True)
     else:

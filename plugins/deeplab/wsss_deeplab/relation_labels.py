@@ -11,7 +11,7 @@ their maximum (``cam / (max + 1e-5)``, as all three official codes store them).
   sxy 3 compat 3, bilateral sxy 80 srgb 13 compat 10, 10 iterations — the core set ``"psa"``) for
   a low and a high α (MCTformer 1 / 12, PSA 4 / 32); ``la``/``ha`` = argmax; the label is ``la``,
   255 where ``la`` is background, 0 where ``ha`` is background
-  (:func:`~wsss_deeplab.affinity.confident_regions`). Background wins over the low-α foreground.
+  (:func:`confident_regions`). Background wins over the low-α foreground.
 * IRN (jiwoon-ahn/irn ``step/cam_to_ir_label.py``, ``misc/imutils.py`` ``crf_inference_label``):
   ``fg = argmax [conf_fg_threshold, CAMs]`` and ``bg = argmax [conf_bg_threshold, CAMs]``, each a
   hard label map smoothed by a label-unary CRF (:func:`label_crf`: probability 0.7 to the given
@@ -28,13 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wsss_kit import IGNORE_INDEX
 from wsss_kit.cam_ops import normalize_cams
 from wsss_kit.crf import CRFParams, dense_crf, get_params, images_to_uint8, seeds_to_probs
 
-from .affinity import confident_regions
-
-__all__ = ["IRN_LABEL_CRF", "irn_confident_regions", "irn_relation_labels", "label_crf", "normalise_cams",
-           "psa_relation_labels"]
+__all__ = ["IRN_LABEL_CRF", "confident_regions", "irn_confident_regions", "irn_relation_labels", "label_crf",
+           "normalise_cams", "psa_relation_labels"]
 
 IRN_LABEL_CRF = CRFParams(3, 3, 50, 5, 10, 10)
 """IRN's ``crf_inference_label`` kernels: Gaussian (3, 3), bilateral (50, 5, 10), 10 iterations."""
@@ -146,12 +145,30 @@ def irn_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, conf_fg_thr
     return irn_confident_regions(confident(conf_fg_threshold), confident(conf_bg_threshold)).to(cams.device)
 
 
+def confident_regions(low_alpha_labels: Tensor, high_alpha_labels: Tensor,
+                      ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """PSA's affinity training labels from two CRF label maps (int64 ``(B, H, W)``, 0 = background).
+
+    ``low_alpha_labels``: argmax of the CRF with the *larger* background score (small α, MCTformer
+    α = 1); ``high_alpha_labels``: the smaller one (α = 12). Foreground is kept where even the
+    low-α map says foreground, background where even the high-α map says background; the rest is
+    ``ignore_index``.
+    """
+    if low_alpha_labels.shape != high_alpha_labels.shape:
+        raise ValueError(f"the two label maps differ in shape: {tuple(low_alpha_labels.shape)} "
+                         f"vs {tuple(high_alpha_labels.shape)}")
+    out = low_alpha_labels.clone()
+    out[low_alpha_labels == 0] = ignore_index
+    out[high_alpha_labels == 0] = 0
+    return out
+
+
 def irn_confident_regions(fg_labels: Tensor, bg_labels: Tensor, ignore_index: int = 255) -> Tensor:
     """IRN's combination of its two CRF label maps (int64, any equal shapes, 0 = background).
 
     ``fg_labels``: from the high ``conf_fg_threshold``; ``bg_labels``: from the low
     ``conf_bg_threshold``. The label is ``fg_labels``; ``ignore_index`` where it is background,
-    0 where both are. Unlike :func:`~wsss_deeplab.affinity.confident_regions` (PSA), a foreground
+    0 where both are. Unlike :func:`confident_regions` (PSA), a foreground
     label survives where ``bg_labels`` says background.
     """
     if fg_labels.shape != bg_labels.shape:

@@ -17,7 +17,7 @@ import yaml
 import wsss_kit
 from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
 from wsss_kit.data import SyntheticDataset
-from wsss_kit.pipeline.artifacts import save_cams
+from wsss_kit.data.artifacts import save_cams
 from wsss_pole import CLIMS, POLE
 from wsss_pole.presets import POLE_TABLE4, pole_table4_node
 from wsss_pole.select import frequency_table, main

@@ -16,8 +16,8 @@ import torch
 import wsss_kit
 from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
 from wsss_kit.data import SyntheticDataset
+from wsss_kit.data.artifacts import save_cams
 from wsss_kit.data.palette import VOC_CLASSES
-from wsss_kit.pipeline.artifacts import save_cams
 from wsss_pole.selection_cache import SelectionCacheError, read_selection_cache, write_selection_cache
 from wsss_pole.synonym_table import SynonymTableError, canonical_sha256, load_synonyms
 from wsss_pole.synonyms import PoleSynonyms, candidate_similarities, clip_input, mask_image

@@ -43,7 +43,7 @@ from wsss_kit.weights import load_checkpoint
 
 from .background import BACKGROUND_TEMPLATE, background_prompts
 from .convert import has_official_adapters
-from .losses import CLIMSLoss
+from .losses import CLIMSLoss, describe_value
 from .presets import CLIMS_TEMPLATE, clims_preset
 
 __all__ = ["CLIMS", "DEFAULT_CLIP_WEIGHTS"]
@@ -251,7 +251,7 @@ class CLIMS(wsss_kit.CAMGenerator):
         """The class prompts' text embeddings ``(C, E)`` (cached by CLIP for fixed prompts)."""
         feats = self.prompt(self.prompt_names, clip=self.clip)
         if not isinstance(feats, Tensor) or tuple(feats.shape) != (self.num_classes, self.clip.embed_dim):
-            raise ValueError(f"prompt strategy {type(self.prompt).__name__} returned {_describe(feats)}; expected "
+            raise ValueError(f"prompt strategy {type(self.prompt).__name__} returned {describe_value(feats)}; expected "
                              f"text features ({self.num_classes}, {self.clip.embed_dim})")
         return feats
 
@@ -280,7 +280,7 @@ class CLIMS(wsss_kit.CAMGenerator):
             return out
         if not isinstance(labels, Tensor) or tuple(labels.shape) != (images.shape[0], self.num_classes):
             raise ValueError(f"labels must be (B, C) = ({images.shape[0]}, {self.num_classes}) multi-hot; "
-                             f"got {_describe(labels)}")
+                             f"got {describe_value(labels)}")
         cams = torch.sigmoid(raw)
         # the loss normalises [0, 1] images for CLIP (clip_normalization): bring normalised ones back
         clip_images = to_unit(images, self.input_space, self.cam.mean, self.cam.std)
@@ -312,7 +312,7 @@ class CLIMS(wsss_kit.CAMGenerator):
         return groups
 
     # ------------------------------------------------------------------ checkpoints
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load trained weights: a CLIMS checkpoint of this class (``cam.*`` and ``prompt.*`` keys,
         e.g. the engine's ``model.pt``), or a CAM network alone — ``resnet_cam``'s layout or the
         official IRN/CLIMS layout (the official ``res50_clims.pth`` has the same layout as
@@ -359,7 +359,3 @@ def _keep_out_of_state_dict(parent: nn.Module, name: str) -> None:
 
     parent.register_state_dict_post_hook(drop)
     parent.register_load_state_dict_pre_hook(fill)
-
-
-def _describe(value: object) -> str:
-    return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import register_converter
+from wsss_kit.weights.converters import strip_module_prefix
 
 __all__ = ["OFFICIAL_ADAPTER_KEYS", "OFFICIAL_ADAPTER_PREFIXES", "convert_official_adapter",
            "convert_pole_official_adapters", "has_official_adapters", "split_official_adapters"]
@@ -51,9 +52,7 @@ def has_official_adapters(state_dict: Mapping[str, Tensor]) -> bool:
 
 def split_official_adapters(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """``(adapter entries, the rest)`` of an official POLE checkpoint (``module.`` prefix removed)."""
-    state = dict(state_dict)
-    if state and all(k.startswith("module.") for k in state):  # saved from a DataParallel wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
+    state = strip_module_prefix(state_dict)
     prefixes = tuple(OFFICIAL_ADAPTER_PREFIXES)
     adapters = {k: v for k, v in state.items() if k.startswith(prefixes)}
     return adapters, {k: v for k, v in state.items() if k not in adapters}
@@ -118,7 +117,7 @@ def convert_pole_official_adapters(state_dict: Mapping[str, Tensor], source: str
     if rest and not ignore_other_keys:
         shown = ", ".join(list(rest)[:4]) + (f" ... (+{len(rest) - 4} more)" if len(rest) > 4 else "")
         raise WeightsError(f"{source}: keys that are not POLE's official adapters (Av.*, At.*, adapters.0/1.*): "
-                           f"{shown}; load a whole official checkpoint with POLE.load_checkpoint")
+                           f"{shown}; load a whole official checkpoint with POLE.load_weights")
     if not adapters:
         raise WeightsError(f"{source} holds no POLE adapters: expected Av.fc.0.weight, Av.fc.2.weight, "
                            f"Av.ratio_vector and the same under At. (or adapters.0./adapters.1.)")

@@ -139,7 +139,7 @@ def area_regularization_loss(cams: Tensor) -> Tensor:
         cams: ``(B, C, h, w)`` in [0, 1] (the sigmoid CAMs at feature resolution).
     """
     if not isinstance(cams, Tensor) or cams.dim() != 4:
-        raise ValueError(f"cams must be a (B, C, h, w) tensor; got {_describe(cams)}")
+        raise ValueError(f"cams must be a (B, C, h, w) tensor; got {describe_value(cams)}")
     return cams.mean()
 
 
@@ -188,7 +188,7 @@ def clims_matching_terms(foreground: Tensor, background: Tensor, pair_text: Tens
     for name, t in (("foreground", foreground), ("background", background), ("pair_text", pair_text),
                     ("background_text", background_text)):
         if not isinstance(t, Tensor) or t.dim() != 2:
-            raise ValueError(f"{name} must be an (n, E) tensor of embeddings; got {_describe(t)}")
+            raise ValueError(f"{name} must be an (n, E) tensor of embeddings; got {describe_value(t)}")
     n, e = foreground.shape
     if background.shape != (n, e) or pair_text.shape != (n, e):
         raise ValueError(f"foreground, background and pair_text must share the shape (N, E); got "
@@ -243,14 +243,14 @@ def clims_loss(images: Tensor, cams: Tensor, labels: Tensor, *, clip: CLIPModel,
     from wsss_kit.clip import CLIPModel
 
     if not isinstance(clip, CLIPModel):
-        raise TypeError(f"clims_loss needs clip=wsss_kit.clip.CLIPModel (load_clip(...)); got {_describe(clip)}")
+        raise TypeError(f"clims_loss needs clip=wsss_kit.clip.CLIPModel (load_clip(...)); got {describe_value(clip)}")
     _check_batch(images, cams, labels)
     b, c = cams.shape[:2]
     if not isinstance(class_text, Tensor) or not (
             (class_text.dim() == 2 and class_text.shape[0] == c)
             or (class_text.dim() == 3 and tuple(class_text.shape[:2]) == (b, c))):
         raise ValueError(f"class_text must be (C, E) or per image (B, C, E) with B = {b}, C = {c} (one row per CAM "
-                         f"channel); got {_describe(class_text)}")
+                         f"channel); got {describe_value(class_text)}")
     if not isinstance(background_text, Tensor):
         prompts = [str(p) for p in background_text]
         background_text = clip.encode_text(prompts) if prompts else class_text.new_zeros(0, class_text.shape[-1])
@@ -382,23 +382,24 @@ def _check_normalization(normalization: Any) -> None:
 def _check_similarity(similarity: object, dims: int, who: str) -> None:
     if not isinstance(similarity, Tensor) or similarity.dim() != dims:
         shape = "(N,)" if dims == 1 else "(N, M)"
-        raise ValueError(f"{who}: similarity must be a {shape} tensor; got {_describe(similarity)}")
+        raise ValueError(f"{who}: similarity must be a {shape} tensor; got {describe_value(similarity)}")
 
 
 def _check_batch(images: object, cams: object, labels: object) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a (B, 3, H, W) tensor; got {_describe(images)}")
+        raise ValueError(f"images must be a (B, 3, H, W) tensor; got {describe_value(images)}")
     if not isinstance(cams, Tensor) or cams.dim() != 4:
-        raise ValueError(f"cams must be a (B, C, h, w) tensor; got {_describe(cams)}")
+        raise ValueError(f"cams must be a (B, C, h, w) tensor; got {describe_value(cams)}")
     if not isinstance(labels, Tensor) or labels.dim() != 2:
-        raise ValueError(f"labels must be a (B, C) multi-hot tensor; got {_describe(labels)}")
+        raise ValueError(f"labels must be a (B, C) multi-hot tensor; got {describe_value(labels)}")
     b, c = cams.shape[:2]
     if images.shape[0] != b or tuple(labels.shape) != (b, c):
         raise ValueError(f"batch mismatch: images {tuple(images.shape)}, cams {tuple(cams.shape)} and labels "
                          f"{tuple(labels.shape)}; expected images (B, 3, H, W), cams (B, C, h, w), labels (B, C)")
 
 
-def _describe(value: object) -> str:
+def describe_value(value: object) -> str:
+    """``"a tensor of shape (...)"`` or the type's name: what an error message says it got."""
     if isinstance(value, Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
     return type(value).__name__

@@ -33,8 +33,9 @@ from wsss_kit.registry import check_kwargs
 from wsss_kit.weights import load_checkpoint
 
 from .adapters import ADAPTER_MODES, AdaptedFeatures
-from .clims import CLIMS, _describe
+from .clims import CLIMS
 from .convert import convert_pole_official_adapters, split_official_adapters
+from .losses import describe_value
 from .presets import clims_preset
 from .selection_cache import SelectionCacheError
 from .synonyms import PoleSynonyms
@@ -194,7 +195,8 @@ class POLE(CLIMS):
             raise  # unreadable, or made with another synonym table or template: its own message
         expected = (len(names), self.num_classes, self.clip.embed_dim)
         if tuple(feats.shape) != expected:
-            raise ValueError(f"the synonym strategy returned {_describe(feats)}; expected text features {expected}")
+            raise ValueError(
+                f"the synonym strategy returned {describe_value(feats)}; expected text features {expected}")
         return feats
 
     def _build_hint(self) -> str:
@@ -241,7 +243,7 @@ class POLE(CLIMS):
                                    image_adapter=self.image_adapter, text_adapter=self.text_adapter)
 
     # ------------------------------------------------------------------ checkpoints
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load trained weights strictly: a checkpoint of this class (``cam.*``, ``image_adapter.*``,
         ``text_adapter.*``), POLE's official checkpoint (the CLIMS CAM network in IRN's layout plus the
         adapters ``Av.*``/``At.*`` and their ``adapters.0/1.*`` aliases, converted by

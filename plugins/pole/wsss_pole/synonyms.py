@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from wsss_kit import PromptStrategy
 from wsss_kit.clip import CLIPModel
-from wsss_kit.pipeline.artifacts import load_cams
+from wsss_kit.data.artifacts import load_cams
 from wsss_kit.prompts.template import require_clip
 
 from .selection import RESIZE_MODES, candidate_similarities, clip_input, mask_image
@@ -254,7 +254,7 @@ class PoleSynonyms(PromptStrategy):
         Args:
             dataset: a :class:`wsss_kit.WSSSDataset` without augmentation (samples ``image``,
                 ``labels``, ``name``).
-            cam_dir: folder of baseline CAMs ``<name>.npz`` (:func:`wsss_kit.pipeline.artifacts.save_cams`).
+            cam_dir: folder of baseline CAMs ``<name>.npz`` (:func:`wsss_kit.data.artifacts.save_cams`).
             clip: the CLIP model.
             batch_size: images per step (and masked images per CLIP pass).
             progress: show a tqdm bar.

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .model import WeakCLIPNet
 
 __all__ = ["CLIP_CHECKS", "convert_official_weakclip", "is_official_layout", "load_official_checkpoint",
-           "official_dims", "official_state_for"]
+           "official_clip_tensors", "official_dims", "official_state_for"]
 
 CLIP_CHECKS = ("warn", "error", "off")
 
@@ -268,7 +268,7 @@ def _check_structure(model: WeakCLIPNet, state: Mapping[str, Tensor], source: st
                            f"matching_width={s['matching_width']}; pass matching_width={d['matching_width']}")
 
 
-def _official_clip_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def official_clip_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The official file's CLIP tensors under open_clip ``CLIP`` names (position embeddings handled apart)."""
     out = {}
     for key, value in state.items():
@@ -284,7 +284,7 @@ def _check_clip(model: WeakCLIPNet, state: Mapping[str, Tensor], source: str, mo
     own = clip.model.state_dict()
     if "positional_embedding" not in own and "text.positional_embedding" in own:  # CustomTextCLIP
         own = {(k[len("text."):] if k.startswith("text.") else k): v for k, v in own.items()}
-    theirs = _official_clip_tensors(state)
+    theirs = official_clip_tensors(state)
     differ = []
     compared = 0
     for key, value in theirs.items():

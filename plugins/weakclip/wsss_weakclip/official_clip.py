@@ -28,7 +28,7 @@ from torch import Tensor
 from wsss_kit.clip import CLIPModel, load_clip, register_clip_config
 from wsss_kit.errors import WeightsError
 
-from .convert import _official_clip_tensors, is_official_layout
+from .convert import is_official_layout, official_clip_tensors
 
 __all__ = ["carries_clip", "clip_from_official"]
 
@@ -90,7 +90,7 @@ def clip_from_official(state: Mapping[str, Tensor], clip_model: Any = "ViT-B-16"
     clip.source = f"the CLIP inside {source}"
     model = clip.model
     own = model.state_dict()
-    theirs = _official_clip_tensors(state)
+    theirs = official_clip_tensors(state)
     if "positional_embedding" not in own and "text.positional_embedding" in own:  # CustomTextCLIP layout
         theirs = {(k if k.startswith("visual.") else f"text.{k}"): v for k, v in theirs.items()}
     unexpected = sorted(k for k in theirs if k not in own)
