@@ -124,12 +124,13 @@ class AffinityNet(nn.Module):
                  freeze_stem: bool = True, **trunk: Any) -> None:
         super().__init__()
         self.trunk = WideResNet38(**trunk)
-        widths = [s[0].conv2.out_channels for s in self.trunk.stages[2:4]] + [self.trunk.out_channels]
+        widths = [self.trunk.first_block(k).conv2.out_channels for k in (2, 3)] + [self.trunk.out_channels]
         if len(embed_widths) != 3:
             raise ValueError(f"embed_widths needs three channel counts (b4, b5, output), got {tuple(embed_widths)}")
-        self.proj = nn.ModuleList(nn.Conv2d(i, int(o), 1, bias=False) for i, o in zip(widths, embed_widths))
+        proj = [nn.Conv2d(i, int(o), 1, bias=False) for i, o in zip(widths, embed_widths)]
+        self.proj = nn.ModuleList(proj)
         self.embed = nn.Conv2d(sum(int(o) for o in embed_widths), int(embed_dim), 1, bias=False)
-        for conv in self.proj:
+        for conv in proj:
             nn.init.kaiming_normal_(conv.weight)
         nn.init.xavier_uniform_(self.embed.weight, gain=4)
         self.freeze_bn, self.freeze_stem = bool(freeze_bn), bool(freeze_stem)
@@ -175,7 +176,7 @@ class AffinityNet(nn.Module):
         for k, stage in enumerate(stages):
             x = stage(x)
             if k in (2, 3):  # activated b4 / b5 output = the next stage's pre-activation
-                taps.append(F.relu(stages[k + 1][0].norm1(x)))
+                taps.append(F.relu(self.trunk.first_block(k + 1).norm1(x)))
         taps.append(F.relu(self.trunk.norm_out(x)))
         feats = torch.cat([F.elu(p(t)) for p, t in zip(self.proj, taps)], dim=1)
         return F.elu(self.embed(feats))

@@ -97,12 +97,15 @@ class IRNBackbone(nn.Module):
     def __init__(self, name: str = "resnet50", weights: str | os.PathLike[str] | None = None,
                  **timm_kwargs: Any) -> None:
         super().__init__()
-        self.body = create_timm_model(name, weights=weights, features_only=True, **timm_kwargs)
-        if list(self.body.feature_info.reduction()) != [2, 4, 8, 16, 32]:
+        # timm's features_only ResNet, typed Any: its feature_info, layer4 and maxpool are read by attribute
+        # (timm types the model as nn.Module, whose attribute reads are Tensor | Module)
+        body: Any = create_timm_model(name, weights=weights, features_only=True, **timm_kwargs)
+        self.body: Any = body
+        if list(body.feature_info.reduction()) != [2, 4, 8, 16, 32]:
             raise ValueError(f"IRNBackbone needs a ResNet with strides 2, 4, 8, 16, 32; {name!r} has "
-                             f"{self.body.feature_info.reduction()}")
-        _unstride(self.body.layer4[0])
-        self.channels = tuple(self.body.feature_info.channels())
+                             f"{body.feature_info.reduction()}")
+        _unstride(body.layer4[0])
+        self.channels = tuple(body.feature_info.channels())
         for p in self.body.parameters():
             p.requires_grad_(False)
         self.body.eval()

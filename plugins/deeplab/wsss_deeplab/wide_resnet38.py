@@ -23,6 +23,7 @@ or ``b{k+2}_{i}``; inside a block ``norm1/conv1/norm2/conv2/norm3/conv3/shortcut
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,11 @@ class WideResNet38(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.norm_out = nn.BatchNorm2d(in_ch)
         self.out_channels = in_ch
+
+    def first_block(self, k: int) -> BasicBlock | BottleneckBlock:
+        """The first block of stage ``k`` (0..3: the basic stages b2..b5; 4, 5: the bottlenecks b6, b7)."""
+        # nn.ModuleList / nn.Sequential are not generic: their items are typed nn.Module
+        return cast("BasicBlock | BottleneckBlock", cast(nn.Sequential, self.stages[k])[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
