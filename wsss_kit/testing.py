@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .errors import PluginVersionError
-from .interfaces import IGNORE_INDEX, INTERFACES
+from .interfaces import IGNORE_INDEX, INTERFACES, HasTrainingStep, HasTrainingTargets
 from .registry import PluginInfo, accepted_kwargs, check_api_version, create, default_registry
 
 __all__ = ["ConformanceReport", "PluginConformanceError", "check_plugin"]
@@ -490,10 +490,10 @@ def _check_refiner(refiner: Any, checks: _Checks, s: _Setup, restore: _Restore) 
         checks.run("determinism", lambda: _same(out, refine_at(s.sizes[0]), s.atol, "refine()"))
     for size in s.sizes[1:]:
         checks.run(f"refine.size_{size[0]}x{size[1]}", lambda size=size: _check_refiner_output(refine_at(size), s, size))
-    if getattr(refiner, "trainable", False) and hasattr(refiner, "training_step"):
+    if getattr(refiner, "trainable", False) and isinstance(refiner, HasTrainingStep):
         def training_step() -> None:
             images, cams, labels = s.images(), s.cams(), s.labels()
-            if hasattr(refiner, "training_targets"):
+            if isinstance(refiner, HasTrainingTargets):
                 target = torch.stack([refiner.training_targets(images[i], cams[i], labels[i]) for i in range(s.b)])
             else:
                 target = torch.cat([torch.full_like(cams[:, :1], 0.3), cams], 1).argmax(1)
