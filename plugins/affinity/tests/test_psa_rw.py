@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 from deeplab_official_layouts import TINY_WR38, psa_aff_reference, psa_aff_state, resnet38_state
-from wsss_deeplab.affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss
-from wsss_deeplab.relation_labels import confident_regions
-from wsss_deeplab.convert_affinity import convert_psa_affinity_net
-from wsss_deeplab.random_walk import path_indices
+from wsss_affinity.affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss
+from wsss_affinity.convert_affinity import convert_psa_affinity_net
+from wsss_affinity.random_walk import path_indices
+from wsss_affinity.relation_labels import confident_regions
 
 from wsss_kit.weights import get_converter
 
@@ -100,16 +100,17 @@ def test_refine_shapes_and_probabilities():
 def test_entry_point_and_create():
     import importlib.metadata
     import pathlib
+
     import tomllib
 
     import wsss_kit
 
     pyproject = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert pyproject["project"]["entry-points"]["wsss_kit.refiners"]["psa_rw"] == "wsss_deeplab.affinity:PSARefiner"
+    assert pyproject["project"]["entry-points"]["wsss_kit.refiners"]["psa_rw"] == "wsss_affinity.affinity:PSARefiner"
     assert PSARefiner.wsss_api_version == "1.0" and issubclass(PSARefiner, wsss_kit.Refiner)
     installed = {ep.name for ep in importlib.metadata.entry_points(group="wsss_kit.refiners")}
     if "psa_rw" not in installed:
-        pytest.skip("wsss-kit-deeplab is installed without psa_rw: reinstall it (pip install -e plugins/deeplab)")
+        pytest.skip("wsss-kit-affinity is installed without psa_rw: reinstall it (pip install -e plugins/affinity)")
     ref = wsss_kit.create("refiners", "psa_rw", **TINY)
     assert isinstance(ref, PSARefiner)
 

@@ -6,9 +6,9 @@ import inspect
 
 import pytest
 import torch
-from wsss_deeplab.affinity import PSARefiner
-from wsss_deeplab.irn import IRNRefiner
-from wsss_deeplab.refiner_presets import IRN_PRESETS, PRESET, PSA_PRESETS, resolve_preset
+from wsss_affinity.affinity import PSARefiner
+from wsss_affinity.irn import IRNRefiner
+from wsss_affinity.refiner_presets import IRN_PRESETS, PRESET, PSA_PRESETS, resolve_preset
 
 import wsss_kit
 
