@@ -132,7 +132,7 @@ def inference_speed(node: dict, trained: Path | None, vitb_images: int) -> list[
     settings = {k: v for k, v in node.items() if k != "type"}
     tiny = WeakCLIPRefiner(class_names=names, **{**settings, **OFFICIAL_INFERENCE}).eval()
     if trained is not None:
-        tiny.load_checkpoint(trained)
+        tiny.load_weights(trained)
     ds = SyntheticDataset(split="test", num_images=4)
     images = torch.stack([ds[i]["image"] for i in range(len(ds))])
     rows.append(throughput(tiny, images, "tiny CLIP (trained on the synthetic seeds), 128-px images"))

@@ -139,7 +139,7 @@ def test_two_processes_follow_the_one_process_loss_curve(launched, tmp_path):
 
 
 def test_a_checkpoint_resumes_under_another_number_of_processes(launched, tmp_path):
-    from wsss_kit.engine import load_checkpoint, train
+    from wsss_kit.engine import load_training_state, train
     from wsss_kit.errors import ConfigError
 
     out, seen = launched
@@ -151,7 +151,7 @@ def test_a_checkpoint_resumes_under_another_number_of_processes(launched, tmp_pa
     np.testing.assert_allclose(losses, reference, rtol=1e-5, atol=1e-6)
     # 2 processes → 1 process
     assert all(s["crashed"] for s in seen)
-    state = load_checkpoint(out / "two_then_one" / "checkpoint.pt")
+    state = load_training_state(out / "two_then_one" / "checkpoint.pt")
     assert state["step"] == worker.CHECKPOINT_EVERY and state["world_size"] == 2
     assert state["position"] == worker.CHECKPOINT_EVERY  # global micro-batches (6 per epoch of 24 / 4)
     assert _losses(out / "two_then_one" / "log.csv")[0] == list(range(1, worker.CRASH_AT))

@@ -20,11 +20,11 @@ from wsss_kit.engine import (
     build_optimizer,
     capture_rng_state,
     epoch_permutation,
-    load_checkpoint,
+    load_training_state,
     lr_at,
     read_log,
     restore_rng_state,
-    save_checkpoint,
+    save_training_state,
     train,
 )
 from wsss_kit.engine import checkpoint as checkpoint_module
@@ -179,7 +179,7 @@ def test_resume_is_bit_for_bit(tmp_path: Path) -> None:
 
     with pytest.raises(Crash):
         train(make_model(dropout=0.3), ToyDataset(), config, tmp_path / "b", step_fn=crash_after(7))
-    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 6
+    assert load_training_state(tmp_path / "b" / "checkpoint.pt")["step"] == 6
     assert [r["step"] for r in read_log(tmp_path / "b" / "log.csv")] == list(range(1, 8))
 
     torch.manual_seed(1234)  # a new process state: every global RNG elsewhere
@@ -257,7 +257,7 @@ def test_step_fn_errors_are_clear(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- checkpoints
 def test_checkpoint_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+    save_training_state(path, {"step": 1, "w": torch.ones(3)})
 
     def failing_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
         Path(f).write_bytes(b"half a checkpoint")
@@ -265,9 +265,9 @@ def test_checkpoint_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(checkpoint_module.torch, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+        save_training_state(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
-    state = load_checkpoint(path)
+    state = load_training_state(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
@@ -286,7 +286,7 @@ def test_failed_checkpoint_during_training_keeps_previous(tmp_path: Path, monkey
     with pytest.raises(OSError):
         train(make_model(), ToyDataset(), cfg(steps=12, checkpoint_every=3), tmp_path)
     monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert load_training_state(tmp_path / "checkpoint.pt")["step"] == 3
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert train(make_model(), ToyDataset(), cfg(steps=12, checkpoint_every=3), tmp_path).steps == 12
 
@@ -408,9 +408,9 @@ def test_rng_state_roundtrip_through_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(5)
     np.random.seed(5)
     random.seed(5)
-    save_checkpoint(tmp_path / "c.pt", {"rng": capture_rng_state()})
+    save_training_state(tmp_path / "c.pt", {"rng": capture_rng_state()})
     expected = (torch.rand(3), np.random.rand(3), random.random())
-    restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    restore_rng_state(load_training_state(tmp_path / "c.pt")["rng"])
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
 
@@ -506,7 +506,7 @@ def test_non_finite_loss_names_step_and_term_and_keeps_checkpoint(tmp_path: Path
     assert "non-finite loss at step 5 (micro-batch 1 of 1)" in msg
     assert "loss=nan" in msg and "reg=nan" in msg and "cls=nan" not in msg
     assert f"{out / 'checkpoint.pt'} (step 4)" in msg
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+    assert load_training_state(out / "checkpoint.pt")["step"] == 4
     assert not (out / "model.pt").exists() and not (out / "train_config.json").exists()
     assert [r["step"] for r in read_log(out / "log.csv")] == [1, 2, 3, 4]
     assert_resumes_to_the_uninterrupted_result(tmp_path, out, config)
@@ -537,8 +537,8 @@ def test_non_finite_gradient_names_the_parameter(tmp_path: Path, clip: float | N
     msg = str(info.value)
     assert "non-finite gradient at step 4: parameter 'conv2.weight' (24 inf of 24 values)" in msg
     assert "conv1.weight" not in msg.split("the loss terms")[0]  # clipping did not spread it first
-    assert "(step 3)" in msg and load_checkpoint(out / "checkpoint.pt")["step"] == 3
-    assert all_finite_state(load_checkpoint(out / "checkpoint.pt"))
+    assert "(step 3)" in msg and load_training_state(out / "checkpoint.pt")["step"] == 3
+    assert all_finite_state(load_training_state(out / "checkpoint.pt"))
     assert not (out / "model.pt").exists()
     assert_resumes_to_the_uninterrupted_result(tmp_path, out, config)
 
@@ -552,7 +552,7 @@ def test_non_finite_batchnorm_buffer_is_named_and_kept_checkpoint_is_finite(tmp_
         train(make_model(batchnorm=True), ToyDataset(), config, out, step_fn=faulty_step("buffer", at=5))
     msg = str(info.value)
     assert "non-finite buffer after step 5: 'norm.running_var' (8 inf of 8 values)" in msg
-    ckpt = load_checkpoint(out / "checkpoint.pt")
+    ckpt = load_training_state(out / "checkpoint.pt")
     assert ckpt["step"] == 4 and all_finite_state(ckpt)
     assert torch.isfinite(ckpt["model"]["norm.running_var"]).all()
     assert not (out / "model.pt").exists()
@@ -570,14 +570,14 @@ def test_non_finite_checkpoint_or_final_weights_are_not_written(tmp_path: Path) 
     msg = str(info.value)
     assert f"refusing to write checkpoint {out / 'checkpoint.pt'} after step 6" in msg
     assert "'model.conv1.bias' (1 NaN of 8 values)" in msg and "(step 3)" in msg
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    assert load_training_state(out / "checkpoint.pt")["step"] == 3
 
     out = tmp_path / "final"
     with pytest.raises(NumericalError) as info:
         train(make_model(), ToyDataset(), cfg(steps=7, checkpoint_every=3), out, step_fn=faulty_step("param", at=7))
     assert f"refusing to write the trained weights {out / 'model.pt'} after step 7" in str(info.value)
     assert "'conv1.bias'" in str(info.value)
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 6
+    assert load_training_state(out / "checkpoint.pt")["step"] == 6
     assert not (out / "model.pt").exists() and not (out / "train_config.json").exists()
 
 
@@ -586,11 +586,11 @@ def test_save_functions_refuse_non_finite_tensors(tmp_path: Path) -> None:
     from wsss_kit.errors import NumericalError
 
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"step": 1, "model": {"w": torch.ones(3)}})
+    save_training_state(path, {"step": 1, "model": {"w": torch.ones(3)}})
     with pytest.raises(NumericalError, match=r"checkpoint .*'optimizer\.state\.0\.momentum_buffer' \(1 inf of 3"):
-        save_checkpoint(path, {"step": 2, "model": {"w": torch.ones(3)},
+        save_training_state(path, {"step": 2, "model": {"w": torch.ones(3)},
                                "optimizer": {"state": {0: {"momentum_buffer": torch.tensor([1, 2, float("inf")])}}}})
-    assert load_checkpoint(path)["step"] == 1
+    assert load_training_state(path)["step"] == 1
     model = make_model(batchnorm=True)
     model.norm.running_var[2] = float("nan")
     with pytest.raises(NumericalError, match=r"'norm\.running_var' \(1 NaN of 8 values\)"):
@@ -603,7 +603,7 @@ def test_an_old_non_finite_checkpoint_is_not_resumed(tmp_path: Path) -> None:
 
     with pytest.raises(Crash):
         train(make_model(batchnorm=True), ToyDataset(), cfg(), tmp_path, step_fn=crash_after(4))
-    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state = load_training_state(tmp_path / "checkpoint.pt")
     state["model"]["norm.running_var"][0] = float("inf")
     torch.save(state, tmp_path / "checkpoint.pt")  # as an older wsss_kit would have written it
     with pytest.raises(NumericalError, match=r"checkpoint .* \(step 3\) holds NaN or inf in 'norm\.running_var'.*delete"):
@@ -743,6 +743,6 @@ def test_ddp_a_fault_on_one_process_stops_every_process(tmp_path: Path) -> None:
     assert "process 1: non-finite buffer after step 3: 'norm.running_var'" in rank0["buffer"]
     assert "process 0" not in rank0["buffer"]
     for kind in ("loss_and_grads", "loss_only", "buffer"):
-        ckpt = load_checkpoint(tmp_path / kind / "checkpoint.pt")
+        ckpt = load_training_state(tmp_path / kind / "checkpoint.pt")
         assert ckpt["step"] == 2 and all_finite_state(ckpt), kind
         assert not (tmp_path / kind / "model.pt").exists()

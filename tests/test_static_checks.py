@@ -28,6 +28,7 @@ RUFF_PATHS = ("wsss_kit", "plugins")
 
 DISTRIBUTIONS = {  # distribution folder -> its package
     ".": "wsss_kit",
+    "plugins/affinity": "wsss_affinity",
     "plugins/cams": "wsss_cams",
     "plugins/deeplab": "wsss_deeplab",
     "plugins/pole": "wsss_pole",

@@ -1,6 +1,6 @@
 """The interfaces every plugin implements.
 
-Tensor conventions (shared by every interface, see ARCHITECTURE.md):
+Tensor conventions (shared by every interface, see docs/architecture.md):
 
 * images   ``float32[B, 3, H, W]`` RGB in ``[0, 1]``, *not* normalised; each model applies the
   normalisation its backbone expects, so that CRFs, pictures and models all see one format.
@@ -11,12 +11,19 @@ Tensor conventions (shared by every interface, see ARCHITECTURE.md):
 
 A plugin declares the interface version it was written for with a ``wsss_api_version`` attribute
 (``"MAJOR.MINOR"``) on the object its entry point names; see :mod:`wsss_kit.registry`.
+
+Besides the interfaces, a plugin object may offer optional hooks the engine and the pipeline look
+for; each is a :class:`typing.Protocol` here (checked with ``isinstance``):
+:class:`HasParamGroups` (per-group learning rates), :class:`HasTrainingStep` (a trainable refiner's
+loss), :class:`HasTrainingTargets` (a refiner that makes its own training labels from CAMs) and
+:class:`LoadsWeights` (reads its authors' checkpoint layouts).
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping, Sequence
+import os
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -185,6 +192,71 @@ class WSSSDataset(Dataset, abc.ABC):
         """One line for logs and check-data reports."""
         return f"{type(self).__name__}: {len(self)} images, {self.num_classes} classes"
 
+
+@runtime_checkable
+class HasParamGroups(Protocol):
+    """Hook: parameter groups with their own learning rates (backbone vs new layers).
+
+    The engine's optimizer (:func:`wsss_kit.engine.build_optimizer`) uses them when the model has
+    this method, else one group of every trainable parameter.
+    """
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups for base learning rate ``lr``: each a dict with ``"params"`` (a list of
+        parameters; frozen ones are dropped) and optionally ``"lr_mult"`` (or ``"lr"``, read as
+        ``lr * lr_mult``) and any other optimizer option (``"weight_decay"``)."""
+        ...
+
+
+@runtime_checkable
+class HasTrainingStep(Protocol):
+    """Hook of a trainable refiner (``trainable = True``, an ``nn.Module``): its loss on a batch.
+
+    The pipeline's ``train_refiner`` stage calls it once per step inside the engine's loop.
+    """
+
+    def training_step(self, batch: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+        """``batch["image"]`` ``(B, 3, H, W)`` in [0, 1], ``batch["target"]`` int64 ``(B, H, W)`` (seed
+        masks or :meth:`HasTrainingTargets.training_targets` output, 255 = ignore), ``batch["labels"]``
+        ``(B, C)`` multi-hot → ``{"loss": scalar tensor, other named terms (logged)...}``."""
+        ...
+
+
+@runtime_checkable
+class HasTrainingTargets(Protocol):
+    """Hook of a refiner that trains on labels it derives from CAMs (PSA's / IRN's relation labels)
+    rather than on the seed masks; the pipeline computes them once per image and stores them."""
+
+    def training_targets(self, image: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``image`` ``(3, H, W)`` in [0, 1], ``cams`` ``(C, H, W)`` in [0, 1], ``labels`` ``(C,)`` →
+        int64 ``(H, W)`` with 0 = background, 1..C, 255 = unlabelled."""
+        ...
+
+
+@runtime_checkable
+class LoadsWeights(Protocol):
+    """Hook: load a trained checkpoint into this model, converting its authors' layouts.
+
+    The pipeline calls it for a ``checkpoint:`` key (or ``--checkpoint``) when the plugin's factory
+    takes no ``checkpoint`` keyword; without the hook the checkpoint goes through
+    :func:`wsss_kit.weights.load_checkpoint` (strict, no conversion).
+    """
+
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
+        """Load ``checkpoint`` (a weights spec: path, ``released:<name>``, ...) strictly into ``self``,
+        raising :class:`~wsss_kit.errors.WeightsError` naming the file and the mismatched keys."""
+        ...
+
+
+def makes_own_targets(refiner: Any) -> bool:
+    """Whether ``refiner`` (a class or an instance) implements :class:`HasTrainingTargets`."""
+    if isinstance(refiner, type):
+        return issubclass(refiner, HasTrainingTargets)
+    return isinstance(refiner, HasTrainingTargets)
+
+
+HOOKS: tuple[type, ...] = (HasParamGroups, HasTrainingStep, HasTrainingTargets, LoadsWeights)
+"""The optional plugin hooks, as Protocols."""
 
 INTERFACES: dict[str, type] = {
     "cams": CAMGenerator,

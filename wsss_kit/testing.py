@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .errors import PluginVersionError
-from .interfaces import IGNORE_INDEX, INTERFACES
+from .interfaces import IGNORE_INDEX, INTERFACES, HasTrainingStep, HasTrainingTargets
 from .registry import PluginInfo, accepted_kwargs, check_api_version, create, default_registry
 
 __all__ = ["ConformanceReport", "PluginConformanceError", "check_plugin"]
@@ -493,10 +493,12 @@ def _check_refiner(refiner: Any, checks: _Checks, s: _Setup, restore: _Restore) 
     for size in s.sizes[1:]:
         checks.run(f"refine.size_{size[0]}x{size[1]}",
                    lambda size=size: _check_refiner_output(refine_at(size), s, size))
-    if getattr(refiner, "trainable", False) and hasattr(refiner, "training_step"):
+    # a flag, not the condition itself, so that refiner stays Any below (it is also an nn.Module, .train())
+    trains = bool(getattr(refiner, "trainable", False)) and isinstance(refiner, HasTrainingStep)
+    if trains:
         def training_step() -> None:
             images, cams, labels = s.images(), s.cams(), s.labels()
-            if hasattr(refiner, "training_targets"):
+            if isinstance(refiner, HasTrainingTargets):
                 target = torch.stack([refiner.training_targets(images[i], cams[i], labels[i]) for i in range(s.b)])
             else:
                 target = torch.cat([torch.full_like(cams[:, :1], 0.3), cams], 1).argmax(1)

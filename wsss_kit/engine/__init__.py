@@ -6,7 +6,7 @@ global batch split over the processes and checkpoints that resume under any numb
     result = train(model, dataset, TrainConfig(steps=1000, lr=0.01), "runs/cam")
 """
 
-from .checkpoint import load_checkpoint, load_model_weights, save_checkpoint, save_model_weights
+from .checkpoint import load_model_weights, load_training_state, save_model_weights, save_training_state
 from .csv_log import CsvLog, read_log
 from .distributed import (
     all_reduce_mean,
@@ -55,7 +55,7 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "launched_by_torchrun",
-    "load_checkpoint",
+    "load_training_state",
     "load_model_weights",
     "local_rank",
     "lr_at",
@@ -65,7 +65,7 @@ __all__ = [
     "resolve_device",
     "restore_rng_state",
     "sample_seed",
-    "save_checkpoint",
+    "save_training_state",
     "save_model_weights",
     "seed_everything",
     "train",

@@ -1,4 +1,5 @@
-"""Training checkpoints: written atomically, read back without unpickling code, checked on resume."""
+"""Training state (model, optimizer, step, RNG: what resume needs): written atomically, read back without
+unpickling code, checked on resume. Loading weights into a model is :func:`wsss_kit.weights.load_checkpoint`."""
 
 from __future__ import annotations
 
@@ -11,22 +12,22 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, NumericalError, WeightsError
-from ..weights import load_checkpoint as load_weights_checkpoint
+from ..weights.checkpoint import load_checkpoint as load_weights_checkpoint
 from ..weights.loading import non_finite_tensors
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "check_trajectory",
-    "load_checkpoint",
     "load_model_weights",
-    "save_checkpoint",
+    "load_training_state",
     "save_model_weights",
+    "save_training_state",
 ]
 
 CHECKPOINT_FORMAT = "wsss_kit.train_checkpoint/1"
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any], check_finite: bool = True) -> Path:
+def save_training_state(path: str | os.PathLike[str], state: Mapping[str, Any], check_finite: bool = True) -> Path:
     """Write a training checkpoint dict atomically: a crash mid-write leaves the previous one intact.
 
     With ``check_finite`` a state holding NaN or inf in any floating-point tensor (model,
@@ -40,8 +41,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any], chec
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def load_training_state(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_training_state` (``weights_only=True``)."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)

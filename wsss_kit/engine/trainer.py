@@ -33,14 +33,15 @@ from tqdm.auto import tqdm
 
 from ..atomic import remove_stale_temps, write_text
 from ..errors import ConfigError, NumericalError
+from ..interfaces import HasParamGroups
 from ..weights import load_weights_into
 from ..weights.loading import non_finite_tensors
 from .checkpoint import (
     check_trajectory,
-    load_checkpoint,
     load_model_weights,
-    save_checkpoint,
+    load_training_state,
     save_model_weights,
+    save_training_state,
 )
 from .csv_log import CsvLog, read_log
 from .distributed import (
@@ -145,10 +146,11 @@ def _declares_names(forward: Callable[..., Any]) -> bool:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW over ``model.param_groups(lr)`` when the model defines it, else over every
-    trainable parameter. Each group gets ``lr_mult`` (from the group, or its ``lr`` / ``config.lr``)."""
+    """SGD or AdamW over ``model.param_groups(lr)`` when the model has that hook
+    (:class:`~wsss_kit.interfaces.HasParamGroups`), else over every trainable parameter. Each group gets
+    ``lr_mult`` (from the group, or its ``lr`` / ``config.lr``)."""
     base = unwrap_model(model)
-    if hasattr(base, "param_groups") and callable(base.param_groups):
+    if isinstance(base, HasParamGroups):
         groups = []
         for i, g in enumerate(base.param_groups(config.lr)):
             if not isinstance(g, Mapping) or "params" not in g:
@@ -305,7 +307,7 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         remove_stale_temps(out, recursive=False)  # left by a write that a kill interrupted
     guard = NumericsGuard(desc, unwrap_model(net), ckpt_path, scaler=scaler, ddp=ddp, main=main)
     if resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+        state = load_training_state(ckpt_path)
         check_trajectory(ckpt_path, state["config"], config.trajectory())
         bad = non_finite_tensors(state["model"], limit=5)
         if bad:
@@ -357,7 +359,7 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         state = {"model": unwrap_model(net).state_dict(), "optimizer": optimizer.state_dict()} if main else {}
         guard.refuse(state, f"checkpoint {ckpt_path}", step)
         if main:
-            save_checkpoint(ckpt_path, {
+            save_training_state(ckpt_path, {
                 **state, "scheduler": schedule.state_dict(), "scaler": scaler.state_dict() if use_scaler else {},
                 "step": step, "epoch": batches.epoch, "position": batches.position,
                 "seconds": seconds_before + time.perf_counter() - run_start,

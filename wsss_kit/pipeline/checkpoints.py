@@ -7,18 +7,20 @@ network to start from, ...). With a checkpoint those keywords are set to ``None`
 built, so such files are never required. The checkpoint itself is passed to a factory that takes a
 ``checkpoint`` keyword (it knows its authors' layouts and converts them); otherwise the model is built
 without it and the checkpoint is loaded strictly through :func:`wsss_kit.weights.load_checkpoint`
-(or the model's own ``load_checkpoint`` method, when it has one).
+(or the model's own ``load_weights`` hook, :class:`~wsss_kit.interfaces.LoadsWeights`, when it has one).
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..config import build, is_node, split_type
 from ..errors import ConfigError, PluginError, WeightsError
+from ..interfaces import LoadsWeights
 from ..registry import default_registry
 from ..weights.checkpoint import load_checkpoint
 
@@ -71,7 +73,7 @@ def build_from_checkpoint(node: Mapping[str, Any], where: str, checkpoint: Any =
     ``checkpoint`` (e.g. a command's ``--checkpoint``) wins over the node's ``checkpoint`` keyword.
     Without either the node is built as it is and ``spec`` is ``None``. With one, every keyword in the
     plugin's ``checkpoint_replaces`` is set to ``None``; a factory that takes ``checkpoint`` gets it,
-    else the built model loads it (its ``load_checkpoint`` method, or
+    else the built model loads it (its ``load_weights`` hook, or
     :func:`wsss_kit.weights.load_checkpoint`, strict). ``extra`` keywords are added as in
     :func:`wsss_kit.config.build`.
 
@@ -92,9 +94,14 @@ def build_from_checkpoint(node: Mapping[str, Any], where: str, checkpoint: Any =
         return build(node, where, **extra), spec
     node.pop(CHECKPOINT_KEY, None)
     model = build(node, where, **extra)
-    own = getattr(model, "load_checkpoint", None)
-    if callable(own):
-        own(spec)  # the plugin knows its authors' layouts and converts them
+    if isinstance(model, LoadsWeights):
+        model.load_weights(spec)  # the plugin knows its authors' layouts and converts them
+        return model, spec
+    legacy = getattr(model, "load_checkpoint", None)
+    if callable(legacy):  # the hook's name before interface 1.0's Protocols; kept for third-party plugins
+        warnings.warn(f"{type(model).__qualname__}.load_checkpoint is deprecated as the load-weights hook: "
+                      f"rename it load_weights (wsss_kit.interfaces.LoadsWeights)", DeprecationWarning, stacklevel=2)
+        legacy(spec)
         return model, spec
     import torch
 

@@ -33,17 +33,13 @@ from ..data.artifacts import load_cams
 from ..data.image_io import mask_value_problem, save_mask_png
 from ..engine.distributed import barrier, get_rank, get_world_size, is_main_process
 from ..errors import ConfigError, DataError
+from ..interfaces import HasTrainingTargets, makes_own_targets
 from .context import RunContext
 from .items import all_exist, item_names
 
 __all__ = ["TARGET_CHOICES", "make_cam_targets", "makes_own_targets", "refiner_target_kind"]
 
 TARGET_CHOICES = ("auto", "seeds", "cams")
-
-
-def makes_own_targets(refiner: Any) -> bool:
-    """Whether ``refiner`` (a class or an instance) defines ``training_targets``."""
-    return callable(getattr(refiner, "training_targets", None))
 
 
 def _settings(ctx: RunContext) -> tuple[str, int | None]:
@@ -93,8 +89,8 @@ def _check_target(target: Any, size: tuple[int, int], num_classes: int, name: st
 class _TargetJobs(Dataset):
     """Item ``k``: ``(name, int64 (H, W) array)``, the target of ``dataset[indices[k]]``."""
 
-    def __init__(self, dataset: Any, indices: list[int], cam_dir: Path, num_classes: int, refiner: Any,
-                 label: str) -> None:
+    def __init__(self, dataset: Any, indices: list[int], cam_dir: Path, num_classes: int,
+                 refiner: HasTrainingTargets, label: str) -> None:
         self.dataset, self.indices, self.cam_dir = dataset, indices, cam_dir
         self.num_classes, self.refiner, self.label = num_classes, refiner, label
 

@@ -24,7 +24,7 @@ from ..data.artifacts import MaskTargetDataset
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError, PluginError
-from ..interfaces import CAMGenerator
+from ..interfaces import CAMGenerator, HasTrainingStep
 from ..registry import accepted_kwargs, default_registry
 from ..weights import load_checkpoint
 from .cam_export import export_cams, seed_from_cam_file
@@ -303,7 +303,7 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
     refiner, _ = _refiner(ctx)
     if not getattr(refiner, "trainable", False):  # e.g. a configuration whose parts are all frozen
         return {"skipped": True, "reason": f"{node['type']} has nothing to train in this configuration"}
-    if not isinstance(refiner, torch.nn.Module) or not callable(getattr(refiner, "training_step", None)):
+    if not isinstance(refiner, torch.nn.Module) or not isinstance(refiner, HasTrainingStep):
         raise ConfigError(f"refiner {node['type']} says trainable = True but is not an nn.Module with a "
                           "training_step(batch) method")
     target_dir = (make_cam_targets(ctx, refiner, ctx.fingerprints["train_refiner"]) if kind == "cams"
@@ -311,6 +311,7 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
     ds = MaskTargetDataset(base, target_dir, augment=augment)
 
     def step(model: torch.nn.Module, batch: dict[str, Any]) -> Any:
+        assert isinstance(model, HasTrainingStep)  # the engine passes the refiner checked above back
         return model.training_step(batch)
 
     result = train(refiner, ds, config, ctx.path("train_refiner"), step_fn=step, desc="train refiner")

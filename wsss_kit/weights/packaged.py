@@ -5,7 +5,7 @@ floating-point tensors in float16 (half the size; the package ships all its weig
 integer tensors (BatchNorm's ``num_batches_tracked``) as they are, everything on the CPU and
 contiguous. :func:`~wsss_kit.weights.load_state_dict` reads it back as float32, so it loads into
 float32 models through every path (``load_weights_into``, ``create_timm_model``, ``load_clip``,
-the plugins' ``load_checkpoint``).
+the plugins' ``load_weights`` hooks).
 """
 
 from __future__ import annotations

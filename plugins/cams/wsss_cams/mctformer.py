@@ -157,7 +157,7 @@ class MCTformer(wsss_kit.CAMGenerator):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_weights(checkpoint)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -187,7 +187,7 @@ class MCTformer(wsss_kit.CAMGenerator):
             check_block(block, f"backbone {backbone!r} block {i}")
         return vit
 
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained MCTformer checkpoint (this layout or the official one), strictly."""
         load_checkpoint(self, checkpoint, converter=self._convert_checkpoint,
                         purpose=f"MCTformer V{self.version} checkpoint")

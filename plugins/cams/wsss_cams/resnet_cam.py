@@ -213,7 +213,7 @@ class ResNetCAM(wsss_kit.CAMGenerator):
             module.requires_grad_(False)
         self.train(self.training)
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_weights(checkpoint)
 
     # ------------------------------------------------------------------ construction
     def _build_backbone(self, backbone: str, weights: Any, backbone_kwargs: dict[str, Any]) -> nn.Module:
@@ -247,7 +247,7 @@ class ResNetCAM(wsss_kit.CAMGenerator):
                 remove_stage_stride(stage, name)
         return model
 
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained CAM network strictly: this plugin's layout or the official IRN/CLIMS one.
 
         Raises:

@@ -39,11 +39,6 @@ def test_create_builds_them():
     assert SMPHead.wsss_api_version == BalancedCELoss.wsss_api_version == "1.0"
 
 
-TINY_PSA = dict(stem_width=4, widths=((4, 4), (4, 8), (8, 8), (8, 16)), depths=(1, 1, 1, 1),
-                bottleneck_widths=(8, 16), dropouts=(0.0, 0.0), embed_widths=(4, 4, 8), embed_dim=8)
-TINY_IRN = dict(backbone="test_resnet", width=8, dp_widths=(8, 8, 16, 16, 16, 16, 16), dp_groups=(2, 4, 4, 4, 4, 4, 4))
-
-
 @pytest.mark.parametrize("name, kwargs", [
     ("smp", {"encoder_name": "tu-test_resnet", "arch": "Unet"}),
     ("deeplab_v1_wr38", TINY_WR38),
@@ -51,15 +46,6 @@ TINY_IRN = dict(backbone="test_resnet", width=8, dp_widths=(8, 8, 16, 16, 16, 16
 ])
 def test_heads_pass_the_conformance_checks(name, kwargs):
     check_plugin(f"heads/{name}", kwargs={"num_classes": 4, **kwargs})
-
-
-@pytest.mark.parametrize("name, kwargs, sizes", [
-    # the training pairs need a feature grid of at least 5x9 (psa_rw) / 10x19 (irn_rw) cells
-    ("psa_rw", TINY_PSA, ((48, 80), (56, 88))),
-    ("irn_rw", TINY_IRN, ((40, 80), (44, 84))),
-])
-def test_refiners_pass_the_conformance_checks(name, kwargs, sizes):
-    check_plugin(f"refiners/{name}", kwargs=kwargs, num_classes=3, sizes=sizes)
 
 
 @pytest.mark.parametrize("name", ["balanced_ce", "cross_entropy", "deeplab_msc"])

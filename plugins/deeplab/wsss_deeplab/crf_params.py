@@ -1,14 +1,12 @@
-"""The dense-CRF parameter sets of the retrain heads' inference and of the random-walk refiners'
-training labels, as data (entry-point group ``wsss_kit.crf_params``; origins in docs/methods.md)."""
+"""The dense-CRF parameter sets of the retrain heads' inference, as data (entry-point group
+``wsss_kit.crf_params``; origins in docs/methods.md)."""
 
 from __future__ import annotations
 
 from wsss_kit.catalog import Alias
 from wsss_kit.crf import CRFParams
 
-from .relation_labels import IRN_LABEL_CRF  # defined beside the code that uses it
-
-__all__ = ["HEAD_CRF_PARAMS", "RANDOM_WALK_CRF_PARAMS"]
+__all__ = ["HEAD_CRF_PARAMS"]
 
 HEAD_CRF_PARAMS: dict[str, CRFParams | Alias] = {
     # WeakCLIP's DeepLabV1-ResNet38 retrain, test time: (1, 3) / (112, 2, 3).
@@ -17,11 +15,4 @@ HEAD_CRF_PARAMS: dict[str, CRFParams | Alias] = {
     "mctformer_seg": CRFParams(4, 3, 83, 5, 3),
     # CLIMS/POLE's DeepLabV2 retrain runs kazuto1011/deeplab-pytorch's VOC config unchanged.
     "clims_retrain": Alias("deeplab_pytorch"),
-}
-
-RANDOM_WALK_CRF_PARAMS: dict[str, CRFParams | Alias] = {
-    # PSA's CRF (and MCTformer's, which runs PSA's code) is the DeepLab default.
-    "psa": Alias("default"),
-    "mctformer_psa": Alias("default"),
-    "irn_label": IRN_LABEL_CRF,
 }

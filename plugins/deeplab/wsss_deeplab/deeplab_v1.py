@@ -120,7 +120,7 @@ class DeepLabV1WR38(wsss_kit.RetrainHead):
         if weights is not None:
             self.load_backbone(weights)
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_weights(checkpoint)
         if self.freeze_bn:
             freeze_bn_params(self.backbone)
         if self.freeze_stem:
@@ -135,7 +135,7 @@ class DeepLabV1WR38(wsss_kit.RetrainHead):
 
         load_checkpoint(self, weights, converter=convert, purpose="ResNet38 backbone weights", hint=_WR38_FILES)
 
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained network (MCTformer's ``resnet38_seg`` or this head's layout), strictly."""
         load_checkpoint(self, checkpoint, purpose="DeepLabV1-ResNet38 checkpoint", hint=_WR38_FILES,
                         converter=functools.partial(convert_mctformer_resnet38_seg, num_classes=self.num_classes))

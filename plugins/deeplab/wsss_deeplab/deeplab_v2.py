@@ -170,7 +170,7 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_weights(checkpoint)
         if self.freeze_bn:
             freeze_bn_params(self.backbone)
         self.train(self.training)
@@ -225,7 +225,7 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
 
         load_checkpoint(model, path, converter=convert, purpose=purpose)
 
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained network (kazuto1011's ``DeepLabV2_ResNet101_MSC`` or this head's), strictly."""
         def convert(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
             if is_kazuto1011_layout(state) and self.style != "caffe":

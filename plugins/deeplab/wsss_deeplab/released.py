@@ -1,11 +1,11 @@
-"""The checkpoints the retrain heads and the random-walk refiners start from or reproduce with, as data
-(entry-point group ``wsss_kit.released``)."""
+"""The checkpoints the retrain heads start from or reproduce with, as data (entry-point group
+``wsss_kit.released``)."""
 
 from __future__ import annotations
 
 from wsss_kit.weights import UNKNOWN_SHA_NOTE, ReleasedCheckpoint
 
-__all__ = ["HEAD_RELEASED", "RANDOM_WALK_RELEASED"]
+__all__ = ["HEAD_RELEASED"]
 
 HEAD_RELEASED: dict[str, ReleasedCheckpoint] = {
     # What the retrain heads start from.
@@ -41,17 +41,5 @@ HEAD_RELEASED: dict[str, ReleasedCheckpoint] = {
         "What CLIMS's voc12_imagenet_pretrained.yaml loads: by its name, ImageNet ResNet-101 "
         "weights in kazuto1011's DeepLabV1 layout (not checked against the file); converter "
         "'deeplab_v2_kazuto1011'." + UNKNOWN_SHA_NOTE,
-    ),
-}
-
-RANDOM_WALK_RELEASED: dict[str, ReleasedCheckpoint] = {
-    # The random-walk refiners' trained networks.
-    "psa_res38_aff": ReleasedCheckpoint(
-        "res38_aff.pth",
-        "the PSA GitHub repository (jiwoon-ahn/psa), README link to the trained AffinityNet (ResNet-38)",
-        "refiners/psa_rw (checkpoint=; converter 'psa_affinity_net')",
-        None,
-        "PSA's AffinityNet trained on VOC 2012 train_aug (PSA's own CAMs, alphas 4/32). MCTformer "
-        "trains its own AffinityNet on its CAMs with the same code and releases none." + UNKNOWN_SHA_NOTE,
     ),
 }

@@ -302,12 +302,12 @@ def test_clims_checkpoints_leave_clip_out_and_round_trip(tmp_path):
     other.load_state_dict(torch.load(path, weights_only=True))  # strict: CLIP keys may be absent
     assert all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
     third = make_clims(seed=2)
-    third.load_checkpoint(str(path))  # CLIMS layout
+    third.load_weights(str(path))  # CLIMS layout
     assert torch.equal(third.cam.classifier.weight, model.cam.classifier.weight)
     torch.save(ResNetCAM(3, backbone="test_resnet").state_dict(), tmp_path / "cam.pt")
-    third.load_checkpoint(str(tmp_path / "cam.pt"))  # a CAM network alone
+    third.load_weights(str(tmp_path / "cam.pt"))  # a CAM network alone
     with pytest.raises(wsss_kit.WeightsError):
-        third.load_checkpoint(str(tmp_path / "missing.pt"))
+        third.load_weights(str(tmp_path / "missing.pt"))
 
 
 def test_clims_encodes_the_fixed_prompts_once():
@@ -394,5 +394,5 @@ def test_clims_trains_end_to_end_through_the_engine(tmp_path):
     saved = torch.load(result.model_path, weights_only=True)
     assert not any(k.startswith("clip.") for k in saved)
     fresh = CLIMS(dataset.num_classes, dataset.class_names, backbone="test_resnet", clip_model=TINY_CLIP)
-    fresh.load_checkpoint(str(result.model_path))
+    fresh.load_weights(str(result.model_path))
     assert torch.equal(fresh.cam.classifier.weight, model.cam.classifier.weight)

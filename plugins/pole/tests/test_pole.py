@@ -308,6 +308,6 @@ def test_pole_trains_through_the_engine_with_image_ids(tmp_path, clip, data, cac
     assert not any(k.startswith("clip.") for k in saved)
     assert "image_adapter.ratio" in saved and "text_adapter.adapter.fc1.weight" in saved
     fresh = make_pole(clip, cache, seed=7)
-    fresh.load_checkpoint(str(result.model_path))
+    fresh.load_weights(str(result.model_path))
     assert torch.equal(fresh.image_adapter.ratio, model.image_adapter.ratio)
     assert not torch.equal(model.image_adapter.ratio.detach(), torch.full_like(model.image_adapter.ratio, 0.2))

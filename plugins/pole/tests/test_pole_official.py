@@ -142,7 +142,7 @@ def test_pole_loads_an_official_checkpoint(clip: CLIPModel, tmp_path: Path) -> N
     path = tmp_path / "res50_clims.pth"
     torch.save(state, path)
     fresh = make_pole(clip, seed=1)
-    fresh.load_checkpoint(path)
+    fresh.load_weights(path)
     loaded = fresh.state_dict()
     for key in model.cam.state_dict():
         official_key = key.replace("backbone.", "resnet50.", 1) if key.startswith("backbone.") else key
@@ -163,19 +163,19 @@ def test_official_checkpoint_needs_vector_adapters_and_the_clip_width(clip: CLIP
     path = tmp_path / "res50_clims.pth"
     torch.save(official_checkpoint(make_pole(clip), clip.embed_dim), path)
     with pytest.raises(WeightsError, match=r"res50_clims\.pth.*adapter='vector'.*adapter='fixed'"):
-        make_pole(clip, adapter="fixed").load_checkpoint(path)
+        make_pole(clip, adapter="fixed").load_weights(path)
     wide = tmp_path / "official_512.pth"
     torch.save(official_checkpoint(make_pole(clip), 512), wide)
     with pytest.raises(WeightsError,
                        match=r"official_512\.pth: its adapters act on 512-d CLIP embeddings.*embeds in 32"):
-        make_pole(clip).load_checkpoint(wide)
+        make_pole(clip).load_weights(wide)
     with pytest.raises(WeightsError, match=r"res50_clims\.pth is an official POLE checkpoint.*load it with cams/pole"):
-        CLIMS(3, NAMES, backbone="test_resnet", clip_model=clip).load_checkpoint(path)
+        CLIMS(3, NAMES, backbone="test_resnet", clip_model=clip).load_weights(path)
     broken = official_checkpoint(make_pole(clip), clip.embed_dim)
     broken["At.fc.0.bias"] = torch.zeros(clip.embed_dim // 4)
     torch.save(broken, tmp_path / "bias.pth")
     with pytest.raises(WeightsError, match=r"bias\.pth: unexpected key 'At\.fc\.0\.bias'"):
-        make_pole(clip).load_checkpoint(tmp_path / "bias.pth")
+        make_pole(clip).load_weights(tmp_path / "bias.pth")
 
 
 # ---------------------------------------------------------------------------- input_space

@@ -6,7 +6,7 @@ Plugins (entry points): ``cams/clims`` → :class:`CLIMS` (the CLIMS CAM network
 :mod:`wsss_pole.synonyms`). Console script ``wsss-pole-select`` (:mod:`wsss_pole.select`) builds the
 selection cache. The background prompt lists ship as package data (:func:`background_words`).
 Converter ``pole_official_adapters`` (:func:`convert_pole_official_adapters`): POLE's official
-``Av``/``At`` adapters → :class:`POLE`'s; :meth:`POLE.load_checkpoint` reads official checkpoints.
+``Av``/``At`` adapters → :class:`POLE`'s; :meth:`POLE.load_weights` reads official checkpoints.
 """
 
 from .background import BACKGROUND_SETS, background_prompts, background_words

@@ -95,7 +95,7 @@ def test_a_clip_file_unlike_the_checkpoints_clip_is_an_error_naming_both_files_a
                         **SMALL, **DIRECT)
     refiner = WeakCLIPRefiner(class_names=CLASSES, clip_model=TINY_CLIP, clip_weights=str(other), **SMALL, **DIRECT)
     with pytest.raises(WeightsError, match="differ from the model's CLIP"):
-        refiner.load_checkpoint(ckpt)
+        refiner.load_weights(ckpt)
 
 
 def test_a_run_given_the_checkpoint_needs_no_clip_file(files):
@@ -125,7 +125,7 @@ def test_a_refiner_checkpoint_records_its_clip_weights(files, tmp_path):
     random_clip = WeakCLIPRefiner(class_names=CLASSES, clip_model=TINY_CLIP, clip_weights=None, **SMALL, **DIRECT)
     with pytest.warns(UserWarning, match=rf"trained with the CLIP of clip_weights='{clip_file}', but this refiner's "
                                          r"CLIP is random"):
-        random_clip.load_checkpoint(tmp_path / "model.pt")
+        random_clip.load_weights(tmp_path / "model.pt")
 
 
 def test_clip_from_official_errors(files):

@@ -209,12 +209,12 @@ def test_a_checkpoint_for_other_classes_is_refused(tmp_path, direct):
     other = WeakCLIPRefiner(class_names=("ball", "box", "boat"), **TINY, **DIRECT)
     with pytest.raises(ValueError, match=r"trained for 4 classes \['background', 'ball', 'box', 'kite'\] but this "
                                          r"refiner has 4: \['background', 'ball', 'box', 'boat'\]"):
-        other.load_checkpoint(path)
+        other.load_weights(path)
     with pytest.raises(ValueError, match="trained for 4 classes"):
         other.load_state_dict(torch.load(path, weights_only=True))
     fewer = WeakCLIPRefiner(class_names=("ball", "box"), **TINY, **DIRECT)
     with pytest.raises(ValueError, match="trained for 4 classes .* but this refiner has 3"):
-        fewer.load_checkpoint(path)
+        fewer.load_weights(path)
 
 
 def test_a_checkpoint_round_trips_through_the_pipelines_loader(tmp_path, direct):

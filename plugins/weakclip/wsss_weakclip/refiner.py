@@ -216,7 +216,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             load_weights_into(self, self._refiner_state(clip.state, clip.source, clip_check=check), source=clip.source)
             self.net.clear_text_cache()
         elif checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_weights(checkpoint)
 
     @staticmethod
     def _class_names(class_names: Sequence[str] | None, num_classes: int | None, dataset: str | None,
@@ -287,7 +287,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
                           f"refiner's CLIP is random (clip_weights=None): pass clip_weights={trained!r}",
                           stacklevel=2)
 
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str] | Mapping[str, Any]) -> "WeakCLIPRefiner":
+    def load_weights(self, checkpoint: str | os.PathLike[str] | Mapping[str, Any]) -> "WeakCLIPRefiner":
         """Load a refiner checkpoint (``train_refiner/model.pt``), a ``WeakCLIPNet`` state dict or an
         official WeakCLIP checkpoint (file, ``released:`` / ``pypi:`` spec or state dict); returns ``self``.
 
@@ -311,7 +311,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
 
     def _refiner_state(self, state: Mapping[str, Any], source: str = "checkpoint",
                        clip_check: str = "error") -> dict[str, Any]:
-        """Any of the three layouts → this refiner's state dict (the converter of :meth:`load_checkpoint`);
+        """Any of the three layouts → this refiner's state dict (the converter of :meth:`load_weights`);
         ``clip_check`` compares an official file's CLIP tensors with the refiner's CLIP."""
         state = dict(state.get("state_dict", state)) if isinstance(state.get("state_dict"), Mapping) else dict(state)
         if is_official_layout(state):

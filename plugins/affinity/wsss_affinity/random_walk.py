@@ -3,7 +3,7 @@ affinities, the transition matrix and the walk itself.
 
 Everything here works on one feature grid of ``h × w`` pixels (``N = h·w``), numbered in raster
 order (``index = y·w + x``). The networks that predict the affinities live in
-:mod:`wsss_deeplab.affinity` (PSA) and :mod:`wsss_deeplab.irn` (IRNet); these functions are pure.
+:mod:`wsss_affinity.affinity` (PSA) and :mod:`wsss_affinity.irn` (IRNet); these functions are pure.
 
 Pairs (both official codes). The *search offsets* of radius ``r`` are the half disc
 ``(0, dx)`` for ``1 ≤ dx < r`` and ``(dy, dx)`` for ``1 ≤ dy < r``, ``|dx| < r``,

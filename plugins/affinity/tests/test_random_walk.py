@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss_deeplab.random_walk import (
+from wsss_affinity.random_walk import (
     boundary_affinity,
     dense_affinity,
     feature_affinity,

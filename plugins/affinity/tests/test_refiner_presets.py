@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import wsss_kit
-from wsss_deeplab.affinity import PSARefiner
-from wsss_deeplab.irn import IRNRefiner
-from wsss_deeplab.refiner_presets import IRN_PRESETS, PRESET, PSA_PRESETS, resolve_preset
+from wsss_affinity.affinity import PSARefiner
+from wsss_affinity.irn import IRNRefiner
+from wsss_affinity.refiner_presets import IRN_PRESETS, PRESET, PSA_PRESETS, resolve_preset
 
 TINY_PSA = dict(stem_width=4, widths=((4, 4), (4, 8), (8, 8), (8, 16)), depths=(1, 1, 1, 1),
                 bottleneck_widths=(8, 16), dropouts=(0.0, 0.0), embed_widths=(4, 4, 8), embed_dim=8)

@@ -1,5 +1,5 @@
-"""Official affinity-network checkpoints → :class:`~wsss_deeplab.AffinityNet` and
-:class:`~wsss_deeplab.IRNRefiner` layouts.
+"""Official affinity-network checkpoints → :class:`~wsss_affinity.AffinityNet` and
+:class:`~wsss_affinity.IRNRefiner` layouts.
 
 * PSA's AffinityNet (jiwoon-ahn/psa ``network/resnet38_aff.py``, trained file ``res38_aff.pth``;
   MCTformer's PSA step uses the same network): the ResNet38 trunk keys (``conv1a``, ``b2`` …
@@ -31,11 +31,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from wsss_deeplab.convert_wr38 import describe_resnet38_state_dict, is_resnet38_layout, wr38_backbone_key
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import get_converter, load_checkpoint, register_converter
 from wsss_kit.weights.converters import fill_bn_counters, strip_module_prefix
-
-from .convert_wr38 import describe_resnet38_state_dict, is_resnet38_layout, wr38_backbone_key
 
 __all__ = ["convert_irn_resnet50", "convert_psa_affinity_net", "describe_affinity_state_dict", "load_converted"]
 
@@ -64,7 +63,7 @@ def describe_affinity_state_dict(state: Mapping[str, Tensor]) -> str:
 
 
 def convert_psa_affinity_net(state_dict: Mapping[str, Tensor], source: str = "checkpoint") -> dict[str, Tensor]:
-    """PSA's trained ``resnet38_aff.Net`` (or this plugin's layout) → :class:`~wsss_deeplab.AffinityNet`.
+    """PSA's trained ``resnet38_aff.Net`` (or this plugin's layout) → :class:`~wsss_affinity.AffinityNet`.
 
     Returns:
         ``{"trunk.<name>": ..., "proj.{0,1,2}.weight": ..., "embed.weight": ...}``.
@@ -122,7 +121,7 @@ def _irn_key(key: str) -> str | None:
 
 def convert_irn_resnet50(state_dict: Mapping[str, Tensor], displacement: bool = True,
                          source: str = "checkpoint") -> dict[str, Tensor]:
-    """IRN's trained ``resnet50_irn`` (or this plugin's layout) → :class:`~wsss_deeplab.IRNRefiner`.
+    """IRN's trained ``resnet50_irn`` (or this plugin's layout) → :class:`~wsss_affinity.IRNRefiner`.
 
     Args:
         displacement: keep the displacement branch (``False`` drops ``fc_dp*`` and the mean shift,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss_deeplab.affinity import PSARefiner
-from wsss_deeplab.irn import IRNRefiner
-from wsss_deeplab.relation_labels import (
+from wsss_affinity.affinity import PSARefiner
+from wsss_affinity.irn import IRNRefiner
+from wsss_affinity.relation_labels import (
     confident_regions,
     irn_confident_regions,
     irn_relation_labels,

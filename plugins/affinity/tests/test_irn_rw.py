@@ -7,9 +7,9 @@ import torch
 from deeplab_official_layouts import TINY_IRN, irn_reference, irn_state, resnet38_state
 
 import wsss_kit
-from wsss_deeplab.convert_affinity import convert_irn_resnet50
-from wsss_deeplab.irn import BoundaryBranch, IRNBackbone, IRNRefiner, displacement_loss, pair_displacement
-from wsss_deeplab.random_walk import path_indices, search_offsets
+from wsss_affinity.convert_affinity import convert_irn_resnet50
+from wsss_affinity.irn import BoundaryBranch, IRNBackbone, IRNRefiner, displacement_loss, pair_displacement
+from wsss_affinity.random_walk import path_indices, search_offsets
 
 TINY_DP = dict(dp_widths=(8, 8, 16, 16, 16, 16, 16), dp_groups=(2, 4, 4, 4, 4, 4, 4))
 
@@ -75,11 +75,11 @@ def test_entry_point_and_create():
     import tomllib
 
     pyproject = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert pyproject["project"]["entry-points"]["wsss_kit.refiners"]["irn_rw"] == "wsss_deeplab.irn:IRNRefiner"
+    assert pyproject["project"]["entry-points"]["wsss_kit.refiners"]["irn_rw"] == "wsss_affinity.irn:IRNRefiner"
     assert IRNRefiner.wsss_api_version == "1.0" and issubclass(IRNRefiner, wsss_kit.Refiner)
     installed = {ep.name for ep in importlib.metadata.entry_points(group="wsss_kit.refiners")}
     if "irn_rw" not in installed:
-        pytest.skip("wsss-kit-deeplab is installed without irn_rw: reinstall it (pip install -e plugins/deeplab)")
+        pytest.skip("wsss-kit-affinity is installed without irn_rw: reinstall it (pip install -e plugins/affinity)")
     assert isinstance(wsss_kit.create("refiners", "irn_rw", backbone="test_resnet", width=8), IRNRefiner)
 
 

@@ -16,7 +16,7 @@ uniform with gain 4. The stem and stage ``b2`` are frozen.
 
 Training labels (PSA Sec. 3.2): the ``target`` is a label map with confident regions, 255
 elsewhere (PSA/MCTformer build it from two dense-CRF maps with background ``(1 − max)^α``,
-α = 1 and 12 for MCTformer — :func:`~wsss_deeplab.relation_labels.confident_regions`); it is
+α = 1 and 12 for MCTformer — :func:`~wsss_affinity.relation_labels.confident_regions`); it is
 nearest-resized to the feature grid.
 Pairs within radius 5 with both ends labelled are positive (same label; background and
 foreground pairs kept apart) or negative. Loss (PSA Eq. 4–6, official weights):
@@ -39,14 +39,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import wsss_kit
+from wsss_deeplab.convert_wr38 import convert_resnet38_imagenet
+from wsss_deeplab.frozen_bn import bn_eval, freeze_bn_params
+from wsss_deeplab.wide_resnet38 import WideResNet38
 from wsss_kit import IGNORE_INDEX
 from wsss_kit.weights import load_checkpoint
 
-from .convert_wr38 import convert_resnet38_imagenet
-from .frozen_bn import bn_eval, freeze_bn_params
 from .random_walk import feature_affinity, path_indices, psa_random_walk
 from .refiner_presets import PRESET, PSA_PRESETS, resolve_preset
-from .wide_resnet38 import WideResNet38
 
 __all__ = ["AffinityNet", "PSARefiner", "affinity_labels", "affinity_loss"]
 
@@ -56,7 +56,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def affinity_labels(mask: Tensor, radius: int = 5, cover_border: bool = False,
                     ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor, Tensor]:
-    """Pair labels for the pairs of :func:`~wsss_deeplab.random_walk.path_indices`.
+    """Pair labels for the pairs of :func:`~wsss_affinity.random_walk.path_indices`.
 
     Args:
         mask: int64 ``(B, h, w)`` at the feature resolution; ``ignore_index`` = unlabelled.
@@ -82,7 +82,7 @@ def affinity_loss(pair_affinity: Tensor, mask: Tensor, radius: int = 5, cover_bo
     """PSA's affinity loss (Eq. 4–6).
 
     Args:
-        pair_affinity: ``(B, M)`` in (0, 1] from :func:`~wsss_deeplab.random_walk.feature_affinity`.
+        pair_affinity: ``(B, M)`` in (0, 1] from :func:`~wsss_affinity.random_walk.feature_affinity`.
         mask: int64 ``(B, h, w)`` confident-region labels on the same grid.
         weights: of the background-positive, foreground-positive and negative terms (official
             1/4, 1/4, 1/2).
@@ -187,7 +187,7 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
 
     Args:
         preset: ``official`` (MCTformer's PSA step, = ``paper``) or ``psa`` (PSA's own code), or a dict
-            of overrides (:data:`~wsss_deeplab.refiner_presets.PSA_PRESETS`); keywords left at their
+            of overrides (:data:`~wsss_affinity.refiner_presets.PSA_PRESETS`); keywords left at their
             ``<preset>`` default take the preset's value.
         radius: pair radius (5). beta, log_t: walk (MCTformer 8, 6).
         bg_threshold: constant background score for the walk (MCTformer 0.39); ``alpha``
@@ -241,7 +241,7 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
     def training_targets(self, image: Tensor, cams: Tensor, labels: Tensor) -> Tensor:
         """PSA's confident regions from two CRFs: image ``(3, H, W)`` in [0, 1], CAMs ``(C, H, W)``,
         labels ``(C,)`` → int64 ``(H, W)`` (0 bg, 1..C, 255 unlabelled); see
-        :func:`~wsss_deeplab.relation_labels.psa_relation_labels`."""
+        :func:`~wsss_affinity.relation_labels.psa_relation_labels`."""
         from .relation_labels import psa_relation_labels
 
         return psa_relation_labels(image, cams, labels, self.alpha_low, self.alpha_high, self.label_crf_params)

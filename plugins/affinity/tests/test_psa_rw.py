@@ -8,10 +8,10 @@ import pytest
 import torch
 from deeplab_official_layouts import TINY_WR38, psa_aff_reference, psa_aff_state, resnet38_state
 
-from wsss_deeplab.affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss
-from wsss_deeplab.convert_affinity import convert_psa_affinity_net
-from wsss_deeplab.random_walk import path_indices
-from wsss_deeplab.relation_labels import confident_regions
+from wsss_affinity.affinity import AffinityNet, PSARefiner, affinity_labels, affinity_loss
+from wsss_affinity.convert_affinity import convert_psa_affinity_net
+from wsss_affinity.random_walk import path_indices
+from wsss_affinity.relation_labels import confident_regions
 from wsss_kit.weights import get_converter
 
 TINY = dict(stem_width=4, widths=((4, 4), (4, 8), (8, 8), (8, 16)), depths=(1, 1, 1, 1),
@@ -106,11 +106,11 @@ def test_entry_point_and_create():
     import wsss_kit
 
     pyproject = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert pyproject["project"]["entry-points"]["wsss_kit.refiners"]["psa_rw"] == "wsss_deeplab.affinity:PSARefiner"
+    assert pyproject["project"]["entry-points"]["wsss_kit.refiners"]["psa_rw"] == "wsss_affinity.affinity:PSARefiner"
     assert PSARefiner.wsss_api_version == "1.0" and issubclass(PSARefiner, wsss_kit.Refiner)
     installed = {ep.name for ep in importlib.metadata.entry_points(group="wsss_kit.refiners")}
     if "psa_rw" not in installed:
-        pytest.skip("wsss-kit-deeplab is installed without psa_rw: reinstall it (pip install -e plugins/deeplab)")
+        pytest.skip("wsss-kit-affinity is installed without psa_rw: reinstall it (pip install -e plugins/affinity)")
     ref = wsss_kit.create("refiners", "psa_rw", **TINY)
     assert isinstance(ref, PSARefiner)
 

@@ -29,7 +29,7 @@ detached; features ``x1 … x5`` after the stem + max-pool and after each of the
   the training images in eval mode (:meth:`IRNRefiner.calibrate_mean_shift`).
 
 Training (``step/train_irn.py``, ``AffinityDisplacementLoss``): the target is IRN's inter-pixel
-relation label (:meth:`IRNRefiner.training_targets`, :mod:`wsss_deeplab.relation_labels`),
+relation label (:meth:`IRNRefiner.training_targets`, :mod:`wsss_affinity.relation_labels`),
 nearest-resized to stride 4; pairs within radius 10 on the crop (PSA's cropped layout); pair
 affinity = 1 − max boundary along the pair's path; pair displacement ``D(i) − D(j)`` for
 ``j = i + (dy, dx)`` (:func:`displacement_loss`); loss
@@ -203,7 +203,7 @@ class DisplacementBranch(nn.Module):
 
 
 def pair_displacement(displacement: Tensor, radius: int = 10, cover_border: bool = False) -> tuple[Tensor, Tensor]:
-    """Displacement differences of the pairs of :func:`~wsss_deeplab.random_walk.path_indices`.
+    """Displacement differences of the pairs of :func:`~wsss_affinity.random_walk.path_indices`.
 
     Args:
         displacement: ``(B, 2, h, w)`` field ``D`` (channel 0 = dy, 1 = dx).
@@ -249,7 +249,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
 
     Args:
         preset: ``official`` (IRNet's code, = ``paper``), ``clims_voc`` or ``clims_coco`` (CLIMS/POLE),
-            or a dict of overrides (:data:`~wsss_deeplab.refiner_presets.IRN_PRESETS`); keywords left
+            or a dict of overrides (:data:`~wsss_affinity.refiner_presets.IRN_PRESETS`); keywords left
             at their ``<preset>`` default take the preset's value.
         backbone: timm ResNet name (``resnet50``); weights: its initialisation (:class:`IRNBackbone`);
             backbone_args: further ``timm.create_model`` keywords (tiny ResNets in tests).
@@ -263,7 +263,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
         sparse_walk: walk with sparse one-step products instead of the dense ``T^(2^exp_times)``
             (same result; the dense matrix of a stride-4 grid is ``(HW/16)²`` floats).
         conf_fg_threshold, conf_bg_threshold: of :meth:`training_targets` (IRN 0.30 / 0.05; CLIMS
-            0.3 / 0.1). label_crf_params: their CRF (see :func:`~wsss_deeplab.relation_labels.irn_relation_labels`).
+            0.3 / 0.1). label_crf_params: their CRF (see :func:`~wsss_affinity.relation_labels.irn_relation_labels`).
         dp_lr_mult: learning-rate multiplier of the displacement branch in :meth:`param_groups` (10).
         checkpoint: a trained IRN (``res50_irn.pth``) or this refiner's state dict, loaded strictly
             (converter ``irn_resnet50``).
@@ -365,7 +365,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
     def training_targets(self, image: Tensor, cams: Tensor, labels: Tensor) -> Tensor:
         """IRN's relation labels (``cam_to_ir_label``): image ``(3, H, W)`` in [0, 1], CAMs ``(C, H, W)``,
         labels ``(C,)`` → int64 ``(H, W)`` (0 bg, 1..C, 255 unlabelled); see
-        :func:`~wsss_deeplab.relation_labels.irn_relation_labels`."""
+        :func:`~wsss_affinity.relation_labels.irn_relation_labels`."""
         from .relation_labels import IRN_LABEL_CRF, irn_relation_labels
 
         return irn_relation_labels(image, cams, labels, self.conf_fg_threshold, self.conf_bg_threshold,
