@@ -225,9 +225,9 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
         self.train_cover_border, self.cover_border = bool(train_cover_border), bool(cfg["cover_border"])
         self.sparse_walk = bool(sparse_walk)
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_weights(checkpoint)
 
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained AffinityNet (PSA's ``resnet38_aff`` or this refiner's layout) into ``net``, strictly."""
         from .convert_affinity import load_converted
 
