@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from wsss_cams import ResNetCAM
-from wsss_cams.convert import convert_irn_resnet50_cam, is_irn_layout
+from wsss_cams.convert_resnet_cam import convert_irn_resnet50_cam, is_irn_layout
 
 import wsss_kit
 from wsss_kit.weights import CONVERTERS
