@@ -30,9 +30,9 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import wsss_kit
+from wsss_kit.batchnorm import freeze_batchnorm
 from wsss_kit.cam_ops import multiscale_cams
 from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import check_input_space, normalize_input
@@ -274,9 +274,7 @@ class ResNetCAM(wsss_kit.CAMGenerator):
         with ``fixed_bn`` every backbone BatchNorm does, so running statistics are used and kept."""
         super().train(mode)
         if getattr(self, "fixed_bn", False):
-            for module in self.backbone.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
+            freeze_batchnorm(self.backbone)
         for module in getattr(self, "_frozen", ()):
             module.eval()
         return self
