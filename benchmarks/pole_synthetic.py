@@ -12,7 +12,7 @@ benchmarks/pole/synthetic_*.yaml:
    nothing), so one shared random direction is added to both towers' embeddings, just large
    enough that every cosine of every strategy's prompts lies in [0.05, 0.95];
 2. trains the baseline ResNet-18 CAM network (synthetic_baseline.yaml) and writes its CAMs;
-3. runs POLE's synonym selection (``python -m wsss_pole.select``) from the baseline CAMs of the
+3. runs POLE's synonym selection (``python -m wsss_pole.cli``) from the baseline CAMs of the
    training split into ``<out>/selection.json``;
 4. for each strategy (template "a photo of {}.", template "an image of {}.", coop, defo,
    target_opt, POLE selection only, POLE + fixed adapters, POLE + learnable adapters):
@@ -161,7 +161,7 @@ def wsss_run(config: Path, out: Path, overrides: list[str]) -> float:
 
 
 def select(config: Path, cams: Path, cache: Path, overrides: list[str]) -> float:
-    cmd = [sys.executable, "-m", "wsss_pole.select", str(config), "--cams", str(cams), "--out", str(cache),
+    cmd = [sys.executable, "-m", "wsss_pole.cli", str(config), "--cams", str(cams), "--out", str(cache),
            "--no-progress"] + sets(overrides)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env())

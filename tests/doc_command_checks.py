@@ -120,7 +120,7 @@ def wsss_parser() -> argparse.ArgumentParser:
 
 @functools.cache
 def pole_select_parser() -> argparse.ArgumentParser:
-    from wsss_pole.select import build_parser
+    from wsss_pole.cli import build_parser
 
     return build_parser()
 
@@ -130,7 +130,7 @@ def parser_and_args(argv: list[str]) -> tuple[str, argparse.ArgumentParser, list
     leaves them as they were)."""
     if argv[0] == "wsss":
         return "wsss", wsss_parser(), argv[1:]
-    if argv[0] == "wsss-pole-select" or argv[:3] == ["python", "-m", "wsss_pole.select"]:
+    if argv[0] == "wsss-pole-select" or argv[:3] == ["python", "-m", "wsss_pole.cli"]:
         return "wsss-pole-select", pole_select_parser(), argv[1:] if argv[0] == "wsss-pole-select" else argv[3:]
     if argv[:3] == ["python", "-m", "benchmarks"]:
         return "benchmarks", harness_parser(), argv[3:]

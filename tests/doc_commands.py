@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-PREFIXES = ("wsss ", "wsss-pole-select ", "python -m benchmarks ", "python -m wsss_pole.select")
+PREFIXES = ("wsss ", "wsss-pole-select ", "python -m benchmarks ", "python -m wsss_pole.cli")
 """What a command line starts with (after a comment's ``#``, a list marker, ``$`` or ``VAR=value``)."""
 _ENV = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
 _TWO_VALUES = re.compile(r"--set\s+(?:'[^']*'|\"[^\"]*\"|[^\s'\"]+=\S*)\s+([A-Za-z_][\w-]*(?:\.[\w-]+)+=)")

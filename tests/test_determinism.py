@@ -7,7 +7,7 @@ bits), the pixels of every seed, pseudo-mask and prediction PNG, every tensor of
 
 On CPU, training is bit-equal for the same torch thread count only: oneDNN's convolution backward
 and torch's parallel reductions (the loss's mean, a bias gradient) split their sums by thread, so
-1 and 2 threads differ by float rounding after the first step (docs/reliability_determinism.md).
+1 and 2 threads differ by float rounding after the first step (docs/reliability.md, section 7).
 Inference does not depend on the thread count: from the same checkpoints, CAMs, seeds, dense-CRF
 pseudo masks and predictions are bit-equal with 1 and 2 threads.
 """

@@ -6,7 +6,7 @@ Collected (one test case per command, id ``file:line``):
 * the comment lines of every ``benchmarks/**/*.yaml`` and ``wsss_kit/configs/*.yaml``, and the lines
   of ``README.md``, ``docs/*.md``, ``benchmarks/README.md``, ``plugins/*/README.md`` and
   ``examples/**/*.md`` (code blocks, indented or fenced, and inline code) that start with ``wsss ``,
-  ``wsss-pole-select ``, ``python -m benchmarks `` or ``python -m wsss_pole.select`` (after the
+  ``wsss-pole-select ``, ``python -m benchmarks `` or ``python -m wsss_pole.cli`` (after the
   comment's ``#``, a shell prompt ``$`` or ``VAR=value`` environment assignments), joined over
   trailing ``\\`` continuations and split with :func:`shlex.split` (a trailing ``# ...`` is a comment);
 * in config headers, lines that start with ``--set``: overrides recommended for that config, checked
@@ -14,7 +14,7 @@ Collected (one test case per command, id ``file:line``):
 * anywhere in those comments and docs, ``--set a=1 b=2`` (argparse takes only ``a=1``): always a failure.
 
 How each command is checked: parsed by its parser (:func:`wsss_kit.cli.main.build_parser`,
-:func:`wsss_pole.select.build_parser`, the harness's ``benchmarks.__main__.build_parser``); then a
+:func:`wsss_pole.cli.build_parser`, the harness's ``benchmarks.__main__.build_parser``); then a
 config it names is loaded with its ``--set`` overrides and checked as the command would check it
 (``wsss run`` and the stage verbs: :func:`~wsss_kit.pipeline.validation.plan_run` with the command's
 ``--stages``/``--restart``/``--shard``/``--out``, the dry run; ``wsss cam``: the run schema less

@@ -14,19 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss_kit.engine import (
-    EpochSampler,
-    StepSchedule,
     TrainConfig,
     build_optimizer,
-    capture_rng_state,
-    epoch_permutation,
     load_training_state,
     lr_at,
     read_log,
-    restore_rng_state,
     save_training_state,
     train,
 )
+from wsss_kit.engine.sampling import EpochSampler, epoch_permutation
+from wsss_kit.engine.schedule import StepSchedule
+from wsss_kit.engine.seeding import capture_rng_state, restore_rng_state
 from wsss_kit.engine import checkpoint as checkpoint_module
 from wsss_kit.engine.csv_log import CsvLog
 from wsss_kit.errors import ConfigError, WeightsError

@@ -1,4 +1,4 @@
-"""POLE (WACV 2024) Tables 1-4 as data (numbers from ../shared/papers/pole.md).
+"""POLE (WACV 2024) Tables 1-4 as data (the numbers printed in the paper's tables).
 
 The chain behind POLE's numbers: IRN's baseline CAMs of train_aug (``wsss cam`` with the released
 ``res50_cam.pth``) → POLE's synonym selection (``wsss-pole-select``) → the CLIMS-style CAM network with the

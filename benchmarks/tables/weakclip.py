@@ -1,4 +1,4 @@
-"""WeakCLIP (IJCV 2024) Tables 1-9 as data (numbers from ../shared/papers/weakclip.md).
+"""WeakCLIP (IJCV 2024) Tables 1-9 as data (the numbers printed in the paper's tables).
 
 The chain behind every WeakCLIP number: MCTformer-V2 seeds (``mctformer/voc_v2.yaml``, or the PSA run
 ``random_walk/mctformer_psa_voc.yaml`` where MCTformer's own pseudo masks are a row too) → the WeakCLIP
@@ -171,7 +171,7 @@ _TABLE3_CITED = (("EPS (saliency)", 35.7), ("AuxSegNet (saliency)", 33.9), ("SEA
                  ("CONTA", 32.8), ("PMM", 40.2), ("OC-CSE", 36.4), ("RIB", 43.8), ("VWE", 36.2), ("URN", 41.5),
                  ("SANCE", 44.7), ("SIPE", 43.6), ("AMN", 44.7), ("ViT-PCM", 45.0), ("AEFT", 44.8),
                  ("ToCo", 41.3), ("OCR", 42.5), ("ACR", 45.3))
-_COCO_RETRAIN_NOTE = ("COCO retrain lr 1.5e-3, 160k iterations (METHODS.md; not checked against code); "
+_COCO_RETRAIN_NOTE = ("COCO retrain lr 1.5e-3, 160k iterations (docs/methods.md; not checked against code); "
                       "WeakCLIP's COCO augmentation range approximated for a 640 x 480 image (0.53-2.13); "
                       + WEAKCLIP_RETRAIN_NOTE)
 

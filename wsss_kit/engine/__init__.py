@@ -7,66 +7,32 @@ global batch split over the processes and checkpoints that resume under any numb
 """
 
 from .checkpoint import load_model_weights, load_training_state, save_model_weights, save_training_state
-from .csv_log import CsvLog, read_log
-from .distributed import (
-    all_reduce_mean,
-    all_reduce_sum,
-    any_rank,
-    barrier,
-    gather_objects,
-    get_rank,
-    get_world_size,
-    init_distributed,
-    is_distributed,
-    is_main_process,
-    launched_by_torchrun,
-    local_rank,
-    reduce_scalars,
-    unwrap_model,
-)
-from .sampling import EpochSampler, SeededSamples, epoch_permutation, sample_seed
-from .schedule import SCHEDULES, StepSchedule, lr_at
-from .seeding import capture_rng_state, restore_rng_state, seed_everything, worker_init_fn
-from .train_config import OPTIMIZERS, TRAJECTORY_FIELDS, TrainConfig
-from .trainer import TrainResult, build_optimizer, default_step, move_to_device, resolve_device, train
+from .csv_log import read_log
+from .distributed import barrier, get_rank, get_world_size, init_distributed, is_main_process, unwrap_model
+from .schedule import lr_at
+from .seeding import seed_everything, worker_init_fn
+from .train_config import TrainConfig
+from .trainer import TrainResult, build_optimizer, default_step, train
 
+# The public surface: what a training script or a plugin uses. The helpers the loop is built from
+# (samplers, RNG capture, the CSV writer, collective ops, device moves) are importable from their
+# modules (wsss_kit.engine.sampling, .seeding, .csv_log, .distributed, .trainer) for the core's use.
 __all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "TRAJECTORY_FIELDS",
-    "CsvLog",
-    "EpochSampler",
-    "SeededSamples",
-    "StepSchedule",
     "TrainConfig",
     "TrainResult",
-    "all_reduce_mean",
-    "all_reduce_sum",
-    "any_rank",
     "barrier",
     "build_optimizer",
-    "capture_rng_state",
     "default_step",
-    "epoch_permutation",
-    "gather_objects",
     "get_rank",
     "get_world_size",
     "init_distributed",
-    "is_distributed",
     "is_main_process",
-    "launched_by_torchrun",
-    "load_training_state",
     "load_model_weights",
-    "local_rank",
+    "load_training_state",
     "lr_at",
-    "move_to_device",
     "read_log",
-    "reduce_scalars",
-    "resolve_device",
-    "restore_rng_state",
-    "sample_seed",
-    "save_training_state",
     "save_model_weights",
+    "save_training_state",
     "seed_everything",
     "train",
     "unwrap_model",

@@ -200,7 +200,7 @@ def test_training_targets_protocol():
 
 
 def test_batchnorm_and_stem_stay_frozen_and_param_groups_follow_train_aff():
-    from wsss_deeplab.frozen_bn import batchnorm_layers
+    from wsss_kit.batchnorm import batchnorm_layers
 
     torch.manual_seed(0)
     ref = PSARefiner(**TINY).train()

@@ -40,9 +40,9 @@ from torch import Tensor, nn
 
 import wsss_kit
 from wsss_deeplab.convert_wr38 import convert_resnet38_imagenet
-from wsss_deeplab.frozen_bn import bn_eval, freeze_bn_params
 from wsss_deeplab.wide_resnet38 import WideResNet38
 from wsss_kit import IGNORE_INDEX
+from wsss_kit.batchnorm import freeze_batchnorm, freeze_batchnorm_params
 from wsss_kit.weights import load_checkpoint
 
 from .random_walk import feature_affinity, path_indices, psa_random_walk
@@ -138,7 +138,7 @@ class AffinityNet(nn.Module):
             for p in list(self.trunk.stem.parameters()) + list(self.trunk.stages[0].parameters()):
                 p.requires_grad_(False)
         if self.freeze_bn:
-            freeze_bn_params(self.trunk)
+            freeze_batchnorm_params(self.trunk)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if weights is not None:
@@ -157,7 +157,7 @@ class AffinityNet(nn.Module):
     def train(self, mode: bool = True) -> "AffinityNet":
         super().train(mode)
         if self.freeze_bn:
-            bn_eval(self.trunk)
+            freeze_batchnorm(self.trunk)
         return self
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -230,9 +230,9 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
         self.train_cover_border, self.cover_border = bool(train_cover_border), bool(cfg["cover_border"])
         self.sparse_walk = bool(sparse_walk)
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+            self.load_weights(checkpoint)
 
-    def load_checkpoint(self, checkpoint: str | os.PathLike[str]) -> None:
+    def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
         """Load a trained AffinityNet (PSA's ``resnet38_aff`` or this refiner's layout) into ``net``, strictly."""
         from .convert_affinity import load_converted
 

@@ -5,7 +5,7 @@ used, as plain dicts of constructor keywords.
 settings, then this override". A keyword left at :data:`PRESET` takes the preset's value.
 
 ``paper`` equals ``official`` for both: neither PSA/MCTformer's nor IRNet's paper states a
-setting of these steps that their released code changes (METHODS.md lists none).
+setting of these steps that their released code changes (docs/methods.md lists none).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from torch import nn
 
 import wsss_kit
 from wsss_cams import ResNetCAM
-from wsss_cams.convert import convert_irn_resnet50_cam, is_irn_layout
+from wsss_cams.convert_resnet_cam import convert_irn_resnet50_cam, is_irn_layout
 from wsss_kit.weights import CONVERTERS
 
 LAYERS = (1, 1, 1, 2)  # two blocks in layer4, so a dilated layer4 differs from the official one

@@ -8,8 +8,8 @@ Plugins (entry points): ``cams/resnet_cam`` → :class:`ResNetCAM`, ``cams/mctfo
 layout → :class:`MCTformer`'s.
 """
 
-from .convert import convert_irn_resnet50_cam, is_irn_layout
 from .convert_mctformer import convert_mctformer
+from .convert_resnet_cam import convert_irn_resnet50_cam, is_irn_layout
 from .losses import MultiLabelSoftMarginLoss, multilabel_soft_margin_loss
 from .mctformer import MCTformer, MCTformerV1, MCTformerV2
 from .resnet_cam import ResNetCAM

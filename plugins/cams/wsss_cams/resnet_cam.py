@@ -17,7 +17,7 @@ This is the network IRN, CLIMS and POLE start from, with defaults that reproduce
   with ε = 1e-5.
 
 ``checkpoint=`` loads a trained CAM network, in this layout or the official one (converted by
-:func:`wsss_cams.convert.convert_irn_resnet50_cam`), e.g. ``checkpoint="released:irn_res50_cam"``.
+:func:`wsss_cams.convert_resnet_cam.convert_irn_resnet50_cam`), e.g. ``checkpoint="released:irn_res50_cam"``.
 The input-resize difference from the official code (PIL bicubic on uint8 there, bilinear on float
 tensors here) is described in ``docs/paper_vs_code.md``.
 """
@@ -31,16 +31,16 @@ from typing import Any, Sequence, cast
 import torch
 from timm.models import FeatureInfo
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import wsss_kit
+from wsss_kit.batchnorm import freeze_batchnorm
 from wsss_kit.cam_ops import multiscale_cams
 from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import check_input_space, normalize_input
 from wsss_kit.weights import create_timm_model, load_checkpoint, load_state_dict, resolve
 
 from .checks import check_backbone_name, check_images
-from .convert import convert_irn_resnet50_cam, is_resnet_cam_layout
+from .convert_resnet_cam import convert_irn_resnet50_cam, is_resnet_cam_layout
 from .losses import multilabel_soft_margin_loss
 from .resnet_stages import remove_stage_stride, resnet_stages
 
@@ -280,9 +280,7 @@ class ResNetCAM(wsss_kit.CAMGenerator):
         with ``fixed_bn`` every backbone BatchNorm does, so running statistics are used and kept."""
         super().train(mode)
         if getattr(self, "fixed_bn", False):
-            for module in self.backbone.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
+            freeze_batchnorm(self.backbone)
         for module in getattr(self, "_frozen", ()):
             module.eval()
         return self

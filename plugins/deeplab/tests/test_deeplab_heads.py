@@ -9,7 +9,7 @@ from deeplab_official_layouts import TINY_V2, TINY_WR38
 
 import wsss_kit
 from wsss_deeplab import DeepLabV1WR38, DeepLabV2R101, msc_loss
-from wsss_deeplab.frozen_bn import batchnorm_layers
+from wsss_kit.batchnorm import batchnorm_layers
 from wsss_kit.engine import TrainConfig
 from wsss_kit.engine.trainer import build_optimizer
 

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import wsss_kit
+from wsss_kit.batchnorm import freeze_batchnorm, freeze_batchnorm_params
 from wsss_kit.weights import load_checkpoint
 
 from .convert_wr38 import convert_mctformer_resnet38_seg, convert_resnet38_imagenet
-from .frozen_bn import bn_eval, freeze_bn_params
 from .wide_resnet38 import WR38_BOTTLENECK_WIDTHS, WR38_DEPTHS, WR38_DROPOUTS, WR38_WIDTHS, WideResNet38
 
 __all__ = ["DeepLabV1WR38", "SegmentationHead"]
@@ -122,7 +122,7 @@ class DeepLabV1WR38(wsss_kit.RetrainHead):
         if checkpoint is not None:
             self.load_weights(checkpoint)
         if self.freeze_bn:
-            freeze_bn_params(self.backbone)
+            freeze_batchnorm_params(self.backbone)
         if self.freeze_stem:
             self.backbone.stem.requires_grad_(False)
         self.train(self.training)
@@ -144,7 +144,7 @@ class DeepLabV1WR38(wsss_kit.RetrainHead):
     def train(self, mode: bool = True) -> "DeepLabV1WR38":
         super().train(mode)
         if self.freeze_bn:
-            bn_eval(self.backbone)
+            freeze_batchnorm(self.backbone)
         return self
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:

@@ -39,11 +39,11 @@ from timm.models import FeatureInfo
 from torch import nn
 
 import wsss_kit
+from wsss_kit.batchnorm import freeze_batchnorm, freeze_batchnorm_params
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import create_timm_model, load_checkpoint, resolve
 
 from .convert_deeplab_v2 import convert_deeplab_v2_kazuto1011, describe_deeplab_state_dict, is_kazuto1011_layout
-from .frozen_bn import bn_eval, freeze_bn_params
 
 __all__ = ["ASPP", "CAFFE_MEAN_BGR", "DeepLabV2R101"]
 
@@ -172,7 +172,7 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
         if checkpoint is not None:
             self.load_weights(checkpoint)
         if self.freeze_bn:
-            freeze_bn_params(self.backbone)
+            freeze_batchnorm_params(self.backbone)
         self.train(self.training)
 
     # ------------------------------------------------------------------ construction
@@ -244,7 +244,7 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
     def train(self, mode: bool = True) -> "DeepLabV2R101":
         super().train(mode)
         if self.freeze_bn:
-            bn_eval(self.backbone)
+            freeze_batchnorm(self.backbone)
         return self
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:

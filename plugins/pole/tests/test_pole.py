@@ -19,8 +19,8 @@ from wsss_kit.clip import TINY_CLIP, CLIPModel, load_clip
 from wsss_kit.data import SyntheticDataset
 from wsss_kit.data.artifacts import save_cams
 from wsss_pole import CLIMS, POLE
+from wsss_pole.cli import frequency_table, main
 from wsss_pole.presets import POLE_TABLE4, pole_table4_node
-from wsss_pole.select import frequency_table, main
 from wsss_pole.selection_cache import SelectionCacheError, read_selection_cache, write_selection_cache
 from wsss_pole.synonyms import PoleSynonyms
 
@@ -285,7 +285,7 @@ def test_select_command_is_a_console_script():
     from importlib.metadata import entry_points
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("wsss-pole-select") == "wsss_pole.select:main"
+    assert scripts.get("wsss-pole-select") == "wsss_pole.cli:main"
 
 
 # ---------------------------------------------------------------------------- training through the engine

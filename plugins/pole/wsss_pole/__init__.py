@@ -3,7 +3,7 @@
 Plugins (entry points): ``cams/clims`` → :class:`CLIMS` (the CLIMS CAM network), ``cams/pole`` →
 :class:`POLE` (CLIMS with selected class words and adapters), ``losses/clims`` → :class:`CLIMSLoss`
 (functional :func:`clims_loss`), ``prompts/pole_synonyms`` (POLE's synonym selection,
-:mod:`wsss_pole.synonyms`). Console script ``wsss-pole-select`` (:mod:`wsss_pole.select`) builds the
+:mod:`wsss_pole.synonyms`). Console script ``wsss-pole-select`` (:mod:`wsss_pole.cli`) builds the
 selection cache. The background prompt lists ship as package data (:func:`background_words`).
 Converter ``pole_official_adapters`` (:func:`convert_pole_official_adapters`): POLE's official
 ``Av``/``At`` adapters → :class:`POLE`'s; :meth:`POLE.load_weights` reads official checkpoints.

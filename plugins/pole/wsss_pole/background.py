@@ -7,7 +7,7 @@ does the same.
 ==========  =====  ===================================================================
 name        words  source
 ==========  =====  ===================================================================
-``voc``     10     official CLIMS code (``clip_utils.py``) and ``../shared/METHODS.md``
+``voc``     10     official CLIMS code (``clip_utils.py``), see docs/methods.md
 ``coco``    88     official CLIMS code (``clip_utils.py``); not in the CLIMS paper
 ==========  =====  ===================================================================
 """

@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import wsss_kit
 from wsss_cams import ResNetCAM
 from wsss_cams.resnet_cam import STEM_NAMES
+from wsss_kit.batchnorm import set_batchnorm_mode
 from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, CLIPModel, frozen_clip
 from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import check_input_space, to_unit
@@ -236,11 +236,7 @@ class CLIMS(wsss_kit.CAMGenerator):
         if getattr(self, "stem_batch_stats", False):
             for name, module in self.cam.backbone.named_children():
                 if name in STEM_NAMES or name.startswith("stem_"):
-                    for sub in module.modules():
-                        if isinstance(sub, _BatchNorm):
-                            sub.train(mode)
-                    if isinstance(module, _BatchNorm):
-                        module.train(mode)
+                    set_batchnorm_mode(module, mode)
         return self
 
     def raw_cams(self, images: Tensor) -> Tensor:

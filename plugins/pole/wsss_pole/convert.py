@@ -11,7 +11,7 @@ Facts from the official code (github Ruxie189/WSS_POLE, ``clip_tools/clip_adapte
 * state-dict keys of one adapter: ``fc.0.weight`` ``(D/4, D)``, ``fc.2.weight`` ``(D, D/4)``,
   ``ratio_vector`` ``(D,)``; no biases (``fc.1``/``fc.3`` are the parameter-free ReLUs);
 * the trained checkpoint is ``torch.save(model.module.state_dict())`` of the CLIMS CAM network
-  (``net/resnet50_clims.py``, IRN's layout, see :mod:`wsss_cams.convert`) after
+  (``net/resnet50_clims.py``, IRN's layout, see :mod:`wsss_cams.convert_resnet_cam`) after
   ``model.Av, model.At = Adapter(512), Adapter(512)`` and ``model.adapters = ModuleList([Av, At])``,
   so every adapter tensor is written twice: ``Av.*`` = ``adapters.0.*`` and ``At.*`` = ``adapters.1.*``.
 

@@ -43,7 +43,7 @@ from .synonyms import PoleSynonyms
 __all__ = ["POLE", "SELECT_COMMAND", "build_synonyms"]
 
 SELECT_COMMAND = "wsss-pole-select"
-"""The console script that builds a selection cache (``python -m wsss_pole.select``)."""
+"""The console script that builds a selection cache (``python -m wsss_pole.cli``)."""
 
 _NOT_FOR_POLE = {
     "prompt": "POLE's class prompts come from synonyms= (a pole_synonyms strategy); use cams/clims for "

@@ -55,7 +55,8 @@ def test_window_grid_is_mmsegs():
 
 
 def test_official_scales_of_a_voc_image_give_52_windows():
-    """METHODS: 'at inference the official code re-encodes the text for every sliding window (52 windows)'."""
+    """docs/methods.md: a 375x500 VOC image makes 52 windows over the official scales (the official code
+    encodes the text again for each)."""
     assert scaled_size(375, 500, 1.0) == (512, 683)
     assert scaled_size(375, 500, 0.5) == (256, 341)
     sizes = [scaled_size(375, 500, r) for r in OFFICIAL_SCALES]

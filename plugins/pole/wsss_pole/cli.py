@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``wsss-pole-select`` and ``python -m wsss_pole.select``; returns the exit code."""
+    """Entry point of ``wsss-pole-select`` and ``python -m wsss_pole.cli``; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
