@@ -23,6 +23,9 @@ import yaml
 from .errors import ConfigError, PluginError
 from .registry import accepted_kwargs, check_kind, default_registry, did_you_mean
 
+__all__ = ["TYPE_KEY", "apply_overrides", "build", "check_keys", "dump_config", "get_path", "is_node", "load_config",
+           "parse_config", "split_type", "validate"]
+
 TYPE_KEY = "type"
 
 

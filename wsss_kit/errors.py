@@ -6,6 +6,10 @@ expected and what was found, so that a user can fix it without reading the sourc
 
 from __future__ import annotations
 
+__all__ = ["AmbiguousPluginError", "BrokenPluginError", "ConfigError", "CorruptArtifactError", "DataError",
+           "NumericalError", "PluginError", "PluginOutputError", "PluginVersionError", "UnknownPluginError",
+           "WSSSError", "WeightsError"]
+
 
 class WSSSError(Exception):
     """Base class of all errors raised on purpose by wsss_kit."""

@@ -29,6 +29,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+__all__ = ["HOOKS", "IGNORE_INDEX", "INTERFACES", "CAMGenerator", "HasParamGroups", "HasTrainingStep",
+           "HasTrainingTargets", "LoadsWeights", "Loss", "PromptStrategy", "Refiner", "RetrainHead", "WSSSDataset",
+           "cams_to_seeds", "makes_own_targets"]
+
 IGNORE_INDEX = 255
 """Mask value for pixels that are ignored by losses and metrics."""
 

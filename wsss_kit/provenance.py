@@ -21,6 +21,8 @@ from .config import dump_config
 from .registry import list_plugins
 from .version import API_VERSION, __version__
 
+__all__ = ["collect_provenance", "git_revision", "package_versions", "write_provenance"]
+
 _PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "segmentation-models-pytorch",
              "kornia", "pydensecrf2", "entrypoints", "numpy")
 

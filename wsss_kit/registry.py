@@ -61,6 +61,11 @@ from .interfaces import INTERFACES
 from .plugin_import import FROM_ENV, TIMEOUT_ENV, ImportGuard, Outcome  # noqa: F401 - TIMEOUT_ENV re-exported
 from .version import API_VERSION
 
+__all__ = ["DISABLE_ENV", "FIRST_PARTY_DISTS", "KINDS", "LOCAL_DIST", "TIMEOUT_ENV", "DisabledPluginError",
+           "PluginInfo", "PluginNameClashWarning", "Registry", "accepted_kwargs", "check_kind", "check_kwargs",
+           "create", "default_registry", "did_you_mean", "disable_rules", "group_of", "list_plugins",
+           "normalize_dist", "register"]
+
 KINDS: tuple[str, ...] = tuple(sorted(INTERFACES))
 """The plugin kinds, each read from the entry-point group ``wsss_kit.<kind>``."""
 

@@ -1,5 +1,7 @@
 """Version numbers, kept apart so that every module can import them without cycles."""
 
+__all__ = ["API_VERSION"]
+
 __version__ = "0.1.0"
 """Version of the ``wsss-kit`` distribution."""
 

@@ -17,6 +17,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import atomic_path
 
+__all__ = ["cam_grid", "cam_overlay", "colorize_mask", "jet_colormap", "make_grid", "palette_array", "save_png",
+           "to_uint8_image"]
+
 IGNORE_INDEX = 255
 WHITE = (255, 255, 255)
 

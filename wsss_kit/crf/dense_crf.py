@@ -15,6 +15,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from wsss_kit.crf.params import CRFParams
 
+__all__ = ["DEFAULT_MIN_PROB", "Settings", "check_crf_inputs", "crf_inference", "crf_settings", "dense_crf"]
+
 DEFAULT_MIN_PROB = 1e-5
 """Probabilities are clamped to this before ``-log`` so that a zero gives a finite unary."""
 

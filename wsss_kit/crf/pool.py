@@ -52,6 +52,9 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from wsss_kit.crf.params import CRFParams
 
+__all__ = ["CRFPool", "available_cpus", "dense_crf_batch", "resolve_workers", "shared_pool",
+           "shutdown_shared_pool"]
+
 # Not ``from . import dense_crf``: the package re-exports the function of that name.
 _dense_crf_module = importlib.import_module(".dense_crf", __package__)
 

@@ -12,6 +12,8 @@ from .dense_crf import DEFAULT_MIN_PROB
 from .params import CRFParams, get_params
 from .pool import dense_crf_batch
 
+__all__ = ["DenseCRF", "cams_to_probs", "images_to_uint8", "seeds_to_probs"]
+
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:
     """``(B, 3, H, W)`` float in [0, 1] → ``uint8 (B, H, W, 3)`` numpy (values clipped)."""

@@ -23,6 +23,8 @@ from ..errors import CorruptArtifactError, DataError
 from ..interfaces import WSSSDataset
 from .image_io import read_mask
 
+__all__ = ["MaskTargetDataset", "load_cams", "read_mask_artifact", "save_cams"]
+
 
 def save_cams(path: str | Path, cams: torch.Tensor, labels: torch.Tensor, compress: bool = False) -> torch.Tensor:
     """Save one image's CAMs ``(C, H, W)`` keeping only the classes present in ``labels`` ``(C,)``.

@@ -6,6 +6,8 @@ image viewer shows the same colours as the VOC ground truth (value 255, "ignore"
 
 from __future__ import annotations
 
+__all__ = ["COCO_CATEGORY_IDS", "COCO_CLASSES", "VOC_CLASSES", "voc_colormap"]
+
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle",
     "bus", "car", "cat", "chair", "cow",

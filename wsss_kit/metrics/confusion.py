@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+__all__ = ["ConfusionMatrix", "confusion_matrix", "iou_from_confusion", "metrics_from_confusion"]
+
 IGNORE_INDEX = 255
 
 

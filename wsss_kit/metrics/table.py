@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+__all__ = ["FORMATS", "format_iou_table", "format_stage_table"]
+
 FORMATS = ("text", "markdown", "csv")
 
 SHORT_NAMES: dict[str, str] = {

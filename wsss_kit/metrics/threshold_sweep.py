@@ -17,6 +17,8 @@ import torch
 
 from .confusion import IGNORE_INDEX, ConfusionMatrix, all_reduce_sum, iou_from_confusion
 
+__all__ = ["ThresholdSweep", "default_thresholds"]
+
 
 def default_thresholds() -> torch.Tensor:
     """0.00, 0.01, ..., 0.59 (float64, exact decimals) — the sweep of MCTformer's evaluation."""
