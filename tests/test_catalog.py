@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,21 @@ def test_plugin_entries_load_lazily_with_their_provider_and_aliases(site: Path) 
     assert rows["mine"].provider == "tp-good 2.1.0" and rows["base"].dist == "wsss-kit"
     assert cat.names() == ["base", "chain", "made", "mine", "mine_too", "neutral"]
     assert cat.provider_of("mine_too") == "tp-good 2.1.0"
+
+
+def test_a_provider_may_look_up_the_catalog_while_it_is_imported(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin's data module that derives its set from another entry at import time (in the import
+    guard's thread) neither deadlocks nor breaks itself; its entries are there afterwards."""
+    cat = catalog(site)
+    holder = types.ModuleType("tp_holder")
+    holder.cat = cat  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tp_holder", holder)
+    make_dist(site, "tp-derived", "1.0", {"sets": "tp_derived:SETS"}, {"tp_derived": """
+        import tp_holder
+        SETS = {"derived": tp_holder.cat.get("base").replace(iterations=3)}
+    """})
+    assert cat.get("derived").iterations == 3 and cat.get("derived").bilateral_sxy == 80
+    assert cat.broken() == [] and cat.provider_of("derived") == "tp-derived 1.0"
 
 
 def test_broken_provider_is_named_and_the_others_keep_working(site: Path) -> None:

@@ -11,8 +11,8 @@ import pycocotools.mask as mask_api
 import pytest
 from PIL import Image
 
-from wsss_kit.data import COCO2014Dataset, polygons_to_mask, rle_to_mask, semantic_mask
-from wsss_kit.data.coco_masks import segmentation_to_mask
+from wsss_kit.data import COCO2014Dataset
+from wsss_kit.data.coco_masks import polygons_to_mask, rle_to_mask, segmentation_to_mask, semantic_mask
 from wsss_kit.data.palette import COCO_CATEGORY_IDS
 from wsss_kit.errors import DataError
 

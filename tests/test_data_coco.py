@@ -10,15 +10,8 @@ import torch
 from PIL import Image
 
 import wsss_kit
-from wsss_kit.data import (
-    COCO2014Dataset,
-    check_dataset,
-    convert_coco_masks,
-    decode_rle_counts,
-    polygons_to_mask,
-    read_mask,
-    rle_to_mask,
-)
+from wsss_kit.data import COCO2014Dataset, check_dataset, convert_coco_masks, read_mask
+from wsss_kit.data.coco_masks import decode_rle_counts, polygons_to_mask, rle_to_mask
 from wsss_kit.errors import DataError
 
 H, W = 10, 12

@@ -13,12 +13,12 @@ from wsss_kit.data import (
     VOC_CLASSES,
     MaskFormatError,
     read_image,
-    read_image_with_mode,
     read_mask,
     save_image_png,
     save_mask_png,
     voc_colormap,
 )
+from wsss_kit.data.image_io import read_image_with_mode
 from wsss_kit.errors import DataError
 
 

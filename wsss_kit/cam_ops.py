@@ -14,6 +14,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .multiscale import View, multiscale_flip
+
+__all__ = ["NORMALIZE_MODES", "RawCAMFn", "multiscale_cams", "normalize_cams", "resize_cams"]
+
 NORMALIZE_MODES = ("max", "minmax")
 """Per-image, per-class normalisations accepted by :func:`normalize_cams`."""
 
@@ -121,28 +125,17 @@ def multiscale_cams(
         out_size = (-(-height // stride) * stride, -(-width // stride) * stride)
 
     num_classes = labels.shape[1]
-    total: torch.Tensor | None = None
-    for scale in scales:
-        if scale == 1.0:
-            scaled = images
-        else:
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        passes = [(scaled, False)] + ([(scaled.flip(-1), True)] if flip else [])
-        for batch_images, mirrored in passes:
-            maps = raw_fn(batch_images)
-            if maps.dim() != 4 or maps.shape[0] != batch or maps.shape[1] != num_classes:
-                raise ValueError(
-                    f"raw_fn must return (B, C, h, w) = ({batch}, {num_classes}, h, w) matching images and "
-                    f"labels; got shape {tuple(maps.shape)} at scale {scale}"
-                )
-            if relu:
-                maps = F.relu(maps)
-            maps = resize_cams(maps, out_size)
-            if mirrored:
-                maps = maps.flip(-1)
-            total = maps if total is None else total + maps
-    assert total is not None
+
+    def prepare(maps: torch.Tensor, view: View) -> torch.Tensor:
+        if maps.dim() != 4 or maps.shape[0] != batch or maps.shape[1] != num_classes:
+            raise ValueError(
+                f"raw_fn must return (B, C, h, w) = ({batch}, {num_classes}, h, w) matching images and "
+                f"labels; got shape {tuple(maps.shape)} at scale {view.scale}"
+            )
+        return F.relu(maps) if relu else maps
+
+    total = multiscale_flip(raw_fn, images, scales, flip, size=out_size, rounding="round", prepare=prepare,
+                            unflip="after_resize", aggregate="sum", name="raw_fn")
     total = total[..., :height, :width]
     mask = labels.to(total.dtype)[:, :, None, None]
     cams = normalize_cams(total * mask, normalize, eps=eps)

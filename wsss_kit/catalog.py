@@ -81,6 +81,7 @@ class _Provider:
     items: dict[str, Any] | None = None
     error: str = ""
     entry_point: Any = None
+    loading: bool = False
 
     def describe(self) -> str:
         return f"{self.dist} {self.version} ({self.label})".replace("  ", " ")
@@ -130,17 +131,26 @@ class Catalog(Generic[T]):
         return found
 
     def _load(self, provider: _Provider) -> None:
-        if provider.items is not None:
-            return
-        outcome = self._guard.load(f"{self.group}/{provider.dist}/{provider.label}", provider.entry_point,
-                                   f"{self.what}s of {provider.describe()}")
-        if outcome.error:
-            provider.items, provider.error = {}, outcome.error
-            return
+        with self._lock:
+            if provider.items is not None or provider.loading:  # loading: a lookup made while it imports
+                return
+            provider.loading = True
+        items: dict[str, Any] = {}
+        error = ""
         try:
-            provider.items = self._checked(provider, outcome.obj)
-        except WSSSError as exc:
-            provider.items, provider.error = {}, str(exc)
+            outcome = self._guard.load(f"{self.group}/{provider.dist}/{provider.label}", provider.entry_point,
+                                       f"{self.what}s of {provider.describe()}")
+            if outcome.error:
+                error = outcome.error
+            else:
+                try:
+                    items = self._checked(provider, outcome.obj)
+                except WSSSError as exc:
+                    error = str(exc)
+        finally:
+            with self._lock:
+                provider.items, provider.error, provider.loading = items, error, False
+                self._table = None  # a table built while this provider was loading lacks its entries
 
     def _checked(self, provider: _Provider, source: Any) -> dict[str, Any]:
         """``source`` (a mapping or a function returning one) as a dict of valid names and values."""
@@ -166,27 +176,38 @@ class Catalog(Generic[T]):
         with self._lock:
             if self._providers is None:
                 self._providers = self._scan()
-            for provider in self._providers:
-                self._load(provider)
-            return self._providers
+            providers = list(self._providers)
+        # Imported without holding the lock: a plugin module that looks up another catalog entry
+        # while it is imported (in the guard's thread) must not wait on this thread. The guard
+        # shares one import between concurrent callers.
+        for provider in providers:
+            self._load(provider)
+        return providers
 
     def _merged(self) -> dict[str, tuple[Any, _Provider]]:
         """Every name with its raw value (entry or Alias) and provider; conflicts set aside."""
         with self._lock:
-            if self._table is None:
-                table: dict[str, tuple[Any, _Provider]] = {}
-                conflicts: dict[str, list[_Provider]] = {}
-                for provider in self._providers_loaded():
-                    for name, value in (provider.items or {}).items():
-                        if name in table and table[name][0] != value:
-                            conflicts.setdefault(name, [table[name][1]]).append(provider)
-                        table.setdefault(name, (value, provider))
-                local = _Provider(LOCAL_DIST, "", "register()")
-                for name, value in self._local.items():
-                    table[name] = (value, local)
-                    conflicts.pop(name, None)
-                self._table, self._conflicts = table, conflicts
-            return self._table
+            if self._table is not None:
+                return self._table
+        providers = self._providers_loaded()
+        with self._lock:
+            if self._table is not None:
+                return self._table
+            table: dict[str, tuple[Any, _Provider]] = {}
+            conflicts: dict[str, list[_Provider]] = {}
+            for provider in providers:
+                for name, value in (provider.items or {}).items():
+                    if name in table and table[name][0] != value:
+                        conflicts.setdefault(name, [table[name][1]]).append(provider)
+                    table.setdefault(name, (value, provider))
+            local = _Provider(LOCAL_DIST, "", "register()")
+            for name, value in self._local.items():
+                table[name] = (value, local)
+                conflicts.pop(name, None)
+            self._conflicts = conflicts
+            if not any(p.loading for p in providers):  # else: answer from what is loaded, keep nothing
+                self._table = table
+            return table
 
     # ------------------------------------------------------------------ lookup
     def get(self, name: str) -> T:

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .multiscale import View, multiscale_flip
 
 __all__ = ["AGGREGATIONS", "predict_multiscale"]
 
@@ -31,20 +32,6 @@ def _check(images: Any, scales: tuple[float, ...], aggregate: str) -> None:
         raise ValueError(f"scales must be a non-empty list of positive numbers; got {list(scales)}")
     if aggregate not in AGGREGATIONS:
         raise ValueError(f"aggregate must be one of {', '.join(map(repr, AGGREGATIONS))}; got {aggregate!r}")
-
-
-def _view_probs(model: nn.Module, view: torch.Tensor, size: tuple[int, int], flipped: bool,
-                batch: int, where: str) -> torch.Tensor:
-    logits = model(view)
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 4 or logits.shape[0] != batch:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"the model must return logits (B={batch}, K, h, w) at {where}; got {got} (is it in "
-                         f"eval mode? a multi-scale head returns a list of logits in training)")
-    if flipped:
-        logits = logits.flip(-1)
-    if tuple(logits.shape[-2:]) != size:
-        logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-    return logits.float().softmax(1)
 
 
 @torch.no_grad()
@@ -92,30 +79,19 @@ def predict_multiscale(
         from .crf import get_params
 
         crf = get_params(crf)  # fail before the forward passes
-    b, _, h, w = images.shape
-    total: torch.Tensor | None = None
-    count = 0
-    for s in scales:
-        if s == 1.0:
-            x = images
-        else:
-            size = (max(1, int(h * s)), max(1, int(w * s)))
-            x = F.interpolate(images, size=size, mode="bilinear", align_corners=resize_align_corners)
-        for flipped in (False, True) if flip else (False,):
-            where = f"scale {s:g}" + (" (flipped)" if flipped else "")
-            prob = _view_probs(model, x.flip(-1) if flipped else x, (h, w), flipped, b, where)
-            if total is not None and prob.shape[1] != total.shape[1]:
-                raise ValueError(f"the model returned {prob.shape[1]} classes at {where} but {total.shape[1]} before")
-            if total is None:
-                total = prob
-            elif aggregate == "max":
-                total = torch.maximum(total, prob)
-            else:
-                total = total + prob
-            count += 1
-    assert total is not None
-    if aggregate == "mean":
-        total = total / count
+    batch = images.shape[0]
+
+    def prepare(logits: torch.Tensor, view: View) -> torch.Tensor:
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 4 or logits.shape[0] != batch:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"the model must return logits (B={batch}, K, h, w) at {view.where}; got {got} (is it "
+                             f"in eval mode? a multi-scale head returns a list of logits in training)")
+        return logits.float()
+
+    total = multiscale_flip(model, images, scales, flip, size=images.shape[-2:], rounding="floor",
+                            resize_align_corners=resize_align_corners, prepare=prepare,
+                            activation=lambda logits: logits.softmax(1), unflip="before_resize", aggregate=aggregate,
+                            name="the model")
     if crf is None:
         return total
     from .crf import dense_crf_batch, images_to_uint8

@@ -13,73 +13,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from ..atomic import write_text
-from ..config import is_node, load_config
-from ..engine import seed_everything
+from ..config import load_config
 from ..engine.distributed import any_rank, barrier, init_distributed, is_main_process
 from ..errors import ConfigError
-from ..interfaces import CAMGenerator, WSSSDataset
+from ..interfaces import WSSSDataset
 from ..pipeline.cam_export import ExportCounts, export_cams, record_settings, weights_digest
-from ..pipeline.checkpoints import build_for_trained_weights, build_from_checkpoint
 from ..pipeline.context import RunContext, Shard
 from ..pipeline.distributed import process_shard
 from ..pipeline.evaluation import has_ground_truth, score_mask_files, sweep_cam_files
 from ..pipeline.items import all_exist, item_names
-from ..pipeline.stages import cam_infer_settings
+from ..pipeline.stages import cam_infer_settings, parse_bg_threshold, trained_cam_model
 from ..pipeline.validation import schema_problems
-from ..weights import load_checkpoint, resolve_checkpoint
+from ..weights import resolve_checkpoint
 
 
 def threshold_setting(args: argparse.Namespace, ctx: RunContext | None) -> float | str:
     """``--bg-threshold``, else ``seeds.bg_threshold`` (default ``auto``): a number or ``"auto"``."""
     if args.bg_threshold is not None:
-        value, where = args.bg_threshold, "--bg-threshold"
-    else:
-        assert ctx is not None
-        value, where = ctx.get("seeds.bg_threshold", "auto"), "seeds.bg_threshold"
-    if value == "auto":
-        return "auto"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ConfigError(f"{where} must be a number (e.g. 0.25) or 'auto', got {value!r}")
-    if not 0.0 <= number <= 1.0:
-        raise ConfigError(f"{where} must be a number in [0, 1] (CAMs lie in [0, 1]: a threshold outside makes "
-                          f"every pixel background or every pixel foreground), got {value!r}")
-    return number
-
-
-def load_cam_model(ctx: RunContext, num_classes: int, checkpoint: str | None,
-                   run_dir: Path) -> tuple[CAMGenerator, str]:
-    """Build ``cam.model`` (``num_classes`` = C) on the run's device in eval mode and load its weights:
-    ``checkpoint``, else ``<run_dir>/train_cam/model.pt`` when it exists, else none (the model as
-    built, which may load its own checkpoint through the node's ``checkpoint:``). With trained
-    weights (any of these) the files the plugin's ``checkpoint_replaces`` names (its ImageNet
-    backbone) are not needed. Returns the model and a line saying which weights it has."""
-    node = ctx.get("cam.model")
-    if not is_node(node):
-        raise ConfigError(f"{ctx.source}: cam.model must be a CAM network node like "
-                          "{type: cams/resnet_cam, backbone: resnet50}")
-    seed_everything(ctx.seed)  # parts left at random initialisation are then the same in every shard
-    trained = run_dir / "train_cam" / "model.pt"
-    if checkpoint is not None:
-        model, _ = build_from_checkpoint(node, "cam.model", checkpoint, num_classes=num_classes)
-        used = f"--checkpoint {checkpoint}"
-    elif trained.is_file():
-        model = build_for_trained_weights(node, "cam.model", num_classes=num_classes)
-        load_checkpoint(model, trained, purpose="trained CAM network")
-        used = f"{trained} (the trained CAM network of run_dir)"
-    else:
-        model, spec = build_from_checkpoint(node, "cam.model", num_classes=num_classes)
-        used = (f"cam.model.checkpoint {spec}" if spec is not None else
-                f"{node['type']} as built from cam.model's own arguments (no --checkpoint, and no {trained})")
-    return model.to(ctx.device).eval(), used
+        return parse_bg_threshold(args.bg_threshold, "--bg-threshold")
+    assert ctx is not None
+    return parse_bg_threshold(ctx.get("seeds.bg_threshold", "auto"), "seeds.bg_threshold")
 
 
 def _percent(value: float | None) -> str:
@@ -121,7 +78,8 @@ def cam(args: argparse.Namespace) -> int:
 
     model = None
     if any(not (cam_dir / f"{names[i]}.npz").exists() for i in mine):
-        model, used = load_cam_model(ctx, ds.num_classes, args.checkpoint, run_dir)
+        model, used = trained_cam_model(ctx, args.checkpoint, run_dir, ds.num_classes, untrained_ok=True)
+        used = f"--checkpoint {args.checkpoint}" if args.checkpoint is not None else used
         print(f"weights: {used}")
         record_settings(cam_dir, {"model": f"{type(model).__module__}.{type(model).__qualname__}",
                                   "weights_sha256": weights_digest(model), "scales": list(scales),

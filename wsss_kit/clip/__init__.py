@@ -25,21 +25,13 @@ from .configs import (
     TINY_CLIP,
     clip_architecture,
     register_clip_config,
-    register_model_configs,
     validate_clip_config,
 )
 from .image import DenseFeatures, interpolate_pos_embed
-from .loading import DEFAULT_CLIP_WEIGHTS, build_open_clip_model, frozen_clip, load_clip
+from .loading import DEFAULT_CLIP_WEIGHTS, frozen_clip, load_clip
 from .model import CLIPModel
-from .preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PRECISIONS, autocast_for
-from .text import (
-    POSITIONS,
-    ContextPosition,
-    TokenizedPrompts,
-    assemble_prompt_embeddings,
-    encode_prompt_embeddings,
-    tokenize_prompts,
-)
+from .preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PRECISIONS
+from .text import POSITIONS, ContextPosition, TokenizedPrompts, tokenize_prompts
 from .zero_shot import zero_shot_scores
 
 __all__ = [
@@ -57,16 +49,11 @@ __all__ = [
     "ContextPosition",
     "DenseFeatures",
     "TokenizedPrompts",
-    "assemble_prompt_embeddings",
-    "autocast_for",
-    "build_open_clip_model",
     "clip_architecture",
     "frozen_clip",
-    "encode_prompt_embeddings",
     "interpolate_pos_embed",
     "load_clip",
     "register_clip_config",
-    "register_model_configs",
     "tokenize_prompts",
     "validate_clip_config",
     "zero_shot_scores",

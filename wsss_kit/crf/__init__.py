@@ -1,6 +1,6 @@
 """Dense CRF: the papers' parameter sets, pydensecrf inference in worker processes, the refiner."""
 
-from .dense_crf import crf_inference, dense_crf
+from .dense_crf import dense_crf
 from .params import (
     CRF_PARAMS_GROUP,
     PARAM_SETS,
@@ -20,7 +20,6 @@ __all__ = [
     "CRFPool",
     "DenseCRF",
     "cams_to_probs",
-    "crf_inference",
     "dense_crf",
     "dense_crf_batch",
     "get_params",

@@ -3,7 +3,6 @@
 from .average_precision import average_precision, mean_average_precision
 from .confusion import (
     ConfusionMatrix,
-    all_reduce_sum,
     confusion_matrix,
     iou_from_confusion,
     metrics_from_confusion,
@@ -14,7 +13,6 @@ from .threshold_sweep import ThresholdSweep, default_thresholds
 __all__ = [
     "ConfusionMatrix",
     "ThresholdSweep",
-    "all_reduce_sum",
     "average_precision",
     "confusion_matrix",
     "default_thresholds",

@@ -13,6 +13,7 @@ trained: ``{"skipped": True, "reason": "from checkpoint <spec>", "checkpoint": <
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +81,32 @@ def _cam_not_trained(ctx: RunContext) -> dict[str, Any] | None:
     return skipped
 
 
-def trained_cam_model(ctx: RunContext, checkpoint: Any = None) -> tuple[CAMGenerator, str]:
+def trained_cam_model(ctx: RunContext, checkpoint: Any = None, run_dir: Path | None = None,
+                      num_classes: int | None = None, *, untrained_ok: bool = False) -> tuple[CAMGenerator, str]:
     """``cam.model`` on the run's device in eval mode with its weights, and a line saying which:
-    ``checkpoint``, else the node's ``checkpoint:``, else ``train_cam/model.pt``."""
+    ``checkpoint`` (e.g. ``--checkpoint``), else the node's ``checkpoint:``, else
+    ``<run_dir>/train_cam/model.pt`` (``run_dir``: the run's). With ``untrained_ok`` (``wsss cam``) a
+    missing ``model.pt`` leaves the model as built from its arguments instead of raising.
+
+    The model is built under the run's seed, so that parts its weights leave out (or all of it,
+    untrained) get the same initialisation in every shard. ``num_classes``: ``C``, default the run's.
+    """
     node = ctx.get("cam.model")
+    if not is_node(node):
+        raise ConfigError(f"{ctx.source}: cam.model must be a CAM network node like "
+                          "{type: cams/resnet_cam, backbone: resnet50}")
+    num_classes = ctx.num_classes if num_classes is None else num_classes
+    seed_everything(ctx.seed)
+    trained = Path(run_dir or ctx.run_dir) / "train_cam" / "model.pt"
     if checkpoint is not None or node_checkpoint(node) is not None:
-        model, spec = build_from_checkpoint(node, "cam.model", checkpoint, num_classes=ctx.num_classes)
+        model, spec = build_from_checkpoint(node, "cam.model", checkpoint, num_classes=num_classes)
         return model.to(ctx.device).eval(), f"checkpoint {spec}"
-    weights = trained_weights_file(ctx.path("train_cam", "model.pt"), "trained CAM network", "train_cam", "cam.model")
-    model = build_for_trained_weights(node, "cam.model", num_classes=ctx.num_classes)
+    if untrained_ok and not trained.is_file():
+        model = build(node, "cam.model", num_classes=num_classes)
+        return model.to(ctx.device).eval(), (f"{node['type']} as built from cam.model's own arguments (no "
+                                             f"checkpoint, and no {trained})")
+    weights = trained_weights_file(trained, "trained CAM network", "train_cam", "cam.model")
+    model = build_for_trained_weights(node, "cam.model", num_classes=num_classes)
     load_checkpoint(model, weights, purpose="trained CAM network")
     return model.to(ctx.device).eval(), f"{weights} (trained by the run)"
 
@@ -132,7 +150,6 @@ def cams(ctx: RunContext) -> dict[str, Any] | None:
     for split in SPLITS:
         ds, names, out, todo = _pending(ctx, split, "cams", ".npz")
         if todo and model is None:
-            seed_everything(ctx.seed)  # parts a checkpoint leaves at random initialisation are the same in every shard
             model, _ = trained_cam_model(ctx)
         export_cams(model, ds, todo, out, scales=scales, flip=flip, batch_size=batch_size, device=ctx.device,
                     desc=f"CAMs [{split}]", where=f"data.{split}")
@@ -148,14 +165,28 @@ def cams_skipped(ctx: RunContext) -> bool:
     return bool(ctx.manifest.info("cams").get("skipped"))
 
 
+def parse_bg_threshold(value: Any, where: str = "seeds.bg_threshold") -> float | str:
+    """A background threshold setting: a number in [0, 1], or ``"auto"`` (the best threshold of a CAM
+    sweep); ``where`` names it in the error (``seeds.bg_threshold``, ``--bg-threshold``)."""
+    if value == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} must be a number (e.g. 0.25) or 'auto', got {value!r}")
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{where} must be a number in [0, 1] (CAMs lie in [0, 1]: a threshold outside makes "
+                          f"every pixel background or every pixel foreground), got {value!r}")
+    return number
+
+
 def bg_threshold(ctx: RunContext) -> float:
     """``seeds.bg_threshold``; ``auto`` takes the best threshold of the CAM sweep on ``data.train``."""
-    value = ctx.get("seeds.bg_threshold", "auto")
-    if value != "auto":
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"seeds.bg_threshold must be a number or 'auto', got {value!r}") from None
+    value = parse_bg_threshold(ctx.get("seeds.bg_threshold", "auto"))
+    if isinstance(value, float):
+        return value
     if cams_skipped(ctx):
         raise ConfigError("a background threshold of 'auto' (seeds.bg_threshold, refiner.bg_threshold) is the best "
                           "threshold of the CAM sweep, but this run computed no CAMs (no cam section); set a number "
@@ -475,5 +506,5 @@ def evaluate_head(ctx: RunContext) -> dict[str, Any] | None:
     return {"eval": evaluate_masks(ctx, "eval", out)}
 
 
-__all__ = ["bg_threshold", "cam_infer_settings", "refiner_extras", "refiner_is_trainable", "seed_sources",
-           "refiner_input", "trained_cam_model", "trained_head", "trained_refiner"]
+__all__ = ["bg_threshold", "cam_infer_settings", "parse_bg_threshold", "refiner_extras", "refiner_is_trainable",
+           "seed_sources", "refiner_input", "trained_cam_model", "trained_head", "trained_refiner"]

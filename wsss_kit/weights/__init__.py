@@ -22,8 +22,8 @@ hub tags → safe load → convert → strict load); plugins use it rather than 
 
 from __future__ import annotations
 
-from .checkpoint import HUB_SCHEMES, Converter, load_checkpoint, resolve_checkpoint
-from .converters import CONVERTERS, convert_efficientnet_lite0, get_converter, register_converter
+from .checkpoint import Converter, load_checkpoint, resolve_checkpoint
+from .converters import CONVERTERS, get_converter, register_converter
 from .loading import create_timm_model, load_state_dict, load_weights_into
 from .packaged import packaged_state_dict, save_packaged_state_dict
 from .released import (
@@ -42,26 +42,21 @@ from .released import (
     weights_dir,
 )
 from .required import WeightsRequirement, required_weights
-from .resolve import WEIGHT_SUFFIXES, hub_offline, hub_tag_cached, resolve
+from .resolve import resolve
 
 __all__ = [
     "CONVERTERS",
-    "HUB_SCHEMES",
     "PACKAGED_DIR",
     "Converter",
     "RELEASED",
     "RELEASED_CATALOG",
     "RELEASED_GROUP",
     "UNKNOWN_SHA_NOTE",
-    "WEIGHT_SUFFIXES",
     "ReleasedCheckpoint",
     "ReleasedInfo",
     "WeightsRequirement",
-    "convert_efficientnet_lite0",
     "create_timm_model",
     "get_converter",
-    "hub_offline",
-    "hub_tag_cached",
     "list_released",
     "load_checkpoint",
     "load_state_dict",

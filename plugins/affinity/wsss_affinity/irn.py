@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import wsss_kit
+from wsss_kit.multiscale import multiscale_flip
 from wsss_kit.weights import create_timm_model
 
 from .affinity import IMAGENET_MEAN, IMAGENET_STD, affinity_labels, affinity_loss
@@ -397,7 +398,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
             raise ValueError(f"irn_rw refines CAMs (B, C, H, W) at the image size {tuple(images.shape[-2:])}, "
                              f"got {tuple(cams.shape)} (seed masks are not supported)")
         h, w = images.shape[-2:]
-        logits = (self.boundary_logits(images) + self.boundary_logits(images.flip(-1)).flip(-1)) / 2
+        logits = multiscale_flip(self.boundary_logits, images, flip=True, aggregate="mean")  # image + mirror
         boundary = torch.sigmoid(logits)[:, 0]
         eh, ew = boundary.shape[-2:]
         cams = cams * labels[:, :, None, None].to(cams)

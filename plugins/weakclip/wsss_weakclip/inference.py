@@ -23,11 +23,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from wsss_kit import IGNORE_INDEX
 from wsss_kit.crf import dense_crf_batch, images_to_uint8
+from wsss_kit.multiscale import multiscale_flip
 
 from .sliding_window import slide_logits
 
@@ -70,25 +70,11 @@ def multiscale_softmax(predict: Callable[[Tensor], Tensor], images: Tensor, *,
     """
     if not len(scales):
         raise ValueError("scales must hold at least one ratio")
-    h, w = images.shape[-2:]
-    total: Tensor | None = None
-    views = 0
-    for ratio in scales:
-        if not float(ratio) > 0:
-            raise ValueError(f"scales must be positive, got {list(scales)}")
-        size = scaled_size(h, w, float(ratio), base_size)
-        x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        for mirrored in ((False, True) if flip else (False,)):
-            view = x.flip(-1) if mirrored else x
-            logits = slide_logits(predict, view, window, stride, window_batch)
-            if logits.shape[-2:] != (h, w):
-                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-            prob = logits.softmax(1)
-            prob = prob.flip(-1) if mirrored else prob
-            total = prob if total is None else total + prob
-            views += 1
-    assert total is not None
-    return total / views
+    if any(not float(ratio) > 0 for ratio in scales):
+        raise ValueError(f"scales must be positive, got {list(scales)}")
+    return multiscale_flip(lambda view: slide_logits(predict, view, window, stride, window_batch), images, scales, flip,
+                           size=images.shape[-2:], rounding=lambda h, w, ratio: scaled_size(h, w, ratio, base_size),
+                           activation=lambda logits: logits.softmax(1), unflip="after_activation", aggregate="mean")
 
 
 def crf_over_predicted_classes(probs: Tensor, images: Tensor, params: Any, workers: int | None = None) -> Tensor:
