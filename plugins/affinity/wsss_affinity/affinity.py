@@ -42,6 +42,7 @@ from wsss_deeplab.wide_resnet38 import WideResNet38
 import wsss_kit
 from wsss_kit import IGNORE_INDEX
 from wsss_kit.batchnorm import freeze_batchnorm, freeze_batchnorm_params
+from wsss_kit.shapes import check_shape
 from wsss_kit.weights import load_checkpoint
 
 from .random_walk import feature_affinity, path_indices, psa_random_walk
@@ -249,9 +250,8 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
         """``batch["image"]`` ``(B, 3, H, W)``, ``batch["target"]`` int64 ``(B, H, W)`` confident
         regions (255 elsewhere) → :func:`affinity_loss` terms."""
         images, target = batch["image"], batch["target"]
-        if target.dim() != 3 or tuple(target.shape[-2:]) != tuple(images.shape[-2:]):
-            raise ValueError(f"target must be (B, H, W) at the image size {tuple(images.shape[-2:])}, "
-                             f"got {tuple(target.shape)}")
+        check_shape(target, "B H W", "target", sizes={"H": images.shape[-2], "W": images.shape[-1]},
+                    note="(the image size)")
         emb = self.net(images)
         mask = F.interpolate(target[:, None].float(), size=emb.shape[-2:], mode="nearest")[:, 0].long()
         aff = feature_affinity(emb, self.radius, self.train_cover_border)
