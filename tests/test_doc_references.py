@@ -89,3 +89,12 @@ def test_every_markdown_path_named_in_the_code_exists() -> None:
            for line, name, ok in references(path) if not ok]  # this file names the refused files to refuse them
     assert not bad, "docstrings/comments/messages name Markdown files this repository does not have " \
                     "(point them at docs/*.md):\n" + "\n".join(bad)
+
+
+def test_the_architecture_page_names_files_that_exist() -> None:
+    """docs/architecture.md answers "where to change what" with file names: each must exist."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:wsss_kit|plugins|benchmarks|docs|tests)/[\w./-]+)`", text))
+    assert len(named) > 20
+    missing = sorted(p for p in named if "<" not in p and not (REPO / p.rstrip("/")).exists())
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
