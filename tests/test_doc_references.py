@@ -98,3 +98,10 @@ def test_the_architecture_page_names_files_that_exist() -> None:
     assert len(named) > 20
     missing = sorted(p for p in named if "<" not in p and not (REPO / p.rstrip("/")).exists())
     assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+
+
+def test_the_docs_name_no_file_outside_the_repository() -> None:
+    pages = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"] + sorted((REPO / "plugins").glob("*/README.md"))
+    bad = [f"{p.relative_to(REPO)}:{i}: {m.group(0)}" for p in pages
+           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) for m in OUTSIDE.finditer(line)]
+    assert not bad, "Markdown pages name files the repository does not have:\n" + "\n".join(bad)
