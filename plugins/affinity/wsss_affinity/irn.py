@@ -59,7 +59,7 @@ from wsss_kit.shapes import check_shape
 from wsss_kit.weights import create_timm_model
 
 from .affinity import IMAGENET_MEAN, IMAGENET_STD, affinity_labels, affinity_loss
-from .random_walk import boundary_affinity, irn_random_walk, path_indices
+from .random_walk import boundary_affinity, check_refiner_cams, irn_random_walk, path_indices
 from .refiner_presets import IRN_PRESETS, PRESET, resolve_preset
 
 __all__ = ["BoundaryBranch", "DisplacementBranch", "IRNBackbone", "IRNRefiner", "displacement_loss",
@@ -384,9 +384,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
     @torch.no_grad()
     def refine(self, images: Tensor, cams: Tensor, labels: Tensor) -> Tensor:
         """CAMs ``(B, C, H, W)`` → scores normalised over classes ``(B, C + 1, H, W)``."""
-        if cams.dim() != 4 or tuple(cams.shape[-2:]) != tuple(images.shape[-2:]):
-            raise ValueError(f"irn_rw refines CAMs (B, C, H, W) at the image size {tuple(images.shape[-2:])}, "
-                             f"got {tuple(cams.shape)} (seed masks are not supported)")
+        check_refiner_cams(cams, images, "irn_rw")
         h, w = images.shape[-2:]
         logits = multiscale_flip(self.boundary_logits, images, flip=True, aggregate="mean")  # image + mirror
         boundary = torch.sigmoid(logits)[:, 0]

@@ -30,6 +30,7 @@ from wsss_kit.shapes import check_shape
 
 __all__ = [
     "boundary_affinity",
+    "check_refiner_cams",
     "dense_affinity",
     "feature_affinity",
     "irn_random_walk",
@@ -309,6 +310,14 @@ def sparse_random_walk(
             x = torch.sparse.mm(step, x)
         out.append(x.T.reshape(k, h, w).to(maps.dtype))
     return torch.stack(out)
+
+
+def check_refiner_cams(cams: torch.Tensor, images: torch.Tensor, refiner: str) -> None:
+    """A random-walk refiner's input: CAMs ``(B, C, H, W)`` at the size of ``images`` ``(B, 3, H, W)``
+    (these refiners walk CAM scores; seed masks are not supported)."""
+    if cams.dim() != 4 or tuple(cams.shape[-2:]) != tuple(images.shape[-2:]):
+        raise ValueError(f"{refiner} refines CAMs (B, C, H, W) at the image size {tuple(images.shape[-2:])}, "
+                         f"got {tuple(cams.shape)} (seed masks are not supported)")
 
 
 def _check_cams(cams: torch.Tensor, h: int, w: int, what: str) -> None:
