@@ -33,7 +33,7 @@ import entrypoints
 
 from .errors import WSSSError
 from .plugin_import import FROM_ENV, ImportGuard
-from .registry import DISABLE_ENV, _installed_version, disable_rules, did_you_mean, normalize_dist
+from .registry import DISABLE_ENV, _installed_version, did_you_mean, disable_rules, normalize_dist
 
 __all__ = ["CORE_DIST", "Alias", "Catalog", "CatalogEntry", "CatalogView"]
 
@@ -99,7 +99,8 @@ class Catalog(Generic[T]):
         path: folders to search for installed distributions (default ``sys.path``).
     """
 
-    def __init__(self, what: str, group: str, value_type: type[T], core: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+    def __init__(self, what: str, group: str, value_type: type[T],
+                 core: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
                  error_type: type[Exception] = WSSSError, path: list[str] | None = None,
                  import_timeout: float | None = FROM_ENV) -> None:
         self.what, self.group, self.value_type, self.error_type = what, group, value_type, error_type
@@ -217,7 +218,7 @@ class Catalog(Generic[T]):
                 providers that failed to load), a name two distributions declare with different
                 values (naming both), or an alias whose target does not exist.
         """
-        return self._merged()[self.canonical(name)][0]  # type: ignore[no-any-return]
+        return self._merged()[self.canonical(name)][0]
 
     def canonical(self, name: str) -> str:
         """The name of the entry ``name`` resolves to (itself unless it is an alias); raises as :meth:`get`."""

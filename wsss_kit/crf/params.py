@@ -19,8 +19,8 @@ from typing import Any, Mapping
 from ..catalog import Alias, Catalog, CatalogEntry, CatalogView
 from ..errors import ConfigError
 
-__all__ = ["CRF_PARAMS_CATALOG", "CRF_PARAMS_GROUP", "PARAM_SETS", "Alias", "CRFParams", "get_params", "list_crf_params",
-           "param_names", "register_crf_params"]
+__all__ = ["CRF_PARAMS_CATALOG", "CRF_PARAMS_GROUP", "PARAM_SETS", "Alias", "CRFParams", "get_params",
+           "list_crf_params", "param_names", "register_crf_params"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,7 @@ def get_params(spec: str | Mapping[str, Any] | CRFParams | None = None, **overri
             field (naming it), or an invalid value.
     """
     fields = [f.name for f in dataclasses.fields(CRFParams)]
+    changes: dict[str, Any]
     if spec is None:
         base, changes = CRF_PARAMS_CATALOG.get("default"), {}
     elif isinstance(spec, CRFParams):

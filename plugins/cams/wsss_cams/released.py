@@ -14,7 +14,8 @@ RELEASED: dict[str, ReleasedCheckpoint] = {
         "cams/mctformer_v1 (DeiT-S, 20 class tokens)",
         None,
         "PASCAL VOC 2012 classification checkpoint of the V1/V2 code (commit 96065977); the "
-        "download has a generic name (checkpoint.pth): rename it. Its state dict sits under 'model'." + UNKNOWN_SHA_NOTE,
+        "download has a generic name (checkpoint.pth): rename it. Its state dict sits under 'model'."
+        + UNKNOWN_SHA_NOTE,
     ),
     "mctformer_v2_voc": ReleasedCheckpoint(
         "MCTformer_v2_voc.pth",
