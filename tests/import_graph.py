@@ -152,9 +152,14 @@ def package_roots(repo: Path = REPO) -> list[Path]:
     return [repo / "wsss_kit"] + sorted(p for p in (repo / "plugins").glob("*/wsss_*") if p.is_dir())
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def forbidden_plugin_imports(root: Path) -> list[str]:
     """What a plugin package must not import, one line each: `wsss_kit.pipeline` (the
-    orchestrator; plugins are what it runs), and a private name (`_x`) of a sibling module."""
+    orchestrator; plugins are what it runs), a private name (`_x`) of a sibling module, and a
+    private name or module of another package (the core, another plugin)."""
     modules = module_names(root)
     problems: list[str] = []
     for module, path in modules.items():
@@ -162,10 +167,15 @@ def forbidden_plugin_imports(root: Path) -> list[str]:
             where = f"{path.relative_to(root.parent)}:{imp.line}"
             if imp.target == "wsss_kit.pipeline" or imp.target.startswith("wsss_kit.pipeline."):
                 problems.append(f"{where} imports {imp.target} (plugins must not use the pipeline)")
+            top = imp.target.split(".")[0]
+            if top != root.name and top.startswith("wsss_") and (
+                any(_private(part) for part in imp.target.split(".")) or (imp.name is not None and _private(imp.name))
+            ):
+                what = imp.target + (f".{imp.name}" if imp.name else "")
+                problems.append(f"{where} imports {what} (a private name of another package)")
             if (
                 imp.name is not None
-                and imp.name.startswith("_")
-                and not imp.name.startswith("__")
+                and _private(imp.name)
                 and imp.target in modules
                 and imp.target != module
                 and f"{imp.target}.{imp.name}" not in modules

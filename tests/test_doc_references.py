@@ -69,7 +69,8 @@ def references(path: Path) -> list[tuple[int, str, bool]]:
 def test_the_scan_finds_the_references_it_must() -> None:
     src = REPO / "wsss_kit" / "interfaces.py"
     assert ("docs/architecture.md", True) in [(p, ok) for _, p, ok in references(src)]
-    assert any(p == "docs/embedded_models.md" and ok for _, p, ok in references(REPO / "wsss_kit" / "weights" / "released.py"))
+    released = REPO / "wsss_kit" / "weights" / "released.py"
+    assert any(p == "docs/embedded_models.md" and ok for _, p, ok in references(released))
 
 
 def test_refused_and_missing_names_are_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +81,8 @@ def test_refused_and_missing_names_are_caught(tmp_path: Path, monkeypatch: pytes
     refs = references(fake)
     assert ("ARCHITECTURE.md", False) in [(p, ok) for _, p, ok in refs]
     assert ("docs/nowhere.md", False) in [(p, ok) for _, p, ok in refs]
-    assert ("../shared", False) in [(p, ok) for _, p, ok in refs] and ("METHODS.md", False) in [(p, ok) for _, p, ok in refs]
+    assert ("../shared", False) in [(p, ok) for _, p, ok in refs]
+    assert ("METHODS.md", False) in [(p, ok) for _, p, ok in refs]
     assert ("docs/methods.md", True) in [(p, ok) for _, p, ok in refs]
 
 
@@ -89,3 +91,19 @@ def test_every_markdown_path_named_in_the_code_exists() -> None:
            for line, name, ok in references(path) if not ok]  # this file names the refused files to refuse them
     assert not bad, "docstrings/comments/messages name Markdown files this repository does not have " \
                     "(point them at docs/*.md):\n" + "\n".join(bad)
+
+
+def test_the_architecture_page_names_files_that_exist() -> None:
+    """docs/architecture.md answers "where to change what" with file names: each must exist."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:wsss_kit|plugins|benchmarks|docs|tests)/[\w./-]+)`", text))
+    assert len(named) > 20
+    missing = sorted(p for p in named if "<" not in p and not (REPO / p.rstrip("/")).exists())
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+
+
+def test_the_docs_name_no_file_outside_the_repository() -> None:
+    pages = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"] + sorted((REPO / "plugins").glob("*/README.md"))
+    bad = [f"{p.relative_to(REPO)}:{i}: {m.group(0)}" for p in pages
+           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) for m in OUTSIDE.finditer(line)]
+    assert not bad, "Markdown pages name files the repository does not have:\n" + "\n".join(bad)

@@ -22,11 +22,11 @@ from wsss_kit.engine import (
     save_training_state,
     train,
 )
+from wsss_kit.engine import checkpoint as checkpoint_module
+from wsss_kit.engine.csv_log import CsvLog
 from wsss_kit.engine.sampling import EpochSampler, epoch_permutation
 from wsss_kit.engine.schedule import StepSchedule
 from wsss_kit.engine.seeding import capture_rng_state, restore_rng_state
-from wsss_kit.engine import checkpoint as checkpoint_module
-from wsss_kit.engine.csv_log import CsvLog
 from wsss_kit.errors import ConfigError, WeightsError
 
 NUM_CLASSES = 3

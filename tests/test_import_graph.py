@@ -1,5 +1,6 @@
 """No import cycles in wsss_kit/ or in any first-party plugin package (lazy imports included);
-no plugin imports the pipeline or a sibling module's private names (tests/import_graph.py)."""
+no plugin imports the pipeline, a sibling module's private names or another package's
+private names (tests/import_graph.py)."""
 
 from __future__ import annotations
 
@@ -88,10 +89,14 @@ def test_pipeline_and_private_sibling_imports_are_reported(tmp_path: Path) -> No
                 "def f():\n    from wsss_kit.pipeline.artifacts import load_cams\n"
             ),
             "plug/c.py": "import wsss_kit.pipeline\nfrom wsss_kit.data import load_cams\n",
+            "plug/d.py": ("from wsss_kit.weights.loading import _is_torchscript, load_state_dict\n"
+                          "import wsss_other._impl\nfrom wsss_other import helper\n"),
         },
     )
     assert forbidden_plugin_imports(root) == [
         "plug/b.py:1 imports private _helper from plug.a",
         "plug/b.py:3 imports wsss_kit.pipeline.artifacts (plugins must not use the pipeline)",
         "plug/c.py:1 imports wsss_kit.pipeline (plugins must not use the pipeline)",
+        "plug/d.py:1 imports wsss_kit.weights.loading._is_torchscript (a private name of another package)",
+        "plug/d.py:2 imports wsss_other._impl (a private name of another package)",
     ]

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .multiscale import View, multiscale_flip
+from .shapes import check_shape
 
 __all__ = ["NORMALIZE_MODES", "RawCAMFn", "multiscale_cams", "normalize_cams", "resize_cams"]
 
@@ -36,7 +37,7 @@ def normalize_cams(cams: torch.Tensor, mode: str = "max", eps: float = 1e-5) -> 
     Returns:
         ``(B, C, H, W)``, in [0, 1) when ``cams`` is non-negative (``"max"``) or always (``"minmax"``).
     """
-    _check_4d(cams, "cams")
+    check_shape(cams, "B C H W", "cams", note="(a 4-D tensor)")
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"normalize mode must be one of {', '.join(NORMALIZE_MODES)}; got {mode!r}")
     flat = cams.flatten(2)
@@ -51,7 +52,7 @@ def resize_cams(
     cams: torch.Tensor, size: tuple[int, int] | Sequence[int], align_corners: bool = False
 ) -> torch.Tensor:
     """Bilinear resize of ``(B, C, h, w)`` maps to ``size = (H, W)``; a no-op when already that size."""
-    _check_4d(cams, "cams")
+    check_shape(cams, "B C H W", "cams", note="(a 4-D tensor)")
     size = _check_size(size)
     if tuple(cams.shape[-2:]) == size:
         return cams
@@ -96,14 +97,9 @@ def multiscale_cams(
     Returns:
         ``(B, C, H, W)`` float in [0, 1], zero where ``labels`` is 0.
     """
-    _check_4d(images, "images")
-    if images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W); got shape {tuple(images.shape)}")
+    check_shape(images, "B 3 H W", "images")
     batch, _, height, width = images.shape
-    if labels.dim() != 2 or labels.shape[0] != batch:
-        raise ValueError(
-            f"labels must be (B, C) with B = {batch} (the images' batch size); got shape {tuple(labels.shape)}"
-        )
+    check_shape(labels, "B C", "labels", sizes={"B": batch}, note="(the images' batch size)")
     if normalize not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}; got {normalize!r}")
     empty = torch.nonzero(~(labels > 0).any(dim=1)).flatten().tolist()
@@ -141,13 +137,6 @@ def multiscale_cams(
     cams = normalize_cams(total * mask, normalize, eps=eps)
     # minmax shifts by the minimum, which is the only way a masked class could become non-zero.
     return cams * (mask != 0).to(cams.dtype)
-
-
-def _check_4d(tensor: torch.Tensor, name: str) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (B, C, H, W); got {type(tensor).__name__}")
-    if tensor.dim() != 4:
-        raise ValueError(f"{name} must be 4-D (B, C, H, W); got shape {tuple(tensor.shape)}")
 
 
 def _check_size(size: Sequence[int]) -> tuple[int, int]:

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .shapes import check_shape
+
 __all__ = ["HOOKS", "IGNORE_INDEX", "INTERFACES", "CAMGenerator", "HasParamGroups", "HasTrainingStep",
            "HasTrainingTargets", "LoadsWeights", "Loss", "PromptStrategy", "Refiner", "RetrainHead", "WSSSDataset",
            "cams_to_seeds", "makes_own_targets"]
@@ -86,8 +88,7 @@ class CAMGenerator(nn.Module, abc.ABC):
 
 def cams_to_seeds(cams: torch.Tensor, bg_threshold: float) -> torch.Tensor:
     """Argmax over ``[bg_threshold, cams]``: ``(B, C, H, W)`` → int64 ``(B, H, W)`` with 0 = background."""
-    if cams.dim() != 4:
-        raise ValueError(f"cams must be (B, C, H, W), got shape {tuple(cams.shape)}")
+    check_shape(cams, "B C H W", "cams")
     bg = torch.full_like(cams[:, :1], float(bg_threshold))
     return torch.cat([bg, cams], dim=1).argmax(dim=1)
 

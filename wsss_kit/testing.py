@@ -498,15 +498,16 @@ def _check_refiner(refiner: Any, checks: _Checks, s: _Setup, restore: _Restore) 
     if trains:
         def training_step() -> None:
             images, cams, labels = s.images(), s.cams(), s.labels()
-            if isinstance(refiner, HasTrainingTargets):
-                target = torch.stack([refiner.training_targets(images[i], cams[i], labels[i]) for i in range(s.b)])
+            model: Any = refiner  # an nn.Module with the hooks (checked above and by the gradient check)
+            if isinstance(model, HasTrainingTargets):
+                target = torch.stack([model.training_targets(images[i], cams[i], labels[i]) for i in range(s.b)])
             else:
                 target = torch.cat([torch.full_like(cams[:, :1], 0.3), cams], 1).argmax(1)
-            refiner.train()
+            model.train()
             restore.zero_grad()
             _seed_all(s.seed)
-            out = refiner.training_step({"image": images, "target": target, "labels": labels,
-                                         "name": list(s.ids)})
+            out = model.training_step({"image": images, "target": target, "labels": labels,
+                                       "name": list(s.ids)})
             loss = _tensor(out.get("loss") if isinstance(out, Mapping) else None, "training_step()['loss']")
             _require(loss.dim() == 0, f"training_step()['loss'] must be a scalar, got shape {tuple(loss.shape)}")
             _check_finite(loss, "training_step()['loss']")

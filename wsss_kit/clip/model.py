@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..input_space import check_input_space, normalize_input
+from ..shapes import check_shape
 from .image import DenseFeatures, embed_patches, pool_and_project, run_blocks, vision_tower_checks
 from .preprocessing import PRECISIONS, Normalization, autocast_for, normalization_stats
 from .text import TokenizedPrompts, assemble_prompt_embeddings, encode_prompt_embeddings, tokenize_prompts
@@ -166,8 +167,7 @@ class CLIPModel(nn.Module):
         ``normalization`` (as an official data loader feeds them) and come back as they are (float32).
         """
         check_input_space(input_space)
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
+        check_shape(images, "B 3 H W", "images", note="RGB in [0, 1]")
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point in [0, 1], got {images.dtype}")
         return normalize_input(images.float(), input_space, self.mean, self.std)

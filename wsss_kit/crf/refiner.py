@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..interfaces import IGNORE_INDEX, Refiner
+from ..shapes import check_shape
 from .dense_crf import DEFAULT_MIN_PROB
 from .params import CRFParams, get_params
 from .pool import dense_crf_batch
@@ -17,8 +18,7 @@ __all__ = ["DenseCRF", "cams_to_probs", "images_to_uint8", "seeds_to_probs"]
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:
     """``(B, 3, H, W)`` float in [0, 1] → ``uint8 (B, H, W, 3)`` numpy (values clipped)."""
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    check_shape(images, "B 3 H W", "images")
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
     x = (images.detach().float() * 255).round().clamp(0, 255).to(torch.uint8)
@@ -141,8 +141,7 @@ class DenseCRF(Refiner):
         if cams.dim() == 3:
             if cams.is_floating_point():
                 raise ValueError(f"seed masks must be integer (B, H, W), got {cams.dtype}")
-            if labels.dim() != 2 or labels.shape[0] != cams.shape[0]:
-                raise ValueError(f"labels must be (B, C) with B={cams.shape[0]}, got shape {tuple(labels.shape)}")
+            check_shape(labels, "B C", "labels", sizes={"B": cams.shape[0]})
             return seeds_to_probs(cams, labels, self.seed_confidence)
         raise ValueError(f"expected CAMs (B, C, H, W) or seed masks (B, H, W), got shape {tuple(cams.shape)}")
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from ..shapes import check_shape
 from .confusion import IGNORE_INDEX, ConfusionMatrix, all_reduce_sum, iou_from_confusion
 
 __all__ = ["ThresholdSweep", "default_thresholds"]
@@ -80,8 +81,7 @@ class ThresholdSweep:
             target: ground-truth masks ``(B, H, W)`` int, 0..C or ``ignore_index``.
             labels: optional ``(B, C)`` multi-hot; when given, absent classes' CAMs are zeroed.
         """
-        if cams.dim() != 4:
-            raise ValueError(f"cams must be (B, C, H, W), got shape {tuple(cams.shape)}")
+        check_shape(cams, "B C H W", "cams")
         if not cams.is_floating_point():
             raise ValueError(f"cams must be floating point, got {cams.dtype}")
         b, c, h, w = cams.shape

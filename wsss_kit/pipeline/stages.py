@@ -95,19 +95,28 @@ def trained_cam_model(ctx: RunContext, checkpoint: Any = None, run_dir: Path | N
     if not is_node(node):
         raise ConfigError(f"{ctx.source}: cam.model must be a CAM network node like "
                           "{type: cams/resnet_cam, backbone: resnet50}")
-    num_classes = ctx.num_classes if num_classes is None else num_classes
     seed_everything(ctx.seed)
-    trained = Path(run_dir or ctx.run_dir) / "train_cam" / "model.pt"
+    return _trained_model(ctx, "cam.model", "train_cam", "trained CAM network",
+                          ctx.num_classes if num_classes is None else num_classes, checkpoint, run_dir, untrained_ok)
+
+
+def _trained_model(ctx: RunContext, key: str, stage: str, what: str, num_classes: int, checkpoint: Any,
+                   run_dir: Path | None, untrained_ok: bool = False) -> tuple[torch.nn.Module, str]:
+    """The node ``key`` built with ``num_classes`` outputs on the run's device in eval mode with its
+    weights, and a line saying which: ``checkpoint``, else the node's ``checkpoint:``, else
+    ``<run_dir>/<stage>/model.pt`` (with ``untrained_ok``, the model as built when that is missing)."""
+    node = ctx.get(key)
+    trained = Path(run_dir or ctx.run_dir) / stage / "model.pt"
     if checkpoint is not None or node_checkpoint(node) is not None:
-        model, spec = build_from_checkpoint(node, "cam.model", checkpoint, num_classes=num_classes)
+        model, spec = build_from_checkpoint(node, key, checkpoint, num_classes=num_classes)
         return model.to(ctx.device).eval(), f"checkpoint {spec}"
     if untrained_ok and not trained.is_file():
-        model = build(node, "cam.model", num_classes=num_classes)
-        return model.to(ctx.device).eval(), (f"{node['type']} as built from cam.model's own arguments (no "
+        model = build(node, key, num_classes=num_classes)
+        return model.to(ctx.device).eval(), (f"{node['type']} as built from {key}'s own arguments (no "
                                              f"checkpoint, and no {trained})")
-    weights = trained_weights_file(trained, "trained CAM network", "train_cam", "cam.model")
-    model = build_for_trained_weights(node, "cam.model", num_classes=num_classes)
-    load_checkpoint(model, weights, purpose="trained CAM network")
+    weights = trained_weights_file(trained, what, stage, key)
+    model = build_for_trained_weights(node, key, num_classes=num_classes)
+    load_checkpoint(model, weights, purpose=what)
     return model.to(ctx.device).eval(), f"{weights} (trained by the run)"
 
 
@@ -461,15 +470,7 @@ def trained_head(ctx: RunContext, checkpoint: Any = None, run_dir: Path | None =
     """``head.model`` (``C + 1`` outputs) on the run's device in eval mode with its weights, and a line
     saying which: ``checkpoint`` (e.g. ``--checkpoint``), else the node's ``checkpoint:``, else
     ``<run_dir>/train_head/model.pt`` (``run_dir``: the run's)."""
-    node = ctx.get("head.model")
-    if checkpoint is not None or node_checkpoint(node) is not None:
-        model, spec = build_from_checkpoint(node, "head.model", checkpoint, num_classes=ctx.num_classes + 1)
-        return model.to(ctx.device).eval(), f"checkpoint {spec}"
-    weights = trained_weights_file(Path(run_dir or ctx.run_dir) / "train_head" / "model.pt", "trained head",
-                                   "train_head", "head.model")
-    model = build_for_trained_weights(node, "head.model", num_classes=ctx.num_classes + 1)
-    load_checkpoint(model, weights, purpose="trained head")
-    return model.to(ctx.device).eval(), f"{weights} (trained by the run)"
+    return _trained_model(ctx, "head.model", "train_head", "trained head", ctx.num_classes + 1, checkpoint, run_dir)
 
 
 def train_head(ctx: RunContext) -> dict[str, Any]:

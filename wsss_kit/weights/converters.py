@@ -11,7 +11,7 @@ from torch import Tensor
 from ..errors import WeightsError
 
 __all__ = ["CONVERTERS", "convert_efficientnet_lite0", "fill_bn_counters", "get_converter", "register_converter",
-           "strip_module_prefix"]
+           "strip_module_prefix", "unknown_layout"]
 
 CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {}
 """Named state-dict converters (foreign layout → the layout of the model it is loaded into)."""
@@ -43,6 +43,14 @@ def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def unknown_layout(state_dict: Mapping[str, Tensor], shown: int = 5) -> str:
+    """``"an unknown network (first keys: a, b, ...)"``: how a converter's error describes a state
+    dict whose layout it does not recognise."""
+    keys = list(state_dict)
+    more = ", ..." if len(keys) > shown else ""
+    return f"an unknown network (first keys: {', '.join(keys[:shown])}{more})"
 
 
 def fill_bn_counters(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -43,9 +43,10 @@ from wsss_deeplab.convert_wr38 import convert_resnet38_imagenet
 from wsss_deeplab.wide_resnet38 import WideResNet38
 from wsss_kit import IGNORE_INDEX
 from wsss_kit.batchnorm import freeze_batchnorm, freeze_batchnorm_params
+from wsss_kit.shapes import check_shape
 from wsss_kit.weights import load_checkpoint
 
-from .random_walk import feature_affinity, path_indices, psa_random_walk
+from .random_walk import check_refiner_cams, feature_affinity, path_indices, psa_random_walk
 from .refiner_presets import PRESET, PSA_PRESETS, resolve_preset
 
 __all__ = ["AffinityNet", "PSARefiner", "affinity_labels", "affinity_loss"]
@@ -254,9 +255,8 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
         """``batch["image"]`` ``(B, 3, H, W)``, ``batch["target"]`` int64 ``(B, H, W)`` confident
         regions (255 elsewhere) → :func:`affinity_loss` terms."""
         images, target = batch["image"], batch["target"]
-        if target.dim() != 3 or tuple(target.shape[-2:]) != tuple(images.shape[-2:]):
-            raise ValueError(f"target must be (B, H, W) at the image size {tuple(images.shape[-2:])}, "
-                             f"got {tuple(target.shape)}")
+        check_shape(target, "B H W", "target", sizes={"H": images.shape[-2], "W": images.shape[-1]},
+                    note="(the image size)")
         emb = self.net(images)
         mask = F.interpolate(target[:, None].float(), size=emb.shape[-2:], mode="nearest")[:, 0].long()
         aff = feature_affinity(emb, self.radius, self.train_cover_border)
@@ -265,9 +265,7 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
     @torch.no_grad()
     def refine(self, images: Tensor, cams: Tensor, labels: Tensor) -> Tensor:
         """CAMs ``(B, C, H, W)`` → walked scores normalised over classes ``(B, C + 1, H, W)``."""
-        if cams.dim() != 4 or tuple(cams.shape[-2:]) != tuple(images.shape[-2:]):
-            raise ValueError(f"psa_rw refines CAMs (B, C, H, W) at the image size {tuple(images.shape[-2:])}, "
-                             f"got {tuple(cams.shape)} (seed masks are not supported)")
+        check_refiner_cams(cams, images, "psa_rw")
         h, w = images.shape[-2:]
         ph, pw = math.ceil(h / 8) * 8, math.ceil(w / 8) * 8
         pad = (0, pw - w, 0, ph - h)

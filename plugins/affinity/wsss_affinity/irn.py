@@ -56,10 +56,11 @@ from torch import Tensor, nn
 
 import wsss_kit
 from wsss_kit.multiscale import multiscale_flip
+from wsss_kit.shapes import check_shape
 from wsss_kit.weights import create_timm_model
 
 from .affinity import IMAGENET_MEAN, IMAGENET_STD, affinity_labels, affinity_loss
-from .random_walk import boundary_affinity, irn_random_walk, path_indices
+from .random_walk import boundary_affinity, check_refiner_cams, irn_random_walk, path_indices
 from .refiner_presets import IRN_PRESETS, PRESET, resolve_preset
 
 __all__ = ["BoundaryBranch", "DisplacementBranch", "IRNBackbone", "IRNRefiner", "displacement_loss",
@@ -213,8 +214,7 @@ def pair_displacement(displacement: Tensor, radius: int = 10, cover_border: bool
         ``(pair, offsets)``: ``pair`` ``(B, 2, M)`` = ``D(src) − D(dst)``; ``offsets`` float ``(2, M)``
         = ``dst − src`` as ``(dy, dx)``, the official target (``search_dst``) for pairs in one instance.
     """
-    if displacement.dim() != 4 or displacement.shape[1] != 2:
-        raise ValueError(f"displacement must be (B, 2, h, w), got shape {tuple(displacement.shape)}")
+    check_shape(displacement, "B 2 h w", "displacement")
     b, _, h, w = displacement.shape
     src, dst = (i.to(displacement.device) for i in path_indices(radius, h, w, cover_border))
     flat = displacement.reshape(b, 2, h * w)
@@ -377,9 +377,8 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
         labels (255 = unlabelled) → ``{"loss", "bg", "fg", "neg"}`` (+ ``"dp_fg", "dp_bg"`` with the
         displacement branch); ``loss = bg/4 + fg/4 + neg/2 (+ (dp_fg + dp_bg)/2)``."""
         images, target = batch["image"], batch["target"]
-        if target.dim() != 3 or tuple(target.shape[-2:]) != tuple(images.shape[-2:]):
-            raise ValueError(f"target must be (B, H, W) at the image size {tuple(images.shape[-2:])}, "
-                             f"got {tuple(target.shape)}")
+        check_shape(target, "B H W", "target", sizes={"H": images.shape[-2], "W": images.shape[-1]},
+                    note="(the image size)")
         feats = self.features(images)
         boundary = torch.sigmoid(self.boundary(feats))
         mask = F.interpolate(target[:, None].float(), size=boundary.shape[-2:], mode="nearest")[:, 0].long()
@@ -394,9 +393,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
     @torch.no_grad()
     def refine(self, images: Tensor, cams: Tensor, labels: Tensor) -> Tensor:
         """CAMs ``(B, C, H, W)`` → scores normalised over classes ``(B, C + 1, H, W)``."""
-        if cams.dim() != 4 or tuple(cams.shape[-2:]) != tuple(images.shape[-2:]):
-            raise ValueError(f"irn_rw refines CAMs (B, C, H, W) at the image size {tuple(images.shape[-2:])}, "
-                             f"got {tuple(cams.shape)} (seed masks are not supported)")
+        check_refiner_cams(cams, images, "irn_rw")
         h, w = images.shape[-2:]
         logits = multiscale_flip(self.boundary_logits, images, flip=True, aggregate="mean")  # image + mirror
         boundary = torch.sigmoid(logits)[:, 0]

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import torch
 
+from wsss_kit.shapes import check_shape
+
 __all__ = [
     "boundary_affinity",
+    "check_refiner_cams",
     "dense_affinity",
     "feature_affinity",
     "irn_random_walk",
@@ -135,8 +138,7 @@ def feature_affinity(
     Returns:
         ``(B, M)`` in ``(0, 1]``, in the order of :func:`path_indices`; differentiable.
     """
-    if features.dim() != 4:
-        raise ValueError(f"features must be (B, E, h, w), got shape {tuple(features.shape)}")
+    check_shape(features, "B E h w", "features")
     b, e, h, w = features.shape
     src, dst = path_indices(radius, h, w, cover_border)
     flat = features.reshape(b, e, h * w)
@@ -157,10 +159,9 @@ def boundary_affinity(
     Returns:
         ``(B, M)`` in [0, 1], in the order of :func:`path_indices`; differentiable.
     """
-    if boundary.dim() == 4 and boundary.shape[1] == 1:
+    check_shape(boundary, "B h w | B 1 h w", "boundary")
+    if boundary.dim() == 4:
         boundary = boundary[:, 0]
-    if boundary.dim() != 3:
-        raise ValueError(f"boundary must be (B, h, w) or (B, 1, h, w), got shape {tuple(boundary.shape)}")
     _, h, w = boundary.shape
     _check_radius(radius)
     _check_grid(h, w, radius, cover_border)
@@ -192,11 +193,8 @@ def dense_affinity(
         ``A[i, i] = 1``, 0 for pixels not paired (farther than the radius).
     """
     src, dst = path_indices(radius, height, width, cover_border)
-    if pair_affinity.dim() != 2 or pair_affinity.shape[1] != src.numel():
-        raise ValueError(
-            f"pair_affinity must be (B, {src.numel()}) for a {height}×{width} grid with radius {radius} "
-            f"(cover_border={cover_border}), got shape {tuple(pair_affinity.shape)}"
-        )
+    check_shape(pair_affinity, f"B {src.numel()}", "pair_affinity",
+                note=f"for a {height}×{width} grid with radius {radius} (cover_border={cover_border})")
     b, n = pair_affinity.shape[0], height * width
     src, dst = src.to(pair_affinity.device), dst.to(pair_affinity.device)
     eye = torch.eye(n, dtype=pair_affinity.dtype, device=pair_affinity.device)
@@ -240,8 +238,7 @@ def random_walk(maps: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, K, h, w)``.
     """
-    if maps.dim() != 4:
-        raise ValueError(f"maps must be (B, K, h, w), got shape {tuple(maps.shape)}")
+    check_shape(maps, "B K h w", "maps")
     b, k, h, w = maps.shape
     n = h * w
     if transition.shape[-2:] != (n, n) or transition.dim() not in (2, 3):
@@ -286,8 +283,7 @@ def sparse_random_walk(
     Returns:
         ``(B, K, h, w)``.
     """
-    if maps.dim() != 4:
-        raise ValueError(f"maps must be (B, K, h, w), got shape {tuple(maps.shape)}")
+    check_shape(maps, "B K h w", "maps")
     b, k, h, w = maps.shape
     n = h * w
     src, dst = path_indices(radius, h, w, cover_border)
@@ -316,9 +312,16 @@ def sparse_random_walk(
     return torch.stack(out)
 
 
+def check_refiner_cams(cams: torch.Tensor, images: torch.Tensor, refiner: str) -> None:
+    """A random-walk refiner's input: CAMs ``(B, C, H, W)`` at the size of ``images`` ``(B, 3, H, W)``
+    (these refiners walk CAM scores; seed masks are not supported)."""
+    if cams.dim() != 4 or tuple(cams.shape[-2:]) != tuple(images.shape[-2:]):
+        raise ValueError(f"{refiner} refines CAMs (B, C, H, W) at the image size {tuple(images.shape[-2:])}, "
+                         f"got {tuple(cams.shape)} (seed masks are not supported)")
+
+
 def _check_cams(cams: torch.Tensor, h: int, w: int, what: str) -> None:
-    if cams.dim() != 4 or cams.shape[-2:] != (h, w):
-        raise ValueError(f"cams must be (B, C, {h}, {w}) to match the {what}, got shape {tuple(cams.shape)}")
+    check_shape(cams, f"B C {h} {w}", "cams", note=f"to match the {what}")
 
 
 def psa_random_walk(
@@ -396,10 +399,9 @@ def irn_random_walk(
     Returns:
         ``(B, C + 1, h, w)``, channel 0 = background (take the argmax).
     """
-    if boundary.dim() == 4 and boundary.shape[1] == 1:
+    check_shape(boundary, "B h w | B 1 h w", "boundary")
+    if boundary.dim() == 4:
         boundary = boundary[:, 0]
-    if boundary.dim() != 3:
-        raise ValueError(f"boundary must be (B, h, w) or (B, 1, h, w), got shape {tuple(boundary.shape)}")
     _, h, w = boundary.shape
     _check_cams(cams, h, w, "boundary map")
     pair = boundary_affinity(boundary, radius)

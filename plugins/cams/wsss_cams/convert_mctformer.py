@@ -21,6 +21,7 @@ from torch import Tensor
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import register_converter
+from wsss_kit.weights.converters import unknown_layout
 
 from .vit_tokens import resize_pos_embed_to
 
@@ -32,7 +33,7 @@ _RESNET_HINTS = ("resnet50.conv1.weight", "stage1.0.weight", "layer1.0.conv1.wei
 def _describe_foreign(state: Mapping[str, Tensor]) -> str:
     if any(k in state for k in _RESNET_HINTS) or any(k.startswith(("resnet50.", "backbone.layer")) for k in state):
         return "a ResNet CAM checkpoint (IRN/CLIMS or resnet_cam layout); load it with cams/resnet_cam"
-    return f"an unknown network (first keys: {', '.join(list(state)[:5])})"
+    return unknown_layout(state)
 
 
 def checkpoint_version(state: Mapping[str, Tensor]) -> int:

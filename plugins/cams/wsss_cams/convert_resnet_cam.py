@@ -29,7 +29,7 @@ from torch import Tensor
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import register_converter
-from wsss_kit.weights.converters import strip_module_prefix
+from wsss_kit.weights.converters import strip_module_prefix, unknown_layout
 
 __all__ = ["convert_irn_resnet50_cam", "describe_state_dict", "is_irn_layout", "is_resnet_cam_layout"]
 
@@ -81,8 +81,7 @@ def describe_state_dict(state: Mapping[str, Tensor]) -> str:
                 f"initialises the backbone: pass it as weights=, not checkpoint=")
     if is_resnet_cam_layout(state):
         return "a ResNet CAM network (IRN/CLIMS or resnet_cam layout)"
-    more = ", ..." if len(keys) > 5 else ""
-    return f"an unknown network (first keys: {', '.join(keys[:5])}{more})"
+    return unknown_layout(state)
 
 
 @register_converter("irn_resnet_cam")

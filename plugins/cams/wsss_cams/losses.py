@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import wsss_kit
+from wsss_kit.shapes import check_shape
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -35,8 +36,7 @@ def multilabel_soft_margin_loss(
         raise TypeError(
             f"logits and labels must be tensors; got {type(logits).__name__} and {type(labels).__name__}"
         )
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be (B, C); got shape {tuple(logits.shape)}")
+    check_shape(logits, "B C", "logits")
     if labels.shape != logits.shape:
         raise ValueError(
             f"labels must have the logits' shape {tuple(logits.shape)} (B, C); got {tuple(labels.shape)}"

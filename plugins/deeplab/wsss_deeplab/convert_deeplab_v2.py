@@ -33,7 +33,7 @@ from torch import Tensor
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import register_converter
-from wsss_kit.weights.converters import fill_bn_counters, strip_module_prefix
+from wsss_kit.weights.converters import fill_bn_counters, strip_module_prefix, unknown_layout
 
 __all__ = ["convert_deeplab_v2_kazuto1011", "describe_deeplab_state_dict", "is_deeplab_v2_plugin_layout",
            "is_kazuto1011_layout"]
@@ -75,8 +75,7 @@ def describe_deeplab_state_dict(state: Mapping[str, Tensor]) -> str:
         return "a torchvision/timm ResNet (conv1, layer1..layer4), e.g. ImageNet weights"
     if "cls_token" in state or any(".attn.qkv." in k for k in keys):
         return "a Vision Transformer (cls_token, blocks.N.attn.qkv)"
-    more = ", ..." if len(keys) > 5 else ""
-    return f"an unknown network (first keys: {', '.join(keys[:5])}{more})"
+    return unknown_layout(state)
 
 
 @register_converter("deeplab_v2_kazuto1011")

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from wsss_kit.errors import WeightsError
 from wsss_kit.weights import register_converter
-from wsss_kit.weights.converters import fill_bn_counters, strip_module_prefix
+from wsss_kit.weights.converters import fill_bn_counters, strip_module_prefix, unknown_layout
 
 __all__ = [
     "convert_mctformer_resnet38_seg",
@@ -87,8 +87,7 @@ def describe_resnet38_state_dict(state: Mapping[str, Tensor]) -> str:
                 "ResNet backbones go with heads/deeplab_v2_r101 or heads/smp")
     if "cls_token" in state or any(".attn.qkv." in k for k in keys):
         return "a Vision Transformer (cls_token, blocks.N.attn.qkv), e.g. an MCTformer CAM network"
-    more = ", ..." if len(keys) > 5 else ""
-    return f"an unknown network (first keys: {', '.join(keys[:5])}{more})"
+    return unknown_layout(state)
 
 
 def wr38_backbone_key(key: str) -> str | None:

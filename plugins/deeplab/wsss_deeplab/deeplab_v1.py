@@ -29,6 +29,7 @@ from torch import nn
 
 import wsss_kit
 from wsss_kit.batchnorm import freeze_batchnorm, freeze_batchnorm_params
+from wsss_kit.shapes import check_shape
 from wsss_kit.weights import load_checkpoint
 
 from .convert_wr38 import convert_mctformer_resnet38_seg, convert_resnet38_imagenet
@@ -178,7 +179,4 @@ def _own(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def _check_images(images: Any) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor (B, 3, H, W); got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1]; got shape {tuple(images.shape)}")
+    check_shape(images, "B 3 H W", "images", note="RGB in [0, 1]")

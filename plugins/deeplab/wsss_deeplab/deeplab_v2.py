@@ -41,6 +41,7 @@ from torch import nn
 import wsss_kit
 from wsss_kit.batchnorm import freeze_batchnorm, freeze_batchnorm_params
 from wsss_kit.errors import WeightsError
+from wsss_kit.shapes import check_shape
 from wsss_kit.weights import create_timm_model, load_checkpoint, resolve
 
 from .convert_deeplab_v2 import convert_deeplab_v2_kazuto1011, describe_deeplab_state_dict, is_kazuto1011_layout
@@ -292,10 +293,7 @@ class DeepLabV2R101(wsss_kit.RetrainHead):
     def forward(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:  # type: ignore[override]
         """Eval (and ``train_output="fused"``): fused logits ``(B, K, H, W)`` at the input size.
         Training with ``train_output="all"``: the list of :meth:`multi_scale`, for ``losses/deeplab_msc``."""
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images must be a torch.Tensor (B, 3, H, W); got {type(images).__name__}")
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1]; got shape {tuple(images.shape)}")
+        check_shape(images, "B 3 H W", "images", note="RGB in [0, 1]")
         outputs = self.multi_scale(images)
         if self.training and self.train_output == "all":
             return outputs

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import wsss_kit
+from wsss_kit.shapes import check_shape
 
 _LIST_HINT = (" (a list of logits is what a multi-scale head such as heads/deeplab_v2_r101 with "
               "train_output='all' returns in training: wrap the loss in losses/deeplab_msc)")
@@ -19,13 +20,8 @@ def _check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> None:
         raise TypeError(
             f"logits and target must be tensors; got {type(logits).__name__} and {type(target).__name__}{hint}"
         )
-    if logits.dim() != 4:
-        raise ValueError(f"logits must be (B, K, H, W); got shape {tuple(logits.shape)}")
-    if target.dim() != 3 or target.shape[0] != logits.shape[0]:
-        raise ValueError(
-            f"target must be (B, H, W) with B = {logits.shape[0]} (the logits' batch size); "
-            f"got shape {tuple(target.shape)}"
-        )
+    check_shape(logits, "B K H W", "logits")
+    check_shape(target, "B H W", "target", sizes={"B": logits.shape[0]}, note="(the logits' batch size)")
     if target.dtype != torch.long:
         raise TypeError(f"target must be int64 class indices; got dtype {target.dtype}")
 

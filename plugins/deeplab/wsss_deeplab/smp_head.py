@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import wsss_kit
+from wsss_kit.shapes import check_shape
 from wsss_kit.weights import load_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -127,10 +128,7 @@ class SMPHead(wsss_kit.RetrainHead):
         The normalised images are zero-padded (i.e. with the ImageNet mean colour) on the bottom
         and right to a multiple of the encoder's stride, and the logits cropped back.
         """
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images must be a torch.Tensor (B, 3, H, W); got {type(images).__name__}")
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W) RGB in [0, 1]; got shape {tuple(images.shape)}")
+        check_shape(images, "B 3 H W", "images", note="RGB in [0, 1]")
         height, width = images.shape[-2:]
         x = (images - self.mean) / self.std
         m = self.size_multiple

@@ -39,6 +39,7 @@ from wsss_kit.clip import DEFAULT_CLIP_WEIGHTS, CLIPModel, frozen_clip
 from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import check_input_space, to_unit
 from wsss_kit.prompts import TemplatePrompt, apply_overrides
+from wsss_kit.shapes import check_shape
 from wsss_kit.weights import load_checkpoint
 
 from .background import BACKGROUND_TEMPLATE, background_prompts
@@ -274,9 +275,7 @@ class CLIMS(wsss_kit.CAMGenerator):
         out = {"logits": raw.mean(dim=(2, 3))}  # = classifier(GAP(features)): the classifier is linear, bias-free
         if labels is None:
             return out
-        if not isinstance(labels, Tensor) or tuple(labels.shape) != (images.shape[0], self.num_classes):
-            raise ValueError(f"labels must be (B, C) = ({images.shape[0]}, {self.num_classes}) multi-hot; "
-                             f"got {describe_value(labels)}")
+        check_shape(labels, "B C", "labels", sizes={"B": images.shape[0], "C": self.num_classes}, note="multi-hot")
         cams = torch.sigmoid(raw)
         # the loss normalises [0, 1] images for CLIP (clip_normalization): bring normalised ones back
         clip_images = to_unit(images, self.input_space, self.cam.mean, self.cam.std)

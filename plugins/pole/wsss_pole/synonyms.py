@@ -42,6 +42,7 @@ from wsss_kit import PromptStrategy
 from wsss_kit.clip import CLIPModel
 from wsss_kit.data.artifacts import load_cams
 from wsss_kit.prompts.template import require_clip
+from wsss_kit.shapes import check_shape
 
 from .selection import RESIZE_MODES, candidate_similarities, clip_input, mask_image
 from .selection_cache import (
@@ -380,8 +381,8 @@ class PoleSynonyms(PromptStrategy):
             selections = self._lookup(image_names, names)
         index = offsets.repeat(len(selections), 1)
         present = None if labels is None else (labels.detach().cpu() > 0.5)
-        if present is not None and present.shape != index.shape:
-            raise ValueError(f"labels must be (B, C) = {tuple(index.shape)}, got {tuple(present.shape)}")
+        if present is not None:
+            check_shape(present, "B C", "labels", sizes={"B": index.shape[0], "C": index.shape[1]})
         for b, chosen in enumerate(selections):
             for c, word in chosen.items():
                 if present is not None and not present[b, c]:

@@ -37,6 +37,7 @@ from wsss_kit.clip import IMAGENET_MEAN, IMAGENET_STD
 from wsss_kit.crf import CRFParams, CRFPool, dense_crf_batch, get_params
 from wsss_kit.crf.dense_crf import check_crf_inputs
 from wsss_kit.input_space import Stats, check_input_space, normalize_input, to_unit
+from wsss_kit.shapes import check_shape
 
 from .loss_inputs import DEFAULT_LOSS_SIZE, check_logits, check_same_view, dsrg_probabilities
 
@@ -204,10 +205,7 @@ def images_for_crf(images: Tensor, size: int, *, crf_image: str = "official", in
 
 
 def _check_crf_images(images: object, what: str) -> Tensor:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"{what} must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
+    check_shape(images, "B 3 H W", what, note="RGB")
     if not images.is_floating_point():
         raise TypeError(f"{what} must be float RGB, got dtype {images.dtype}")
     return images

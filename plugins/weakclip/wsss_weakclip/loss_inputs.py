@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss_kit.interfaces import IGNORE_INDEX
+from wsss_kit.shapes import check_shape
 
 __all__ = [
     "DEFAULT_LOSS_SIZE",
@@ -38,10 +39,7 @@ DSRG_MIN_PROB = 1e-7
 
 def check_logits(logits: object, name: str = "logits") -> Tensor:
     """``logits`` must be a floating ``(B, K, h, w)`` tensor with ``K >= 1``; returns it."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (B, K, h, w), got {type(logits).__name__}")
-    if logits.dim() != 4:
-        raise ValueError(f"{name} must be (B, K, h, w), got shape {tuple(logits.shape)}")
+    check_shape(logits, "B K h w", name)
     if not logits.is_floating_point():
         raise TypeError(f"{name} must be floating point, got dtype {logits.dtype}")
     if logits.shape[0] < 1 or logits.shape[1] < 1 or logits.shape[2] < 1 or logits.shape[3] < 1:
@@ -103,8 +101,7 @@ def check_seeds(
         raise TypeError(f"seeds must be a torch.Tensor (B, H, W) int64, got {type(seeds).__name__}")
     if seeds.is_floating_point() or seeds.is_complex() or seeds.dtype == torch.bool:
         raise TypeError(f"seeds must be integer class ids (int64), got dtype {seeds.dtype}")
-    if seeds.dim() != 3:
-        raise ValueError(f"seeds must be (B, H, W), got shape {tuple(seeds.shape)}")
+    check_shape(seeds, "B H W", "seeds")
     if seeds.shape[0] != batch:
         raise ValueError(f"seeds hold {seeds.shape[0]} masks but {view_name} hold {batch} images")
     check_same_view("the seed mask", (seeds.shape[-2], seeds.shape[-1]), view_name, view)

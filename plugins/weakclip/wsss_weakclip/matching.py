@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wsss_kit.shapes import check_shape
+
 __all__ = ["CoAttentionLayer", "CoAttentionMatching", "MultiHeadAttention", "match_scores"]
 
 
@@ -42,13 +44,10 @@ def match_scores(pixels: Tensor, text: Tensor) -> Tensor:
     Returns:
         ``(B, K, h, w)`` in ``[-1, 1]``.
     """
-    if pixels.dim() != 4:
-        raise ValueError(f"pixels must be (B, E, h, w), got {tuple(pixels.shape)}")
+    check_shape(pixels, "B E h w", "pixels")
+    check_shape(text, "B K E | K E", "text", sizes={"B": pixels.shape[0], "E": pixels.shape[1]})
     if text.dim() == 2:
         text = text.unsqueeze(0).expand(pixels.shape[0], -1, -1)
-    if text.dim() != 3 or text.shape[0] != pixels.shape[0] or text.shape[2] != pixels.shape[1]:
-        raise ValueError(f"text must be (B, K, E) or (K, E) with B = {pixels.shape[0]}, E = {pixels.shape[1]}; "
-                         f"got {tuple(text.shape)}")
     return torch.einsum("bchw,bkc->bkhw", F.normalize(pixels, dim=1), F.normalize(text, dim=2))
 
 

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from wsss_kit.shapes import check_shape
+
 __all__ = ["PyramidAdapter", "pyramid_sizes"]
 
 
@@ -68,8 +70,7 @@ class PyramidAdapter(nn.Module):
         if len(stages) != 4:
             raise ValueError(f"PyramidAdapter needs 4 stage maps, got {len(stages)}")
         for i, s in enumerate(stages):
-            if s.dim() != 4 or s.shape[1] != self.width:
-                raise ValueError(f"PyramidAdapter: stage {i} must be (B, {self.width}, h, w), got {tuple(s.shape)}")
+            check_shape(s, f"B {self.width} h w", f"PyramidAdapter: stage {i}")
         return [level(s) for level, s in zip(self.levels, stages)]
 
     def extra_repr(self) -> str:
