@@ -96,8 +96,11 @@ def trained_cam_model(ctx: RunContext, checkpoint: Any = None, run_dir: Path | N
         raise ConfigError(f"{ctx.source}: cam.model must be a CAM network node like "
                           "{type: cams/resnet_cam, backbone: resnet50}")
     seed_everything(ctx.seed)
-    return _trained_model(ctx, "cam.model", "train_cam", "trained CAM network",
-                          ctx.num_classes if num_classes is None else num_classes, checkpoint, run_dir, untrained_ok)
+    model, used = _trained_model(ctx, "cam.model", "train_cam", "trained CAM network",
+                                 ctx.num_classes if num_classes is None else num_classes, checkpoint, run_dir,
+                                 untrained_ok)
+    assert isinstance(model, CAMGenerator)  # a cams/ node: wsss_kit.create checked the interface
+    return model, used
 
 
 def _trained_model(ctx: RunContext, key: str, stage: str, what: str, num_classes: int, checkpoint: Any,

@@ -206,6 +206,7 @@ def images_for_crf(images: Tensor, size: int, *, crf_image: str = "official", in
 
 def _check_crf_images(images: object, what: str) -> Tensor:
     check_shape(images, "B 3 H W", what, note="RGB")
+    assert isinstance(images, Tensor)  # check_shape raised otherwise
     if not images.is_floating_point():
         raise TypeError(f"{what} must be float RGB, got dtype {images.dtype}")
     return images

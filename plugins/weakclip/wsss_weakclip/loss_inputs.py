@@ -40,6 +40,7 @@ DSRG_MIN_PROB = 1e-7
 def check_logits(logits: object, name: str = "logits") -> Tensor:
     """``logits`` must be a floating ``(B, K, h, w)`` tensor with ``K >= 1``; returns it."""
     check_shape(logits, "B K h w", name)
+    assert isinstance(logits, Tensor)  # check_shape raised otherwise
     if not logits.is_floating_point():
         raise TypeError(f"{name} must be floating point, got dtype {logits.dtype}")
     if logits.shape[0] < 1 or logits.shape[1] < 1 or logits.shape[2] < 1 or logits.shape[3] < 1:
