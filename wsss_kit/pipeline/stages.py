@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -349,8 +349,8 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
                   else ctx.path("seeds", "train"))
     ds = MaskTargetDataset(base, target_dir, augment=augment)
 
-    def step(model: HasTrainingStep, batch: dict[str, Any]) -> Any:
-        return model.training_step(batch)
+    def step(model: torch.nn.Module, batch: dict[str, Any]) -> Any:
+        return cast(HasTrainingStep, model).training_step(batch)  # checked above
 
     result = train(refiner, ds, config, ctx.path("train_refiner"), step_fn=step, desc="train refiner")
     out = {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
