@@ -139,3 +139,22 @@ def test_every_name_the_docs_offer_is_public() -> None:
             bad.append(f"{module}.{name}")
     assert not bad, f"docs/plugins.md offers names that are not in their module's __all__: {bad}"
     assert wsss_kit.__all__
+
+
+def test_every_plugin_object_is_importable_from_its_package() -> None:
+    """What an entry point names (a class or factory) is in its package's ``__all__``; the data groups
+    (``wsss_kit.released``, ``wsss_kit.crf_params``) name mappings, which stay in their modules."""
+    import tomllib
+
+    missing = []
+    for pyproject in sorted((REPO / "plugins").glob("*/pyproject.toml")):
+        groups = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"].get("entry-points", {})
+        for group, entries in groups.items():
+            if not group.startswith("wsss_kit.") or group in ("wsss_kit.released", "wsss_kit.crf_params"):
+                continue
+            for name, target in entries.items():
+                module, attr = target.split(":")
+                package = importlib.import_module(module.split(".")[0])
+                if attr not in package.__all__:
+                    missing.append(f"{group} {name} = {target} ({package.__name__}.__all__)")
+    assert not missing, "entry-point objects missing from their package's __all__:\n" + "\n".join(missing)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -354,8 +354,7 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
     ds = MaskTargetDataset(base, target_dir, augment=augment)
 
     def step(model: torch.nn.Module, batch: dict[str, Any]) -> Any:
-        assert isinstance(model, HasTrainingStep)  # the engine passes the refiner checked above back
-        return model.training_step(batch)
+        return cast(HasTrainingStep, model).training_step(batch)  # checked above
 
     result = train(refiner, ds, config, ctx.path("train_refiner"), step_fn=step, desc="train refiner")
     out: dict[str, Any] = {"steps": result.steps, "final_loss": result.final_loss,
