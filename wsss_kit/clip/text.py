@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ..shapes import check_shape
 from .towers import OpenCLIPTower
 
 __all__ = ["POSITIONS", "ContextPosition", "TokenizedPrompts", "assemble_prompt_embeddings",
@@ -154,8 +155,7 @@ def assemble_prompt_embeddings(
     """
     if position not in POSITIONS:
         raise ValueError(f"unknown context position {position!r}; expected one of {', '.join(POSITIONS)}")
-    if token_embeddings.dim() != 3:
-        raise ValueError(f"token_embeddings must be (K, L, W), got {tuple(token_embeddings.shape)}")
+    check_shape(token_embeddings, "K L W", "token_embeddings")
     num, _, width = token_embeddings.shape
     if len(prompts) != num:
         raise ValueError(f"{len(prompts)} prompts but token embeddings for {num}")
@@ -242,6 +242,5 @@ def _per_row(values: Sequence[Tensor] | Tensor | None, num: int, width: int, wha
     if len(values) != num:
         raise ValueError(f"{what}: expected {num} tensors (one per prompt), got {len(values)}")
     for k, v in enumerate(values):
-        if v.dim() != 2 or v.shape[1] != width:
-            raise ValueError(f"{what}[{k}] must be (n, W={width}), got {tuple(v.shape)}")
+        check_shape(v, "n W", f"{what}[{k}]", sizes={"W": width})
     return values

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..shapes import check_shape
 from .model import CLIPModel
 
 __all__ = ["zero_shot_scores"]
@@ -38,8 +39,7 @@ def zero_shot_scores(clip: CLIPModel, images: Tensor, prompts: Sequence[str], ba
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
         raise ValueError(f"zero_shot_scores: prompts must be a non-empty list of non-empty strings, got {prompts!r}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"zero_shot_scores: images must be (N, 3, H, W), got shape {tuple(images.shape)}")
+    check_shape(images, "N 3 H W", "zero_shot_scores: images")
     if batch_size < 1:
         raise ValueError(f"zero_shot_scores: batch_size must be >= 1, got {batch_size}")
     was_training = clip.training

@@ -216,8 +216,7 @@ def transition_matrix(affinity: torch.Tensor, beta: float = 8.0, log_t: int = 6)
     Returns:
         the column-stochastic transition matrix, same shape as ``affinity``.
     """
-    if affinity.dim() not in (2, 3) or affinity.shape[-1] != affinity.shape[-2]:
-        raise ValueError(f"affinity must be (N, N) or (B, N, N), got shape {tuple(affinity.shape)}")
+    check_shape(affinity, "N N | B N N", "affinity")
     if int(log_t) != log_t or log_t < 0:
         raise ValueError(f"log_t must be a non-negative int, got {log_t!r}")
     scaled = affinity.pow(beta)
@@ -241,10 +240,7 @@ def random_walk(maps: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
     check_shape(maps, "B K h w", "maps")
     b, k, h, w = maps.shape
     n = h * w
-    if transition.shape[-2:] != (n, n) or transition.dim() not in (2, 3):
-        raise ValueError(
-            f"transition must be ({n}, {n}) or (B, {n}, {n}) for {h}×{w} maps, got shape {tuple(transition.shape)}"
-        )
+    check_shape(transition, f"{n} {n} | B {n} {n}", "transition", note=f"for {h}×{w} maps")
     if transition.dim() == 3 and transition.shape[0] != b:
         raise ValueError(f"transition has batch {transition.shape[0]} but maps have batch {b}")
     return (maps.reshape(b, k, n) @ transition).reshape(b, k, h, w)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsss_kit.shapes import check_shape
+
 __all__ = ["RESIZE_MODES", "candidate_similarities", "clip_input", "mask_image"]
 
 RESIZE_MODES = ("clip", "stretch")
@@ -26,10 +28,8 @@ def mask_image(image: Tensor, cams: Tensor) -> Tensor:
     Returns:
         ``(K, 3, H, W)`` in [0, 1].
     """
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be (3, H, W) RGB in [0, 1], got shape {tuple(image.shape)}")
-    if cams.dim() != 3:
-        raise ValueError(f"cams must be (K, h, w), got shape {tuple(cams.shape)}")
+    check_shape(image, "3 H W", "image", note="RGB in [0, 1]")
+    check_shape(cams, "K h w", "cams")
     cams = cams.to(device=image.device, dtype=image.dtype)
     if cams.shape[-2:] != image.shape[-2:]:
         cams = F.interpolate(cams[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
