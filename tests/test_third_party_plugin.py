@@ -61,3 +61,22 @@ def test_without_the_install_it_is_unknown_with_a_helpful_message():
     assert proc.returncode != 0
     assert "unknown cams plugin 'tiny_cam'" in proc.stderr
     assert "wsss plugins" in proc.stderr
+
+
+def test_its_released_checkpoint_and_crf_sets_are_found_with_its_name(installed):
+    code = (
+        "from wsss_kit.crf import get_params, list_crf_params\n"
+        "from wsss_kit.crf.params import CRF_PARAMS_CATALOG\n"
+        "assert get_params('tiny_cam_sharp').as_tuple() == (2.0, 3.0, 40.0, 8.0, 6.0, 5)\n"
+        "assert get_params('tiny_cam_smooth') is get_params('default')\n"
+        "rows = {r.name: r for r in list_crf_params()}\n"
+        "assert 'tiny_cam_smooth' in rows['default'].aliases, rows['default']\n"
+        "print(CRF_PARAMS_CATALOG.provider_of('tiny_cam_sharp'))\n"
+    )
+    proc = _run([sys.executable, "-c", code], installed)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "wsss-example-plugin 0.2.0"
+    proc = _run([sys.executable, "-m", "wsss_kit.cli.main", "weights", "--list", "--pattern", "tiny_*"], installed)
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny_cam_demo" in proc.stdout and "from:   wsss-example-plugin 0.2.0" in proc.stdout
+    assert "1 released checkpoints" in proc.stdout
