@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WeightsError
-from ..weights.loading import _is_torchscript, load_state_dict
+from ..weights.loading import _is_torchscript, describe_key_problems, load_state_dict
 from ..weights.resolve import resolve
 from .configs import SYNTHETIC_CLIP, TINY_CLIP, clip_architecture, register_model_configs
 from .model import CLIPModel
@@ -105,14 +105,10 @@ def _load_file(model: nn.Module, name: str, path: Path) -> None:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if mismatched or missing or unexpected:
-        parts = []
-        for label, items in (("shape mismatches", mismatched), ("missing keys", missing),
-                             ("unexpected keys", unexpected)):
-            if items:
-                more = f" ... (+{len(items) - 4} more)" if len(items) > 4 else ""
-                parts.append(f"{len(items)} {label}: {'; '.join(items[:4])}{more}")
+        problems = describe_key_problems((("shape mismatches", mismatched), ("missing keys", missing),
+                                          ("unexpected keys", unexpected)), shown=4, sep="; ")
         raise WeightsError(
-            f"weights file {path} does not fit open_clip model {name!r}: " + "; ".join(parts)
+            f"weights file {path} does not fit open_clip model {name!r}: " + problems
             + f". The file holds a {describe_architecture(state)}; the model is a "
             f"{describe_architecture(own)}. Pass the architecture name the file was trained with "
             f"(e.g. 'ViT-B-32' for ViT-B-32.pt)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from ..errors import WeightsError
 from .converters import get_converter, strip_module_prefix
 from .resolve import resolve
 
-__all__ = ["create_timm_model", "load_state_dict", "load_weights_into", "non_finite_tensors"]
+__all__ = ["create_timm_model", "describe_key_problems", "load_state_dict", "load_weights_into", "non_finite_tensors"]
 
 _CONTAINER_KEYS = ("state_dict", "model", "module", "model_state", "net")
 
@@ -166,6 +166,19 @@ def _classifier_prefixes(model: nn.Module) -> list[str]:
     return [n + "." for n in names]
 
 
+def describe_key_problems(groups: Sequence[tuple[str, Sequence[str]]], shown: int = 5, sep: str = ", ") -> str:
+    """``"3 missing keys: a, b, c; 1 unexpected keys: d"``: how a weights error lists what does not fit.
+
+    ``groups``: ``(label, items)`` pairs in the order to report them (empty ones are left out); each
+    lists its first ``shown`` items, joined by ``sep``, then ``... (+N more)``."""
+    parts = []
+    for label, items in groups:
+        if items:
+            more = f" ... (+{len(items) - shown} more)" if len(items) > shown else ""
+            parts.append(f"{len(items)} {label}: {sep.join(items[:shown])}{more}")
+    return "; ".join(parts)
+
+
 def load_weights_into(model: nn.Module, state_dict: Mapping[str, Tensor], *, strict: bool = True,
                       source: str = "state dict", ignore_unexpected: bool = False) -> tuple[list[str], list[str]]:
     """Copy ``state_dict`` into ``model``; return ``(missing, unexpected)`` key lists.
@@ -197,14 +210,10 @@ def load_weights_into(model: nn.Module, state_dict: Mapping[str, Tensor], *, str
             state.pop(k)
         unexpected = []
     if strict and (missing or unexpected or mismatched):
-        parts = []
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", mismatched)):
-            if items:
-                more = f" ... (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+        problems = describe_key_problems((("missing keys", missing), ("unexpected keys", unexpected),
+                                          ("shape mismatches", mismatched)))
         raise WeightsError(
-            f"{source} does not fit {type(model).__name__}: " + "; ".join(parts)
+            f"{source} does not fit {type(model).__name__}: " + problems
             + ". Is it the right architecture/size, or does it need a converter (converter=...)?"
         )
     for k in [k for k in state if k in own and _shape_differs(own[k], state[k])]:
