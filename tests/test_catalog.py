@@ -3,6 +3,7 @@ entries through entry points (real dist-info folders on a search path), aliases,
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import textwrap
 import types
@@ -215,3 +216,16 @@ def test_registered_released_checkpoint_resolves_and_lists(tmp_path: Path, monke
     assert "my_cam" not in RELEASED
     with pytest.raises(ConfigError, match="'default' exists already"):
         register_crf_params("default", CRFParams())
+
+
+def test_monkeypatch_setitem_on_released_leaves_nothing_behind() -> None:
+    """Tests patch RELEASED like a dict (a packaged file with its SHA-256 taken out); undoing the patch
+    restores the declared entry and drops the in-process registration."""
+    declared = RELEASED["wsss_world_vit"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(RELEASED, "wsss_world_vit", dataclasses.replace(declared, sha256=None))
+        mp.setitem(RELEASED, "brand_new", ReleasedCheckpoint("new.pt", "here", "tests"))
+        assert RELEASED["wsss_world_vit"].sha256 is None and "brand_new" in RELEASED
+        assert resolve("released:wsss_world_vit", verify=False).name == declared.filename
+    assert RELEASED["wsss_world_vit"] is declared and "brand_new" not in RELEASED
+    assert RELEASED_CATALOG._local == {}
