@@ -99,12 +99,13 @@ def test_loss_decreases_and_files_are_written(tmp_path: Path) -> None:
     model = make_model()
     result = train(model, ToyDataset(augment=False), cfg(steps=60, lr=0.5, log_every=5, checkpoint_every=25), tmp_path)
     losses = [row["loss"] for row in result.history]
-    assert len(losses) == 60 and result.steps == 60
-    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    assert len(losses) == 12 and result.steps == 60  # a row every log_every=5 steps
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
     assert result.model_path == tmp_path / "model.pt" and result.model_path.is_file()
     assert not (tmp_path / "checkpoint.pt").exists()
     rows = read_log(tmp_path / "log.csv")
-    assert [r["step"] for r in rows] == list(range(1, 61))
+    assert [r["step"] for r in rows] == list(range(5, 61, 5))
+    assert rows == result.history
     assert rows[-1]["loss"] == result.final_loss
     header = (tmp_path / "log.csv").read_text().splitlines()[0].split(",")
     assert header == ["step", "loss", "bce_mean_logit", "lr", "seconds"]

@@ -24,16 +24,16 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..atomic import remove_stale_temps, write_text
 from ..errors import ConfigError, NumericalError
 from ..interfaces import HasParamGroups
+from ..progress import Progress
 from ..weights import load_weights_into
 from ..weights.loading import non_finite_tensors
 from .checkpoint import (
@@ -63,9 +63,14 @@ from .schedule import StepSchedule
 from .seeding import capture_rng_state, restore_rng_state, seed_everything, worker_init_fn
 from .train_config import TrainConfig
 
-__all__ = ["TrainResult", "build_optimizer", "default_step", "move_to_device", "resolve_device", "train"]
+__all__ = ["StepLogger", "TrainResult", "build_optimizer", "default_step", "move_to_device", "resolve_device",
+           "train"]
 
 StepFn = Callable[[nn.Module, dict[str, Any]], Mapping[str, Tensor]]
+StepLogger = Callable[[int, Mapping[str, float]], None]
+"""``logger(step, scalars)``, called every ``log_every`` steps and at the last step with ``loss``, the other
+scalar terms, ``lr``, ``seconds`` (training time so far) and ``images_per_s`` (since the previous call).
+A logger with a ``close()`` method has it called when training ends (also on an error)."""
 CHECKPOINT_NAME, MODEL_NAME, LOG_NAME = "checkpoint.pt", "model.pt", "log.csv"
 CONFIG_NAME = "train_config.json"
 """Training settings of a finished run, checked before its ``model.pt`` is reused."""
@@ -74,8 +79,9 @@ CONFIG_NAME = "train_config.json"
 @dataclass
 class TrainResult:
     """What :func:`train` did: ``steps`` optimizer steps in all, the last step's ``final_loss``,
-    one ``history`` row per step (``step``, ``loss``, other scalar terms, ``lr``, ``seconds``),
-    the saved weights and the wall time of this call."""
+    one ``history`` row per logged step (every ``log_every`` steps and the last: ``step``, ``loss``,
+    other scalar terms, ``lr``, ``seconds``; the rows of ``log.csv``), the saved weights and the wall
+    time of this call."""
 
     steps: int
     final_loss: float | None
@@ -235,7 +241,7 @@ def _finished(model: nn.Module, config: TrainConfig, out: Path, start: float) ->
 
 def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Path, *,
           step_fn: StepFn | None = None, collate_fn: Callable[[list[Any]], Any] | None = None,
-          resume: bool = True, desc: str = "train") -> TrainResult:
+          resume: bool = True, desc: str = "train", loggers: Sequence[StepLogger] = ()) -> TrainResult:
     """Train ``model`` on ``dataset`` for ``config.steps`` optimizer steps; files go to ``out_dir``.
 
     Args:
@@ -247,6 +253,13 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         collate_fn: DataLoader collate function (default: torch's, which keeps strings as lists).
         resume: continue from ``out_dir/checkpoint.pt``; when ``out_dir/model.pt`` exists the run
             is complete: load it into ``model`` and return without training.
+        desc: names the run in progress lines and messages (e.g. ``"train CAM"``).
+        loggers: extra :data:`StepLogger` callables (e.g. a TensorBoard writer), called on rank 0
+            only, after the ``log.csv`` row of the same step.
+
+    Every ``log_every`` steps and at the last step a row goes to ``log.csv`` and to ``loggers``, and
+    the progress shows the loss terms and lr: a tqdm bar when stderr is a terminal, otherwise a
+    plain line on stdout (step/total, terms, lr, images/s, ETA; see :mod:`wsss_kit.progress`).
 
     Writes ``checkpoint.pt`` (every ``checkpoint_every`` steps, removed at the end), ``log.csv``
     and the final ``model.pt`` (state dict only), all from rank 0. Temporary files that an
@@ -350,8 +363,18 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
         runner = nn.parallel.DistributedDataParallel(
             _StepModule(net, step_fn), device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=config.find_unused_parameters)
-    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=None if main else True, dynamic_ncols=True)
     run_start = time.perf_counter()
+    progress = Progress(config.steps, desc, unit="step", initial=step, every_steps=config.log_every,
+                        items_per_unit=config.batch_size * config.grad_accum, enabled=main)
+    last_logged = [step, run_start]  # step and time of the previous logged row (images/s between rows)
+
+    def csv_row(step: int, row: Mapping[str, float]) -> None:
+        log.append({k: v for k, v in row.items() if k != "images_per_s"})
+        log.flush()
+
+    # The one "log a step's scalars" point: every logger gets (step, row) at the same steps.
+    # log.csv (every rank keeps the rows: they are the history) first, then the caller's (rank 0).
+    step_loggers: list[StepLogger] = [csv_row, *(loggers if main else ())]
 
     def checkpoint() -> None:
         log.flush()
@@ -401,18 +424,26 @@ def train(model: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | Pa
             step += 1
             guard.after_step(step, sums)
             terms = reduce_scalars(sums, device)
-            row = {"step": step, **terms, "lr": lr,
-                   "seconds": round(seconds_before + time.perf_counter() - run_start, 3)}
-            log.append(row)
             if step % config.log_every == 0 or step == config.steps:
-                log.flush()
-                bar.set_postfix(loss=f"{terms['loss']:.4g}", lr=f"{lr:.3g}", refresh=False)
-            bar.update(1)
+                now = time.perf_counter()
+                images = (step - last_logged[0]) * config.batch_size * config.grad_accum
+                row = {"step": step, **terms, "lr": lr, "seconds": round(seconds_before + now - run_start, 3),
+                       "images_per_s": images / max(now - float(last_logged[1]), 1e-9)}
+                last_logged[:] = [step, now]
+                for step_logger in step_loggers:
+                    step_logger(step, row)
+                progress.update(1, scalars={**terms, "lr": lr})
+            else:
+                progress.update(1)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 checkpoint()
     finally:
-        bar.close()
+        progress.close(final_line=step >= config.steps)
         log.flush()
+        for step_logger in step_loggers:
+            close = getattr(step_logger, "close", None)
+            if callable(close):
+                close()
 
     model_path = out / MODEL_NAME
     guard.refuse(unwrap_model(net).state_dict() if main else {}, f"the trained weights {model_path}", step)
