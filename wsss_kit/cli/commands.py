@@ -155,10 +155,10 @@ def evaluate(args: argparse.Namespace) -> int:
     import sys
 
     import torch
-    from tqdm.auto import tqdm
 
     from ..interfaces import IGNORE_INDEX
     from ..metrics import ConfusionMatrix, format_iou_table
+    from ..progress import Progress
 
     spec = args.classes
     if spec is None:
@@ -179,7 +179,7 @@ def evaluate(args: argparse.Namespace) -> int:
                         f"e.g. {', '.join(missing[:5])} (pass --allow-missing to score the rest)")
     cm = ConfusionMatrix(len(names) + 1)
     scored = 0
-    for gt_path in tqdm(gts, desc="eval", unit="img"):
+    for gt_path in Progress(len(gts), "eval").wrap(gts):
         pred_path = pred_dir / gt_path.name
         if not pred_path.exists():
             continue

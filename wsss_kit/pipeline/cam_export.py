@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..atomic import write_text
 from ..data.artifacts import load_cams, save_cams
 from ..data.image_io import save_mask_png
 from ..errors import ConfigError, DataError
 from ..interfaces import CAMGenerator, WSSSDataset, cams_to_seeds
+from ..progress import Progress
 from .items import item_names, same_size_batches
 from .outputs import check_cam_output
 
@@ -118,7 +118,7 @@ def export_cams(
             counts.skipped += 1
     if to_compute and model is None:
         raise ValueError(f"export_cams: {len(to_compute)} CAM files are missing but no model was given")
-    with tqdm(total=len(to_compute) + len(to_seed), desc=desc, unit="img") as bar:
+    with Progress(len(to_compute) + len(to_seed), desc) as bar:
         for i in to_seed:
             assert seed_dir is not None and threshold is not None
             seed_from_cam_file(cam_dir / f"{names[i]}.npz", seed_dir / f"{names[i]}.png", dataset.num_classes,

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data.artifacts import load_cams, read_mask_artifact
 from ..engine.distributed import get_rank, get_world_size
 from ..interfaces import IGNORE_INDEX, WSSSDataset
 from ..metrics import ConfusionMatrix, ThresholdSweep
+from ..progress import Progress
 from .context import RunContext
 
 
@@ -29,8 +29,8 @@ def _ground_truth(ds: WSSSDataset, desc: str, across_ranks: bool = False) -> Ite
     """``(name, mask (H, W))`` of every item of ``ds`` (only this rank's ``rank::world`` share with
     ``across_ranks``), streamed (a split's masks may not fit in memory)."""
     rank, world = (get_rank(), get_world_size()) if across_ranks else (0, 1)
-    quiet = True if rank else None  # one progress bar per run: rank 0's
-    for i in tqdm(range(rank, len(ds), world), desc=desc, unit="img", leave=False, disable=quiet):
+    items = range(rank, len(ds), world)
+    for i in Progress(len(items), desc, enabled=rank == 0).wrap(items):  # one progress per run: rank 0's
         sample = ds[i]
         yield sample["name"], torch.as_tensor(sample["mask"])
 

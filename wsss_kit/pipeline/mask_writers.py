@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data.artifacts import load_cams, read_mask_artifact
 from ..data.image_io import save_mask_png
 from ..errors import ConfigError
 from ..inference import predict_multiscale
 from ..interfaces import WSSSDataset
+from ..progress import Progress
 from .items import same_size_batches
 from .outputs import check_head_output, check_refiner_output
 
@@ -52,7 +52,7 @@ def write_pseudo_masks(refiner: Any, ds: WSSSDataset, todo: Sequence[int], out: 
     if input_kind not in ("cams", "seeds"):
         raise ConfigError(f"the refiner's input must be cams or seeds, got {input_kind!r}")
     done = 0
-    bar = tqdm(total=len(todo), desc=desc, unit="img")
+    bar = Progress(len(todo), desc)
     for batch in same_size_batches(ds, todo, batch_size):
         images = torch.stack([s["image"] for s in batch])
         labels = torch.stack([s["labels"] for s in batch])
@@ -82,7 +82,7 @@ def write_predictions(model: torch.nn.Module, ds: WSSSDataset, todo: Sequence[in
     ``num_outputs`` (background included); ``infer`` is :func:`head_infer_settings`'s output
     (scales, flips, aggregation, CRF). Errors of ``infer`` name ``where``.
     """
-    for i in tqdm(todo, desc=desc, unit="img"):
+    for i in Progress(len(todo), desc).wrap(todo):
         sample = ds[i]  # one read per item: its name was checked by the caller (item_names)
         image, name = sample["image"], sample["name"]
         try:

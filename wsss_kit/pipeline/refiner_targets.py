@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..config import check_keys
 from ..crf.pool import resolve_workers
@@ -34,6 +33,7 @@ from ..data.image_io import mask_value_problem, save_mask_png
 from ..engine.distributed import barrier, get_rank, get_world_size, is_main_process
 from ..errors import ConfigError, DataError
 from ..interfaces import HasTrainingTargets, makes_own_targets
+from ..progress import Progress
 from .context import RunContext
 from .items import all_exist, item_names
 
@@ -132,7 +132,7 @@ def make_cam_targets(ctx: RunContext, refiner: Any, fingerprint: str) -> Path:
     workers = resolve_workers(_settings(ctx)[1], len(todo))
     # Forked workers share the built refiner; batch_size=None hands over one item at a time.
     loader = DataLoader(jobs, batch_size=None, num_workers=workers)
-    for name, arr in tqdm(loader, total=len(todo), desc=f"refiner targets from CAMs ({label})", unit="img"):
+    for name, arr in Progress(len(todo), f"refiner targets from CAMs ({label})").wrap(loader):
         save_mask_png(out / f"{name}.png", arr, ctx.reference.palette)
     if not all_exist(out, names, ".png"):
         missing = [n for n in names if not (out / f"{n}.png").exists()]

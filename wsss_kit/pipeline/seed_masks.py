@@ -21,12 +21,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..data.checks import DataProblem, format_problems
 from ..data.image_io import mask_size_problem, mask_value_problem, read_mask_raw, save_mask_png
 from ..errors import DataError
 from ..interfaces import IGNORE_INDEX, WSSSDataset
+from ..progress import Progress
 from .items import item_names
 
 __all__ = ["OUTSIDE_LABELS", "check_seed_masks", "copy_seed_masks", "raise_seed_problems", "seed_mask_problems",
@@ -83,7 +83,7 @@ def check_seed_masks(dataset: WSSSDataset, folder: str | Path, indices: Iterable
     problems: list[DataProblem] = []
     if not folder.is_dir():
         return [DataProblem("", str(folder), "missing_mask", f"seed folder {folder} does not exist")]
-    for i in tqdm(todo, desc=desc, unit="img", leave=False):
+    for i in Progress(len(todo), desc).wrap(todo):
         name = names[i]
         path = folder / f"{name}.png"
         if not path.is_file():
@@ -127,7 +127,7 @@ def copy_seed_masks(dataset: WSSSDataset, source: str | Path, out: Path, indices
     raise_seed_problems(check_seed_masks(dataset, source, todo, desc=f"{desc}: check",
                                          outside_labels=outside_labels), source, what or f"seeds.source {source}")
     with_stray = 0
-    for i in tqdm(todo, desc=desc, unit="img", leave=False):
+    for i in Progress(len(todo), desc).wrap(todo):
         mask = read_mask_raw(Path(source) / f"{names[i]}.png")
         if outside_labels != "error":
             stray = stray_classes(mask, torch.as_tensor(dataset[i]["labels"]).flatten())

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config import build, check_keys, is_node, split_type
 from ..data.artifacts import MaskTargetDataset
@@ -26,6 +25,7 @@ from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
 from ..errors import ConfigError, PluginError
 from ..interfaces import CAMGenerator, HasTrainingStep
+from ..progress import Progress
 from ..registry import accepted_kwargs, default_registry
 from ..weights import load_checkpoint
 from .cam_export import export_cams, seed_from_cam_file
@@ -236,7 +236,7 @@ def seeds(ctx: RunContext) -> dict[str, Any] | None:
                         "seeds", split, ctx.get("seeds.outside_labels", "error"))
         else:
             assert threshold is not None  # set above: this split has no seeds.source
-            for i in tqdm(todo, desc=f"seeds [{split}]", unit="img"):
+            for i in Progress(len(todo), f"seeds [{split}]").wrap(todo):
                 seed_from_cam_file(ctx.path("cams", split, f"{names[i]}.npz"), out / f"{names[i]}.png",
                                    ctx.num_classes, threshold, palette)
         complete &= all_exist(out, names, ".png")
