@@ -12,10 +12,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..errors import DataError
 from ..interfaces import IGNORE_INDEX
+from ..progress import Progress
 from .image_io import ImageTooLargeError, max_image_pixels
 
 PROBLEM_TITLES = {
@@ -196,7 +196,7 @@ def check_dataset(dataset: Any, progress: bool = True) -> list[DataProblem]:
     class_names = tuple(getattr(dataset, "class_names", ()))
     num_classes = len(class_names)
     compare_labels = getattr(dataset, "augment", None) is None
-    for index in tqdm(range(len(dataset)), desc="checking data", disable=None if progress else True):
+    for index in Progress(len(dataset), "checking data", enabled=progress).wrap(range(len(dataset))):
         name = _item_name(dataset, index)
         try:
             if checker is not None:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import DataError
+from ..progress import Progress
 from .checks import DataProblem
 from .coco_masks import semantic_mask
 from .file_dataset import FileDataset
@@ -234,7 +234,7 @@ def convert_coco_masks(root: str, split: str = "train", out_dir: str | None = No
         if not target.exists():
             jobs.append((per_image.get(int(im["id"]), []), int(im["height"]), int(im["width"]), str(target)))
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(jobs), desc=f"COCO {split}2014 masks", disable=None)
+    bar = Progress(len(jobs), f"COCO {split}2014 masks")
     if workers and workers > 0:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for _ in pool.map(_write_mask, jobs, chunksize=16):

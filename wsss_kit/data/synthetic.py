@@ -12,10 +12,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from ..atomic import atomic_path, write_text
 from ..interfaces import WSSSDataset
+from ..progress import Progress
 from .file_dataset import check_max_images, multi_hot
 from .image_io import save_image_png, save_mask_png
 from .palette import voc_colormap
@@ -125,7 +125,7 @@ class SyntheticDataset(WSSSDataset):
         """
         out = Path(out_dir)
         rows = ["name,labels"]
-        for index in tqdm(range(len(self)), desc=f"exporting synthetic {self.split}", disable=None):
+        for index in Progress(len(self), f"exporting synthetic {self.split}").wrap(range(len(self))):
             scene = self.scene(index)
             name = self.names[index]
             save_image_png(out / "images" / f"{name}.png", (scene.image * 255.0 + 0.5).astype(np.uint8))

@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from wsss_kit import PromptStrategy
 from wsss_kit.clip import CLIPModel
 from wsss_kit.data.artifacts import load_cams
+from wsss_kit.progress import Progress
 from wsss_kit.prompts.template import require_clip
 from wsss_kit.shapes import check_shape
 
@@ -258,7 +258,7 @@ class PoleSynonyms(PromptStrategy):
             cam_dir: folder of baseline CAMs ``<name>.npz`` (:func:`wsss_kit.data.artifacts.save_cams`).
             clip: the CLIP model.
             batch_size: images per step (and masked images per CLIP pass).
-            progress: show a tqdm bar.
+            progress: show the progress (a bar on a terminal, lines otherwise: :mod:`wsss_kit.progress`).
             dataset_id: identifies the dataset in the cache instead of its size and image ids.
             rebuild: ignore an existing cache (also one built for other settings) and start over.
             num_workers: DataLoader workers reading images.
@@ -287,8 +287,7 @@ class PoleSynonyms(PromptStrategy):
         ids = getattr(dataset, "names", None)
         todo = [i for i in range(len(dataset)) if ids is None or str(ids[i]) not in done]
         cam_dir = Path(cam_dir)
-        bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="POLE synonym selection",
-                   unit="img", disable=not progress)
+        bar = Progress(len(dataset), "POLE synonym selection", initial=len(dataset) - len(todo), enabled=progress)
         unsaved = 0
         try:
             loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, num_workers=num_workers,
