@@ -99,6 +99,7 @@ def dense_crf(
     probs: np.ndarray,
     params: "str | CRFParams | dict[str, Any] | None" = "default",
     min_prob: float = DEFAULT_MIN_PROB,
+    backend: str = "pydensecrf",
 ) -> np.ndarray:
     """Refine class probabilities of one image with a fully connected CRF.
 
@@ -113,15 +114,24 @@ def dense_crf(
         params: a parameter-set name (``"default"``, ``"weakclip_voc"``...), a mapping or a
             :class:`~wsss_kit.crf.params.CRFParams`; see :func:`~wsss_kit.crf.params.get_params`.
         min_prob: floor applied before the logarithm.
+        backend: ``"pydensecrf"`` (the reference), ``"torch"`` (:mod:`wsss_kit.crf.torch_crf`, on
+            CPU here) or ``"auto"`` (see :func:`~wsss_kit.crf.torch_crf.resolve_backend`).
 
     Returns:
         ``float32 (K, H, W)``: the CRF's marginals, summing to 1 over ``K``.
 
     Raises:
-        ValueError: wrong dtype/shape, sizes that disagree, negative or non-finite probs.
+        ValueError: wrong dtype/shape, sizes that disagree, negative or non-finite probs, an
+            unknown backend (listing the valid ones).
         ImportError: pydensecrf is missing (with the install command).
     """
     image, probs = check_crf_inputs(image, probs)
+    if backend != "pydensecrf":
+        # Imported here: worker processes load this file without torch (see wsss_kit.crf.pool).
+        from wsss_kit.crf.torch_crf import dense_crf_torch_batch, resolve_backend
+
+        if resolve_backend(backend, "cpu") == "torch":
+            return dense_crf_torch_batch([image], [probs], crf_settings(params), min_prob)[0]
     return crf_inference(image, probs, crf_settings(params), min_prob)
 
 

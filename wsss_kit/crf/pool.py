@@ -325,6 +325,8 @@ def dense_crf_batch(
     params: "str | CRFParams | dict[str, Any] | tuple | None" = "default",
     workers: int | None = None,
     min_prob: float = _dense_crf_module.DEFAULT_MIN_PROB,
+    backend: str = "pydensecrf",
+    device: Any = None,
 ) -> list[np.ndarray]:
     """:func:`~wsss_kit.crf.dense_crf.dense_crf` over many images, in parallel worker processes.
 
@@ -339,12 +341,16 @@ def dense_crf_batch(
         workers: processes to use; ``None`` = one per available CPU core (at most ``N``);
             0 or 1 = run in this process.
         min_prob: as for :func:`~wsss_kit.crf.dense_crf.dense_crf`.
+        backend: ``"pydensecrf"`` (the reference, in worker processes), ``"torch"`` (batched in this
+            process on ``device``, :func:`~wsss_kit.crf.torch_crf.dense_crf_torch_batch`) or
+            ``"auto"`` (:func:`~wsss_kit.crf.torch_crf.resolve_backend` for ``device``).
+        device: where the torch backend runs (default CPU).
 
     Returns:
         ``N`` arrays ``float32 (K_i, H_i, W_i)`` in input order.
 
     Raises:
-        ValueError: bad input, naming the image index.
+        ValueError: bad input, naming the image index; an unknown backend, listing the valid ones.
         RuntimeError: the CRF failed in a worker, naming the image index (cause chained).
     """
     settings = _dense_crf_module.crf_settings(params)
@@ -353,6 +359,11 @@ def dense_crf_batch(
     checked = [
         _dense_crf_module.check_crf_inputs(img, p, where=f"image {i}") for i, (img, p) in enumerate(zip(images, probs))
     ]
+    if backend != "pydensecrf":
+        from .torch_crf import dense_crf_torch_batch, resolve_backend
+
+        if resolve_backend(backend, device if device is not None else "cpu") == "torch":
+            return dense_crf_torch_batch([c[0] for c in checked], [c[1] for c in checked], settings, min_prob, device)
     if not checked:
         return []
     if any(p.shape[0] > 1 for _, p in checked):

@@ -12,6 +12,7 @@ from ..shapes import check_shape
 from .dense_crf import DEFAULT_MIN_PROB
 from .params import CRFParams, get_params
 from .pool import dense_crf_batch
+from .torch_crf import dense_crf_torch, resolve_backend
 
 __all__ = ["DenseCRF", "cams_to_probs", "images_to_uint8", "seeds_to_probs"]
 
@@ -87,7 +88,9 @@ class DenseCRF(Refiner):
     """Dense-CRF refiner (``create("refiners", "dense_crf", params="weakclip_voc")``).
 
     Only the classes present in an image's labels (and background) enter its CRF; the others
-    get probability 0. The CRFs of a batch run in parallel worker processes.
+    get probability 0. With ``backend="pydensecrf"`` (the reference) the CRFs of a batch run in
+    parallel worker processes; with ``"torch"`` the batch runs at once on the CAMs' device
+    (:func:`~wsss_kit.crf.torch_crf.dense_crf_torch`); ``"auto"`` picks torch for CUDA tensors.
     """
 
     wsss_api_version = "1.0"
@@ -102,6 +105,7 @@ class DenseCRF(Refiner):
         seed_confidence: float = 0.7,
         workers: int | None = None,
         min_prob: float = DEFAULT_MIN_PROB,
+        backend: str = "pydensecrf",
     ) -> None:
         """
         Args:
@@ -115,7 +119,10 @@ class DenseCRF(Refiner):
             workers: CRF processes; ``None`` = one per CPU core (divided among torchrun's processes on this
                 machine), 0 = in this process.
             min_prob: floor applied to probabilities before ``-log``.
+            backend: ``"pydensecrf"``, ``"torch"`` or ``"auto"`` (torch on CUDA, pydensecrf on CPU;
+                see :func:`~wsss_kit.crf.torch_crf.resolve_backend`).
         """
+        resolve_backend(backend)  # an unknown name fails here, listing the valid ones
         self.params = get_params(params) if iterations is None else get_params(params, iterations=iterations)
         if bg_threshold is not None and not 0 <= float(bg_threshold):
             raise ValueError(f"bg_threshold must be >= 0 or None, got {bg_threshold}")
@@ -128,6 +135,7 @@ class DenseCRF(Refiner):
         self.seed_confidence = float(seed_confidence)
         self.workers = workers
         self.min_prob = float(min_prob)
+        self.backend = backend
 
     def unaries(self, cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The probabilities ``(B, C+1, H, W)`` that enter the CRF (before refinement)."""
@@ -158,7 +166,9 @@ class DenseCRF(Refiner):
             ``float32 (B, C+1, H, W)`` on ``cams``' device; sums to 1 over classes, 0 for absent
             classes.
         """
-        rgb = images_to_uint8(images)
+        check_shape(images, "B 3 H W", "images", note="float RGB in [0, 1]")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
         probs = self.unaries(cams, labels)
         if tuple(probs.shape[-2:]) != tuple(images.shape[-2:]) or probs.shape[0] != images.shape[0]:
             raise ValueError(
@@ -167,6 +177,11 @@ class DenseCRF(Refiner):
             )
         labels = torch.as_tensor(labels).to(probs.device)
         present = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1) > 0  # (B, C+1)
+        if resolve_backend(self.backend, probs.device) == "torch":
+            # images are quantised to uint8 inside, as images_to_uint8 does for pydensecrf
+            return dense_crf_torch(probs, images.to(probs.device), self.params, min_prob=self.min_prob,
+                                   valid=present)
+        rgb = images_to_uint8(images)
         index = [present[i].nonzero().flatten().cpu() for i in range(probs.shape[0])]
         sub = [probs[i, idx].cpu().numpy() for i, idx in enumerate(index)]
         refined = dense_crf_batch(list(rgb), sub, self.params.as_tuple(), workers=self.workers, min_prob=self.min_prob)
@@ -178,5 +193,5 @@ class DenseCRF(Refiner):
     def __repr__(self) -> str:
         return (
             f"DenseCRF(params={self.params}, bg_threshold={self.bg_threshold}, bg_power={self.bg_power}, "
-            f"seed_confidence={self.seed_confidence}, workers={self.workers})"
+            f"seed_confidence={self.seed_confidence}, workers={self.workers}, backend={self.backend!r})"
         )
