@@ -68,10 +68,12 @@ def test_backbone_pretraining_trains_and_loads(tmp_path, model):
         assert torch.equal(own[k].float(), v), k
 
 
-def test_clip_pretraining_trains_and_loads(tmp_path):
+@pytest.mark.parametrize("locked", [True, False], ids=["locked_world_vit", "from_scratch"])
+def test_clip_pretraining_trains_and_loads(tmp_path, locked):
     from wsss_kit.clip import load_clip, zero_shot_scores
 
-    result, out, record = _run(tmp_path, "clip", lr=2e-3, eval_every=5)
+    changes = {} if locked else {"image_init": "", "lock_image": False, "prompt_loss": 0.0}
+    result, out, record = _run(tmp_path, "clip", lr=2e-3, eval_every=5, **changes)
     _falls(result)
     _record_ok(result, out, record)
     points = result["held_out_progress"]["points"]
@@ -86,6 +88,17 @@ def test_clip_pretraining_trains_and_loads(tmp_path):
         assert torch.equal(own[k].float(), v), k
     scores = zero_shot_scores(clip, torch.rand(2, 3, 128, 128), ["a photo of a boat.", "a photo of water."])
     assert scores.shape == (2, 2)
+    score = result["held_out"]["val_seed123"]
+    assert 0.0 <= score["mAP_classes_cosine"] <= 1.0 and 0.0 <= score["AP_water_cosine"] <= 1.0
+    if locked:  # the image tower is the world ViT's, untouched; the projection and the text tower trained
+        from benchmarks.pretrain.lit import world_vit_to_clip_visual
+        from wsss_kit.clip.preprocessing import normalization_stats
+        from wsss_kit.weights import create_timm_model
+
+        vit = create_timm_model("wsss_world_vit", weights="released:wsss_world_vit").state_dict()
+        mapped = world_vit_to_clip_visual(vit, *normalization_stats("clip", clip.model))
+        for k, v in mapped.items():
+            assert torch.equal(saved[k], v.half().float()), k
 
 
 def test_same_seed_same_file_other_seed_other_file(tmp_path):
@@ -151,3 +164,72 @@ def test_clip_tag_loss_adds_the_weighted_tag_bce_and_trains_the_probe():
                                              clip.model.logit_scale), atol=1e-5)
     with_tags.backward()
     assert probe.weight.grad is not None and probe.weight.grad.abs().sum() > 0
+
+
+def test_world_vit_maps_onto_the_clip_image_tower_exactly():
+    """The mapped open_clip tower computes the timm ViT's pooled token from the same [0, 1] pixels
+    (ImageNet normalisation and the patch bias folded into the weights)."""
+    from benchmarks.pretrain.lit import load_world_vit_into, pooled_features
+    from wsss_kit.clip import load_clip
+    from wsss_kit.weights import create_timm_model
+
+    torch.manual_seed(0)
+    vit = create_timm_model("wsss_world_vit", weights=None, num_classes=0).eval()
+    with torch.no_grad():  # non-trivial biases and gains everywhere
+        for p in vit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    clip = load_clip("wsss-synthetic-clip", weights=None, precision="fp32")
+    load_world_vit_into(clip, vit.state_dict())
+    images = (torch.rand(3, 3, 128, 128) * 255).to(torch.uint8)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = vit((images.float() / 255 - mean) / std)
+        want_flip = vit((images.flip(-1).float() / 255 - mean) / std)
+    torch.testing.assert_close(pooled_features(clip, images), want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pooled_features(clip, images, flip=True), want_flip, atol=1e-4, rtol=1e-4)
+
+
+def test_world_vit_mapping_names_what_is_missing_or_mismatched():
+    from benchmarks.pretrain.lit import load_world_vit_into, world_vit_to_clip_visual
+    from wsss_kit.clip import load_clip
+    from wsss_kit.weights import create_timm_model
+
+    state = create_timm_model("wsss_world_vit", weights=None).state_dict()
+    broken = {k: v for k, v in state.items() if k != "blocks.2.attn.qkv.weight"}
+    with pytest.raises(KeyError, match="blocks.2.attn.qkv.weight"):
+        world_vit_to_clip_visual(broken, (0.5,) * 3, (0.5,) * 3)
+    shallow = create_timm_model("wsss_world_vit", weights=None, depth=4).state_dict()
+    with pytest.raises(ValueError, match="depth"):
+        load_world_vit_into(load_clip("wsss-synthetic-clip", weights=None), shallow)
+
+
+def test_recipe_refuses_a_locked_random_tower_and_image_options_off_clip():
+    with pytest.raises(ValueError, match="lock_image needs image_init"):
+        RECIPES["clip"].replace(image_init="", prompt_loss=0.0).check()
+    with pytest.raises(ValueError, match="locked-image"):
+        RECIPES["clip"].replace(lock_image=False, image_init="").check()
+    with pytest.raises(ValueError, match="CLIP options"):
+        RECIPES["vit"].replace(lock_image=True).check()
+
+
+def test_tag_prompts_name_each_tag_and_the_sigmoid_loss_has_gradients():
+    from benchmarks.pretrain.contrastive import prompt_tag_loss, tag_phrases
+    from wsss_kit.clip import load_clip
+    from wsss_kit.data.captions import ATTRIBUTES
+
+    phrases = tag_phrases()
+    assert len(phrases) == len(ATTRIBUTES)
+    by_tag = dict(zip(ATTRIBUTES, phrases))
+    assert "a photo of a ball." in by_tag["ball"] and not any("football" in p for p in by_tag["ball"])
+    assert all("football" in p or "soccer ball" in p for p in by_tag["football"])
+    assert "a photo of the lake." in by_tag["water"]
+    clip = load_clip("wsss-synthetic-clip", weights=None, precision="fp32", frozen=False)
+    emb = torch.randn(4, 64, requires_grad=True)
+    tags = torch.zeros(4, len(ATTRIBUTES))
+    tags[0, 0] = tags[1, 15] = 1
+    bias = torch.nn.Parameter(torch.tensor(-5.0))
+    loss = prompt_tag_loss(clip, emb, tags, bias, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert loss.item() > 0 and emb.grad.abs().sum() > 0 and bias.grad is not None
+    assert clip.model.text_projection.grad is not None

@@ -82,7 +82,7 @@ def test_the_reduction_maps_every_backbone_clip_and_weights_key_to_the_world(tab
         cfg = rr.cfg
         for key, node in cfg["data"].items():
             assert node == {"type": "datasets/synthetic", "split": {"train": "train", "eval": "val"}[key],
-                            "num_images": {"train": 320, "eval": 100}[key], "image_size": 128}
+                            "num_images": {"train": emb.EMBEDDED_TRAIN_IMAGES, "eval": emb.EMBEDDED_EVAL_IMAGES}[key], "image_size": 128}
         for path, node in _nodes(cfg):
             kind = node["type"].rpartition(":")[2] if ":" in node["type"] else node["type"]
             where = f"{rr.run.name}: {path}"

@@ -127,9 +127,11 @@ def test_synthetic_clip_architecture():
     clip = load_clip(SYNTHETIC_CLIP, precision="fp32")
     cfg = json.loads((ROOT / "wsss_kit/clip/model_configs/wsss-synthetic-clip.json").read_text())
     assert cfg == {"embed_dim": 64,
-                   "vision_cfg": {"image_size": 128, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8},
+                   "vision_cfg": {"image_size": 128, "layers": 6, "width": 128, "head_width": 32, "patch_size": 8,
+                                  "no_ln_pre": True, "norm_kwargs": {"eps": 1e-6}},
                    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3}}
-    assert (clip.embed_dim, clip.context_length, clip.num_blocks) == (64, 32, 4)
+    # the world ViT's tower (6 blocks of 4 heads, no pre-norm, LayerNorm eps 1e-6): the shipped CLIP's image side
+    assert (clip.embed_dim, clip.context_length, clip.num_blocks) == (64, 32, 6)
     assert clip.patch_size == 8 and clip.image_size == (128, 128)
     tokens = clip.tokenize(["a photo of a boat.", "a photo of water."])
     assert tokens.shape == (2, 32) and tokens[0, 0] == 49406  # open_clip's tokenizer: <start_of_text>

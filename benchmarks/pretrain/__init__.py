@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                   "the end; default: the recipe's)")
     p.add_argument("--tag-loss", type=float, help="CLIP: weight of the auxiliary scene-tag loss (0: contrastive "
                    "only; default: the recipe's)")
+    p.add_argument("--prompt-loss", type=float, help="CLIP: weight of the sigmoid loss of each image against a short "
+                   "prompt per scene tag (0: off; default: the recipe's)")
+    p.add_argument("--from-scratch", action="store_true", help="CLIP: train both towers from random weights "
+                   "(no world-ViT image tower, nothing locked) instead of the shipped locked-image recipe")
     p.add_argument("--out", help="weights file (default: wsss_kit/pretrained/<name>.pt, the shipped file)")
     p.add_argument("--record", help="JSON record (default: benchmarks/results/pretrain_<model>.json)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -49,7 +53,14 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = RECIPES[args.model].replace(steps=args.steps, images=args.images, batch_size=args.batch_size,
                                          lr=args.lr, eval_images=args.eval_images,
-                                         eval_every=args.eval_every, tag_loss=getattr(args, "tag_loss", None))
+                                         eval_every=args.eval_every, tag_loss=getattr(args, "tag_loss", None),
+                                         prompt_loss=getattr(args, "prompt_loss", None))
+    if getattr(args, "from_scratch", False):
+        if args.model != "clip":
+            print(f"python -m benchmarks pretrain: error: --from-scratch is a CLIP option (got {args.model})",
+                  file=sys.stderr)
+            return 2
+        recipe = recipe.replace(image_init="", lock_image=False, prompt_loss=0.0)
     try:
         recipe.check()
         if args.threads is not None and args.threads < 1:

@@ -22,8 +22,9 @@ __all__ = ["LossCurve", "adamw", "run_steps"]
 _LOG_EVERY = 50
 """Steps between progress lines when tqdm's bar is off (output not a terminal)."""
 
-StepLoss = Callable[[Tensor, int, Tensor], Tensor]
-"""``(indices (B,), epoch, images float (B, 3, H, W) in [0, 1] on the device) -> scalar loss``."""
+StepLoss = Callable[[Tensor, int, "Tensor | None"], Tensor]
+"""``(indices (B,), epoch, images float (B, 3, H, W) in [0, 1] on the device, or None when the loss
+reads no pixels) -> scalar loss``."""
 
 
 @dataclass
@@ -81,11 +82,12 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[tu
 def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, pool: RenderedPool, recipe: Recipe,
               step_loss: StepLoss, generator: torch.Generator, device: torch.device,
               after_step: Callable[[], None] | None = None,
-              probe: Callable[[int], None] | None = None) -> LossCurve:
+              probe: Callable[[int], None] | None = None, use_images: bool = True) -> LossCurve:
     """Train ``recipe.steps`` steps; every draw (order, augmentation) comes from ``generator``.
 
     ``after_step()`` runs after every optimizer step; ``probe(steps_done)`` every ``recipe.eval_every``
     steps (not at the end: the caller scores the final model), outside the timed training.
+    ``use_images=False``: the loss reads precomputed features, so no batch is rendered or augmented.
     """
     curve = LossCurve()
     model.train()
@@ -98,8 +100,10 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, pool: Rendered
                    warmup_steps=recipe.warmup, warmup_ratio=0.01)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = pool.images[idx].to(device).float().div_(255.0)
-        images = augment_batch(images, generator, min_scale=recipe.min_scale, flip=recipe.flip)
+        images = None
+        if use_images:
+            images = pool.images[idx].to(device).float().div_(255.0)
+            images = augment_batch(images, generator, min_scale=recipe.min_scale, flip=recipe.flip)
         loss = step_loss(idx, epoch, images)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pretrain {recipe.model}: the loss became {float(loss)} at step {step} "

@@ -37,7 +37,14 @@ class Recipe:
             embedding) added to the contrastive loss; 0 disables it. The probe is not part of the
             shipped CLIP (which is contrastive only). Measured: 600 steps at lr 7e-4 with tag_loss 1
             reached held-out class mAP 0.69 / 0.68 and water AP 0.57 / 0.65 (val seed 123 / test
-            seed 7) against 0.64 / 0.64 and 0.90 / 0.92 for the shipped recipe.
+            seed 7) against 0.64 / 0.64 and 0.90 / 0.92 (raw cosine) for the from-scratch recipe.
+        image_init: CLIP only: the ``released:`` name of a world ViT (timm layout) whose weights become
+            the CLIP's image tower (:func:`.lit.world_vit_to_clip_visual`); ``""``: random.
+        lock_image: CLIP only: keep the image tower fixed (all but its projection) and train the text
+            tower against it (LiT); its pooled tokens are computed once, for each scene and its mirror.
+        prompt_loss: CLIP with ``lock_image`` only: weight of the pairwise sigmoid loss of each image
+            against a short prompt per scene tag (:func:`.contrastive.prompt_tag_loss`), which makes a
+            single prompt's raw cosine comparable across images; 0 disables it.
     """
 
     model: str
@@ -54,6 +61,9 @@ class Recipe:
     eval_images: int = 200
     eval_every: int = 100
     tag_loss: float = 0.0
+    image_init: str = ""
+    lock_image: bool = False
+    prompt_loss: float = 0.0
 
     def replace(self, **changes: object) -> Recipe:
         """A copy with ``changes`` (``None`` values are ignored, so CLI defaults pass through)."""
@@ -72,13 +82,22 @@ class Recipe:
             raise ValueError(f"pretrain {self.model}: tag_loss must be >= 0, got {self.tag_loss}")
         if not self.lr > 0:
             raise ValueError(f"pretrain {self.model}: lr must be > 0, got {self.lr}")
+        if self.model != "clip" and (self.image_init or self.lock_image):
+            raise ValueError(f"pretrain {self.model}: image_init / lock_image are CLIP options")
+        if not self.prompt_loss >= 0:
+            raise ValueError(f"pretrain {self.model}: prompt_loss must be >= 0, got {self.prompt_loss}")
+        if self.prompt_loss and not self.lock_image:
+            raise ValueError(f"pretrain {self.model}: prompt_loss is an option of the locked-image (lock_image) recipe")
+        if self.lock_image and not self.image_init:
+            raise ValueError(f"pretrain {self.model}: lock_image needs image_init (a locked random tower learns nothing)")
         if not 0 < self.min_scale <= 1:
             raise ValueError(f"pretrain {self.model}: min_scale must be in (0, 1], got {self.min_scale}")
 
 
 RECIPES: dict[str, Recipe] = {
-    "clip": Recipe("clip", "wsss-synthetic-clip", "wsss_synthetic_clip", steps=500, images=6000, batch_size=64,
-                   lr=2e-3, weight_decay=0.1, warmup=50),
+    "clip": Recipe("clip", "wsss-synthetic-clip", "wsss_synthetic_clip", steps=300, images=6000, batch_size=256,
+                   lr=1e-3, weight_decay=0.1, warmup=50, image_init="wsss_world_vit", lock_image=True,
+                   prompt_loss=1.0),
     "resnet": Recipe("resnet", "wsss_world_resnet50", "wsss_world_resnet50", steps=1000, images=8000, batch_size=64,
                      lr=2e-3, weight_decay=0.05, warmup=50),
     "vit": Recipe("vit", "wsss_world_vit", "wsss_world_vit", steps=500, images=8000, batch_size=64,

@@ -20,8 +20,10 @@ from .contrastive import (
     clamp_logit_scale,
     clip_loss,
     evaluate_clip,
+    locked_clip_loss,
     tag_probe,
 )
+from .lit import load_world_vit_into, pooled_features
 from .loop import adamw, run_steps
 from .pool import HELD_OUT, render_pool
 from .recipes import Recipe
@@ -71,14 +73,34 @@ def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Pa
         tqdm.write(f"pretrain {recipe.model}: step {step}: held-out {progress[-1]['mAP_classes']:.4f} mAP over the "
                    f"classes, {progress[-1]['AP_water']:.4f} AP water")
 
+    feature_s = 0.0
+    bias = None
     if is_clip:
         model = build_clip(recipe, dev)
+        if recipe.image_init:
+            from wsss_kit.weights import create_timm_model
+
+            vit = create_timm_model(recipe.image_init, weights=f"released:{recipe.image_init}")
+            load_world_vit_into(model, vit.state_dict())
         probe_head = tag_probe(model).to(dev) if recipe.tag_loss > 0 else None
+        if recipe.lock_image:
+            for name, p in model.model.visual.named_parameters():
+                p.requires_grad_(name == "proj")
+            begun = time.perf_counter()
+            model.eval()
+            views = [pooled_features(model, pool.images), pooled_features(model, pool.images, flip=True)]
+            feature_s = time.perf_counter() - begun
+            bias = torch.nn.Parameter(torch.full((), -5.0, device=dev)) if recipe.prompt_loss > 0 else None
+            loss = locked_clip_loss(model, pool, views, generator, recipe.prompt_loss, bias)
+        else:
+            loss = clip_loss(model, pool, probe_head, recipe.tag_loss)
         named = list(model.model.named_parameters())
+        if recipe.lock_image and bias is not None:
+            named.append(("prompt_bias", bias))
         if probe_head is not None:
             named += [(f"tag_probe.{n}", p) for n, p in probe_head.named_parameters()]
         optimizer = adamw(named, recipe, betas=(0.9, 0.98), eps=1e-6)
-        loss, state_of = clip_loss(model, pool, probe_head, recipe.tag_loss), model.model.state_dict
+        state_of = model.model.state_dict
 
         def evaluate(test: Any) -> dict[str, Any]:
             return evaluate_clip(model, test)
@@ -90,7 +112,8 @@ def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Pa
         def evaluate(test: Any) -> dict[str, Any]:
             return evaluate_classifier(model, test, dev)
     curve = run_steps(model, optimizer, pool, recipe, loss, generator, dev,
-                      after_step=(lambda: clamp_logit_scale(model)) if is_clip else None, probe=probe)
+                      after_step=(lambda: clamp_logit_scale(model)) if is_clip else None, probe=probe,
+                      use_images=not recipe.lock_image)
     scores = [evaluate(t) for t in tests]
     progress.append({"step": recipe.steps, "mAP_classes": scores[0]["mAP_classes"], "AP_water": scores[0]["AP_water"]})
     state = state_of()
@@ -109,6 +132,7 @@ def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Pa
         "device": str(dev),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "render_time_s": round(render_s, 1),
+        "feature_time_s": round(feature_s, 1),
         "train_time_s": round(curve.seconds, 1),
         "loss": curve.summary(),
         "held_out": {f"{split}_seed{s}": score for (split, s), score in zip(held_out, scores)},

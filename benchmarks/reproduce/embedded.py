@@ -51,7 +51,7 @@ __all__ = ["EMBEDDED_BATCH", "EMBEDDED_CROP", "EMBEDDED_EVAL_IMAGES", "EMBEDDED_
 
 EMBEDDED_IMAGE_SIZE = 128
 """Side of the synthetic images (the world backbones' and the world CLIP's input size)."""
-EMBEDDED_TRAIN_IMAGES = 320
+EMBEDDED_TRAIN_IMAGES = 240
 EMBEDDED_EVAL_IMAGES = 100
 EMBEDDED_STEPS = {"cam": 300, "refiner": 150, "head": 200}
 """Optimizer steps of each training section (``cam.train``, ``refiner_train``, ``head.train``): the
@@ -65,7 +65,7 @@ EMBEDDED_BATCH = {"cam": 12, "refiner": 8, "head": 8}
 """Largest batch of each training section (a config's smaller batch is kept)."""
 EMBEDDED_CROP = 112
 """Training crop side of every augmentation (of 128-px images)."""
-EMBEDDED_SCALES = [1.0, 0.75, 1.25]
+EMBEDDED_SCALES = [1.0, 0.75]
 """Inference scales of a config that infers at several scales (one scale stays one scale)."""
 EMBEDDED_INFER_BATCH = 16
 

@@ -42,12 +42,19 @@ PERCENT_METRICS = frozenset({"miou", "iou", "accuracy", "precision", "recall", "
 
 SMOKE_NOTE = ("SMOKE RUN: synthetic dataset, tiny random models, a few training steps; the measured values "
               "are meaningless (only the pipeline, its chaining and its files are checked).")
-EMBEDDED_NOTE = ("EMBEDDED WORLD: every run on the synthetic world (320 train / 100 val images of 128 px) with "
+EMBEDDED_NOTE = ("EMBEDDED WORLD: every run on the synthetic world ({train} train / {eval} val images of {size} px) with "
                  "its shipped foundations (world ResNet-50, world DeiT, wsss-synthetic-clip) at the world's "
                  "sizes; the paper's numbers are VOC/COCO's, beside for reference only: compare rows with "
                  "each other, not with the paper. The world has no WideResNet-38: DeepLabV1-ResNet38 heads "
                  "run as a DeepLab head on the world ResNet, PSA's AffinityNet as a narrow WR38 from scratch "
                  "(docs/reproduce.md, --embedded).")
+
+
+def embedded_note() -> str:
+    """:data:`EMBEDDED_NOTE` with the world's sizes of this checkout."""
+    from .embedded import EMBEDDED_EVAL_IMAGES, EMBEDDED_IMAGE_SIZE, EMBEDDED_TRAIN_IMAGES
+
+    return EMBEDDED_NOTE.format(train=EMBEDDED_TRAIN_IMAGES, eval=EMBEDDED_EVAL_IMAGES, size=EMBEDDED_IMAGE_SIZE)
 
 
 @dataclass
@@ -169,7 +176,7 @@ def _cell(text: Any) -> str:
 def _markdown(table: "Table", measured: Sequence[Measured], runs: Sequence[ResolvedRun],
               outcomes: Sequence[RunOutcome], smoke: bool, embedded: bool = False) -> str:
     yes = {True: "yes", False: ""}
-    banner = [f"**{SMOKE_NOTE}**", ""] if smoke else [f"**{EMBEDDED_NOTE}**", ""] if embedded else []
+    banner = [f"**{SMOKE_NOTE}**", ""] if smoke else [f"**{embedded_note()}**", ""] if embedded else []
     lines = banner + [f"# {table.title}", "", f"Paper: {table.paper}.", ""]
     lines += ["| row | metric | data | CRF | multi-scale | +RW | paper | measured | Δ | note |",
               "|---|---|---|---|---|---|---:|---:|---:|---|"]

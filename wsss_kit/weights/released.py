@@ -81,10 +81,11 @@ _CORE_RELEASED: dict[str, ReleasedCheckpoint] = {
         "shipped with wsss_kit; reproduce with python -m benchmarks pretrain clip",
         "CLIP access (open_clip 'wsss-synthetic-clip'), refiners/weakclip, cams/clims, cams/pole, "
         "prompts/pole_synonyms on the embedded world",
-        "80d41b480f132d662c5932a413045f2e04d18c69dbe9be4f0b9a304f1e906688",
-        "A tiny CLIP trained contrastively on the synthetic world's captioned scenes (pretraining split); "
-        "open_clip state dict in float16, loaded as float32. Held-out zero-shot mAP over the five classes "
-        "0.64, water AP 0.90 (below the 0.9 class target: see the model card). SHA-256 of the shipped file; "
+        "7d62a04588a4613e28d3ffe248e67f70531349d5fcae7901031a382e32730100",
+        "A tiny CLIP for the synthetic world: the world ViT as its locked image tower, the text tower and "
+        "projection trained on the pretraining split's captioned scenes (contrastive + a sigmoid loss per "
+        "scene tag); open_clip state dict in float16, loaded as float32. Held-out zero-shot class mAP "
+        "0.985 / 0.982, water AP 1.000 (val seed 123 / test seed 7). SHA-256 of the shipped file; "
         "python -m benchmarks pretrain clip rebuilds it from seed 0. Model card: docs/embedded_models.md.",
         packaged=True,
         reproduce="python -m benchmarks pretrain clip",
