@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import atomic_path
 
-__all__ = ["cam_grid", "cam_overlay", "colorize_mask", "jet_colormap", "make_grid", "palette_array", "save_png",
-           "to_uint8_image"]
+__all__ = ["cam_grid", "cam_overlay", "class_legend_entries", "colorize_mask", "jet_colormap", "label_font",
+           "legend_strip", "make_grid", "palette_array", "save_png", "stack_vertical", "text_panel", "to_uint8_image"]
 
 IGNORE_INDEX = 255
 WHITE = (255, 255, 255)
@@ -147,8 +147,24 @@ def cam_overlay(image: Any, cam: Any, alpha: float = 0.5) -> np.ndarray:
     return out.round().clip(0, 255).astype(np.uint8)
 
 
+LABEL_FONT_SIZE = 14
+"""Pixel size of the labels in the pictures (grids, legends, charts)."""
+
+
+def label_font(size: int = LABEL_FONT_SIZE) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """A TrueType font at ``size`` pixels: the one Pillow ships (Aileron Regular, built into every
+    Pillow >= 10.1 wheel with FreeType), so labels are readable without any system font. Falls back
+    to Pillow's fixed-size bitmap font only on a Pillow built without FreeType."""
+    if size < 1:
+        raise ValueError(f"font size must be >= 1 pixel, got {size}")
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError):  # Pillow < 10.1, or no FreeType: one bitmap size
+        return ImageFont.load_default()
+
+
 def _font() -> Any:
-    return ImageFont.load_default()
+    return label_font()
 
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, int]:
@@ -170,13 +186,13 @@ def make_grid(
 
     Args:
         rows: rows of images (any format :func:`to_uint8_image` accepts; ``None`` leaves a cell
-            empty). Rows may differ in length; a column is as wide as its widest image and a
-            row as tall as its tallest.
+            empty). Rows may differ in length; a column is as wide as its widest image (or its
+            title, images centred) and a row as tall as its tallest.
         row_titles: one label per row, drawn on the left.
         col_titles: one label per column, drawn on top.
         pad: pixels between cells and around the grid.
         background: RGB of the gaps.
-        text_color: RGB of the labels (PIL's default font).
+        text_color: RGB of the labels (:func:`label_font`).
 
     Returns:
         an RGB ``PIL.Image``.
@@ -206,6 +222,9 @@ def make_grid(
     top = 0
     if col_titles:
         top = max(_text_size(probe, str(t), font)[1] for t in col_titles) + pad
+        # a column is at least as wide as its title (small images keep readable, separate titles)
+        col_w = [max(w, _text_size(probe, str(col_titles[j]), font)[0] + 2 * pad) if j < len(col_titles) else w
+                 for j, w in enumerate(col_w)]
 
     width = left + sum(col_w) + pad * (n_cols + 1)
     height = top + sum(row_h) + pad * (len(cells) + 1)
@@ -217,7 +236,7 @@ def make_grid(
     for i, row in enumerate(cells):
         for j, im in enumerate(row):
             if im is not None:
-                canvas.paste(Image.fromarray(im), (xs[j], y))
+                canvas.paste(Image.fromarray(im), (xs[j] + (col_w[j] - im.shape[1]) // 2, y))
         if row_titles:
             th = _text_size(draw, str(row_titles[i]), font)[1]
             draw.text((pad, y + max(0, (row_h[i] - th) // 2)), str(row_titles[i]), fill=tuple(text_color), font=font)
@@ -226,6 +245,103 @@ def make_grid(
         for j, title in enumerate(col_titles):
             tw = _text_size(draw, str(title), font)[0]
             draw.text((xs[j] + max(0, (col_w[j] - tw) // 2), pad // 2), str(title), fill=tuple(text_color), font=font)
+    return canvas
+
+
+def text_panel(size: tuple[int, int], text: str, background: tuple[int, int, int] = (228, 228, 228),
+               text_color: tuple[int, int, int] = (80, 80, 80)) -> np.ndarray:
+    """A hatched grey ``uint8 (H, W, 3)`` panel of ``size = (H, W)`` with ``text`` centred (wrapped at
+    spaces to the width): the cell of a picture that does not exist, e.g. "no ground truth", so an
+    absent picture is not mistaken for an all-white (all ignore) mask."""
+    h, w = int(size[0]), int(size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"panel size must be (H, W) with H, W >= 1, got {size}")
+    canvas = Image.new("RGB", (w, h), tuple(background))
+    draw = ImageDraw.Draw(canvas)
+    hatch = tuple(max(0, c - 18) for c in background)
+    for x in range(-h, w, 12):  # diagonal hatching: visibly "nothing here", unlike a mask colour
+        draw.line([(x, h), (x + h, 0)], fill=hatch, width=1)
+    font = label_font(max(9, min(LABEL_FONT_SIZE, w // 7)))
+    lines: list[str] = []
+    for word in text.split():
+        if lines and _text_size(draw, f"{lines[-1]} {word}", font)[0] <= w - 4:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    heights = [_text_size(draw, line, font)[1] + 2 for line in lines]
+    y = max(0, (h - sum(heights)) // 2)
+    for line, lh in zip(lines, heights):
+        tw = _text_size(draw, line, font)[0]
+        draw.text((max(0, (w - tw) // 2), y), line, fill=tuple(text_color), font=font)
+        y += lh
+    return np.asarray(canvas)
+
+
+def legend_strip(entries: Sequence[tuple[str, Any]], width: int, cam_scale: bool = False, pad: int = 6) -> Image.Image:
+    """A white strip of colour swatches and their names (``entries``: ``(name, RGB)``), wrapped into
+    rows that fit ``width`` pixels; with ``cam_scale`` a labelled heat-map bar (CAM 0 → 1) first."""
+    font = label_font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = max(_text_size(probe, "Ag", font)[1], 12) + 4
+    items: list[tuple[int, str, Any]] = []  # (width, name, colour or None for the CAM bar)
+    if cam_scale:
+        items.append((_text_size(probe, "CAM 0", font)[0] + 70 + _text_size(probe, "1", font)[0] + 3 * pad,
+                      "CAM", None))
+    for name, colour in entries:
+        items.append((line_h + 4 + _text_size(probe, str(name), font)[0] + 2 * pad, str(name), colour))
+    rows: list[list[tuple[int, str, Any]]] = [[]]
+    used = pad
+    for item in items:
+        if rows[-1] and used + item[0] > width:
+            rows.append([])
+            used = pad
+        rows[-1].append(item)
+        used += item[0]
+    canvas = Image.new("RGB", (max(1, width), pad + len(rows) * (line_h + pad)), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    for r, row in enumerate(rows):
+        x, y = pad, pad + r * (line_h + pad)
+        for item_w, name, colour in row:
+            if colour is None:  # the CAM colour bar: the jet map from 0 to 1
+                draw.text((x, y), "CAM 0", fill=(0, 0, 0), font=font)
+                bx = x + _text_size(draw, "CAM 0", font)[0] + pad
+                bar = jet_colormap(np.linspace(0.0, 1.0, 70)[None, :].repeat(line_h - 4, 0))
+                canvas.paste(Image.fromarray(bar), (bx, y + 2))
+                draw.text((bx + 70 + pad // 2, y), "1", fill=(0, 0, 0), font=font)
+            else:
+                rgb = tuple(int(c) for c in palette_array([colour])[0])
+                draw.rectangle([x, y + 1, x + line_h - 2, y + line_h - 3], fill=rgb, outline=(60, 60, 60))
+                draw.text((x + line_h + 4, y), name, fill=(0, 0, 0), font=font)
+            x += item_w
+    return canvas
+
+
+def class_legend_entries(class_names: Sequence[str], palette: Any) -> list[tuple[str, tuple[int, int, int]]]:
+    """``(name, RGB)`` for background and each class (``class_names``: ``C`` foreground names, or
+    ``C + 1`` with background first) and for the ignore value 255, coloured as :func:`colorize_mask`
+    colours them."""
+    names = [str(n) for n in class_names]
+    if names[:1] != ["background"]:
+        names = ["background"] + names
+    pal = palette_array(palette)
+    if len(pal) < len(names):
+        raise ValueError(f"a palette of {len(pal)} colours for {len(names)} classes (background included)")
+    def rgb(i: int) -> tuple[int, int, int]:
+        return int(pal[i][0]), int(pal[i][1]), int(pal[i][2])
+
+    ignore = rgb(IGNORE_INDEX) if len(pal) > IGNORE_INDEX else WHITE
+    return [(name, rgb(i)) for i, name in enumerate(names)] + [("ignore / none", ignore)]
+
+
+def stack_vertical(images: Sequence[Image.Image], background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """``images`` one under the other, left-aligned, on a canvas as wide as the widest."""
+    if not images:
+        raise ValueError("stack_vertical needs at least one image")
+    canvas = Image.new("RGB", (max(im.width for im in images), sum(im.height for im in images)), background)
+    y = 0
+    for im in images:
+        canvas.paste(im.convert("RGB"), (0, y))
+        y += im.height
     return canvas
 
 

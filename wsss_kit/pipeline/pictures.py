@@ -1,21 +1,59 @@
-"""Side-by-side pictures of a finished run: image, CAM, seeds, pseudo mask, prediction, ground truth."""
+"""Pictures of a finished run, in ``<run_dir>/pictures/``.
+
+* ``train_grid.png`` and ``eval_grid.png``: one row per image (the first ``count`` of the split):
+  image, CAM, seeds, pseudo mask, prediction, ground truth; a titled header, a class-colour legend
+  (with the CAM colour scale) under the grid, and a hatched panel saying why where a picture does
+  not exist (no ground truth, a stage the run skipped, no prediction on the training split), so an
+  absent picture is never mistaken for an all-ignore (white) mask.
+* ``class_iou_<stage>.png``: per-class IoU bars of each scored stage, training and held-out split.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
+from ..charts import class_iou_chart
 from ..data.artifacts import load_cams
 from ..data.image_io import read_mask
 from ..interfaces import IGNORE_INDEX
-from ..viz import cam_overlay, colorize_mask, make_grid, save_png
+from ..viz import (
+    cam_overlay,
+    class_legend_entries,
+    colorize_mask,
+    label_font,
+    legend_strip,
+    make_grid,
+    save_png,
+    stack_vertical,
+    text_panel,
+)
 from .context import RunContext
+
+__all__ = ["COLUMNS", "SPLIT_TITLES", "write_class_iou_charts", "write_pictures", "write_run_pictures"]
 
 COLUMNS = ("image", "CAM", "seeds", "pseudo mask", "prediction", "ground truth")
 
+SPLIT_TITLES = {"train": "training split (data.train)", "eval": "held-out split (data.eval)"}
+
+NO_GROUND_TRUTH = "no ground truth"
+
+
+def _missing(ctx: RunContext, column: str, split: str) -> str:
+    """Why a column's picture is absent for an item of ``split`` (the text of its panel)."""
+    stages = ctx.manifest.data.get("stages", {})
+    if column == "CAM" and stages.get("cams", {}).get("skipped"):
+        return "no CAMs: seeds brought in"
+    if column == "prediction" and split != "eval":
+        return "not predicted: the head predicts data.eval"
+    return f"no {column} file"
+
 
 def write_pictures(ctx: RunContext, count: int, split: str = "eval") -> list[str]:
-    """Write ``pictures/<split>_grid.png`` with one row per image (the first ``count`` images)."""
+    """Write ``pictures/<split>_grid.png`` with one row per image (the first ``count`` images of ``split``)."""
     ds = ctx.dataset(split)
     palette = ctx.reference.palette
     rows, titles = [], []
@@ -23,20 +61,60 @@ def write_pictures(ctx: RunContext, count: int, split: str = "eval") -> list[str
         sample = ds[i]
         name = sample["name"]
         image = (sample["image"].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-        size = tuple(image.shape[:2])
+        size = (int(image.shape[0]), int(image.shape[1]))
         cam_file = ctx.path("cams", split, f"{name}.npz")
-        # A run that starts from given seeds (no cam section) has no CAM files: an empty column.
-        cam = load_cams(cam_file, ctx.num_classes).amax(0) if cam_file.exists() else torch.zeros(size)
-        # Stages a run skips (brought-in pseudo masks, no eval-split source) leave empty columns.
-        files = [ctx.path(folder, split, f"{name}.png") for folder in ("seeds", "pseudo_masks", "predictions")]
-        masks = [read_mask(f, ctx.num_classes, expected_size=size) if f.exists()
-                 else np.full(size, IGNORE_INDEX, dtype=np.int64) for f in files]
-        row = [image, cam_overlay(image, cam.numpy())]
-        row += [colorize_mask(np.asarray(m), palette) for m in masks]
-        row.append(colorize_mask(torch.as_tensor(sample["mask"]).numpy(), palette))
+        row = [image, cam_overlay(image, load_cams(cam_file, ctx.num_classes).amax(0).numpy())
+               if cam_file.exists() else text_panel(size, _missing(ctx, "CAM", split))]
+        for folder, column in (("seeds", "seeds"), ("pseudo_masks", "pseudo mask"), ("predictions", "prediction")):
+            path = ctx.path(folder, split, f"{name}.png")
+            row.append(colorize_mask(read_mask(path, ctx.num_classes, expected_size=size), palette)
+                       if path.exists() else text_panel(size, _missing(ctx, column, split)))
+        truth = torch.as_tensor(sample["mask"]).numpy()
+        no_truth = bool((truth == IGNORE_INDEX).all())
+        row.append(text_panel(size, NO_GROUND_TRUTH) if no_truth else colorize_mask(truth, palette))
         rows.append(row)
         present = [ctx.class_names[c] for c in torch.nonzero(sample["labels"] > 0.5).flatten().tolist()]
         titles.append(f"{name}: {', '.join(present)}")
+    if not rows:
+        return []
+    grid = make_grid(rows, row_titles=titles, col_titles=list(COLUMNS), pad=4)
+    legend = legend_strip(class_legend_entries(ctx.class_names, palette), grid.width, cam_scale=True)
+    picture = stack_vertical([_header(f"{SPLIT_TITLES.get(split, split)}: first {len(rows)} of {len(ds)} images",
+                                      grid.width), grid, legend])
     path = ctx.path("pictures", f"{split}_grid.png")
-    save_png(path, make_grid(rows, row_titles=titles, col_titles=list(COLUMNS)))
+    save_png(path, picture)
     return [str(path)]
+
+
+def _header(text: str, width: int) -> Image.Image:
+    font = label_font(16)
+    strip = Image.new("RGB", (width, 28), "white")
+    ImageDraw.Draw(strip).text((6, 5), text, fill=(0, 0, 0), font=font)
+    return strip
+
+
+def write_class_iou_charts(ctx: RunContext, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> list[str]:
+    """``pictures/class_iou_<stage>.png`` for each ``(stage, row title, {split: scores})`` with per-class
+    IoUs on at least one split (training and held-out bars side by side)."""
+    names = ("background",) + ctx.class_names
+    written = []
+    for stage, title, splits in rows:
+        series = {label: splits[split]["iou"] for split, label in (("train", "train"), ("eval", "held-out"))
+                  if (splits.get(split) or {}).get("iou")}
+        series = {label: values for label, values in series.items() if len(values) == len(names)}
+        if not series:
+            continue
+        path = ctx.path("pictures", f"class_iou_{stage}.png")
+        save_png(path, class_iou_chart(series, names, f"{title}: per-class IoU (%)"))
+        written.append(str(path))
+    return written
+
+
+def write_run_pictures(ctx: RunContext, count: int, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> list[str]:
+    """Both splits' grids (``count`` images each) and the per-class IoU charts of ``rows``
+    (``(stage, row title, {split: scores})``, as the report lists them)."""
+    written = write_class_iou_charts(ctx, rows)
+    if count > 0:
+        for split in ("train", "eval"):
+            written += write_pictures(ctx, count, split)
+    return written

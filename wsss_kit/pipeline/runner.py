@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -218,23 +219,33 @@ def format_report(stages: Mapping[str, Any], refiner: str = "") -> str:
 
 
 def write_report(ctx: RunContext, pictures: int | None = None) -> str:
-    """Write ``results.md``/``results.json`` and the picture grids; return the table text."""
+    """Write ``results.md``/``results.json`` and the pictures (both splits' grids, the per-class IoU
+    charts); return the table text. ``results.md`` says why a cell of the table is empty."""
     from ..metrics import format_iou_table
-    from .pictures import write_pictures
+    from .pictures import write_run_pictures
+    from .report_notes import empty_cell_notes
 
     stages = ctx.manifest.data["stages"]
     refiner = refiner_name(ctx.cfg)
     table = format_report(stages, refiner)
     class_names = ("background",) + ctx.class_names
-    per_class = {title: splits["eval"]["iou"] for title, splits in stage_rows(stages, refiner)
-                 if splits["eval"].get("iou")}
+    reported = [s.name for s in STAGE_TABLE if s.report_row]
+    rows = [(stage, title, splits) for stage, (title, splits) in zip(reported, stage_rows(stages, refiner))]
+    per_class = {title: splits["eval"]["iou"] for _, title, splits in rows if splits["eval"].get("iou")}
     text = "# Results\n\n" + table + "\n"
+    notes = empty_cell_notes(stages, [(stage, title) for stage, title, _ in rows])
+    if notes:
+        text += "\nEmpty cells (-):\n\n" + "\n".join(notes) + "\n"
     if per_class:
         text += ("\n## Per-class IoU (held-out split)\n\n"
                  + format_iou_table(per_class, class_names, fmt="markdown") + "\n")
+    n = int(pictures if pictures is not None else (ctx.get("eval", {}) or {}).get("pictures", 6))
+    written = write_run_pictures(ctx, n, rows)
+    curves = [f"{s.name}/loss_curves.png" for s in STAGE_TABLE
+              if s.trains and ctx.path(s.name, "loss_curves.png").is_file()]
+    listed = [Path(os.path.relpath(p, ctx.run_dir)).as_posix() for p in written] + curves
+    if listed:
+        text += "\n## Pictures\n\n" + "\n".join(f"- `{p}`" for p in listed) + "\n"
     write_text(ctx.path("results.md"), text)
     write_text(ctx.path("results.json"), json.dumps(stages, indent=2, sort_keys=True) + "\n")
-    n = int(pictures if pictures is not None else (ctx.get("eval", {}) or {}).get("pictures", 6))
-    if n > 0:
-        write_pictures(ctx, n)
     return table

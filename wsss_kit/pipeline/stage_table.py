@@ -38,6 +38,7 @@ from .schema import (
     assemble,
 )
 from .seed_masks import OUTSIDE_LABELS
+from .stage_logging import LOGGING_SCHEMA
 
 StageFunction = Callable[[RunContext], "dict | None"]
 
@@ -153,8 +154,8 @@ BASE_SCHEMA: tuple[tuple[str, Spec, bool], ...] = (
     ("run_dir", OneOf((Str(), Null())), False),
     ("seed", Int(0), False),
     ("device", Device(), False),
-)
-"""Keys of a run file that belong to no one stage."""
+) + LOGGING_SCHEMA
+"""Keys of a run file that belong to no one stage (``logging``: :mod:`wsss_kit.pipeline.stage_logging`)."""
 
 RUN_SCHEMA: Section = assemble(BASE_SCHEMA + tuple(d for s in STAGE_TABLE for d in s.schema))
 """The whole run file: every section and key a stage reads, with its type and range."""

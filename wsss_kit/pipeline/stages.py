@@ -37,6 +37,7 @@ from .mask_writers import HEAD_INFER_KEYS, head_infer_settings, write_prediction
 from .refiner_targets import make_cam_targets, refiner_target_kind
 from .seed_masks import check_seed_masks, copy_seed_masks, raise_seed_problems
 from .sources import pseudo_mask_sources, seed_sources
+from .stage_logging import cam_pictures, head_pictures, stage_loggers
 
 
 def _train_config(ctx: RunContext, section: str) -> TrainConfig:
@@ -131,7 +132,8 @@ def train_cam(ctx: RunContext) -> dict[str, Any]:
     config = _train_config(ctx, "cam.train")
     seed_everything(config.seed)  # the model's random initialisation is part of the run
     model = build(ctx.get("cam.model"), "cam.model", num_classes=ctx.num_classes)
-    result = train(model, ds, config, ctx.path("train_cam"), desc="train CAM")
+    result = train(model, ds, config, ctx.path("train_cam"), desc="train CAM",
+                   loggers=stage_loggers(ctx, "train_cam", config.steps, cam_pictures(ctx, model)))
     return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1)}
 
 
@@ -356,7 +358,8 @@ def train_refiner(ctx: RunContext) -> dict[str, Any]:
     def step(model: torch.nn.Module, batch: dict[str, Any]) -> Any:
         return cast(HasTrainingStep, model).training_step(batch)  # checked above
 
-    result = train(refiner, ds, config, ctx.path("train_refiner"), step_fn=step, desc="train refiner")
+    result = train(refiner, ds, config, ctx.path("train_refiner"), step_fn=step, desc="train refiner",
+                   loggers=stage_loggers(ctx, "train_refiner", config.steps))
     out: dict[str, Any] = {"steps": result.steps, "final_loss": result.final_loss,
                            "seconds": round(result.seconds, 1), "images": len(ds), "targets": kind}
     if kind == "cams":
@@ -489,7 +492,8 @@ def train_head(ctx: RunContext) -> dict[str, Any]:
     def step(m: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {"loss": loss_fn(m(batch["image"]), batch["target"])}
 
-    result = train(model, ds, config, ctx.path("train_head"), step_fn=step, desc="train head")
+    result = train(model, ds, config, ctx.path("train_head"), step_fn=step, desc="train head",
+                   loggers=stage_loggers(ctx, "train_head", config.steps, head_pictures(ctx, model)))
     return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1)}
 
 

@@ -32,6 +32,7 @@ from ..errors import ConfigError, WSSSError
 from .checkpoints import build_from_checkpoint
 from .context import SPLITS, RunContext, Shard
 from .items import name_problems
+from .stage_logging import logging_problems
 from .stage_table import (
     RUN_SCHEMA,
     STAGE_TABLE,
@@ -56,7 +57,7 @@ def schema_problems(cfg: Mapping[str, Any]) -> list[str]:
     problems = [p for p in RUN_SCHEMA.check(cfg, "") if not _needless_training_section(cfg, p)]
     if cfg.get("data") is None:
         problems.append("data is required: {train: {type: datasets/...}, eval: {type: datasets/...}}")
-    return problems
+    return problems + logging_problems(cfg)
 
 
 _TRAINING_ONLY = {"cam": ("cam.train",), "head": ("head.train", "head.loss")}
