@@ -68,12 +68,13 @@ _BACKGROUND_NAMES = ("background", "bg", "bkg")
 
 
 def _class_names(spec: str) -> tuple[str, ...]:
-    """Foreground class names from ``--classes``: ``voc``, ``coco``, a text file (one name a line)
-    or names separated by commas; a leading ``background`` is dropped.
+    """Foreground class names from ``--classes``: ``voc``, ``coco``, a file (one name a line, or a
+    ``.json`` list of names) or names separated by commas; a leading ``background`` is dropped.
 
     Raises:
         ConfigError: an empty list, a repeated name, or a value that looks like a file path
-            (contains ``/`` or ends in ``.txt``) but is not a readable UTF-8 file.
+            (contains a path separator or ends in ``.txt``, ``.json``, ``.csv`` or ``.names``) but is
+            not a readable UTF-8 file (a ``.json`` one: not a list of names).
     """
     from ..data.palette import COCO_CLASSES, VOC_CLASSES
 
@@ -82,7 +83,7 @@ def _class_names(spec: str) -> tuple[str, ...]:
     if spec == "coco":
         return tuple(COCO_CLASSES)
     path = Path(spec).expanduser()
-    looks_like_path = "/" in spec or os.sep in spec or spec.lower().endswith((".txt", ".csv", ".names"))
+    looks_like_path = "/" in spec or os.sep in spec or spec.lower().endswith((".txt", ".json", ".csv", ".names"))
     if path.is_file() or looks_like_path:
         if not path.exists():
             raise ConfigError(f"--classes {spec!r} looks like a file of class names, but {path} does not exist; "
@@ -96,8 +97,9 @@ def _class_names(spec: str) -> tuple[str, ...]:
                               f"save it as UTF-8") from None
         except OSError as exc:
             raise ConfigError(f"--classes {spec!r}: {path} cannot be read: {exc.strerror or exc}") from None
-        names = [line.strip() for line in text.splitlines() if line.strip()]
         where = f"--classes file {path}"
+        names = _json_names(text, where) if path.suffix.lower() == ".json" else \
+            [line.strip() for line in text.splitlines() if line.strip()]
     else:
         names = [n.strip() for n in spec.split(",") if n.strip()]
         where = "--classes"
@@ -115,6 +117,21 @@ def _class_names(spec: str) -> tuple[str, ...]:
     if not names:
         raise ConfigError(f"{where}: no foreground class names after 'background'")
     return tuple(names)
+
+
+def _json_names(text: str, where: str) -> list[str]:
+    """The class names of a ``.json`` file: a list of strings."""
+    import json
+
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); expected a list of "
+                          f"class names, e.g. [\"cat\", \"dog\"]") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        got = "a list with non-string items" if isinstance(names, list) else f"a JSON {type(names).__name__}"
+        raise ConfigError(f"{where} holds {got}; expected a list of class names, e.g. [\"cat\", \"dog\"]")
+    return [n.strip() for n in names if n.strip()]
 
 
 def _describe_classes(spec: str, names: Sequence[str]) -> str:

@@ -6,12 +6,13 @@ import argparse
 import contextlib
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import WSSSError
 from ..version import API_VERSION, __version__
 from .demo_pipelines import DEFAULT_PIPELINE, DEMO_PIPELINES
 from .demo_pipelines import demo_config_path as demo_config_path  # re-exported: tests and benchmarks use it
+from .help_texts import PLUGIN_OPTION_HELP, VERB_HELP, HelpFormatter, VerbHelp, stage_verb_help
 
 
 def stage_verbs() -> dict[str, tuple[str, str]]:
@@ -21,12 +22,39 @@ def stage_verbs() -> dict[str, tuple[str, str]]:
     return {s.verb: (s.name, s.summary) for s in STAGE_TABLE}
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _training_stages() -> set[str]:
+    from ..pipeline.stage_table import STAGE_TABLE
+
+    return {s.name for s in STAGE_TABLE if s.trains}
+
+
+def _verb(sub: Any, verb: str, text: VerbHelp) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(verb, help=text.help, description=text.description,
+                                                     epilog=text.epilog, formatter_class=HelpFormatter)
+    return parser
+
+
+def _add_plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", dest="plugin_modules", action="append", default=[], metavar="MODULE",
+                   help=PLUGIN_OPTION_HELP)
+
+
+def _add_run_options(p: argparse.ArgumentParser, shard: bool = True, stage: str | None = None) -> None:
+    """The options of the verbs that run stages of a config. ``stage``: a verb that runs only that
+    stage (its ``--restart`` takes no argument); ``shard``: offer ``--shard`` (not for a training stage)."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set cam.train.steps=100 (repeatable)")
     p.add_argument("--out", help="run directory (default: the config's run_dir)")
-    p.add_argument("--shard", help="process only items i, i+n, ... of inference stages: i/n")
-    p.add_argument("--restart", metavar="STAGE", help="recompute this stage and the ones after it")
+    if shard:
+        p.add_argument("--shard", metavar="i/n", help="process only items i, i+n, ... of the inference stages "
+                       "(training stages run in shard 0)")
+    else:
+        p.set_defaults(shard=None)
+    if stage is None:
+        p.add_argument("--restart", metavar="STAGE", help="recompute this stage and the ones after it")
+    else:
+        p.add_argument("--restart", action="store_const", const=stage,
+                       help=f"recompute {stage} even when it is complete (the stages after it are forgotten)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the whole config and the run directory, print the resolved config and what each "
                         "stage would do, and stop: nothing is written")
@@ -36,35 +64,36 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="wsss", description="wsss_kit: weakly-supervised semantic segmentation toolkit")
+        prog="wsss", description="wsss_kit: weakly-supervised semantic segmentation toolkit",
+        epilog="Run 'wsss COMMAND --help' for a command's options and examples. Start with 'wsss demo'.")
     parser.add_argument("--version", action="version", version=f"wsss-kit {__version__} (interface {API_VERSION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("plugins", help="list installed plugins by kind, with distribution and version")
+    p = _verb(sub, "plugins", VERB_HELP["plugins"])
     p.add_argument("--kind", help="only this kind (cams, prompts, refiners, losses, heads, datasets)")
     p.add_argument("--no-load", action="store_true", help="do not import plugins (broken ones show as unloaded)")
+    _add_plugin_option(p)
 
-    p = sub.add_parser("demo", help="run the embedded end-to-end demo on the synthetic dataset")
+    p = _verb(sub, "demo", VERB_HELP["demo"])
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE, choices=tuple(DEMO_PIPELINES), metavar="NAME",
                    help=f"which seed method's whole pipeline: {', '.join(DEMO_PIPELINES)} (default: "
                         f"{DEFAULT_PIPELINE}, wsss_kit/configs/demo.yaml; the others: demo_<NAME>.yaml)")
     _add_run_options(p)
 
-    p = sub.add_parser("run", help="run (or resume) a pipeline from a YAML config")
-    p.add_argument("config")
+    p = _verb(sub, "run", VERB_HELP["run"])
+    p.add_argument("config", help="the run config (YAML)")
     _add_run_options(p)
     p.add_argument("--stages", help="comma-separated stages to run (default: all)")
+    _add_plugin_option(p)
 
+    training = _training_stages()
     for verb, (stage, summary) in stage_verbs().items():
-        p = sub.add_parser(verb, help=f"run only the {stage} stage of a config: {summary}")
-        p.add_argument("config")
-        _add_run_options(p)
+        p = _verb(sub, verb, stage_verb_help(verb, stage, summary, trains=stage in training))
+        p.add_argument("config", help="the run config (YAML)")
+        _add_run_options(p, shard=stage not in training, stage=stage)
+        _add_plugin_option(p)
 
-    p = sub.add_parser("cam", help="write the CAMs and seeds of one split from a CAM network checkpoint",
-                       description="Compute CAM files (<out>/cams/<split>/<name>.npz) and seed masks "
-                       "(<out>/seeds/<split>/<name>.png) of one split with the config's cam.model, without "
-                       "running a pipeline. Existing files are skipped, so rerunning resumes; --shard splits "
-                       "the split between processes. The split is scored once all its files exist.")
+    p = _verb(sub, "cam", VERB_HELP["cam"])
     p.add_argument("config", help="a run config (data.<split>, cam.model, cam.infer, seeds, run_dir, device, seed)")
     p.add_argument("--split", default="train", choices=("train", "eval"), help="which data.<split> (default: train)")
     p.add_argument("--checkpoint", metavar="PATH",
@@ -81,39 +110,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="images per network call (default: cam.infer.batch_size)")
     p.add_argument("--no-seeds", action="store_true", help="write only the CAM files")
+    _add_plugin_option(p)
 
     from .split_command import add_split_options
 
-    p = sub.add_parser("refine", help="write the pseudo masks of one split with a (released) refiner checkpoint",
-                       description="Refine the run directory's cams/<split> or seeds/<split> (pseudo_masks.input) "
-                       "with the config's refiner into <out>/pseudo_masks/<split>/<name>.png, without running a "
-                       "pipeline; existing files are skipped, --shard splits the work, and the split is scored "
-                       "into summary.json once all its files exist.")
+    p = _verb(sub, "refine", VERB_HELP["refine"])
     add_split_options(p, "train", "refiner")
-    p = sub.add_parser("predict", help="write a head's predictions of one split with a (released) checkpoint",
-                       description="Predict data.<split> with head.model under head.infer into "
-                       "<out>/predictions/<split>/<name>.png, without running a pipeline; existing files are "
-                       "skipped, --shard splits the work, and the split is scored into summary.json once all its "
-                       "files exist.")
+    _add_plugin_option(p)
+    p = _verb(sub, "predict", VERB_HELP["predict"])
     add_split_options(p, "eval", "head", batch=False)
+    _add_plugin_option(p)
 
-    p = sub.add_parser("eval", help="score a folder of PNG masks against ground-truth PNGs")
+    p = _verb(sub, "eval", VERB_HELP["eval"])
     p.add_argument("--pred", required=True, help="folder of predicted masks <name>.png")
     p.add_argument("--gt", required=True, help="folder of ground-truth masks <name>.png")
-    p.add_argument("--classes", default=None,
-                   help="'voc', 'coco', a comma-separated list of foreground names, or a text file with one per line "
-                        "(default: voc, with a warning)")
-    p.add_argument("--format", default="text", choices=("text", "markdown", "csv"))
+    p.add_argument("--classes", default=None, metavar="CLASSES",
+                   help="'voc', 'coco', foreground names separated by commas, or an existing file (one name a line, "
+                        "or a .json list); default: voc, with a warning")
+    p.add_argument("--format", default="text", choices=("text", "markdown", "csv"), help="table format (default: text)")
     p.add_argument("--allow-missing", action="store_true", help="skip ground truth without a prediction")
 
     from .weights import add_parser as add_weights_parser
 
     add_weights_parser(sub)
+    weights_parser = sub.choices["weights"]
+    weights_parser.formatter_class = HelpFormatter
+    _add_plugin_option(weights_parser)
 
-    p = sub.add_parser("check-data", help="scan the datasets of a config and report every problem")
-    p.add_argument("config")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p = _verb(sub, "check-data", VERB_HELP["check-data"])
+    p.add_argument("config", help="the run config (YAML) whose datasets are checked")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value before the check, e.g. --set data.train.root=/data/VOCdevkit "
+                        "(repeatable)")
     p.add_argument("--key", action="append", help="dataset node(s) to check, e.g. data.train (default: all under data)")
+    _add_plugin_option(p)
     return parser
 
 
@@ -125,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             if rank > 0:
                 stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            if hasattr(args, "plugin_modules"):  # the verbs that build plugins; before any config is read
+                from ..plugin_modules import import_plugin_modules
+
+                import_plugin_modules(args.plugin_modules)
             code = _dispatch(args)
         _leave_process_group()
         return code

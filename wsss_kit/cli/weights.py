@@ -27,7 +27,11 @@ DESCRIPTION = (
 EPILOG = (
     "exit status: 0 when every file is present (hub tags cached, or not needed online), 1 when something "
     "is missing or, with --verify, a file's SHA-256 differs from the reference, 2 on config errors "
-    "(unreadable config, unknown plugin, a spec that names no weights such as an unknown released name)."
+    "(unreadable config, unknown plugin, a spec that names no weights such as an unknown released name).\n\n"
+    "examples:\n"
+    "  wsss weights my_run.yaml\n"
+    "  wsss weights my_run.yaml --verify --format csv\n"
+    "  wsss weights --list --pattern 'clip_*'\n"
 )
 
 
