@@ -261,3 +261,43 @@ def test_cuda_equals_cpu():
     gpu = dense_crf_torch(probs.cuda(), rgb.cuda(), "weakclip_voc")
     assert gpu.device.type == "cuda"
     assert (gpu.cpu() - cpu).abs().max() < 1e-4
+
+
+# ---------------------------------------------------------------- where the pipeline calls the CRF
+def test_predict_multiscale_crf_backend_torch_equals_pydensecrf(monkeypatch):
+    from torch import nn
+
+    import wsss_kit.crf as crf_package
+    from wsss_kit.inference import predict_multiscale
+
+    img, p = blob_scene(14, k=4)
+    logits = torch.from_numpy(np.log(p))[None]
+
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return logits.expand(x.shape[0], -1, -1, -1)
+
+    image = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    ref = predict_multiscale(Fixed(), image, crf="mctformer_seg", crf_workers=0)
+    monkeypatch.setattr(crf_package, "dense_crf_batch", None)  # the torch path must not reach pydensecrf
+    out = predict_multiscale(Fixed(), image, crf="mctformer_seg", crf_backend="torch")
+    assert out.shape == ref.shape == (1, 4, H, W)
+    assert (out - ref).abs().max() < 1e-3
+    with pytest.raises(ValueError, match="unknown dense CRF backend 'cpu'"):
+        predict_multiscale(Fixed(), image, crf="psa", crf_backend="cpu")
+
+
+def test_run_config_accepts_the_backend_keys_and_refuses_others():
+    from wsss_kit.pipeline import plan_run
+    from wsss_kit.pipeline.mask_writers import head_infer_settings
+
+    assert head_infer_settings({"crf": "psa"})["crf_backend"] == "pydensecrf"
+    assert head_infer_settings({"crf_backend": "auto"})["crf_backend"] == "auto"
+    from test_pipeline import tiny_config
+
+    config = tiny_config(["head.infer.crf_backend=auto", "refiner.backend=torch"])
+    plan_run(config)  # valid
+    with pytest.raises(ConfigError, match=r"head\.infer\.crf_backend must be one of pydensecrf, torch, auto"):
+        plan_run(tiny_config(["head.infer.crf_backend=gpu"]))
+    with pytest.raises(ConfigError, match="unknown dense CRF backend 'gpu'"):
+        plan_run(tiny_config(["refiner.backend=gpu"]))

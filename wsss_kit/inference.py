@@ -45,6 +45,7 @@ def predict_multiscale(
     *,
     resize_align_corners: bool = False,
     crf_workers: int | None = None,
+    crf_backend: str = "pydensecrf",
 ) -> torch.Tensor:
     """Class probabilities ``(B, K, H, W)`` of a retrain head over scales and flips.
 
@@ -65,6 +66,8 @@ def predict_multiscale(
             aggregated probabilities are refined against the image and the CRF marginals returned.
         resize_align_corners: ``align_corners`` of the input resizing (MCTformer: True).
         crf_workers: CRF processes (:func:`wsss_kit.crf.dense_crf_batch`); 0/1 = this process.
+        crf_backend: ``"pydensecrf"`` (the reference), ``"torch"`` (the batch at once on the images'
+            device, :func:`wsss_kit.crf.dense_crf_torch`) or ``"auto"`` (torch on CUDA).
 
     Returns:
         float32 ``(B, K, H, W)`` on the images' device.
@@ -75,10 +78,11 @@ def predict_multiscale(
     """
     scales = tuple(float(s) for s in scales)
     _check(images, scales, aggregate)
-    if crf is not None:
-        from .crf import get_params
+    from .crf import get_params, resolve_backend
 
-        crf = get_params(crf)  # fail before the forward passes
+    crf_backend = resolve_backend(crf_backend, images.device)  # fail before the forward passes
+    if crf is not None:
+        crf = get_params(crf)
     batch = images.shape[0]
 
     def prepare(logits: torch.Tensor, view: View) -> torch.Tensor:
@@ -94,7 +98,9 @@ def predict_multiscale(
                             name="the model")
     if crf is None:
         return total
-    from .crf import dense_crf_batch, images_to_uint8
+    from .crf import dense_crf_batch, dense_crf_torch, images_to_uint8
 
+    if crf_backend == "torch":
+        return dense_crf_torch(total, images, crf).to(images.device)
     refined = dense_crf_batch(list(images_to_uint8(images)), list(total.cpu().numpy()), crf, workers=crf_workers)
     return torch.stack([torch.from_numpy(r) for r in refined]).to(images.device)

@@ -23,9 +23,9 @@ from .outputs import check_head_output, check_refiner_output
 __all__ = ["HeadInfer", "head_infer_settings", "write_predictions", "write_pseudo_masks"]
 
 HeadInfer = Mapping[str, Any]
-"""``head.infer``: ``scales``, ``flip``, ``aggregate``, ``crf``, ``resize_align_corners``."""
+"""``head.infer``: ``scales``, ``flip``, ``aggregate``, ``crf``, ``resize_align_corners``, ``crf_backend``."""
 
-HEAD_INFER_KEYS = ("scales", "flip", "aggregate", "crf", "resize_align_corners")
+HEAD_INFER_KEYS = ("scales", "flip", "aggregate", "crf", "resize_align_corners", "crf_backend")
 
 
 def head_infer_settings(infer: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -33,7 +33,8 @@ def head_infer_settings(infer: Mapping[str, Any] | None) -> dict[str, Any]:
     infer = dict(infer or {})
     return {"scales": tuple(float(s) for s in infer.get("scales", (1.0,))), "flip": bool(infer.get("flip", False)),
             "aggregate": str(infer.get("aggregate", "mean")), "crf": infer.get("crf"),
-            "resize_align_corners": bool(infer.get("resize_align_corners", False))}
+            "resize_align_corners": bool(infer.get("resize_align_corners", False)),
+            "crf_backend": str(infer.get("crf_backend", "pydensecrf"))}
 
 
 def write_pseudo_masks(refiner: Any, ds: WSSSDataset, todo: Sequence[int], out: Path, *, input_kind: str,
@@ -89,7 +90,8 @@ def write_predictions(model: torch.nn.Module, ds: WSSSDataset, todo: Sequence[in
             with torch.no_grad():
                 prob = predict_multiscale(model, image[None].to(device), infer["scales"], infer["flip"],
                                           aggregate=infer["aggregate"], crf=infer["crf"],
-                                          resize_align_corners=infer["resize_align_corners"])
+                                          resize_align_corners=infer["resize_align_corners"],
+                                          crf_backend=infer["crf_backend"])
         except (ValueError, ConfigError) as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         check_head_output(model, prob, num_outputs, tuple(image.shape[-2:]), [name])

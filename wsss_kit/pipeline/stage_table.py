@@ -141,6 +141,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
         schema=(("head.infer.scales", _SCALES, False), ("head.infer.flip", Bool(), False),
                 ("head.infer.aggregate", Choice(("mean", "max")), False),
                 ("head.infer.crf", CRF(), False),
+                ("head.infer.crf_backend", Choice(("pydensecrf", "torch", "auto")), False),
                 ("head.infer.resize_align_corners", Bool(), False), ("eval.pictures", Int(0), False)),
         needs=("head",), folders=("predictions", "pictures"),
         reads=("train_head/model.pt (or head.model.checkpoint)", "data.eval"),

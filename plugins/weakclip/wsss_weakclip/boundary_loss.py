@@ -34,7 +34,7 @@ from torch import Tensor
 
 import wsss_kit
 from wsss_kit.clip import IMAGENET_MEAN, IMAGENET_STD
-from wsss_kit.crf import CRFParams, CRFPool, dense_crf_batch, get_params
+from wsss_kit.crf import CRFParams, CRFPool, dense_crf_batch, dense_crf_torch, get_params, resolve_backend
 from wsss_kit.crf.dense_crf import check_crf_inputs
 from wsss_kit.input_space import Stats, check_input_space, normalize_input, to_unit
 from wsss_kit.shapes import check_shape
@@ -241,6 +241,7 @@ def crf_targets(
     crf_image: str = "official",
     input_space: str = "unit",
     normalization: Stats = IMAGENET,
+    backend: str = "pydensecrf",
 ) -> Tensor:
     """The boundary loss's target ``Q``: a dense CRF of ``max(P, 1e-4)`` on the image, clamped, renormalised.
 
@@ -262,6 +263,9 @@ def crf_targets(
             then ignored).
         crf_image, input_space, normalization: how the uint8 CRF image is made from ``images``
             (:func:`images_for_crf`; ``"official"``: bit-equal to the official code's).
+        backend: ``"pydensecrf"`` (the reference, worker processes), ``"torch"`` (the batch at
+            once on ``probs``' device, :func:`wsss_kit.crf.dense_crf_torch`; ``workers`` and
+            ``pool`` are then unused) or ``"auto"`` (torch on CUDA).
 
     Returns:
         ``Q``: ``(B, K, h, w)`` on ``probs``' device and dtype, ``Q >= 1e-4`` (before the
@@ -283,9 +287,15 @@ def crf_targets(
         )
     if images.shape[0] != batch:
         raise ValueError(f"images hold {images.shape[0]} images but the logits hold {batch}")
-    settings = _resolve_params(params, iterations).as_tuple()
+    resolved = _resolve_params(params, iterations)
+    settings = resolved.as_tuple()
     images_u8 = images_for_crf(images, height, crf_image=crf_image, input_space=input_space,
                                normalization=normalization)
+    if resolve_backend(backend, probs.device) == "torch":
+        rgb = torch.from_numpy(images_u8).permute(0, 3, 1, 2).to(probs.device)
+        q_t = dense_crf_torch(probs.detach().float().clamp_min(CRF_MIN_PROB), rgb, resolved).double()
+        q_t = q_t.clamp_min(CRF_MIN_PROB)
+        return (q_t / q_t.sum(1, keepdim=True)).to(dtype=probs.dtype)
     p = probs.detach().float().clamp_min(CRF_MIN_PROB).cpu().numpy()
     if pool is not None:
         checked = [check_crf_inputs(images_u8[i], p[i], where=f"image {i}") for i in range(batch)]
@@ -310,6 +320,7 @@ def crf_boundary_loss(
     crf_image: str = "official",
     input_space: str = "unit",
     normalization: Stats = IMAGENET,
+    backend: str = "pydensecrf",
 ) -> Tensor:
     """Boundary loss of WeakCLIP (paper Eq. 13) as the official code computes it.
 
@@ -328,7 +339,7 @@ def crf_boundary_loss(
         images: ``(B, 3, H, W)`` of the same view: RGB in [0, 1], or normalised with
             ``normalization`` when ``input_space="normalized"``.
         size: side of the loss grid (official 64).
-        params, iterations, workers, pool: the CRF, see :func:`crf_targets`.
+        params, iterations, workers, pool, backend: the CRF, see :func:`crf_targets`.
         crf_image, input_space, normalization: the CRF image (:func:`images_for_crf`; the default
             ``"official"`` is the official code's, bit for bit).
 
@@ -347,7 +358,7 @@ def crf_boundary_loss(
                         "the logits", (logits.shape[-2], logits.shape[-1]))
     probs = dsrg_probabilities(logits, size)
     q = crf_targets(probs, images, params, iterations, workers, pool, crf_image=crf_image, input_space=input_space,
-                    normalization=normalization)
+                    normalization=normalization, backend=backend)
     return boundary_loss_from_crf(probs, q)
 
 
@@ -370,8 +381,11 @@ class CRFBoundaryLoss(wsss_kit.Loss):
         crf_image: str = "official",
         input_space: str = "unit",
         normalization: Stats = IMAGENET,
+        backend: str = "pydensecrf",
     ) -> None:
         super().__init__()
+        resolve_backend(backend)  # an unknown name fails here, listing the valid ones
+        self.backend = backend
         if crf_image not in CRF_IMAGES:
             raise ValueError(f"crf_image must be one of {', '.join(map(repr, CRF_IMAGES))}, got {crf_image!r}")
         self.crf_image, self.input_space = crf_image, check_input_space(input_space)
@@ -387,7 +401,7 @@ class CRFBoundaryLoss(wsss_kit.Loss):
     def forward(self, logits: Tensor, images: Tensor) -> Tensor:
         return crf_boundary_loss(logits, images, self.size, self.crf_params, None, self.workers,
                                  crf_image=self.crf_image, input_space=self.input_space,
-                                 normalization=self.normalization)
+                                 normalization=self.normalization, backend=self.backend)
 
     def extra_repr(self) -> str:
         p = self.crf_params
@@ -395,5 +409,5 @@ class CRFBoundaryLoss(wsss_kit.Loss):
             f"size={self.size}, gaussian=({p.gauss_sxy:g}, {p.gauss_compat:g}), bilateral=("
             f"{p.bilateral_sxy:g}, {p.bilateral_srgb:g}, {p.bilateral_compat:g}), "
             f"iterations={p.iterations}, workers={self.workers!r}, crf_image={self.crf_image!r}, "
-            f"input_space={self.input_space!r}"
+            f"input_space={self.input_space!r}, backend={self.backend!r}"
         )

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from wsss_kit import IGNORE_INDEX
-from wsss_kit.crf import dense_crf_batch, images_to_uint8
+from wsss_kit.crf import dense_crf_batch, dense_crf_torch, images_to_uint8, resolve_backend
 from wsss_kit.multiscale import multiscale_flip
 
 from .sliding_window import slide_logits
@@ -77,15 +77,22 @@ def multiscale_softmax(predict: Callable[[Tensor], Tensor], images: Tensor, *,
                            activation=lambda logits: logits.softmax(1), unflip="after_activation", aggregate="mean")
 
 
-def crf_over_predicted_classes(probs: Tensor, images: Tensor, params: Any, workers: int | None = None) -> Tensor:
+def crf_over_predicted_classes(probs: Tensor, images: Tensor, params: Any, workers: int | None = None,
+                               backend: str = "pydensecrf") -> Tensor:
     """Dense CRF of each image over the classes present in its argmax (official pseudo-mask step).
 
     For each image the probabilities of the classes that win at least one pixel are kept (the
     others are dropped), a fully connected CRF runs over them with ``params`` (a
     :mod:`wsss_kit.crf` set name such as ``"weakclip_voc"``, a mapping or ``CRFParams``), and its
     marginals are put back in place. Returns ``float32 (B, K, H, W)`` on ``probs``' device: sums
-    to 1 over ``K`` with 0 for the dropped classes. The CRFs of a batch run in worker processes.
+    to 1 over ``K`` with 0 for the dropped classes. With ``backend="pydensecrf"`` (the reference)
+    the CRFs of a batch run in worker processes; ``"torch"`` runs the batch at once on ``probs``'
+    device (:func:`wsss_kit.crf.dense_crf_torch`), ``"auto"`` picks torch on CUDA.
     """
+    if resolve_backend(backend, probs.device) == "torch":
+        winners = probs.argmax(1).flatten(1)  # (B, H*W)
+        kept_mask = torch.zeros(probs.shape[:2], dtype=torch.bool, device=probs.device).scatter_(1, winners, True)
+        return dense_crf_torch(probs, images.to(probs.device), params, valid=kept_mask)
     rgb = images_to_uint8(images)
     kept = [torch.unique(probs[i].argmax(0)).cpu() for i in range(probs.shape[0])]
     sub = [probs[i, idx.to(probs.device)].float().cpu().numpy() for i, idx in enumerate(kept)]

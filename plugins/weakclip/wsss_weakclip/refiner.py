@@ -31,7 +31,7 @@ from torch import Tensor, nn
 import wsss_kit
 from wsss_kit import IGNORE_INDEX
 from wsss_kit.clip.preprocessing import normalization_stats
-from wsss_kit.crf import get_params
+from wsss_kit.crf import get_params, resolve_backend
 from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
 from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import to_unit
@@ -143,6 +143,9 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         crf: CRF of the pseudo masks (``"weakclip_voc"``, ``"weakclip_coco"``, a mapping, or
             ``None`` for none), over the classes present in the argmax.
         crf_workers: CRF processes at inference (``None``: one per core, 0 = in process).
+        crf_backend: dense-CRF backend of the boundary loss and the pseudo masks: ``"pydensecrf"``
+            (the reference, worker processes), ``"torch"`` (batched on the tensors' device, see
+            :func:`wsss_kit.crf.dense_crf_torch`) or ``"auto"`` (torch on CUDA, else pydensecrf).
         restrict_to_labels: return masks with 255 where the class is not in the image label (Eq. 14);
             ``None``: from the preset (on for ``paper``).
         **network: any :class:`~wsss_weakclip.WeakCLIPNet` setting (``n_context``,
@@ -178,8 +181,9 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
                  scales: Sequence[float] = OFFICIAL_SCALES, base_size: Sequence[int] | None = (2048, 512),
                  flip: bool = True, window: int = 512, stride: int = 341, window_batch: int = 8,
                  crf: Any = "weakclip_voc", crf_workers: int | None = None, restrict_to_labels: bool | None = None,
-                 **network: Any) -> None:
+                 crf_backend: str = "pydensecrf", **network: Any) -> None:
         nn.Module.__init__(self)
+        resolve_backend(crf_backend)  # an unknown name fails before the network is built
         names = self._class_names(class_names, num_classes, dataset, background_name)
         defaults = {**_REFINER_DEFAULTS, **REFINER_PRESETS.get(preset if isinstance(preset, str) else "", {})}
         self.loss_crf_image = defaults["loss_crf_image"] if loss_crf_image is None else loss_crf_image
@@ -207,6 +211,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
         self.crf = None if crf is None else get_params(crf)
         self.crf_workers = crf_workers
+        self.crf_backend = crf_backend
         if restrict_to_labels is None:
             restrict_to_labels = defaults["restrict_to_labels"]
         self.restrict_to_labels = bool(restrict_to_labels)
@@ -356,6 +361,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         if self.loss_weights["boundary"]:
             terms["boundary"] = crf_boundary_loss(out["logits"], images, size=self.loss_size, params=self.loss_crf,
                                                   iterations=None, workers=self.loss_crf_workers,
+                                                  backend=self.crf_backend,
                                                   crf_image=self.loss_crf_image, input_space=self.input_space,
                                                   normalization=self.normalization())
         if self.loss_weights["score_map"]:
@@ -405,7 +411,8 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         if self.crf is not None:
             mean, std = self.normalization()
             unit = to_unit(images.float(), self.input_space, mean, std).clamp(0, 1)
-            probs = crf_over_predicted_classes(probs, unit, self.crf, workers=self.crf_workers)
+            probs = crf_over_predicted_classes(probs, unit, self.crf, workers=self.crf_workers,
+                                               backend=self.crf_backend)
         probs = probs.to(images.device)
         if not self.restrict_to_labels:
             return probs
