@@ -213,3 +213,21 @@ def test_no_lines_when_progress_is_off(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv(progress_module.MODE_ENV, "off")
     train(TinyNet(), TinyData(), _config(steps=4), tmp_path)
     assert "[wsss]" not in capsys.readouterr().out
+
+
+def test_wsss_eval_reports_its_progress_in_a_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from wsss_kit.cli.main import main
+
+    monkeypatch.delenv(progress_module.MODE_ENV, raising=False)  # captured output is not a terminal: lines
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        for name in ("a", "b"):
+            Image.fromarray(np.zeros((2, 2), dtype=np.uint8), mode="L").save(tmp_path / folder / f"{name}.png")
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--classes", "cat"]) == 0
+    captured = capsys.readouterr()
+    assert "[wsss] eval: 2/2 img (100%) | " in captured.out and "elapsed" in captured.out
+    assert "eval:" not in captured.err.replace("wsss eval: warning", "")  # no tqdm bar besides the lines

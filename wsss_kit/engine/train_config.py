@@ -52,7 +52,9 @@ class TrainConfig:
     unused); ``sync_batchnorm`` turns BatchNorm layers into SyncBatchNorm when training with DDP on
     CUDA (never in one process or on CPU). ``amp``: false (float32), true (float16 with a
     GradScaler on CUDA, bfloat16 on CPU), ``"fp16"`` or ``"bf16"`` (that type on any device;
-    fp16 always with a GradScaler, which skips the steps whose gradients overflow). Invalid values
+    fp16 always with a GradScaler, which skips the steps whose gradients overflow). ``log_every``:
+    every that many steps (and at the last) a row goes to ``log.csv`` and the step loggers, and the
+    progress shows the loss (a plain line when the output is not a terminal). Invalid values
     raise :class:`ConfigError` (a ``ValueError``) naming the field, the valid values and the value
     given."""
 
