@@ -261,7 +261,7 @@ def text_panel(size: tuple[int, int], text: str, background: tuple[int, int, int
     hatch = tuple(max(0, c - 18) for c in background)
     for x in range(-h, w, 12):  # diagonal hatching: visibly "nothing here", unlike a mask colour
         draw.line([(x, h), (x + h, 0)], fill=hatch, width=1)
-    font = label_font(max(9, min(LABEL_FONT_SIZE, w // 7)))
+    font = label_font(max(10, min(LABEL_FONT_SIZE, w // 6)))
     lines: list[str] = []
     for word in text.split():
         if lines and _text_size(draw, f"{lines[-1]} {word}", font)[0] <= w - 4:

@@ -49,12 +49,19 @@ def empty_cell_notes(stages: Mapping[str, Any], rows: Sequence[tuple[str, str]])
             if reason is not None:
                 by_reason.setdefault(reason, {}).setdefault(title, []).append(column)
     notes = []
+    columns = list(SPLIT_COLUMNS.values())
     for reason, per_title in by_reason.items():
-        whole = [c for c in SPLIT_COLUMNS.values() if sum(c in cols for cols in per_title.values()) == len(rows)]
+        whole = [c for c in columns if sum(c in cols for cols in per_title.values()) == len(rows)]
         parts = [f"{column}, every row" for column in whole]
-        for title, columns in per_title.items():
-            rest = [c for c in columns if c not in whole]
-            if rest:
-                parts.append(f"{title} ({' and '.join(rest)})")
+        rest = {title: [c for c in cols if c not in whole] for title, cols in per_title.items()}
+        parts += [f"{title} (both columns)" for title, cols in rest.items() if len(cols) == len(columns)]
+        for column in columns:
+            titles = [title for title, cols in rest.items() if cols == [column]]
+            if titles:
+                parts.append(f"{column} of {_and(titles)}")
         notes.append(f"- {'; '.join(parts)}: {reason}.")
     return notes
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
