@@ -231,3 +231,12 @@ def test_wsss_eval_reports_its_progress_in_a_log(tmp_path: Path, monkeypatch: py
     captured = capsys.readouterr()
     assert "[wsss] eval: 2/2 img (100%) | " in captured.out and "elapsed" in captured.out
     assert "eval:" not in captured.err.replace("wsss eval: warning", "")  # no tqdm bar besides the lines
+
+
+def test_a_malformed_progress_variable_stops_a_command_before_it_starts(monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from wsss_kit.cli.main import main
+
+    monkeypatch.setenv(progress_module.SECONDS_ENV, "often")
+    assert main(["run", "missing.yaml"]) == 2
+    assert "wsss run: error: WSSS_KIT_PROGRESS_SECONDS='often'; expected a positive number" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from typing import IO, Any, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["MODE_ENV", "SECONDS_ENV", "Progress", "format_duration", "progress_mode"]
+__all__ = ["MODE_ENV", "SECONDS_ENV", "Progress", "check_environment", "format_duration", "progress_mode"]
 
 MODE_ENV = "WSSS_KIT_PROGRESS"
 """Environment variable: ``bar``, ``lines`` or ``off`` (default: ``bar`` when stderr is a terminal, else ``lines``)."""
@@ -72,6 +72,17 @@ def _interval_seconds() -> float:
     if not seconds > 0 or math.isinf(seconds):
         raise ConfigError(f"{SECONDS_ENV}={value!r}; expected a positive number of seconds, e.g. 30")
     return seconds
+
+
+def check_environment() -> None:
+    """Check ``WSSS_KIT_PROGRESS`` and ``WSSS_KIT_PROGRESS_SECONDS`` now (a command calls it before any
+    work, so a typo does not stop a run at its first progress report).
+
+    Raises:
+        ConfigError: either variable is malformed.
+    """
+    progress_mode()
+    _interval_seconds()
 
 
 def format_duration(seconds: float) -> str:

@@ -155,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             if rank > 0:
                 stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            from ..progress import check_environment
+
+            check_environment()
             if hasattr(args, "plugin_modules"):  # the verbs that build plugins; before any config is read
                 from ..plugin_modules import import_plugin_modules
 
