@@ -58,12 +58,14 @@ class PermutohedralLattice:
         neighbours: ``int64 (d + 1, 2, M)``: per blur axis, the two neighbours of each vertex;
             ``M`` (a zero row) where a neighbour holds no point.
         n_vertices: ``M``.
+        by_vertex: ``int64 (P·(d + 1),)``: the flat indices of ``offsets`` sorted by vertex (stable).
     """
 
     offsets: Tensor
     weights: Tensor
     neighbours: Tensor
     n_vertices: int
+    by_vertex: Tensor
     _csr: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
 
     @property
@@ -114,8 +116,8 @@ class PermutohedralLattice:
         keys = rem0[:, None, :d].long() + canonical[:, rank_i[:, :d]].permute(1, 0, 2)  # (P, d+1, d)
         if groups is None:
             groups = torch.zeros(p, dtype=torch.long, device=dev)
-        offsets, neighbours, m = _hash(keys, groups.to(dev).long(), d)
-        return cls(offsets=offsets, weights=weights, neighbours=neighbours, n_vertices=m)
+        offsets, neighbours, m, by_vertex = _hash(keys, groups.to(dev).long(), d)
+        return cls(offsets=offsets, weights=weights, neighbours=neighbours, n_vertices=m, by_vertex=by_vertex)
 
     def filter(self, values: Tensor) -> Tensor:
         """Gaussian filtering ``(P, C)`` → ``(P, C)`` float32 (splat, blur along each axis, slice)."""
@@ -139,7 +141,7 @@ class PermutohedralLattice:
             vals = self.weights.gather(1, order)
             crow = torch.arange(0, p * corners + 1, corners, device=dev)
             flat = self.offsets.reshape(-1)
-            by_vertex = torch.argsort(flat, stable=True)  # points in increasing order within a vertex
+            by_vertex = self.by_vertex  # points in increasing order within a vertex
             counts = torch.bincount(flat, minlength=self.n_vertices + 1)
             crow_t = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
             with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are stable
@@ -152,8 +154,9 @@ class PermutohedralLattice:
         return self._csr
 
 
-def _hash(keys: Tensor, groups: Tensor, d: int) -> tuple[Tensor, Tensor, int]:
-    """Vertex ids of ``keys (P, d + 1, d)`` (per group) and the blur neighbours of every vertex.
+def _hash(keys: Tensor, groups: Tensor, d: int) -> tuple[Tensor, Tensor, int, Tensor]:
+    """Vertex ids of ``keys (P, d + 1, d)`` (per group), the blur neighbours of every vertex, the
+    number of vertices and the flat corner indices ordered by vertex (stable).
 
     Keys become one int64 code (mixed radix, coordinates shifted to start at 0 with a margin of
     ``d`` for the neighbours, so a neighbour's code never aliases another vertex); the unique
@@ -179,7 +182,13 @@ def _hash(keys: Tensor, groups: Tensor, d: int) -> tuple[Tensor, Tensor, int]:
                 code = code + (k[..., i] - lo[i]) * radix[i]
             return code
 
-        codes, inverse = torch.unique(encode(flat, point_groups), sorted=True, return_inverse=True)
+        # torch.unique by hand: the sort's permutation is also the splat matrix's order
+        sorted_codes, by_vertex = torch.sort(encode(flat, point_groups), stable=True)
+        first = torch.ones_like(sorted_codes, dtype=torch.bool)
+        first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        codes = sorted_codes[first]
+        inverse = torch.empty_like(by_vertex)
+        inverse[by_vertex] = torch.cumsum(first, 0) - 1
         m = codes.numel()
         vertex_keys = torch.empty(m, d, dtype=torch.long, device=keys.device)
         vertex_keys[inverse] = flat
@@ -193,6 +202,7 @@ def _hash(keys: Tensor, groups: Tensor, d: int) -> tuple[Tensor, Tensor, int]:
     else:  # huge coordinate ranges (tiny standard deviations): rows compared as rows
         rows = torch.cat([point_groups[:, None], flat], 1)
         vertex_rows, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        by_vertex = torch.argsort(inverse, stable=True)
         m = vertex_rows.shape[0]
         vertex_keys, vertex_groups = vertex_rows[:, 1:], vertex_rows[:, 0]
 
@@ -212,4 +222,4 @@ def _hash(keys: Tensor, groups: Tensor, d: int) -> tuple[Tensor, Tensor, int]:
             n2[:, axis] = vertex_keys[:, axis] - d
         neighbours[axis, 0] = lookup(n1)
         neighbours[axis, 1] = lookup(n2)
-    return inverse.reshape(p, d + 1), neighbours, m
+    return inverse.reshape(p, d + 1), neighbours, m, by_vertex
