@@ -189,7 +189,8 @@ def load_clip(name: ArchitectureSpec, weights: str | os.PathLike[str] | None = N
               device: str | torch.device | None = None,
               precision: str = "auto", frozen: bool = True, *, keep_eval: bool | None = None,
               normalization: Normalization = "clip", pos_interpolation: str = "bicubic",
-              quick_gelu: bool | None = None, text_cache_size: int = 32) -> CLIPModel:
+              quick_gelu: bool | None = None, text_cache_size: int = 32,
+              fused_attention: bool = True) -> CLIPModel:
     """Build CLIP architecture ``name`` with ``weights`` and wrap it in a :class:`CLIPModel`.
 
     Args:
@@ -202,8 +203,8 @@ def load_clip(name: ArchitectureSpec, weights: str | os.PathLike[str] | None = N
             (a hub tag, only where the network or cache allows; ``HF_HUB_OFFLINE=1`` makes an
             uncached tag fail at once with a :class:`~wsss_kit.WeightsError` naming the file to bring).
         device: where to put it (default: stays on CPU; a parent module's ``.to()`` moves it).
-        precision, frozen, keep_eval, normalization, pos_interpolation, text_cache_size: see
-            :class:`CLIPModel`.
+        precision, frozen, keep_eval, normalization, pos_interpolation, text_cache_size,
+            fused_attention: see :class:`CLIPModel`.
         quick_gelu: QuickGELU activations; ``None`` = on for OpenAI weights (their TorchScript
             files and ``/openai`` tags), else as the architecture config says.
 
@@ -217,7 +218,7 @@ def load_clip(name: ArchitectureSpec, weights: str | os.PathLike[str] | None = N
     tokenizer = open_clip.get_tokenizer(name)
     clip = CLIPModel(model, tokenizer, name=name, source=source, precision=precision, frozen=frozen,
                      keep_eval=keep_eval, normalization=normalization, pos_interpolation=pos_interpolation,
-                     text_cache_size=text_cache_size)
+                     text_cache_size=text_cache_size, fused_attention=fused_attention)
     return clip.to(device) if device is not None else clip
 
 

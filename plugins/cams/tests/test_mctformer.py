@@ -261,6 +261,26 @@ def test_attention_unrolling_matches_timm_block():
         x = y
 
 
+def test_training_forward_is_fused_and_cams_without_patch_refine_are_unchanged(monkeypatch):
+    import timm.layers.config
+
+    monkeypatch.setattr(timm.layers.config, "_USE_FUSED_ATTN", 0)  # timm's switch off: MCTformer still asks for SDPA
+    model = tiny(2, patch_refine=False, cam_layers=2).eval()
+    assert all(block.attn.fused_attn for block in model.blocks)
+    images = torch.rand(2, 3, 64, 48)
+    with torch.no_grad():
+        got = model.raw_cams(images)  # the first DEPTH - 2 blocks run fused (their attention is unread)
+        x, grid = model.tokens(images)
+        maps = 0
+        for i, block in enumerate(model.blocks):
+            x, attn = block_with_attention(block, x)
+            if i >= DEPTH - 2:
+                maps = maps + attn.mean(dim=1)[:, :C, C:]
+        patch_cam = F.relu(model.head(model._patch_map(x, grid))).flatten(2)
+        expected = (maps * patch_cam).reshape(2, C, *grid)
+    torch.testing.assert_close(got, expected)
+
+
 def test_flip_aggregation_is_mirror_symmetric():
     model = tiny(2).eval()
     image = torch.rand(1, 3, 64, 80)

@@ -185,6 +185,9 @@ class MCTformer(wsss_kit.CAMGenerator):
                              f"embedding (no register/distillation tokens), as DeiT/ViT do")
         for i, block in enumerate(vit.blocks):
             check_block(block, f"backbone {backbone!r} block {i}")
+            # forward passes that need no attention maps (training, and CAM blocks whose maps are
+            # not read) go through timm's fused SDPA path, whatever TIMM_FUSED_ATTN says
+            cast(Any, block.attn).fused_attn = True
         return vit
 
     def load_weights(self, checkpoint: str | os.PathLike[str]) -> None:
@@ -268,6 +271,9 @@ class MCTformer(wsss_kit.CAMGenerator):
         c, depth = self.num_classes, len(self.blocks)
         class_to_patch = patch_to_patch = None
         for i, block in enumerate(self.blocks):
+            if not self.patch_refine and i < depth - self.cam_layers:
+                x = block(x)  # this block's attention is not read: the fused path
+                continue
             x, attn = block_with_attention(cast(Block, block), x)  # timm's blocks: an nn.Sequential of Blocks
             attn = attn.mean(dim=1)  # (B, N, N), heads averaged
             if i >= depth - self.cam_layers:
