@@ -1,6 +1,7 @@
 """The training engine: a plain PyTorch loop with AMP, gradient accumulation, exact resume,
-atomic checkpoints, tqdm progress and a CSV log; on one device or under ``torchrun`` (DDP, with the
-global batch split over the processes and checkpoints that resume under any number of them).
+atomic checkpoints, progress (a tqdm bar, or plain lines in a log) and a CSV log; on one device or
+under ``torchrun`` (DDP, with the global batch split over the processes and checkpoints that resume
+under any number of them).
 
     from wsss_kit.engine import TrainConfig, train
     result = train(model, dataset, TrainConfig(steps=1000, lr=0.01), "runs/cam")
