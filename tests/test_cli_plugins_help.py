@@ -35,6 +35,25 @@ class ArgmaxRefiner(wsss_kit.Refiner):
     def refine(self, images, cams, labels):
         background = torch.full_like(cams[:, :1], self.bg_threshold)
         return torch.cat([background, cams], dim=1)
+
+
+@wsss_kit.register("cams", "test_cli_tiny_cam")
+class TinyCAM(wsss_kit.CAMGenerator):
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = torch.nn.Conv2d(3, num_classes, 1)
+
+    def forward(self, images, labels=None):
+        logits = self.conv(images).mean(dim=(2, 3))
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.multilabel_soft_margin_loss(logits, labels)
+        return out
+
+    def cams(self, images, labels, scales=(1.0,), flip=False):
+        cams = torch.sigmoid(self.conv(images))
+        return cams * labels[:, :, None, None].to(cams.dtype)
 '''
 
 DATASET_SOURCE = '''
@@ -59,11 +78,12 @@ def plugin_dir(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.delenv(PLUGINS_ENV, raising=False)
     yield folder
-    for kind, name, module in (("refiners", "test_cli_argmax", REFINER_MODULE),
-                               ("datasets", "test_cli_tiny_world", DATASET_MODULE)):
+    for kinds, module in (((("refiners", "test_cli_argmax"), ("cams", "test_cli_tiny_cam")), REFINER_MODULE),
+                          ((("datasets", "test_cli_tiny_world"),), DATASET_MODULE)):
         if module in sys.modules:
             sys.modules.pop(module)
-            default_registry().unregister(kind, name)
+            for kind, name in kinds:
+                default_registry().unregister(kind, name)
     sys.modules.pop("wsss_test_cli_broken_plugin", None)
 
 
@@ -85,6 +105,24 @@ def test_run_builds_a_config_naming_a_plugin_module_registered_with_plugin(plugi
     assert "type: refiners/test_cli_argmax" in text and "# plan" in text
     refiner = default_registry().create("refiners", "test_cli_argmax", bg_threshold=0.25)
     assert refiner.bg_threshold == 0.25 and not out.exists()
+
+
+def test_stage_verbs_train_and_infer_with_a_plugin_modules_cam_and_report_progress(plugin_dir, tmp_path,
+                                                                                   monkeypatch, capsys):
+    monkeypatch.setenv("WSSS_KIT_PROGRESS", "lines")
+    cfg = tiny_config(["cam.model={type: cams/test_cli_tiny_cam}", "cam.train.steps=4", "cam.train.log_every=2"])
+    config = tmp_path / "run.yaml"
+    config.write_text(dump_config(cfg))
+    out = tmp_path / "run"
+    assert main(["train-cam", str(config), "--out", str(out), "--plugin", REFINER_MODULE]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[wsss] train CAM: step ")]
+    assert [x.split()[4] for x in lines] == ["2/4", "4/4"] and all(" loss " in x and " lr " in x for x in lines)
+    assert [line.split(",")[0] for line in (out / "train_cam" / "log.csv").read_text().splitlines()] == \
+        ["step", "2", "4"]
+    assert main(["cams", str(config), "--out", str(out), "--plugin", REFINER_MODULE]) == 0
+    text = capsys.readouterr().out
+    assert "[wsss] CAMs [train]: 12/12 img (100%) | " in text and "[wsss] CAMs [eval]: 6/6 img (100%) | " in text
+    assert len(list((out / "cams" / "train").glob("*.npz"))) == 12
 
 
 def test_environment_variable_imports_modules_for_check_data(plugin_dir, tmp_path, monkeypatch, capsys):
