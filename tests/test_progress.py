@@ -240,3 +240,16 @@ def test_a_malformed_progress_variable_stops_a_command_before_it_starts(monkeypa
     monkeypatch.setenv(progress_module.SECONDS_ENV, "often")
     assert main(["run", "missing.yaml"]) == 2
     assert "wsss run: error: WSSS_KIT_PROGRESS_SECONDS='often'; expected a positive number" in capsys.readouterr().err
+
+
+def test_ranks_above_0_print_nothing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 1)
+    p = Progress(2, "CAMs [train]", mode="lines")
+    p.update(2)
+    p.close()
+    assert p.mode == "off" and capsys.readouterr().out == ""
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+    assert Progress(2, "x", mode="lines").mode == "lines"

@@ -12,7 +12,8 @@ pseudo masks, predictions, scoring, ``wsss eval``). It picks its form once, when
 
   A line is printed every ``every_steps`` updates (the training loop: ``log_every``), or every
   ``every_seconds`` seconds (inference), and always at the end.
-* ``"off"``: nothing (non-main ranks under ``torchrun``, or ``enabled=False``).
+* ``"off"``: nothing (``enabled=False``, or a process of rank > 0 in an initialised
+  ``torch.distributed`` group: one progress per run, rank 0's).
 
 The environment variable ``WSSS_KIT_PROGRESS`` (``bar``, ``lines``, ``off``) overrides the
 choice, and ``WSSS_KIT_PROGRESS_SECONDS`` sets the default interval of inference lines.
@@ -59,6 +60,12 @@ def progress_mode(stream: IO[str] | None = None) -> str:
         return "bar" if stream.isatty() else "lines"
     except (AttributeError, ValueError):  # a closed or fake stream
         return "lines"
+
+
+def _secondary_rank() -> bool:
+    """This process is rank > 0 of an initialised torch.distributed group (imported only if in use)."""
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist is not None and dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
 
 
 def _interval_seconds() -> float:
@@ -111,7 +118,7 @@ class Progress:
         every_seconds: in lines mode, print when this many seconds passed since the last line
             (default ``WSSS_KIT_PROGRESS_SECONDS``, 30; ignored when ``every_steps`` is given).
         items_per_unit: images per unit, for the throughput (a training step: batch × accumulation).
-        enabled: False prints nothing (e.g. a non-main rank).
+        enabled: False prints nothing; processes of rank > 0 under ``torch.distributed`` print nothing either.
         mode: ``"bar"``, ``"lines"`` or ``"off"``; default :func:`progress_mode`.
         stream: where lines go (default stdout; bars always go to stderr).
     """
@@ -121,7 +128,7 @@ class Progress:
                  enabled: bool = True, mode: str | None = None, stream: IO[str] | None = None) -> None:
         if mode is not None and mode not in MODES:
             raise ConfigError(f"progress mode {mode!r}; expected one of {', '.join(MODES)}")
-        self.mode = "off" if not enabled else (mode or progress_mode())
+        self.mode = "off" if not enabled or _secondary_rank() else (mode or progress_mode())
         self.total, self.desc, self.unit = total, desc, unit
         self.n = self.start_n = int(initial)
         self.every_steps = max(int(every_steps), 0)
