@@ -121,11 +121,13 @@ class Progress:
         enabled: False prints nothing; processes of rank > 0 under ``torch.distributed`` print nothing either.
         mode: ``"bar"``, ``"lines"`` or ``"off"``; default :func:`progress_mode`.
         stream: where lines go (default stdout; bars always go to stderr).
+        leave: keep the bar on the terminal when it closes (False for short passes, e.g. scoring).
     """
 
     def __init__(self, total: int | None = None, desc: str = "", *, unit: str = "img", initial: int = 0,
                  every_steps: int = 0, every_seconds: float | None = None, items_per_unit: float = 1.0,
-                 enabled: bool = True, mode: str | None = None, stream: IO[str] | None = None) -> None:
+                 enabled: bool = True, mode: str | None = None, stream: IO[str] | None = None,
+                 leave: bool = True) -> None:
         if mode is not None and mode not in MODES:
             raise ConfigError(f"progress mode {mode!r}; expected one of {', '.join(MODES)}")
         self.mode = "off" if not enabled or _secondary_rank() else (mode or progress_mode())
@@ -144,7 +146,7 @@ class Progress:
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, leave=leave)
 
     # ---------------------------------------------------------------- tqdm-like use
     def __enter__(self) -> Progress:

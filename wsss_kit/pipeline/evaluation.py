@@ -30,7 +30,7 @@ def _ground_truth(ds: WSSSDataset, desc: str, across_ranks: bool = False) -> Ite
     ``across_ranks``), streamed (a split's masks may not fit in memory)."""
     rank, world = (get_rank(), get_world_size()) if across_ranks else (0, 1)
     items = range(rank, len(ds), world)
-    for i in Progress(len(items), desc, enabled=rank == 0).wrap(items):  # one progress per run: rank 0's
+    for i in Progress(len(items), desc, enabled=rank == 0, leave=False).wrap(items):  # one per run: rank 0's
         sample = ds[i]
         yield sample["name"], torch.as_tensor(sample["mask"])
 

@@ -140,7 +140,7 @@ def _run_stages(ctx: RunContext, wanted: list[str], shard: Shard) -> bool | None
         settings = _json_safe(stage_settings(ctx.cfg, stage))
         ctx.manifest.mark_started(stage, fp, settings=settings)
         start = time.perf_counter()
-        print(f"[wsss] {stage}: running")
+        print(f"[wsss] {stage}: running", flush=True)  # before the stage's first progress, also in a log file
         info = record.run(ctx)
         ran = True
         if info is None:

@@ -83,7 +83,7 @@ def check_seed_masks(dataset: WSSSDataset, folder: str | Path, indices: Iterable
     problems: list[DataProblem] = []
     if not folder.is_dir():
         return [DataProblem("", str(folder), "missing_mask", f"seed folder {folder} does not exist")]
-    for i in Progress(len(todo), desc).wrap(todo):
+    for i in Progress(len(todo), desc, leave=False).wrap(todo):
         name = names[i]
         path = folder / f"{name}.png"
         if not path.is_file():
@@ -127,7 +127,7 @@ def copy_seed_masks(dataset: WSSSDataset, source: str | Path, out: Path, indices
     raise_seed_problems(check_seed_masks(dataset, source, todo, desc=f"{desc}: check",
                                          outside_labels=outside_labels), source, what or f"seeds.source {source}")
     with_stray = 0
-    for i in Progress(len(todo), desc).wrap(todo):
+    for i in Progress(len(todo), desc, leave=False).wrap(todo):
         mask = read_mask_raw(Path(source) / f"{names[i]}.png")
         if outside_labels != "error":
             stray = stray_classes(mask, torch.as_tensor(dataset[i]["labels"]).flatten())
