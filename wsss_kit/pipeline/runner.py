@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from ..atomic import remove_stale_temps, write_text
 from ..engine.distributed import barrier, get_world_size, is_main_process
+from ..engine.threads import apply_threads, plan_from_config
 from ..errors import ConfigError, CorruptArtifactError
 from ..provenance import write_provenance
 from .context import RunContext, Shard
@@ -47,6 +48,8 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
         print_plan(plan, cfg)
         return dict(plan.ctx.manifest.data["stages"])
     ctx = plan.ctx
+    # before any model, loader or CRF pool starts: this process's share of the cores (wsss_kit.engine.threads)
+    apply_threads(plan_from_config(ctx.get("threads", None)))
     join_process_group(ctx, plan.pending)  # no-op outside torchrun
     if restart is not None:
         _restart(ctx, restart)

@@ -155,6 +155,10 @@ BASE_SCHEMA: tuple[tuple[str, Spec, bool], ...] = (
     ("run_dir", OneOf((Str(), Null())), False),
     ("seed", Int(0), False),
     ("device", Device(), False),
+    # threads and worker processes of each process (wsss_kit.engine.threads; null = the automatic rule)
+    ("threads.torch_threads", OneOf((Int(1), Null())), False),
+    ("threads.crf_workers", OneOf((Int(0), Null())), False),
+    ("threads.loader_workers", OneOf((Int(0), Null())), False),
 ) + LOGGING_SCHEMA
 """Keys of a run file that belong to no one stage (``logging``: :mod:`wsss_kit.pipeline.stage_logging`)."""
 

@@ -23,6 +23,7 @@ from ..config import build, check_keys, is_node, split_type
 from ..data.artifacts import MaskTargetDataset
 from ..data.transforms import build_augment
 from ..engine import TrainConfig, seed_everything, train
+from ..engine.threads import current_plan
 from ..errors import ConfigError, PluginError
 from ..interfaces import CAMGenerator, HasTrainingStep
 from ..progress import Progress
@@ -44,6 +45,7 @@ def _train_config(ctx: RunContext, section: str) -> TrainConfig:
     cfg = dict(ctx.get(section))
     cfg.setdefault("seed", ctx.seed)
     cfg.setdefault("device", str(ctx.device))
+    cfg.setdefault("num_workers", current_plan().loader_workers)  # the run's threads plan, unless set here
     return TrainConfig.from_dict(cfg, where=section)
 
 
