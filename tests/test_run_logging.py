@@ -161,3 +161,17 @@ def test_stage_loggers_follow_the_config(tmp_path):
     ctx = RunContext(tiny_config(["logging.tensorboard=true"]), tmp_path)
     assert [type(lg).__name__ for lg in stage_logging.stage_loggers(ctx, "train_cam", 10)] == [
         "LossCurveWriter", "TensorBoardLogger"]
+
+
+def test_a_loss_curve_that_cannot_be_drawn_warns_and_never_fails_training(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,lr,seconds\n1,0.5,0.1,1.0\n2,0.4,0.1,2.0\n")
+    (tmp_path / "loss_curves.png").mkdir()  # the picture's path is taken: writing it fails
+    writer = stage_logging.LossCurveWriter(log, "t")
+    writer(2, {"loss": 0.4})
+    with pytest.warns(UserWarning, match="loss_curves.png was not drawn"):
+        writer.close()
+    (tmp_path / "loss_curves.png").rmdir()
+    writer.close()
+    with Image.open(tmp_path / "loss_curves.png") as im:
+        assert im.format == "PNG"

@@ -16,13 +16,14 @@ back in train mode.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..charts import write_loss_curves
+from ..charts import LOSS_CURVES_NAME, write_loss_curves
 from ..engine.loggers import (
     TENSORBOARD_DIR,
     ImageFn,
@@ -86,7 +87,12 @@ class LossCurveWriter:
         pass
 
     def close(self) -> None:
-        write_loss_curves(self.log_csv, title=self.title)
+        # close() also runs while an error propagates: a picture that cannot be drawn (a full disk)
+        # must not hide that error, nor fail a finished training
+        try:
+            write_loss_curves(self.log_csv, title=self.title)
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"{self.log_csv.with_name(LOSS_CURVES_NAME)} was not drawn: {exc}", stacklevel=2)
 
 
 def stage_loggers(ctx: RunContext, stage: str, total_steps: int, images: ImageFn | None = None) -> list[Any]:
