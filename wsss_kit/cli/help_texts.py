@@ -188,7 +188,7 @@ def stage_verb_help(verb: str, stage: str, summary: str, trains: bool) -> VerbHe
              "in the one training)." if trains else
              "--shard i/n makes this process handle items i, i+n, ... only; the stage is complete once every "
              "shard has run.")
-    shard_example = "" if trains else f"  wsss {verb} my_run.yaml --shard 0/2     # one of two processes\n"
+    shard_example = "" if trains else f"  wsss {verb} my_run.yaml --shard 0/2   # one of two processes\n"
     return VerbHelp(
         help=f"run only the {stage} stage of a config: {summary}",
         description=(
