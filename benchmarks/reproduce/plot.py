@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from wsss_kit.viz import save_png
+from wsss_kit.viz import label_font, save_png
 
 __all__ = ["Bars", "plot_results"]
 
@@ -33,13 +33,6 @@ class Bars:
 
     def height(self) -> int:
         return 60 + len(self.labels) * (2 * _BAR + _GAP) + 40
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        return ImageFont.load_default()
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
@@ -78,7 +71,7 @@ def plot_results(path: str | os.PathLike[str], title: str, panels: Sequence[Bars
     a legend (paper grey, measured blue)."""
     if not panels:
         raise ValueError("plot_results: no panels to draw")
-    font, small = _font(15), _font(12)
+    font, small = label_font(15), label_font(12)
     width = 2 * _MARGIN + _LABEL_W + _PLOT_W + 60
     head = 70 if note else 50
     image = Image.new("RGB", (width, head + sum(p.height() for p in panels)), "white")
