@@ -124,10 +124,14 @@ class PermutohedralLattice:
         d, m = self.dim, self.n_vertices
         splat, slice_ = self._matrices()
         grid = splat @ values.float().contiguous()  # (M + 1, C); row m: the empty neighbour, stays 0
-        for axis in range(d + 1):
+        other = torch.zeros_like(grid)
+        n1_values, n2_values = grid.new_empty(m, grid.shape[1]), grid.new_empty(m, grid.shape[1])
+        for axis in range(d + 1):  # old + 0.5 (n1 + n2) into the other buffer, then swap (as densecrf)
             n1, n2 = self.neighbours[axis]
-            blurred = grid[:m] + 0.5 * (grid.index_select(0, n1) + grid.index_select(0, n2))
-            grid = torch.cat([blurred, grid[m:]], 0)
+            torch.index_select(grid, 0, n1, out=n1_values)
+            torch.index_select(grid, 0, n2, out=n2_values)
+            torch.add(grid[:m], n1_values.add_(n2_values), alpha=0.5, out=other[:m])
+            grid, other = other, grid
         alpha = 1.0 / (1.0 + 2.0 ** (-d))
         return (slice_ @ grid) * alpha
 

@@ -70,35 +70,57 @@ def _image_features(images: Tensor) -> Tensor:
     return (images.detach().float() * 255).round().clamp(0, 255)
 
 
-def _kernel_features(rgb: Tensor, params: CRFParams) -> tuple[Tensor, Tensor]:
-    """Gaussian ``(B·H·W, 2)`` and bilateral ``(B·H·W, 5)`` features, float32, densecrf's order."""
+def _positions(h: int, w: int, device: torch.device) -> Tensor:
+    """``float32 (H·W, 2)``: ``(column, row)`` of each pixel, row-major (densecrf's ``j*W + i``)."""
+    x = torch.arange(w, device=device, dtype=torch.float32)[None, :].expand(h, w)
+    y = torch.arange(h, device=device, dtype=torch.float32)[:, None].expand(h, w)
+    return torch.stack([x, y], -1).reshape(h * w, 2)
+
+
+def _bilateral_features(rgb: Tensor, params: CRFParams) -> Tensor:
+    """``float32 (H·W·B, 5)``: ``(x/sxy, y/sxy, r/srgb, g/srgb, b/srgb)``, pixel-major then image."""
     b, _, h, w = rgb.shape
-    dev = rgb.device
     f32 = torch.float32
-    x = torch.arange(w, device=dev, dtype=f32)[None, :].expand(h, w)
-    y = torch.arange(h, device=dev, dtype=f32)[:, None].expand(h, w)
-    sg = torch.tensor(params.gauss_sxy, dtype=f32, device=dev)  # float32 like densecrf's arguments
-    sb = torch.tensor(params.bilateral_sxy, dtype=f32, device=dev)
-    sr = torch.tensor(params.bilateral_srgb, dtype=f32, device=dev)
-    pos = torch.stack([x, y], -1).reshape(1, h * w, 2).expand(b, h * w, 2)
-    gauss = (pos / sg).reshape(-1, 2)
-    colour = rgb.permute(0, 2, 3, 1).reshape(b, h * w, 3)
-    bilateral = torch.cat([pos / sb, colour / sr], -1).reshape(-1, 5)
-    return gauss, bilateral
+    sxy = torch.tensor(params.bilateral_sxy, dtype=f32, device=rgb.device)  # float32 like densecrf's arguments
+    srgb = torch.tensor(params.bilateral_srgb, dtype=f32, device=rgb.device)
+    pos = (_positions(h, w, rgb.device) / sxy)[:, None, :].expand(h * w, b, 2)
+    colour = rgb.permute(2, 3, 0, 1).reshape(h * w, b, 3) / srgb
+    return torch.cat([pos, colour], -1).reshape(h * w * b, 5)
 
 
 class _Kernel:
-    """One normalised Potts kernel of weight ``w``: ``add_message(E, Q)``: ``E += w n ⊙ lattice(n ⊙ Q)``
-    (``Q``, ``E``: ``(P, C)``)."""
+    """One normalised Potts kernel of weight ``w`` over a lattice of ``R`` points:
+    ``add_message(E, Q)``: ``E += w n ⊙ lattice(n ⊙ Q)`` with ``Q``, ``E`` viewed as ``(R, ·)``.
 
-    def __init__(self, features: Tensor, groups: Tensor, weight: float) -> None:
-        self.lattice = PermutohedralLattice.build(features, groups)
-        ones = torch.ones(features.shape[0], 1, device=features.device)
-        self.norm = 1.0 / torch.sqrt(self.lattice.filter(ones) + 1e-20)  # (P, 1)
+    The Gaussian kernel's lattice holds the ``H·W`` pixel positions once and filters the images of a
+    batch as extra channels (``(H·W, B·C)``: the points are pixel-major, image-minor); the
+    bilateral one holds every pixel of every image (``(H·W·B, C)``), images kept apart by groups.
+    """
+
+    def __init__(self, lattice: PermutohedralLattice, rows: int, weight: float) -> None:
+        self.lattice, self.rows = lattice, rows
+        ones = torch.ones(rows, 1, device=lattice.offsets.device)
+        self.norm = 1.0 / torch.sqrt(lattice.filter(ones) + 1e-20)  # (R, 1)
         self.out_scale = self.norm * float(weight)  # the weight folded in: one pass less per iteration
 
-    def add_message(self, energy: Tensor, q: Tensor) -> Tensor:
-        return energy.addcmul_(self.lattice.filter(q * self.norm), self.out_scale)
+    def add_message(self, energy: Tensor, q: Tensor) -> None:
+        filtered = self.lattice.filter(q.view(self.rows, -1) * self.norm)
+        energy.view(self.rows, -1).addcmul_(filtered, self.out_scale)
+
+
+def _kernels(rgb: Tensor, params: CRFParams) -> list[_Kernel]:
+    """The Gaussian and bilateral kernels of a batch ``(B, 3, H, W)`` (0..255 float), zero weights left out."""
+    b, _, h, w = rgb.shape
+    kernels = []
+    if params.gauss_compat:  # a zero-weight kernel adds nothing (pydensecrf adds 0)
+        sxy = torch.tensor(params.gauss_sxy, dtype=torch.float32, device=rgb.device)
+        lattice = PermutohedralLattice.build(_positions(h, w, rgb.device) / sxy)
+        kernels.append(_Kernel(lattice, h * w, params.gauss_compat))
+    if params.bilateral_compat:
+        groups = torch.arange(b, device=rgb.device).repeat(h * w)
+        lattice = PermutohedralLattice.build(_bilateral_features(rgb, params), groups)
+        kernels.append(_Kernel(lattice, h * w * b, params.bilateral_compat))
+    return kernels
 
 
 def _check_inputs(unary_probs: Tensor, images: Tensor, valid: Tensor | None) -> dict[str, int]:
@@ -159,19 +181,14 @@ def dense_crf_torch(
         raise ValueError(f"unary_probs have an empty image ({h}x{w})")
     with torch.no_grad():
         probs = unary_probs.detach().float()
-        # (P, C) with P = B·H·W, pixel order row-major per image, as densecrf's j*W + i
-        neg_unary = torch.log(probs.clamp_min(float(min_prob))).permute(0, 2, 3, 1).reshape(-1, c)
-        mask = None
+        # (P, C) with P = H·W·B: pixels row-major (densecrf's j*W + i), the images of a pixel together
+        neg_unary = torch.log(probs.clamp_min(float(min_prob))).permute(2, 3, 0, 1).reshape(-1, c)
         if valid is not None:
-            mask = valid.to(probs.device)[:, None, None, :].expand(b, h, w, c).reshape(-1, c)
+            mask = valid.to(probs.device)[None, None].expand(h, w, b, c).reshape(-1, c)
             neg_unary = neg_unary.masked_fill(~mask, float("-inf"))
         q = torch.softmax(neg_unary, 1)
         if resolved.iterations > 0 and c > 1:
-            groups = torch.arange(b, device=probs.device).repeat_interleave(h * w)
-            gauss_f, bilateral_f = _kernel_features(_image_features(images), resolved)
-            kernels = [_Kernel(f, groups, weight) for f, weight in ((gauss_f, resolved.gauss_compat),
-                                                                      (bilateral_f, resolved.bilateral_compat))
-                       if weight]  # a zero-weight kernel adds nothing (pydensecrf adds 0)
+            kernels = _kernels(_image_features(images), resolved)
             for _ in range(resolved.iterations):
                 energy = neg_unary.clone()
                 for kernel in kernels:
@@ -179,7 +196,7 @@ def dense_crf_torch(
                 q = torch.softmax(energy, 1)
         if c == 1:
             q = torch.ones_like(q)
-        return q.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+        return q.reshape(h, w, b, c).permute(2, 3, 0, 1).contiguous()
 
 
 class DenseCRFTorch(nn.Module):
