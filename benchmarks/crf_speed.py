@@ -11,7 +11,8 @@ evidence from the image's colour clusters), so the CRF moves labels as on real d
 
 Per size the variants are timed in interleaved rounds (one pass each per round, so that a loaded
 machine slows all alike): ``pydensecrf`` (one image in this process; a pool of ``W`` worker
-processes gives about ``W`` times its images/s on ``W`` idle cores), ``torch/<device>`` (one image)
+processes gives about ``W`` times its images/s on ``W`` idle cores; ``pydensecrf/pool<W>`` times
+it: ``2 W`` images through :class:`~wsss_kit.crf.CRFPool`), ``torch/<device>`` (one image)
 and ``torch/<device>/batch<B>`` (``B`` images in one call; the time is per image). The median,
 min and max seconds per image over ``--rounds`` after ``--warmup`` are reported, with the ratio
 pydensecrf / variant (> 1: faster than the reference; of the medians, and the median of the
@@ -72,13 +73,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def variants(img: np.ndarray, probs: np.ndarray, devices: list[torch.device],
-             batch: int) -> dict[str, tuple[Callable[[], np.ndarray], int, torch.device]]:
+def variants(img: np.ndarray, probs: np.ndarray, devices: list[torch.device], batch: int,
+             pool: Any = None) -> dict[str, tuple[Callable[[], np.ndarray], int, torch.device]]:
     """name → (a pass returning the first image's marginals, images per pass, device)."""
-    from wsss_kit.crf import dense_crf, dense_crf_torch
+    from wsss_kit.crf import dense_crf, dense_crf_torch, get_params
 
     out: dict[str, tuple[Callable[[], np.ndarray], int, torch.device]] = {
         "pydensecrf": (lambda: dense_crf(img, probs, PARAMS), 1, torch.device("cpu"))}
+    if pool is not None:  # the reference as the toolkit runs it: worker processes, 2 images per worker
+        n = 2 * pool.workers
+        settings = get_params(PARAMS).as_tuple()
+        out[f"pydensecrf/pool{pool.workers}"] = (lambda: pool.map([img] * n, [probs] * n, settings)[0], n,
+                                                 torch.device("cpu"))
     for dev in devices:
         rgb = torch.from_numpy(img).permute(2, 0, 1)[None].to(dev)
         p = torch.from_numpy(probs)[None].to(dev)
@@ -97,10 +103,12 @@ def variants(img: np.ndarray, probs: np.ndarray, devices: list[torch.device],
     return out
 
 
-def measure(size: str, devices: list[torch.device], batch: int, rounds: int, warmup: int) -> dict[str, Any]:
+def measure(size: str, devices: list[torch.device], batch: int, rounds: int, warmup: int,
+            pool: Any = None) -> dict[str, Any]:
+    """One size: per variant the seconds per image, speed-up and agreement (see the module docstring)."""
     h, w, k = SIZES[size]
     img, probs, source = scene(h, w, k)
-    runs = variants(img, probs, devices, batch)
+    runs = variants(img, probs, devices, batch, pool)
     times: dict[str, list[float]] = {name: [] for name in runs}
     results: dict[str, np.ndarray] = {}
     for r in range(warmup + rounds):
@@ -113,6 +121,7 @@ def measure(size: str, devices: list[torch.device], batch: int, rounds: int, war
                 times[name].append((time.perf_counter() - start) / n)
     ref = results["pydensecrf"]
     ref_median = statistics.median(times["pydensecrf"])
+    pool_name = next((name for name in times if name.startswith("pydensecrf/pool")), None)
     rows = {}
     for name, secs in times.items():
         median = statistics.median(secs)
@@ -124,6 +133,8 @@ def measure(size: str, devices: list[torch.device], batch: int, rounds: int, war
             "speedup_median_of_rounds": round(statistics.median(
                 a / b for a, b in zip(times["pydensecrf"], secs)), 3),
             "label_agreement_with_pydensecrf": round(float((results[name].argmax(0) == ref.argmax(0)).mean()), 6),
+            **({f"speedup_vs_{pool_name}": round(statistics.median(times[pool_name]) / median, 3)}
+               if pool_name else {}),
             "max_abs_marginal_difference": float(np.abs(results[name] - ref).max()),
         }
     changed = float((ref.argmax(0) != probs.argmax(0)).mean())
@@ -139,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", default="cpu,cuda", help="torch backend devices; cuda is skipped without CUDA")
     parser.add_argument("--sizes", default="voc,small")
     parser.add_argument("--batch", type=int, default=4, help="images per torch call in the batched variant")
+    parser.add_argument("--pool-workers", type=int, default=2,
+                        help="also time pydensecrf in a pool of this many worker processes (0: not)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from benchmarks.machine import machine_info
     from wsss_kit.atomic import write_text
+    from wsss_kit.crf import CRFPool
 
     torch.set_num_threads(args.threads)
     wanted = [d.strip() for d in args.devices.split(",") if d.strip()]
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sizes {unknown}; valid: {', '.join(SIZES)}")
     record: dict[str, Any] = {
         "what": "dense CRF seconds per image by backend (median of interleaved rounds)",
-        "rounds": args.rounds, "warmup": args.warmup, "batch": args.batch,
+        "rounds": args.rounds, "warmup": args.warmup, "batch": args.batch, "pool_workers": args.pool_workers,
         "devices_run": [str(d) for d in devices],
         "gpu_note": None if torch.cuda.is_available() else
         "no GPU on this machine: torch figures are CPU only; the GPU goal (20x pydensecrf on 2 cores) is unmeasured",
@@ -162,12 +176,18 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": {},
     }
     print(f"{'size':<6} {'variant':<22} {'s/image':>9} {'img/s':>8} {'x pydensecrf':>13} {'agree':>8}")
-    for size in sizes:
-        result = measure(size, devices, args.batch, args.rounds, args.warmup)
-        record["sizes"][size] = result
-        for name, row in result["variants"].items():
-            print(f"{size:<6} {name:<22} {row['seconds_per_image']['median']:>9.4f} {row['images_per_second']:>8.2f} "
-                  f"{row['speedup_vs_pydensecrf']:>13.2f} {row['label_agreement_with_pydensecrf']:>8.4f}")
+    pool = CRFPool(args.pool_workers) if args.pool_workers > 0 else None
+    try:
+        for size in sizes:
+            result = measure(size, devices, args.batch, args.rounds, args.warmup, pool)
+            record["sizes"][size] = result
+            for name, row in result["variants"].items():
+                print(f"{size:<6} {name:<22} {row['seconds_per_image']['median']:>9.4f} "
+                      f"{row['images_per_second']:>8.2f} {row['speedup_vs_pydensecrf']:>13.2f} "
+                      f"{row['label_agreement_with_pydensecrf']:>8.4f}")
+    finally:
+        if pool is not None:
+            pool.close()
     record["machine"]["load_average_end"] = machine_info()["load_average"]
     write_text(args.out, json.dumps(record, indent=2) + "\n")
     print(f"saved {args.out}")
