@@ -146,6 +146,15 @@ def test_zero_iterations_and_single_class_are_the_hand_computed_values():
     assert torch.equal(dense_crf_torch(p[:, :1], img), torch.ones(1, 1, 1, 2))
 
 
+def test_float32_inside_an_autocast_region():
+    img, p = blob_scene(15)
+    probs, rgb = torch.from_numpy(p)[None], torch.from_numpy(img).permute(2, 0, 1)[None]
+    plain = dense_crf_torch(probs, rgb, "weakclip_voc")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = dense_crf_torch(probs, rgb, "weakclip_voc")
+    assert inside.dtype == torch.float32 and torch.equal(inside, plain)
+
+
 def test_deterministic():
     img, p = blob_scene(9)
     a, b = run_torch(img, p, "weakclip_retrain"), run_torch(img, p, "weakclip_retrain")

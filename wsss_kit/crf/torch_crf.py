@@ -179,7 +179,9 @@ def dense_crf_torch(
     b, c, h, w = sizes["B"], sizes["C"], sizes["H"], sizes["W"]
     if h * w == 0:
         raise ValueError(f"unary_probs have an empty image ({h}x{w})")
-    with torch.no_grad():
+    # float32 throughout, also inside a caller's autocast region (the boundary loss of a bf16/fp16
+    # training step): autocast would run the lattice's matrix products in half precision
+    with torch.no_grad(), torch.autocast(unary_probs.device.type, enabled=False):
         probs = unary_probs.detach().float()
         # (P, C) with P = H·W·B: pixels row-major (densecrf's j*W + i), the images of a pixel together
         neg_unary = torch.log(probs.clamp_min(float(min_prob))).permute(2, 3, 0, 1).reshape(-1, c)
