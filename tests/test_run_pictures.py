@@ -95,3 +95,15 @@ def test_empty_cell_notes_from_stage_records():
     assert empty_cell_notes(full, [("cams", "CAM")]) == []
     assert empty_cell_notes({}, [("cams", "CAM")]) == [
         "- train mIoU, every row; held-out mIoU, every row: the stage has not run (yet)."]
+
+
+def test_the_cli_summary_says_why_too(run_without_eval_truth, capsys):
+    import json
+
+    from wsss_kit.cli.run_config import print_run_summary
+
+    stages = json.loads((run_without_eval_truth / "manifest.json").read_text())["stages"]
+    print_run_summary(stages, run_without_eval_truth, 1.0, "dense_crf")
+    out = capsys.readouterr().out
+    assert "| retrained head" in out and "Empty cells (-):" in out
+    assert "- held-out mIoU, every row: data.eval has no ground truth" in out

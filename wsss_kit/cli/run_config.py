@@ -12,13 +12,18 @@ __all__ = ["print_run_summary", "run_config"]
 
 
 def print_run_summary(stages: dict[str, Any], run_dir: Path, seconds: float, refiner: str) -> None:
-    """The report of a complete run (its stage-wise mIoU table) and the wall time."""
-    from ..pipeline.runner import format_report
+    """The report of a complete run (its stage-wise mIoU table, why a cell is empty) and the wall time."""
+    from ..pipeline.report_notes import empty_cell_notes
+    from ..pipeline.runner import format_report, report_rows
 
     if all(s.get("complete") for s in stages.values()) and "eval" in stages:
         print()
         print(format_report(stages, refiner))
-        print(f"\nrun directory: {run_dir}  (results.md, pictures/, config.resolved.yaml, provenance.json)")
+        notes = empty_cell_notes(stages, [(stage, title) for stage, title, _ in report_rows(stages, refiner)])
+        if notes:
+            print("\nEmpty cells (-):\n" + "\n".join(notes))
+        print(f"\nrun directory: {run_dir}  (results.md, pictures/, <stage>/loss_curves.png, "
+              "config.resolved.yaml, provenance.json)")
     print(f"wall time: {seconds:.0f} s")
 
 

@@ -19,7 +19,8 @@ from .distributed import join_process_group
 from .stage_table import STAGE_TABLE, STAGES, get_stage, producing_stage, select_stages, stage_settings, stages_from
 from .validation import plan_run, print_plan
 
-__all__ = ["format_report", "refiner_name", "run_pipeline", "select_stages", "stage_rows", "write_report"]
+__all__ = ["format_report", "refiner_name", "report_rows", "run_pipeline", "select_stages", "stage_rows",
+           "write_report"]
 
 
 def run_pipeline(cfg: Mapping[str, Any], run_dir: str | Path | None = None, *,
@@ -202,6 +203,12 @@ def stage_rows(stages: Mapping[str, Any], refiner: str = "") -> list[tuple[str, 
     return rows
 
 
+def report_rows(stages: Mapping[str, Any], refiner: str = "") -> list[tuple[str, str, dict[str, Any]]]:
+    """:func:`stage_rows` with each row's stage name first: ``(stage, row title, {split: scores})``."""
+    reported = [s.name for s in STAGE_TABLE if s.report_row]
+    return [(stage, title, splits) for stage, (title, splits) in zip(reported, stage_rows(stages, refiner))]
+
+
 def format_report(stages: Mapping[str, Any], refiner: str = "") -> str:
     """A stage-wise mIoU table (percent) with the CAM's best threshold."""
     rows = stage_rows(stages, refiner)
@@ -232,8 +239,7 @@ def write_report(ctx: RunContext, pictures: int | None = None) -> str:
     refiner = refiner_name(ctx.cfg)
     table = format_report(stages, refiner)
     class_names = ("background",) + ctx.class_names
-    reported = [s.name for s in STAGE_TABLE if s.report_row]
-    rows = [(stage, title, splits) for stage, (title, splits) in zip(reported, stage_rows(stages, refiner))]
+    rows = report_rows(stages, refiner)
     per_class = {title: splits["eval"]["iou"] for _, title, splits in rows if splits["eval"].get("iou")}
     text = "# Results\n\n" + table + "\n"
     notes = empty_cell_notes(stages, [(stage, title) for stage, title, _ in rows])
