@@ -107,7 +107,7 @@ def stage_loggers(ctx: RunContext, stage: str, total_steps: int, images: ImageFn
         loggers.append(TensorBoardLogger(ctx.path(stage, TENSORBOARD_DIR), images=images, image_every=every,
                                          total_steps=total_steps))
     wandb = section.get("wandb")
-    if wandb:
+    if wandb is not None and wandb is not False:  # true, or a mapping of wandb.init keywords
         init = {"project": "wsss_kit", **(wandb if isinstance(wandb, Mapping) else {})}
         init.setdefault("name", f"{ctx.run_dir.name}/{stage}")
         init.setdefault("group", ctx.run_dir.name)
@@ -115,10 +115,17 @@ def stage_loggers(ctx: RunContext, stage: str, total_steps: int, images: ImageFn
     return loggers
 
 
-def _picture_samples(ctx: RunContext) -> list[Mapping[str, Any]]:
-    count = int((ctx.get("logging", {}) or {}).get("images", DEFAULT_IMAGES))
-    ds = ctx.dataset("train")  # un-augmented: the same images at every logged step
-    return [ds[i] for i in range(min(count, len(ds)))]
+def _picture_samples(ctx: RunContext) -> Callable[[], list[Mapping[str, Any]]]:
+    """The training images of the pictures, read when first drawn (never, when nothing logs pictures)."""
+    cache: list[Mapping[str, Any]] = []
+
+    def samples() -> list[Mapping[str, Any]]:
+        if not cache:
+            count = int((ctx.get("logging", {}) or {}).get("images", DEFAULT_IMAGES))
+            ds = ctx.dataset("train")  # un-augmented: the same images at every logged step
+            cache.extend(ds[i] for i in range(min(count, len(ds))))
+        return cache
+    return samples
 
 
 def _eval_pictures(model: torch.nn.Module, tag: str, draw: Callable[[], np.ndarray]) -> ImageFn:
@@ -145,7 +152,7 @@ def cam_pictures(ctx: RunContext, model: torch.nn.Module) -> ImageFn:
 
     def draw() -> np.ndarray:
         rows, titles = [], []
-        for s in samples:
+        for s in samples():
             image = s["image"][None].to(_device(model))
             labels = torch.as_tensor(s["labels"])[None].to(image.device)
             cams = model.cams(image, labels, scales=(1.0,), flip=False)  # type: ignore[operator]
@@ -166,7 +173,7 @@ def head_pictures(ctx: RunContext, model: torch.nn.Module) -> ImageFn:
         from ..data.image_io import read_mask
 
         rows, titles = [], []
-        for s in samples:
+        for s in samples():
             image = s["image"][None].to(_device(model))
             logits = model(image)
             if logits.shape[-2:] != image.shape[-2:]:
