@@ -1,7 +1,7 @@
 """wsss_kit from Python: run a whole pipeline, then read its results and artifacts.
 
 A notebook-style script (each ``# %%`` block is a cell in VS Code, PyCharm or Jupytext). It runs the
-embedded ``synthetic`` dataset with a small config (no download) in under two minutes on a CPU (125 s of
+embedded ``synthetic`` dataset with a small config (no download) in about two minutes on a CPU (125 s of
 CPU time with one thread, measured; 1.2 GB peak memory). The networks train briefly, so the scores are
 far below the demo's (held-out mIoU: CAM 27.6, pseudo masks 36.9, retrained head 16.5; ``wsss demo``
 trains longer):
@@ -31,7 +31,7 @@ from wsss_kit.pipeline.stages import trained_head
 
 
 def small_config(quick: bool = False) -> dict[str, Any]:
-    """The demo pipeline at a size that trains in under two minutes (``quick``: seconds, barely trained)."""
+    """The demo pipeline at a size that runs in about two minutes (``quick``: seconds, barely trained)."""
     n_train, n_eval, size = (12, 6, 64) if quick else (96, 32, 96)
     cam_steps, head_steps = (3, 2) if quick else (120, 80)
     return {
