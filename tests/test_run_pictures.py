@@ -107,3 +107,21 @@ def test_the_cli_summary_says_why_too(run_without_eval_truth, capsys):
     out = capsys.readouterr().out
     assert "| retrained head" in out and "Empty cells (-):" in out
     assert "- held-out mIoU, every row: data.eval has no ground truth" in out
+
+
+def test_large_images_are_shrunk_in_the_grid(run_without_eval_truth, monkeypatch):
+    from wsss_kit.pipeline import pictures
+    from wsss_kit.pipeline.context import RunContext
+
+    cfg = json_config(run_without_eval_truth)
+    ctx = RunContext(cfg, run_without_eval_truth)
+    full = _grid_cells(pictures.write_pictures(ctx, 2, "train")[0])
+    monkeypatch.setattr(pictures, "MAX_SIDE", 32)  # the run's 64 px images count as large now
+    small = _grid_cells(pictures.write_pictures(ctx, 2, "train")[0])
+    assert small.shape[0] <= full.shape[0] - 2 * 32  # two rows, each 32 px lower
+
+
+def json_config(run_dir):
+    from wsss_kit.config import parse_config
+
+    return parse_config((run_dir / "config.resolved.yaml").read_text(), source="config.resolved.yaml")

@@ -41,6 +41,10 @@ SPLIT_TITLES = {"train": "training split (data.train)", "eval": "held-out split 
 
 NO_GROUND_TRUTH = "no ground truth"
 
+MAX_SIDE = 320
+"""Cells of the grids are at most this many pixels on their long side (a VOC or COCO image is shrunk;
+masks with nearest-neighbour sampling, so their colours stay class colours)."""
+
 
 def _missing(ctx: RunContext, column: str, split: str) -> str:
     """Why a column's picture is absent for an item of ``split`` (the text of its panel)."""
@@ -62,16 +66,20 @@ def write_pictures(ctx: RunContext, count: int, split: str = "eval") -> list[str
         name = sample["name"]
         image = (sample["image"].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         size = (int(image.shape[0]), int(image.shape[1]))
+        scale = min(1.0, MAX_SIDE / max(size))
+        cell = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
         cam_file = ctx.path("cams", split, f"{name}.npz")
-        row = [image, cam_overlay(image, load_cams(cam_file, ctx.num_classes).amax(0).numpy())
-               if cam_file.exists() else text_panel(size, _missing(ctx, "CAM", split))]
+        smooth = Image.Resampling.BILINEAR
+        row = [_shrink(image, cell, smooth),
+               _shrink(cam_overlay(image, load_cams(cam_file, ctx.num_classes).amax(0).numpy()), cell, smooth)
+               if cam_file.exists() else text_panel(cell, _missing(ctx, "CAM", split))]
         for folder, column in (("seeds", "seeds"), ("pseudo_masks", "pseudo mask"), ("predictions", "prediction")):
             path = ctx.path(folder, split, f"{name}.png")
-            row.append(colorize_mask(read_mask(path, ctx.num_classes, expected_size=size), palette)
-                       if path.exists() else text_panel(size, _missing(ctx, column, split)))
+            row.append(_shrink(colorize_mask(read_mask(path, ctx.num_classes, expected_size=size), palette), cell)
+                       if path.exists() else text_panel(cell, _missing(ctx, column, split)))
         truth = torch.as_tensor(sample["mask"]).numpy()
         no_truth = bool((truth == IGNORE_INDEX).all())
-        row.append(text_panel(size, NO_GROUND_TRUTH) if no_truth else colorize_mask(truth, palette))
+        row.append(text_panel(cell, NO_GROUND_TRUTH) if no_truth else _shrink(colorize_mask(truth, palette), cell))
         rows.append(row)
         present = [ctx.class_names[c] for c in torch.nonzero(sample["labels"] > 0.5).flatten().tolist()]
         titles.append(f"{name}: {', '.join(present)}")
@@ -84,6 +92,13 @@ def write_pictures(ctx: RunContext, count: int, split: str = "eval") -> list[str
     path = ctx.path("pictures", f"{split}_grid.png")
     save_png(path, picture)
     return [str(path)]
+
+
+def _shrink(picture: np.ndarray, cell: tuple[int, int], resample: Any = Image.Resampling.NEAREST) -> np.ndarray:
+    """``picture (H, W, 3)`` at ``cell = (h, w)`` (unchanged when it is that size already)."""
+    if picture.shape[:2] == cell:
+        return picture
+    return np.asarray(Image.fromarray(picture).resize((cell[1], cell[0]), resample))
 
 
 def _header(text: str, width: int) -> Image.Image:
