@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,16 @@ def test_a_loss_curve_that_cannot_be_drawn_warns_and_never_fails_training(tmp_pa
     writer.close()
     with Image.open(tmp_path / "loss_curves.png") as im:
         assert im.format == "PNG"
+
+
+def test_large_images_are_shrunk_in_the_logged_pictures(tmp_path, monkeypatch):
+    monkeypatch.setattr(stage_logging, "PICTURE_SIDE", 32)  # the run's 64 px images count as large now
+    run_pipeline(tiny_config(["logging.images=2"]), tmp_path, stages=["train_cam", "cams", "seeds", "train_refiner",
+                                                                     "pseudo_masks", "train_head"])
+    for stage, tag in (("train_cam", "images/cam_overlays"), ("train_head", "images/predictions")):
+        picture = _events(tmp_path / stage / "tensorboard").Images(tag)[-1]
+        assert picture.height < 2 * 64, stage  # two rows of 32 px images (and the titles)
+        with Image.open(io.BytesIO(picture.encoded_image_string)) as im:
+            arr = np.asarray(im.convert("RGB"))
+        if stage == "train_head":  # the pseudo-mask column (shrunk nearest-neighbour) is there
+            assert arr.shape[1] > 3 * 32

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..charts import LOSS_CURVES_NAME, write_loss_curves
 from ..engine.loggers import (
@@ -52,6 +53,8 @@ LOGGING_SCHEMA: tuple[tuple[str, Spec, bool], ...] = (
 logging does not change a stage's outputs)."""
 
 DEFAULT_IMAGES = 4
+PICTURE_SIDE = 256
+"""Images in the logged pictures are at most this many pixels on their long side."""
 PICTURES_PER_STAGE = 5
 
 
@@ -123,9 +126,22 @@ def _picture_samples(ctx: RunContext) -> Callable[[], list[Mapping[str, Any]]]:
         if not cache:
             count = int((ctx.get("logging", {}) or {}).get("images", DEFAULT_IMAGES))
             ds = ctx.dataset("train")  # un-augmented: the same images at every logged step
-            cache.extend(ds[i] for i in range(min(count, len(ds))))
+            cache.extend(_small(ds[i]) for i in range(min(count, len(ds))))
         return cache
     return samples
+
+
+def _small(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """``sample`` with its image shrunk to at most :data:`PICTURE_SIDE` pixels on the long side (the
+    pictures stay small and cheap for VOC/COCO-size images) and its original ``size`` ``(H, W)``."""
+    image = sample["image"]
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    scale = PICTURE_SIDE / max(h, w)
+    if scale < 1:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False,
+                                                antialias=True)[0].clamp(0, 1)
+    return {**sample, "image": image, "size": (h, w)}
 
 
 def _eval_pictures(model: torch.nn.Module, tag: str, draw: Callable[[], np.ndarray]) -> ImageFn:
@@ -182,8 +198,10 @@ def head_pictures(ctx: RunContext, model: torch.nn.Module) -> ImageFn:
             row = [to_uint8_image(s["image"]), colorize_mask(logits.argmax(1)[0].cpu(), palette)]
             target = targets / f"{s['name']}.png"
             if target.is_file():
-                row.append(colorize_mask(read_mask(target, ctx.num_classes, expected_size=tuple(image.shape[-2:])),
-                                         palette))
+                mask = read_mask(target, ctx.num_classes, expected_size=s["size"]).astype(np.uint8)
+                mask = np.asarray(Image.fromarray(mask).resize((image.shape[-1], image.shape[-2]),
+                                                              Image.Resampling.NEAREST))
+                row.append(colorize_mask(mask, palette))
             rows.append(row)
             titles.append(_title(ctx, s))
         return np.asarray(make_grid(rows, row_titles=titles, col_titles=["image", "prediction", "pseudo mask"]))
