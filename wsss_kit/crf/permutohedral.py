@@ -8,10 +8,11 @@ barycentric weights, times ``alpha = 1 / (1 + 2^-d)``. Every step mirrors densec
 the nearest remainder-0 point with ties to even, float32 arithmetic in the same order), so the
 lattice, its weights and its output equal pydensecrf's up to float rounding.
 
-Batched: the points of all images go into one lattice whose keys hold the image index, so the
-images never share a vertex; the hash table is a ``torch.unique`` over integer codes and
-splat / blur / slice are ``index_add_`` / indexing over all points at once (no Python loop over
-points; only over the ``d + 1`` blur axes).
+Batched: the points of several images can go into one lattice whose keys hold the image index
+(``groups``), so the images never share a vertex. The hash table is a sort of integer codes of the
+keys (``torch.unique`` by hand; neighbours found by ``searchsorted``); splat and slice are sparse
+CSR products with the barycentric weights and the blur is ``index_select`` over all vertices at
+once: no Python loop over points, only over the ``d + 1`` blur axes.
 """
 
 from __future__ import annotations
