@@ -123,3 +123,9 @@ def test_make_grid_columns_are_as_wide_as_their_titles():
     grid = make_grid([[tiny, tiny]], col_titles=["a long column title", "b"], pad=2)
     title_w = ImageDraw.Draw(grid).textlength("a long column title", font=label_font())
     assert grid.width >= title_w + 8 + 3 * 2
+
+
+def test_class_iou_chart_of_many_classes_stays_a_readable_width():
+    names = ["background"] + [f"class {i}" for i in range(80)]  # COCO's 81
+    chart = class_iou_chart({"train": [0.5] * 81, "held-out": [0.4] * 81}, names)
+    assert 81 * 2 * 8 < chart.width < 2400

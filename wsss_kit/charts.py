@@ -226,8 +226,10 @@ def class_iou_chart(series: Mapping[str, Sequence[float | None]], class_names: S
                              f"({', '.join(names[:6])}{' ...' if len(names) > 6 else ''})")
     font, small = label_font(16), label_font(12)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    bar_w = 18 if len(series) <= 2 else 12
-    group_w = bar_w * len(series) + 14
+    # many classes (COCO's 81): narrower bars without value labels keep the chart a readable width
+    bar_w = (18 if len(series) <= 2 else 12) if len(names) <= 30 else 8
+    group_w = bar_w * len(series) + (14 if len(names) <= 30 else 6)
+    labelled = len(names) <= 30
     turned = max(probe.textlength(n, font=small) for n in names) > group_w - 2
     label_h = int(max(probe.textlength(n, font=small) for n in names)) + 8 if turned else 22
     left, top, plot_h = 62, 64, 300
@@ -248,14 +250,16 @@ def class_iou_chart(series: Mapping[str, Sequence[float | None]], class_names: S
             value, x = values[c], gx + s * bar_w
             colour = COLOURS[s % len(COLOURS)]
             if value is None or not math.isfinite(float(value)):
-                draw.text((x + 1, y1 - 16), "n/a", fill=_GREY, font=label_font(9))
+                if labelled:
+                    draw.text((x + 1, y1 - 16), "n/a", fill=_GREY, font=label_font(9))
                 continue
             h = plot_h * min(max(float(value), 0.0), 1.0)
             draw.rectangle([x, y1 - h, x + bar_w - 3, y1], fill=colour)
-            text = f"{100 * float(value):.0f}"
-            draw.text((x + (bar_w - 3 - draw.textlength(text, font=label_font(10))) / 2, y1 - h - 13), text,
-                      fill=_BLACK, font=label_font(10))
-        centre = gx + (group_w - 14) / 2
+            if labelled:
+                text = f"{100 * float(value):.0f}"
+                draw.text((x + (bar_w - 3 - draw.textlength(text, font=label_font(10))) / 2, y1 - h - 13), text,
+                          fill=_BLACK, font=label_font(10))
+        centre = gx + bar_w * len(series) / 2
         if turned:
             label = Image.new("RGB", (int(probe.textlength(name, font=small)) + 4, 16), "white")
             ImageDraw.Draw(label).text((2, 0), name, fill=_BLACK, font=small)
