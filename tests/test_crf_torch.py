@@ -310,3 +310,9 @@ def test_run_config_accepts_the_backend_keys_and_refuses_others():
         plan_run(tiny_config(["head.infer.crf_backend=gpu"]))
     with pytest.raises(ConfigError, match="unknown dense CRF backend 'gpu'"):
         plan_run(tiny_config(["refiner.backend=gpu"]))
+
+
+def test_refiner_with_the_torch_backend_passes_the_conformance_checks():
+    from wsss_kit.testing import check_plugin
+
+    check_plugin("refiners/dense_crf", kwargs={"backend": "torch"}, num_classes=3)
