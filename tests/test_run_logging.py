@@ -189,3 +189,25 @@ def test_large_images_are_shrunk_in_the_logged_pictures(tmp_path, monkeypatch):
             arr = np.asarray(im.convert("RGB"))
         if stage == "train_head":  # the pseudo-mask column (shrunk nearest-neighbour) is there
             assert arr.shape[1] > 3 * 32
+
+
+def test_pictures_leave_the_model_mode_and_the_random_generators_as_they_were():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    model.train()
+
+    def draw():
+        assert not model.training and not torch.is_grad_enabled()
+        torch.rand(3)  # a plugin whose inference draws random numbers
+        np.random.rand(2)
+        return np.zeros((2, 2, 3), np.uint8)
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    expected = (torch.rand(4), np.random.rand(4))
+    torch.manual_seed(0)
+    np.random.seed(0)
+    assert set(stage_logging._eval_pictures(model, "tag", draw)()) == {"tag"}
+    assert model.training
+    assert torch.equal(torch.rand(4), expected[0]) and np.array_equal(np.random.rand(4), expected[1])

@@ -33,6 +33,7 @@ from ..engine.loggers import (
     tensorboard_available,
     wandb_available,
 )
+from ..engine.seeding import capture_rng_state, restore_rng_state
 from ..viz import cam_overlay, colorize_mask, make_grid, to_uint8_image
 from .context import RunContext
 from .schema import Bool, Choice, Int, ListOf, OneOf, Section, Spec, Str
@@ -145,15 +146,17 @@ def _small(sample: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _eval_pictures(model: torch.nn.Module, tag: str, draw: Callable[[], np.ndarray]) -> ImageFn:
-    """``{tag: draw()}`` run in eval mode without gradients; the model's mode is restored after."""
+    """``{tag: draw()}`` run in eval mode without gradients; the model's mode and every global RNG state
+    are restored after, so a plugin whose inference draws random numbers cannot change the training."""
     def pictures() -> Mapping[str, np.ndarray]:
-        was_training = model.training
+        was_training, rng = model.training, capture_rng_state()
         model.eval()
         try:
             with torch.no_grad():
                 return {tag: draw()}
         finally:
             model.train(was_training)
+            restore_rng_state(rng)
     return pictures
 
 
