@@ -43,6 +43,7 @@ from wsss_deeplab.convert_wr38 import convert_resnet38_imagenet
 from wsss_deeplab.wide_resnet38 import WideResNet38
 from wsss_kit import IGNORE_INDEX
 from wsss_kit.batchnorm import freeze_batchnorm, freeze_batchnorm_params
+from wsss_kit.crf import resolve_backend
 from wsss_kit.shapes import check_shape
 from wsss_kit.weights import load_checkpoint
 
@@ -200,7 +201,8 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
         sparse_walk: walk with sparse one-step products instead of the dense ``T^(2^log_t)``
             (same result; much less memory and CPU time on large grids).
         alpha_low, alpha_high, label_crf_params: of :meth:`training_targets` (MCTformer 1 / 12,
-            PSA 4 / 32; the core CRF set ``"psa"``: (3, 3) / (80, 13, 10)).
+            PSA 4 / 32; the core CRF set ``"psa"``: (3, 3) / (80, 13, 10)). label_crf_backend: their
+            dense-CRF backend (``pydensecrf``, ``torch`` on the CAMs' device, ``auto``).
         checkpoint: a trained AffinityNet (PSA's ``res38_aff.pth`` or this refiner's state dict),
             loaded strictly after the network is built (converter ``psa_affinity_net``).
         **network: :class:`AffinityNet` settings.
@@ -215,8 +217,11 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
                  log_t: int = PRESET, bg_threshold: float | None = PRESET, alpha: float | None = PRESET,
                  train_cover_border: bool = False, cover_border: bool = PRESET, sparse_walk: bool = False,
                  alpha_low: float = PRESET, alpha_high: float = PRESET, label_crf_params: Any = "psa",
-                 checkpoint: str | os.PathLike[str] | None = None, **network: Any) -> None:
+                 checkpoint: str | os.PathLike[str] | None = None, label_crf_backend: str = "pydensecrf",
+                 **network: Any) -> None:
         nn.Module.__init__(self)
+        resolve_backend(label_crf_backend)  # an unknown name fails here, listing the valid ones
+        self.label_crf_backend = label_crf_backend
         cfg = resolve_preset(PSA_PRESETS, preset, "psa_rw", {
             "beta": beta, "log_t": log_t, "bg_threshold": bg_threshold, "alpha": alpha, "cover_border": cover_border,
             "alpha_low": alpha_low, "alpha_high": alpha_high})
@@ -245,7 +250,8 @@ class PSARefiner(wsss_kit.Refiner, nn.Module):
         :func:`~wsss_affinity.relation_labels.psa_relation_labels`."""
         from .relation_labels import psa_relation_labels
 
-        return psa_relation_labels(image, cams, labels, self.alpha_low, self.alpha_high, self.label_crf_params)
+        return psa_relation_labels(image, cams, labels, self.alpha_low, self.alpha_high, self.label_crf_params,
+                                   crf_backend=self.label_crf_backend)
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """:meth:`AffinityNet.param_groups` (the engine uses it when it builds the optimiser)."""

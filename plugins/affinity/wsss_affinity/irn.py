@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import wsss_kit
+from wsss_kit.crf import resolve_backend
 from wsss_kit.multiscale import multiscale_flip
 from wsss_kit.shapes import check_shape
 from wsss_kit.weights import create_timm_model
@@ -265,6 +266,7 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
             (same result; the dense matrix of a stride-4 grid is ``(HW/16)²`` floats).
         conf_fg_threshold, conf_bg_threshold: of :meth:`training_targets` (IRN 0.30 / 0.05; CLIMS
             0.3 / 0.1). label_crf_params: their CRF (see :func:`~wsss_affinity.relation_labels.irn_relation_labels`).
+            label_crf_backend: its backend (``pydensecrf``, ``torch`` on the CAMs' device, ``auto``).
         dp_lr_mult: learning-rate multiplier of the displacement branch in :meth:`param_groups` (10).
         checkpoint: a trained IRN (``res50_irn.pth``) or this refiner's state dict, loaded strictly
             (converter ``irn_resnet50``).
@@ -285,8 +287,10 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
                  dp_widths: Sequence[int] = DP_WIDTHS, dp_groups: Sequence[int] = DP_GROUPS,
                  backbone_args: Mapping[str, Any] | None = None, conf_fg_threshold: float = PRESET,
                  conf_bg_threshold: float = PRESET, label_crf_params: Any = None, dp_lr_mult: float = 10.0,
-                 checkpoint: str | os.PathLike[str] | None = None) -> None:
+                 checkpoint: str | os.PathLike[str] | None = None, label_crf_backend: str = "pydensecrf") -> None:
         nn.Module.__init__(self)
+        resolve_backend(label_crf_backend)  # an unknown name fails here, listing the valid ones
+        self.label_crf_backend = label_crf_backend
         cfg = resolve_preset(IRN_PRESETS, preset, "irn_rw", {
             "train_radius": train_radius, "radius": radius, "beta": beta, "exp_times": exp_times,
             "bg_threshold": bg_threshold, "conf_fg_threshold": conf_fg_threshold,
@@ -370,7 +374,8 @@ class IRNRefiner(wsss_kit.Refiner, nn.Module):
         from .relation_labels import IRN_LABEL_CRF, irn_relation_labels
 
         return irn_relation_labels(image, cams, labels, self.conf_fg_threshold, self.conf_bg_threshold,
-                                   crf_params=self.label_crf_params or IRN_LABEL_CRF)
+                                   crf_params=self.label_crf_params or IRN_LABEL_CRF,
+                                   crf_backend=self.label_crf_backend)
 
     def training_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """``batch["image"]`` ``(B, 3, H, W)``, ``batch["target"]`` int64 ``(B, H, W)`` relation

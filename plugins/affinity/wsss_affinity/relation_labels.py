@@ -30,7 +30,15 @@ from torch import Tensor
 
 from wsss_kit import IGNORE_INDEX
 from wsss_kit.cam_ops import normalize_cams
-from wsss_kit.crf import CRFParams, dense_crf, get_params, images_to_uint8, seeds_to_probs
+from wsss_kit.crf import (
+    CRFParams,
+    dense_crf,
+    dense_crf_torch,
+    get_params,
+    images_to_uint8,
+    resolve_backend,
+    seeds_to_probs,
+)
 
 __all__ = ["IRN_LABEL_CRF", "confident_regions", "irn_confident_regions", "irn_relation_labels", "label_crf",
            "normalise_cams", "psa_relation_labels"]
@@ -67,22 +75,31 @@ def _prepare(image: Tensor, cams: Tensor, labels: Tensor, normalize: bool,
     return ids, fg, images_to_uint8(image[None])[0], get_params(crf_params)
 
 
-def _crf_argmax(rgb: np.ndarray, probs: Tensor, params: Any) -> Tensor:
-    """Argmax ``(H, W)`` of a dense CRF over ``probs`` ``(K, H, W)`` (no CRF for ``K = 1``)."""
+def _crf_argmax(rgb: np.ndarray, probs: Tensor, params: Any, backend: str = "pydensecrf",
+                device: torch.device | str | None = None) -> Tensor:
+    """Argmax ``(H, W)`` (CPU) of a dense CRF over ``probs`` ``(K, H, W)`` (no CRF for ``K = 1``); the
+    torch backend runs on ``device`` (default: ``probs``')."""
     if probs.shape[0] == 1:
         return torch.zeros(probs.shape[1:], dtype=torch.long)
+    device = probs.device if device is None else torch.device(device)
+    if resolve_backend(backend, device) == "torch":
+        image = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
+        return dense_crf_torch(probs.detach()[None].float().to(device), image, params)[0].argmax(dim=0).cpu()
     q = dense_crf(rgb, probs.detach().cpu().float().numpy(), params)
     return torch.from_numpy(q).argmax(dim=0)
 
 
 def label_crf(rgb: np.ndarray, label_map: Tensor, n_labels: int, gt_prob: float = 0.7,
-              params: Any = IRN_LABEL_CRF) -> Tensor:
+              params: Any = IRN_LABEL_CRF, backend: str = "pydensecrf",
+              device: torch.device | str | None = None) -> Tensor:
     """A dense CRF on a hard label map (IRN's ``crf_inference_label``, pydensecrf's ``unary_from_labels``).
 
     Args:
         rgb: ``uint8 (H, W, 3)``.
         label_map: int ``(H, W)`` in ``0 … n_labels − 1``.
         gt_prob: probability of the given label; the other labels share ``1 − gt_prob``.
+        backend, device: the dense-CRF backend (``pydensecrf``, ``torch``, ``auto``; see
+            :func:`wsss_kit.crf.resolve_backend`) and where the torch one runs.
 
     Returns:
         int64 ``(H, W)``: the CRF's argmax.
@@ -94,11 +111,12 @@ def label_crf(rgb: np.ndarray, label_map: Tensor, n_labels: int, gt_prob: float 
         return torch.zeros(label_map.shape, dtype=torch.long)
     # the soft one-hot of the core's seeds_to_probs gives -log unaries equal to unary_from_labels'
     probs = seeds_to_probs(label_map[None].long(), torch.ones(1, n_labels - 1), confidence=gt_prob)[0]
-    return _crf_argmax(rgb, probs, params)
+    return _crf_argmax(rgb, probs, params, backend, device)
 
 
 def psa_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, alpha_low: float = 1.0,
-                        alpha_high: float = 12.0, crf_params: Any = "psa", normalize: bool = True) -> Tensor:
+                        alpha_high: float = 12.0, crf_params: Any = "psa", normalize: bool = True,
+                        crf_backend: str = "pydensecrf") -> Tensor:
     """PSA / MCTformer's AffinityNet training labels (see the module docstring).
 
     Args:
@@ -106,6 +124,7 @@ def psa_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, alpha_low: 
         labels: ``(C,)`` 0/1. alpha_low, alpha_high: MCTformer 1 / 12, PSA 4 / 32.
         crf_params: a core CRF parameter set (``"psa"``: (3, 3) / (80, 13, 10), 10 iterations).
         normalize: divide each CAM by its maximum first.
+        crf_backend: ``"pydensecrf"`` (the reference), ``"torch"`` (on ``cams``' device) or ``"auto"``.
 
     Returns:
         int64 ``(H, W)``: 0 background, 1..C foreground, 255 unlabelled; on ``cams``' device.
@@ -114,14 +133,15 @@ def psa_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, alpha_low: 
         raise ValueError(f"need 0 < alpha_low <= alpha_high, got {alpha_low}, {alpha_high}")
     ids, fg, rgb, params = _prepare(image, cams, labels, normalize, crf_params)
     peak = fg.amax(dim=0, keepdim=True) if len(fg) else torch.zeros(1, *cams.shape[1:])
-    maps = [ids[_crf_argmax(rgb, torch.cat([(1 - peak).clamp_min(0).pow(float(a)), fg]), params)]
+    maps = [ids[_crf_argmax(rgb, torch.cat([(1 - peak).clamp_min(0).pow(float(a)), fg]), params, crf_backend,
+                            cams.device)]
             for a in (alpha_low, alpha_high)]
     return confident_regions(maps[0][None], maps[1][None])[0].to(cams.device)
 
 
 def irn_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, conf_fg_threshold: float = 0.30,
                         conf_bg_threshold: float = 0.05, crf_params: Any = IRN_LABEL_CRF, gt_prob: float = 0.7,
-                        normalize: bool = True) -> Tensor:
+                        normalize: bool = True, crf_backend: str = "pydensecrf") -> Tensor:
     """IRN's inter-pixel relation labels (``cam_to_ir_label``; see the module docstring).
 
     Args:
@@ -129,6 +149,7 @@ def irn_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, conf_fg_thr
         conf_fg_threshold, conf_bg_threshold: IRN 0.30 / 0.05, CLIMS 0.3 / 0.1.
         crf_params, gt_prob: the label CRF (:data:`IRN_LABEL_CRF`, 0.7).
         normalize: divide each CAM by its maximum first (IRN's ``high_res`` CAMs are).
+        crf_backend: ``"pydensecrf"`` (the reference), ``"torch"`` (on ``cams``' device) or ``"auto"``.
 
     Returns:
         int64 ``(H, W)``: 0 background, 1..C foreground, 255 unlabelled; on ``cams``' device.
@@ -140,7 +161,7 @@ def irn_relation_labels(image: Tensor, cams: Tensor, labels: Tensor, conf_fg_thr
 
     def confident(threshold: float) -> Tensor:
         scores = torch.cat([torch.full((1, *cams.shape[1:]), float(threshold)), fg_cams])
-        return keys[label_crf(rgb, scores.argmax(dim=0), len(keys), gt_prob, params)]
+        return keys[label_crf(rgb, scores.argmax(dim=0), len(keys), gt_prob, params, crf_backend, cams.device)]
 
     return irn_confident_regions(confident(conf_fg_threshold), confident(conf_bg_threshold)).to(cams.device)
 
