@@ -48,6 +48,9 @@ def test_every_training_stage_writes_scalars_and_pictures(logged_run):
     overlays = cam.Images("images/cam_overlays")
     assert [e.step for e in overlays] == [1, 2, 3]
     assert overlays[-1].height > 2 * 64 and overlays[-1].width > 2 * 64  # two images, image + CAM each
+    # the run's config, once, as text
+    config = cam.Tensors("text/config/text_summary")
+    assert len(config) == 1 and b"cams/resnet_cam" in config[0].tensor_proto.string_val[0]
     head = _events(logged_run / "train_head" / "tensorboard")
     assert "loss/total" in head.Tags()["scalars"] and [e.step for e in head.Images("images/predictions")] == [1, 2]
 
@@ -157,8 +160,11 @@ def test_stage_loggers_follow_the_config(tmp_path):
     from wsss_kit.pipeline.context import RunContext
 
     ctx = RunContext(tiny_config(["logging.tensorboard=false", "logging.wandb={project: x}"]), tmp_path)
-    kinds = [type(lg).__name__ for lg in stage_logging.stage_loggers(ctx, "train_cam", 10)]
-    assert kinds == ["LossCurveWriter", "WandbLogger"]
+    loggers = stage_logging.stage_loggers(ctx, "train_cam", 10)
+    assert [type(lg).__name__ for lg in loggers] == ["LossCurveWriter", "WandbLogger"]
+    init = loggers[1].init
+    assert init["project"] == "x" and init["name"] == f"{tmp_path.name}/train_cam"
+    assert init["config"]["cam"]["model"]["type"] == "cams/resnet_cam"
     ctx = RunContext(tiny_config(["logging.tensorboard=true"]), tmp_path)
     assert [type(lg).__name__ for lg in stage_logging.stage_loggers(ctx, "train_cam", 10)] == [
         "LossCurveWriter", "TensorBoardLogger"]

@@ -90,6 +90,8 @@ class TensorBoardLogger:
         images: optional :data:`ImageFn`, called when pictures are due.
         image_every: steps between pictures (0: only at the last step).
         total_steps: the run's last step (pictures are always logged there).
+        text: ``{tag: Markdown text}`` written once when the writer opens (e.g. the run's config),
+            under ``text/<tag>``.
 
     The writer opens on the first call with ``purge_step`` set to that step, so after a resume from a
     checkpoint TensorBoard drops the events an interrupted run logged past it (no step twice).
@@ -99,9 +101,10 @@ class TensorBoardLogger:
     """
 
     def __init__(self, log_dir: str | os.PathLike[str], *, images: ImageFn | None = None, image_every: int = 0,
-                 total_steps: int | None = None) -> None:
+                 total_steps: int | None = None, text: Mapping[str, str] | None = None) -> None:
         self.log_dir = Path(log_dir)
         self._schedule = _ImageSchedule(images, image_every, total_steps)
+        self._text = dict(text or {})
         self._writer: Any = None
 
     def _open(self, step: int) -> Any:
@@ -115,6 +118,8 @@ class TensorBoardLogger:
     def __call__(self, step: int, scalars: Mapping[str, float]) -> None:
         if self._writer is None:
             self._writer = self._open(step)
+            for tag, text in self._text.items():
+                self._writer.add_text(f"text/{tag}", text, step)
         for tag, value in scalar_tags(scalars).items():
             self._writer.add_scalar(tag, value, step)
         if self._schedule.due(step):

@@ -22,9 +22,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 from ..charts import LOSS_CURVES_NAME, write_loss_curves
+from ..config import dump_config
 from ..engine.loggers import (
     TENSORBOARD_DIR,
     ImageFn,
@@ -108,13 +110,16 @@ def stage_loggers(ctx: RunContext, stage: str, total_steps: int, images: ImageFn
     every = int(section.get("images_every", 0)) or max(1, total_steps // PICTURES_PER_STAGE)
     loggers: list[Any] = [LossCurveWriter(ctx.path(stage, "log.csv"), f"{stage}: training loss")]
     if tensorboard_enabled(ctx.cfg):
+        # the run's config, indented: TensorBoard's text tab renders Markdown, and this keeps the YAML verbatim
+        config = "".join(f"    {line}\n" for line in dump_config(ctx.cfg).splitlines())
         loggers.append(TensorBoardLogger(ctx.path(stage, TENSORBOARD_DIR), images=images, image_every=every,
-                                         total_steps=total_steps))
+                                         total_steps=total_steps, text={"config": config}))
     wandb = section.get("wandb")
     if wandb is not None and wandb is not False:  # true, or a mapping of wandb.init keywords
         init = {"project": "wsss_kit", **(wandb if isinstance(wandb, Mapping) else {})}
         init.setdefault("name", f"{ctx.run_dir.name}/{stage}")
         init.setdefault("group", ctx.run_dir.name)
+        init.setdefault("config", yaml.safe_load(dump_config(ctx.cfg)))  # plain data: what wandb.init stores
         loggers.append(WandbLogger(init, images=images, image_every=every, total_steps=total_steps))
     return loggers
 
