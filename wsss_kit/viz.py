@@ -264,8 +264,9 @@ def text_panel(size: tuple[int, int], text: str, background: tuple[int, int, int
     font = label_font(max(10, min(LABEL_FONT_SIZE, w // 6)))
     lines: list[str] = []
     for word in text.split():
-        if lines and _text_size(draw, f"{lines[-1]} {word}", font)[0] <= w - 4:
-            lines[-1] += f" {word}"
+        # two spaces between words: a TrueType space at 10 px is too thin to read as a gap
+        if lines and _text_size(draw, f"{lines[-1]}  {word}", font)[0] <= w - 4:
+            lines[-1] += f"  {word}"
         else:
             lines.append(word)
     heights = [_text_size(draw, line, font)[1] + 2 for line in lines]

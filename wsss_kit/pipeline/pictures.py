@@ -46,11 +46,14 @@ MAX_SIDE = 320
 masks with nearest-neighbour sampling, so their colours stay class colours)."""
 
 
+COLUMN_STAGES = {"CAM": "cams", "seeds": "seeds", "pseudo mask": "pseudo_masks", "prediction": "eval"}
+
+
 def _missing(ctx: RunContext, column: str, split: str) -> str:
     """Why a column's picture is absent for an item of ``split`` (the text of its panel)."""
-    stages = ctx.manifest.data.get("stages", {})
-    if column == "CAM" and stages.get("cams", {}).get("skipped"):
-        return "no CAMs: seeds brought in"
+    stage = COLUMN_STAGES.get(column, "")
+    if ctx.manifest.data.get("stages", {}).get(stage, {}).get("skipped"):
+        return f"no {column}: stage {stage} skipped"
     if column == "prediction" and split != "eval":
         return "not predicted: the head predicts data.eval"
     return f"no {column} file"
