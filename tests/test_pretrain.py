@@ -72,7 +72,7 @@ def test_backbone_pretraining_trains_and_loads(tmp_path, model):
 def test_clip_pretraining_trains_and_loads(tmp_path, locked):
     from wsss_kit.clip import load_clip, zero_shot_scores
 
-    changes = {} if locked else {"image_init": "", "lock_image": False, "prompt_loss": 0.0}
+    changes = {} if locked else {"image_init": "", "lock_image": False, "prompt_loss": 0.0, "cutouts": False}
     result, out, record = _run(tmp_path, "clip", lr=2e-3, eval_every=5, **changes)
     _falls(result)
     _record_ok(result, out, record)
@@ -206,9 +206,9 @@ def test_world_vit_mapping_names_what_is_missing_or_mismatched():
 
 def test_recipe_refuses_a_locked_random_tower_and_image_options_off_clip():
     with pytest.raises(ValueError, match="lock_image needs image_init"):
-        RECIPES["clip"].replace(image_init="", prompt_loss=0.0).check()
+        RECIPES["clip"].replace(image_init="", prompt_loss=0.0, cutouts=False).check()
     with pytest.raises(ValueError, match="locked-image"):
-        RECIPES["clip"].replace(lock_image=False, image_init="").check()
+        RECIPES["clip"].replace(lock_image=False, image_init="", cutouts=False).check()
     with pytest.raises(ValueError, match="CLIP options"):
         RECIPES["vit"].replace(lock_image=True).check()
 
@@ -233,3 +233,24 @@ def test_tag_prompts_name_each_tag_and_the_sigmoid_loss_has_gradients():
     loss.backward()
     assert loss.item() > 0 and emb.grad.abs().sum() > 0 and bias.grad is not None
     assert clip.model.text_projection.grad is not None
+
+
+def test_cutout_views_keep_or_remove_one_present_class_and_its_tags():
+    from benchmarks.pretrain.lit import class_tag_mask, cutout_views
+    from wsss_kit.data.captions import ATTRIBUTES
+
+    pool = render_pool("pretrain", 6, seed=5, workers=0, with_masks=True)
+    cut = cutout_views(pool.images, pool.masks, pool.classes, pool.attributes, torch.Generator().manual_seed(0))
+    rows = class_tag_mask()
+    assert rows.sum(dim=1).tolist() == [3] * 5 and rows[3, ATTRIBUTES.index("rowboat")]
+    for i in range(6):
+        kept = cut.only_tags[i].bool()
+        chosen = [c for c in range(5) if rows[c][kept].all() and kept[rows[c]].any()]
+        assert len(chosen) == 1 and pool.classes[i, chosen[0]] == 1
+        region = (pool.masks[i] == chosen[0] + 1)
+        assert torch.equal(cut.only[i][:, region], pool.images[i][:, region])
+        assert int(cut.only[i][:, ~region].max()) == 0 and int(cut.removed[i][:, region].max()) == 0
+        assert torch.equal(cut.removed[i][:, ~region], pool.images[i][:, ~region])
+        assert torch.equal(cut.only_tags[i] + cut.removed_tags[i], pool.attributes[i])
+    with pytest.raises(ValueError, match="only from the 'pretrain' split"):
+        render_pool("val", 2, seed=0, workers=0, with_masks=True)

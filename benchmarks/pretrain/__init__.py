@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "only; default: the recipe's)")
     p.add_argument("--prompt-loss", type=float, help="CLIP: weight of the sigmoid loss of each image against a short "
                    "prompt per scene tag (0: off; default: the recipe's)")
+    p.add_argument("--cutouts", choices=("on", "off"), help="CLIP: also train the tag loss on cut-out views (one "
+                   "class on black; the scene with it blacked out) (default: the recipe's)")
     p.add_argument("--from-scratch", action="store_true", help="CLIP: train both towers from random weights "
                    "(no world-ViT image tower, nothing locked) instead of the shipped locked-image recipe")
     p.add_argument("--out", help="weights file (default: wsss_kit/pretrained/<name>.pt, the shipped file)")
@@ -54,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.model].replace(steps=args.steps, images=args.images, batch_size=args.batch_size,
                                          lr=args.lr, eval_images=args.eval_images,
                                          eval_every=args.eval_every, tag_loss=getattr(args, "tag_loss", None),
-                                         prompt_loss=getattr(args, "prompt_loss", None))
+                                         prompt_loss=getattr(args, "prompt_loss", None),
+                                         cutouts=None if getattr(args, "cutouts", None) is None else args.cutouts == "on")
     if getattr(args, "from_scratch", False):
         if args.model != "clip":
             print(f"python -m benchmarks pretrain: error: --from-scratch is a CLIP option (got {args.model})",
                   file=sys.stderr)
             return 2
-        recipe = recipe.replace(image_init="", lock_image=False, prompt_loss=0.0)
+        recipe = recipe.replace(image_init="", lock_image=False, prompt_loss=0.0, cutouts=False)
     try:
         recipe.check()
         if args.threads is not None and args.threads < 1:

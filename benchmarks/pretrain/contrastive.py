@@ -118,13 +118,18 @@ def prompt_tag_loss(clip: CLIPModel, image_emb: Tensor, tags: Tensor, bias: Tens
 
 
 def locked_clip_loss(clip: CLIPModel, pool: RenderedPool, views: list[Tensor], generator: torch.Generator,
-                     prompt_weight: float = 0.0, bias: Tensor | None = None):
+                     prompt_weight: float = 0.0, bias: Tensor | None = None,
+                     cutouts: list[tuple[Tensor, Tensor]] | None = None):
     """The step loss of locked-image tuning: the image side is a precomputed pooled token per scene
     and view (``views``: each ``(N, width)``, see :func:`.lit.pooled_features`), one view drawn per
     scene from ``generator``, through the trainable ``visual.proj``; the text side as :func:`clip_loss`;
-    plus ``prompt_weight`` times :func:`prompt_tag_loss` (with the learnable ``bias``)."""
+    plus ``prompt_weight`` times :func:`prompt_tag_loss` (with the learnable ``bias``), over the batch's
+    scenes and, when given, their ``cutouts`` (``(features (N, width), tags (N, A))`` pairs, e.g. the
+    two views of :func:`.lit.cutout_views`: they enter the tag loss only, having no captions)."""
     if prompt_weight > 0 and bias is None:
         raise ValueError("locked_clip_loss: prompt_weight > 0 needs the learnable bias")
+    if cutouts and not prompt_weight > 0:
+        raise ValueError("locked_clip_loss: cut-out views are trained through the tag loss: set prompt_weight > 0")
 
     def step_loss(idx: Tensor, epoch: int, images: Tensor | None) -> Tensor:
         captions = [pool.captions[i][epoch % len(pool.captions[i])] for i in idx.tolist()]
@@ -134,7 +139,11 @@ def locked_clip_loss(clip: CLIPModel, pool: RenderedPool, views: list[Tensor], g
         image_emb = pooled.to(proj.device) @ proj
         loss = contrastive_loss(image_emb, clip.encode_text(clip.tokenize(captions)), clip.model.logit_scale)
         if prompt_weight > 0:
-            loss = loss + prompt_weight * prompt_tag_loss(clip, image_emb, pool.attributes[idx], bias, generator)
+            embs, tags = [image_emb], [pool.attributes[idx]]
+            for features, cut_tags in cutouts or ():
+                embs.append(features[idx].to(proj.device) @ proj)
+                tags.append(cut_tags[idx])
+            loss = loss + prompt_weight * prompt_tag_loss(clip, torch.cat(embs), torch.cat(tags), bias, generator)
         return loss
     return step_loss
 

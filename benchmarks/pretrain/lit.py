@@ -23,15 +23,20 @@ With the image tower locked, its pooled token does not change during training, s
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from wsss_kit.data.captions import ATTRIBUTES
+from wsss_kit.data.synthetic_scene import CLASS_NAMES, SUBTYPES
 
 from wsss_kit.clip import CLIPModel
 from wsss_kit.clip.image import embed_patches, run_blocks
 from wsss_kit.clip.preprocessing import normalization_stats
 
-__all__ = ["IMAGENET_STATS", "pooled_features", "world_vit_to_clip_visual"]
+__all__ = ["IMAGENET_STATS", "CutoutViews", "class_tag_mask", "cutout_views", "load_world_vit_into", "pooled_features",
+           "world_vit_to_clip_visual"]
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 """The mean/std the world ViT was pretrained with (timm's ImageNet defaults)."""
@@ -129,3 +134,48 @@ def pooled_features(clip: CLIPModel, images: Tensor, batch_size: int = 128, flip
         tokens, _ = run_blocks(visual, tokens)
         out.append(visual.ln_post(tokens[:, 0]).float().cpu())
     return torch.cat(out)
+
+
+def class_tag_mask() -> Tensor:
+    """``bool (5, A)``: row ``c`` marks the tags of class ``c`` (its name and its two subtypes)."""
+    out = torch.zeros(len(CLASS_NAMES), len(ATTRIBUTES), dtype=torch.bool)
+    for c, name in enumerate(CLASS_NAMES):
+        for tag in (name, *SUBTYPES[name]):
+            out[c, ATTRIBUTES.index(tag)] = True
+    return out
+
+
+@dataclass
+class CutoutViews:
+    """Two masked views of each scene, about one of its classes drawn at random.
+
+    Attributes:
+        only: ``uint8 (N, 3, H, W)``: that class's pixels on black (what CLIMS shows CLIP as the
+            foreground of a CAM).
+        removed: ``uint8 (N, 3, H, W)``: the scene with that class's pixels black (CLIMS's background).
+        only_tags, removed_tags: ``float (N, A)``: the tags each view still shows: the class and its
+            subtypes present for ``only``; every other tag of the scene for ``removed``.
+    """
+
+    only: Tensor
+    removed: Tensor
+    only_tags: Tensor
+    removed_tags: Tensor
+
+
+def cutout_views(images: Tensor, masks: Tensor, classes: Tensor, attributes: Tensor,
+                 generator: torch.Generator) -> CutoutViews:
+    """Cut-out views of pretraining scenes (pretraining-split masks only).
+
+    Args:
+        images: ``uint8 (N, 3, H, W)``. masks: ``uint8 (N, H, W)`` class ids (0 background).
+        classes: ``(N, 5)`` multi-hot. attributes: ``(N, A)`` multi-hot tags.
+        generator: draws each scene's class.
+    """
+    n = images.shape[0]
+    weights = classes.float() + 1e-9 * (classes.sum(dim=1, keepdim=True) == 0)  # a scene has >= 1 class
+    chosen = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # (N,) in 0..4
+    keep = (masks.long() == (chosen + 1).view(n, 1, 1)).unsqueeze(1)  # (N, 1, H, W)
+    tag_rows = class_tag_mask()[chosen].float()  # (N, A)
+    return CutoutViews(only=images * keep, removed=images * ~keep, only_tags=attributes * tag_rows,
+                       removed_tags=attributes * (1 - tag_rows))

@@ -45,6 +45,9 @@ class Recipe:
         prompt_loss: CLIP with ``lock_image`` only: weight of the pairwise sigmoid loss of each image
             against a short prompt per scene tag (:func:`.contrastive.prompt_tag_loss`), which makes a
             single prompt's raw cosine comparable across images; 0 disables it.
+        cutouts: CLIP with ``prompt_loss`` only: also train the tag loss on two cut-out views of each
+            scene (one class on black; the scene with that class blacked out; :func:`.lit.cutout_views`),
+            the kind of image CLIMS and POLE show CLIP. Reads the pretraining split's masks.
     """
 
     model: str
@@ -64,6 +67,7 @@ class Recipe:
     image_init: str = ""
     lock_image: bool = False
     prompt_loss: float = 0.0
+    cutouts: bool = False
 
     def replace(self, **changes: object) -> Recipe:
         """A copy with ``changes`` (``None`` values are ignored, so CLI defaults pass through)."""
@@ -88,6 +92,8 @@ class Recipe:
             raise ValueError(f"pretrain {self.model}: prompt_loss must be >= 0, got {self.prompt_loss}")
         if self.prompt_loss and not self.lock_image:
             raise ValueError(f"pretrain {self.model}: prompt_loss is an option of the locked-image (lock_image) recipe")
+        if self.cutouts and not self.prompt_loss:
+            raise ValueError(f"pretrain {self.model}: cutouts are trained through prompt_loss: set it > 0")
         if self.lock_image and not self.image_init:
             raise ValueError(f"pretrain {self.model}: lock_image needs image_init (a locked random tower learns nothing)")
         if not 0 < self.min_scale <= 1:
@@ -97,7 +103,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "clip": Recipe("clip", "wsss-synthetic-clip", "wsss_synthetic_clip", steps=300, images=6000, batch_size=256,
                    lr=1e-3, weight_decay=0.1, warmup=50, image_init="wsss_world_vit", lock_image=True,
-                   prompt_loss=1.0),
+                   prompt_loss=1.0, cutouts=True),
     "resnet": Recipe("resnet", "wsss_world_resnet50", "wsss_world_resnet50", steps=1000, images=8000, batch_size=64,
                      lr=2e-3, weight_decay=0.05, warmup=50),
     "vit": Recipe("vit", "wsss_world_vit", "wsss_world_vit", steps=500, images=8000, batch_size=64,

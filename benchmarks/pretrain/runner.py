@@ -23,7 +23,7 @@ from .contrastive import (
     locked_clip_loss,
     tag_probe,
 )
-from .lit import load_world_vit_into, pooled_features
+from .lit import cutout_views, load_world_vit_into, pooled_features
 from .loop import adamw, run_steps
 from .pool import HELD_OUT, render_pool
 from .recipes import Recipe
@@ -58,7 +58,8 @@ def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Pa
 
     is_clip = recipe.model == "clip"
     epochs = math.ceil(recipe.steps * min(recipe.batch_size, recipe.images) / recipe.images) if is_clip else 0
-    pool = render_pool("pretrain", recipe.images, seed, captions_per_image=epochs, workers=workers)
+    pool = render_pool("pretrain", recipe.images, seed, captions_per_image=epochs, workers=workers,
+                       with_masks=is_clip and recipe.cutouts)
     tests = [render_pool(split, recipe.eval_images, s, workers=workers, desc=f"held-out {split} (seed {s})")
              for split, s in held_out]
     render_s = time.perf_counter() - start
@@ -89,9 +90,16 @@ def pretrain(recipe: Recipe, *, seed: int = 0, out: str | Path, record: str | Pa
             begun = time.perf_counter()
             model.eval()
             views = [pooled_features(model, pool.images), pooled_features(model, pool.images, flip=True)]
+            cutouts = None
+            if recipe.cutouts:
+                assert pool.masks is not None
+                cut = cutout_views(pool.images, pool.masks, pool.classes, pool.attributes, generator)
+                cutouts = [(pooled_features(model, cut.only), cut.only_tags),
+                           (pooled_features(model, cut.removed), cut.removed_tags)]
+                pool.masks = None  # read once, for the views
             feature_s = time.perf_counter() - begun
             bias = torch.nn.Parameter(torch.full((), -5.0, device=dev)) if recipe.prompt_loss > 0 else None
-            loss = locked_clip_loss(model, pool, views, generator, recipe.prompt_loss, bias)
+            loss = locked_clip_loss(model, pool, views, generator, recipe.prompt_loss, bias, cutouts)
         else:
             loss = clip_loss(model, pool, probe_head, recipe.tag_loss)
         named = list(model.model.named_parameters())
