@@ -118,8 +118,28 @@ def test_commands_are_found():
     assert len([c for c in ALL if c.kind == "command"]) >= 60
 
 
+_EXAMPLE_PLUGIN = ("examples/third_party_plugin/", "wsss-example-plugin")
+"""Commands of the example plugin's README read what ``pip install ./examples/third_party_plugin``
+installs (its released checkpoint): they are checked where that distribution is installed
+(tests/test_third_party_plugin.py installs it into a scratch environment and runs them there)."""
+
+
+def _needs_missing_example_plugin(command: DocCommand) -> bool:
+    from importlib import metadata
+
+    if not command.file.startswith(_EXAMPLE_PLUGIN[0]) or command.kind != "command":
+        return False
+    try:
+        metadata.distribution(_EXAMPLE_PLUGIN[1])
+    except metadata.PackageNotFoundError:
+        return "wsss weights" in command.text
+    return False
+
+
 @pytest.mark.parametrize("command", ALL, ids=[c.id for c in ALL])
 def test_doc_command(command: DocCommand, workspace: Path):
+    if _needs_missing_example_plugin(command):
+        pytest.skip(f"{command.id} reads the example plugin's data: pip install ./{_EXAMPLE_PLUGIN[0]} to check it")
     problems = check_in_order(command, ALL)
     assert not problems, f"{command.id}: {command.text}\n" + "\n".join(f"  - {p}" for p in problems)
 
