@@ -127,12 +127,21 @@ def dense_crf(
     """
     image, probs = check_crf_inputs(image, probs)
     if backend != "pydensecrf":
-        # Imported here: worker processes load this file without torch (see wsss_kit.crf.pool).
-        from wsss_kit.crf.torch_crf import dense_crf_torch_batch, resolve_backend
-
-        if resolve_backend(backend, "cpu") == "torch":
-            return dense_crf_torch_batch([image], [probs], crf_settings(params), min_prob)[0]
+        if _other_backends is None:
+            raise ImportError(f"dense_crf(backend={backend!r}) needs wsss_kit.crf.torch_crf, which registers the "
+                              "other backends when imported (import wsss_kit.crf)")
+        result = _other_backends(image, probs, crf_settings(params), min_prob, backend)
+        if result is not None:
+            return result
     return crf_inference(image, probs, crf_settings(params), min_prob)
+
+
+OtherBackends = Any
+"""``(image, probs, settings, min_prob, backend) -> (K, H, W) float32 marginals, or None for pydensecrf``."""
+
+_other_backends: OtherBackends | None = None
+"""Set by :mod:`wsss_kit.crf.torch_crf` on import. This file imports nothing of the package (worker
+processes load it on its own, without torch), so the torch backend reaches it by registration."""
 
 
 def crf_chunk(items: list[tuple[int, np.ndarray, np.ndarray]], settings: Settings, min_prob: float) -> list:

@@ -19,6 +19,7 @@ remaining differences come from float rounding in the lattice and the summation 
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -257,3 +258,15 @@ def dense_crf_torch_batch(
         for j, i in enumerate(indices):
             out[i] = refined[j]
     return out
+
+
+def _dense_crf_backend(image: np.ndarray, probs: np.ndarray, settings: Any, min_prob: float,
+                       backend: str) -> np.ndarray | None:
+    """:func:`wsss_kit.crf.dense_crf`'s hook for ``backend != "pydensecrf"`` (``None``: use pydensecrf)."""
+    if resolve_backend(backend, "cpu") == "torch":
+        return dense_crf_torch_batch([image], [probs], settings, min_prob)[0]
+    return None
+
+
+# the module itself (the package's attribute ``dense_crf`` is the function of that name)
+setattr(sys.modules[__name__.rsplit(".", 1)[0] + ".dense_crf"], "_other_backends", _dense_crf_backend)
