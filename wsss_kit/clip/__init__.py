@@ -30,11 +30,21 @@ from .configs import (
 from .image import DenseFeatures, interpolate_pos_embed
 from .loading import DEFAULT_CLIP_WEIGHTS, frozen_clip, load_clip
 from .model import CLIPModel
-from .preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PRECISIONS
+from .preprocessing import (
+    AUTO_BF16_MIN_WIDTH,
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRECISIONS,
+    cpu_has_fast_bf16,
+    resolve_precision,
+)
 from .text import POSITIONS, ContextPosition, TokenizedPrompts, tokenize_prompts
 from .zero_shot import zero_shot_scores
 
 __all__ = [
+    "AUTO_BF16_MIN_WIDTH",
     "CLIP_MEAN",
     "DEFAULT_CLIP_WEIGHTS",
     "CLIP_STD",
@@ -50,10 +60,12 @@ __all__ = [
     "DenseFeatures",
     "TokenizedPrompts",
     "clip_architecture",
+    "cpu_has_fast_bf16",
     "frozen_clip",
     "interpolate_pos_embed",
     "load_clip",
     "register_clip_config",
+    "resolve_precision",
     "tokenize_prompts",
     "validate_clip_config",
     "zero_shot_scores",
