@@ -69,6 +69,7 @@ def multiscale_cams(
     relu: bool = True,
     eps: float = 1e-5,
     upsample_stride: int | None = None,
+    batch_flip: bool = False,
 ) -> torch.Tensor:
     """Multi-scale (and flip) aggregated CAMs at the image size.
 
@@ -93,6 +94,9 @@ def multiscale_cams(
         upsample_stride: ``None`` resizes every pass straight to ``H × W``. An integer ``s``
             follows IRN/CLIMS's "high-res" CAM instead: every pass is resized to
             ``(ceil(H/s)·s, ceil(W/s)·s)``, summed, and the top-left ``H × W`` is kept.
+        batch_flip: with ``flip``, run every scale and its mirror as one batch of ``2B`` through
+            ``raw_fn`` (same maps, one call; for networks in eval mode), see
+            :func:`wsss_kit.multiscale.multiscale_flip`.
 
     Returns:
         ``(B, C, H, W)`` float in [0, 1], zero where ``labels`` is 0.
@@ -131,7 +135,8 @@ def multiscale_cams(
         return F.relu(maps) if relu else maps
 
     total = multiscale_flip(raw_fn, images, scales, flip, size=out_size, rounding="round", prepare=prepare,
-                            unflip="after_resize", aggregate="sum", name="raw_fn")
+                            unflip="after_resize", aggregate="sum", name="raw_fn",
+                            batch_flip=batch_flip)
     total = total[..., :height, :width]
     mask = labels.to(total.dtype)[:, :, None, None]
     cams = normalize_cams(total * mask, normalize, eps=eps)

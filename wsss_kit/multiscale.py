@@ -89,6 +89,7 @@ def multiscale_flip(
     unflip: str = "after_resize",
     aggregate: str = "sum",
     name: str = "fn",
+    batch_flip: bool = False,
 ) -> Tensor:
     """Run ``fn`` on every scale (and mirror) of ``images`` and aggregate the outputs at ``size``.
 
@@ -114,6 +115,9 @@ def multiscale_flip(
         unflip: ``"before_resize"``, ``"after_resize"`` or ``"after_activation"``.
         aggregate: ``"sum"``, ``"mean"`` or ``"max"``.
         name: what ``fn`` is called in error messages (``"the model"``).
+        batch_flip: with ``flip``, give ``fn`` a scale and its mirror as one batch ``(2B, ...)``
+            (one call instead of two); each half then goes on as its own view, as without it. Only
+            for an ``fn`` whose output for an image does not depend on the rest of its batch.
 
     Returns:
         ``(B, K, H_out, W_out)`` (``(B, K, h, w)`` without ``size``).
@@ -135,9 +139,18 @@ def multiscale_flip(
             scaled = images
         else:
             scaled = F.interpolate(images, size=in_size, mode="bilinear", align_corners=resize_align_corners)
+        both = None
+        if flip and batch_flip:
+            both = fn(torch.cat([scaled, scaled.flip(-1)]))
+            if both.dim() < 1 or both.shape[0] != 2 * images.shape[0]:
+                raise ValueError(f"{name} returned a batch of {tuple(both.shape)[:1]} for the {2 * images.shape[0]} "
+                                 f"images of scale {scale} and their mirror (batch_flip)")
         for flipped in (False, True) if flip else (False,):
             view = View(scale, flipped)
-            out = fn(scaled.flip(-1) if flipped else scaled)
+            if both is not None:
+                out = both[images.shape[0]:] if flipped else both[: images.shape[0]]
+            else:
+                out = fn(scaled.flip(-1) if flipped else scaled)
             if prepare is not None:
                 out = prepare(out, view)
             if flipped and unflip == "before_resize":

@@ -38,7 +38,7 @@ from .checks import check_backbone_name, check_images
 from .convert_mctformer import convert_deit_classifier, convert_mctformer
 from .losses import multilabel_soft_margin_loss
 from .resnet_cam import IMAGENET_MEAN, IMAGENET_STD
-from .vit_tokens import block_with_attention, check_block, resize_patch_pos_embed
+from .vit_tokens import block_adding_attention, block_with_attention, check_block, resize_patch_pos_embed
 
 ATTENTION_TYPES = ("fused", "patchcam", "attention")
 """V2 CAM sources: attention × patch CAM (official), the patch CAM alone, the attention alone."""
@@ -266,15 +266,53 @@ class MCTformer(wsss_kit.CAMGenerator):
 
     # ------------------------------------------------------------------ CAMs
     def raw_cams(self, images: torch.Tensor) -> torch.Tensor:
-        """Unnormalised maps ``(B, C, h, w)`` at the patch grid, for one pass (no flip, no resize)."""
+        """Unnormalised maps ``(B, C, h, w)`` at the patch grid, for one pass (no flip, no resize).
+
+        With gradients enabled every read block's attention is formed explicitly, all heads at once.
+        Under ``torch.no_grad()`` only what is read is formed, head by head, into running sums: with
+        ``patch_refine`` every block's full map (its patch rows refine; its class rows make the CAM
+        in the last ``cam_layers`` blocks); without it only the ``C`` class-token rows of the last
+        ``cam_layers`` blocks, the other blocks running fused. Both give the same maps.
+        """
         x, grid = self.tokens(images)
+        if torch.is_grad_enabled():
+            class_to_patch, patch_to_patch, x = self._attention_sums_autograd(x)
+        else:
+            class_to_patch, patch_to_patch, x = self._attention_sums(x)
+        maps = class_to_patch  # (B, C, P)
+        if self.version == 2 and self.attention_type != "attention":
+            patch_cam = F.relu(self.head(self._patch_map(x, grid))).flatten(2)
+            maps = maps * patch_cam if self.attention_type == "fused" else patch_cam
+        if patch_to_patch is not None:
+            maps = torch.bmm(patch_to_patch, maps.transpose(1, 2)).transpose(1, 2)
+        return maps.reshape(x.shape[0], self.num_classes, *grid)
+
+    def _attention_sums(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(class_to_patch (B, C, P), patch_to_patch (B, P, P) or None, final tokens)``: the head
+        means summed over the CAM blocks (over all blocks for ``patch_to_patch``), by running sums."""
+        c, depth = self.num_classes, len(self.blocks)
+        batch, tokens = x.shape[:2]
+        class_rows = x.new_zeros(batch, c, tokens)
+        full = x.new_zeros(batch, tokens, tokens) if self.patch_refine else None
+        for i, block in enumerate(self.blocks):
+            targets = [full] if full is not None else []
+            if i >= depth - self.cam_layers:
+                targets.append(class_rows)
+            # timm's blocks: an nn.Sequential of Blocks; a block whose attention is not read runs fused
+            x = block_adding_attention(cast(Block, block), x, targets) if targets else block(x)
+        heads = int(cast(Any, self.blocks[0]).attn.num_heads)
+        class_to_patch = class_rows[:, :, c:] / heads
+        return class_to_patch, None if full is None else full[:, c:, c:] / heads, x
+
+    def _attention_sums_autograd(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """:meth:`_attention_sums` with every read block's attention formed explicitly (differentiable)."""
         c, depth = self.num_classes, len(self.blocks)
         class_to_patch = patch_to_patch = None
         for i, block in enumerate(self.blocks):
             if not self.patch_refine and i < depth - self.cam_layers:
                 x = block(x)  # this block's attention is not read: the fused path
                 continue
-            x, attn = block_with_attention(cast(Block, block), x)  # timm's blocks: an nn.Sequential of Blocks
+            x, attn = block_with_attention(cast(Block, block), x)
             attn = attn.mean(dim=1)  # (B, N, N), heads averaged
             if i >= depth - self.cam_layers:
                 part = attn[:, :c, c:]
@@ -283,13 +321,7 @@ class MCTformer(wsss_kit.CAMGenerator):
                 part = attn[:, c:, c:]
                 patch_to_patch = part if patch_to_patch is None else patch_to_patch + part
         assert class_to_patch is not None
-        maps = class_to_patch  # (B, C, P)
-        if self.version == 2 and self.attention_type != "attention":
-            patch_cam = F.relu(self.head(self._patch_map(x, grid))).flatten(2)
-            maps = maps * patch_cam if self.attention_type == "fused" else patch_cam
-        if patch_to_patch is not None:
-            maps = torch.bmm(patch_to_patch, maps.transpose(1, 2)).transpose(1, 2)
-        return maps.reshape(x.shape[0], c, *grid)
+        return class_to_patch, patch_to_patch, x
 
     def cams(
         self,
@@ -302,7 +334,8 @@ class MCTformer(wsss_kit.CAMGenerator):
 
         Every pass's maps are resized to the image, summed over ``scales`` and (with ``flip``) the
         mirrored pass, masked by ``labels`` and min–max normalised per class, as the official code.
-        Keeps gradients; call ``eval()`` and wrap in ``torch.no_grad()`` for inference.
+        A scale and its mirror run as one batch. Keeps gradients; call ``eval()`` and wrap in
+        ``torch.no_grad()`` for inference.
         """
         return multiscale_cams(
             self.raw_cams,
@@ -313,6 +346,7 @@ class MCTformer(wsss_kit.CAMGenerator):
             normalize="minmax",
             relu=False,
             eps=1e-8,
+            batch_flip=True,  # no batch statistics in a ViT: an image's maps do not depend on its batch
         )
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:

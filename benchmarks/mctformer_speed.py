@@ -1,0 +1,472 @@
+"""MCTformer CAM extraction and training step: wsss_kit against the official code's procedure.
+
+    python benchmarks/mctformer_speed.py [--what cams,step] [--version 2] [--size 448]
+        [--scales 1] [--batch 4] [--step-size 224] [--rounds 5] [--official PATH] [--no-memory]
+        [--out FILE]
+
+Variants, all with the same (random) DeiT-S weights, 20 classes, all present (the worst case):
+
+* ``ours``: ``cams/mctformer_v{1,2}`` as the toolkit runs it: ``cams()`` (unit images, flip and
+  original in one batch, explicit attention only where it is read) and ``forward(images, labels)``
+  (fused SDPA) with the trainer's AdamW.
+* ``official_like``: what the official code (xulianuwa/MCTformer, commit 96065977) computes, written
+  here on the same modules: every block forms its explicit attention and returns it, all blocks'
+  maps are stacked and averaged over heads, each view (scale, mirror) is its own forward, the
+  refinement is the broadcast ``matmul(patch_attn.unsqueeze(1), cams[..., None])``, the maps go to
+  NumPy, are masked, mirrored, summed and normalised class by class (``generate_attention_maps_ms``);
+  the training forward is the official ``forward`` (V2 also stacks the attention and builds the CAM
+  pieces in training mode), ``F.multilabel_soft_margin_loss`` and the same AdamW.
+* ``official``: the official code itself, imported from a checkout given with ``--official``
+  (its ``models.py``/``vision_transformer.py`` run with the installed timm), our weights loaded
+  into it; its CAM procedure is ``official_like``'s (the generation script's loop) around its model.
+
+Timing: one process, one thread (``OMP_NUM_THREADS=1`` before starting), one warm-up each, then
+``rounds`` rounds that run every variant once in rotating order; medians and the median of the
+per-round ratios. Views of the official CAM procedure (the resized/mirrored images, which its data
+loader prepares in worker processes) are made outside the timed region. Peak memory: each variant
+in a child process of its own (peak RSS above the RSS after building the models). Before timing,
+outputs are checked equal: CAMs (largest difference), logits and loss and, with drop path off, the
+parameters after one AdamW step. Results in ``results/mctformer_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BACKBONE = "deit_small_patch16_224"
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+LR, WEIGHT_DECAY = 6.25e-5, 0.05
+
+__all__ = ["measure_mctformer_cams", "measure_mctformer_step"]
+
+
+# --------------------------------------------------------------------------- models
+def build_ours(version: int, num_classes: int, drop_path_rate: float = 0.1, seed: int = 0) -> Any:
+    """``cams/mctformer_v{version}`` on DeiT-S with random weights (trunc-normal tokens)."""
+    import wsss_kit
+
+    torch.manual_seed(seed)
+    return wsss_kit.create("cams", f"mctformer_v{version}", num_classes=num_classes, backbone=BACKBONE,
+                           drop_path_rate=drop_path_rate)
+
+
+def load_official(path: str | os.PathLike[str]) -> Any:
+    """The official ``models`` module from a checkout of xulianuwa/MCTformer (commit 96065977).
+
+    Its files import each other by top-level name (``from vision_transformer import ...``); they are
+    loaded under those names from ``path`` without putting the checkout on ``sys.path``.
+    """
+    root = Path(path)
+    for name in ("vision_transformer", "models"):
+        if not (root / f"{name}.py").is_file():
+            raise FileNotFoundError(f"--official {root}: no {name}.py; give a checkout of xulianuwa/MCTformer")
+    modules = {}
+    for name, alias in (("vision_transformer", "vision_transformer"), ("models", "mctformer_official_models")):
+        spec = importlib.util.spec_from_file_location(alias, root / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[alias] = module
+        import warnings
+
+        with warnings.catch_warnings():  # its registry entries shadow timm's vit_* names (not used here)
+            warnings.simplefilter("ignore")
+            spec.loader.exec_module(module)
+        modules[name] = module
+    return modules["models"]
+
+
+def build_official(models: Any, ours: Any, version: int, num_classes: int, drop_path_rate: float = 0.1) -> Any:
+    """The official network with ``ours``' weights (same names; its unused final norm stays random)."""
+    factory = getattr(models, f"deit_small_MCTformerV{version}_patch16_224")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # its constructors print(self.training)
+        net = factory(num_classes=num_classes, drop_path_rate=drop_path_rate)
+    missing, unexpected = net.load_state_dict(ours.state_dict(), strict=False)
+    allowed = {"norm.weight", "norm.bias"} | ({"head.weight", "head.bias"} if version == 1 else set())
+    if set(missing) - allowed or unexpected:
+        raise RuntimeError(f"official MCTformer V{version}: missing {sorted(set(missing) - allowed)}, "
+                           f"unexpected {sorted(unexpected)}")
+    return net
+
+
+def _official_block(block: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official ``Block.forward`` / ``Attention.forward`` on a timm block's modules."""
+    attn = block.attn
+    b, n, d = x.shape
+    h = block.norm1(x)
+    qkv = attn.qkv(h).reshape(b, n, 3, attn.num_heads, d // attn.num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    weights = ((q @ k.transpose(-2, -1)) * attn.scale).softmax(dim=-1)
+    out = (attn.attn_drop(weights) @ v).transpose(1, 2).reshape(b, n, d)
+    x = x + block.drop_path1(attn.proj_drop(attn.proj(out)))
+    x = x + block.drop_path2(block.mlp(block.norm2(x)))
+    return x, weights
+
+
+class OfficialLike(torch.nn.Module):
+    """The official MCTformerV1/V2 ``forward`` (commit 96065977) over a wsss_kit MCTformer's modules.
+
+    Inputs are normalised images ``(B, 3, H, W)``, as the official data loader feeds them.
+    ``forward(x, return_att=True, n_layers)`` → ``(logits (B, C), cams (B, C, h, w) or (B, C, P),
+    patch_attn (depth, B, P, P))``; without ``return_att`` the logits (V2: and the patch logits).
+    """
+
+    def __init__(self, ours: Any) -> None:
+        super().__init__()
+        self.ours = ours
+        self.version = ours.version
+        self.num_classes = ours.num_classes
+
+    def forward(self, x: torch.Tensor, return_att: bool = False, n_layers: int = 12) -> Any:
+        m, c = self.ours, self.num_classes
+        b, _, w, h = x.shape
+        t = m.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        grid = (w // m.patch_size[0], h // m.patch_size[1])
+        t = torch.cat([m.cls_token.expand(b, -1, -1), t], dim=1)
+        t = m.pos_drop(t + m._pos_embed_for(w, h, grid))
+        attn_weights = []
+        for blk in m.blocks:
+            t, weights = _official_block(blk, t)
+            attn_weights.append(weights)
+        stacked = torch.stack(attn_weights).mean(dim=2)  # depth × B × N × N
+        mtatt = stacked[-n_layers:].sum(0)[:, :c, c:]
+        patch_attn = stacked[:, :, c:, c:]
+        logits = t[:, :c].mean(-1)
+        if self.version == 1:
+            return (logits, mtatt, patch_attn) if return_att else logits
+        x_patch = m.head(t[:, c:].reshape(b, *grid, -1).permute(0, 3, 1, 2).contiguous())
+        patch_logits = F.adaptive_avg_pool2d(x_patch, 1).squeeze(3).squeeze(2)
+        feature_map = F.relu(x_patch.detach().clone())
+        cams = mtatt.reshape(b, c, *grid) * feature_map
+        return (logits, cams, patch_attn) if return_att else (logits, patch_logits)
+
+
+def official_views(image: torch.Tensor, scales: Sequence[float], flip: bool) -> list[torch.Tensor]:
+    """The official multi-scale loader's list: per scale the normalised image, then (with flip) its mirror."""
+    h, w = image.shape[-2:]
+    views = []
+    for s in scales:
+        scaled = image if s == 1.0 else F.interpolate(image, size=(round(h * s), round(w * s)), mode="bilinear",
+                                                      align_corners=False)
+        scaled = (scaled - MEAN) / STD
+        views += [scaled, scaled.flip(-1)] if flip else [scaled]
+    return views
+
+
+def official_cams(net: Callable[..., Any], views: list[torch.Tensor], target: torch.Tensor, version: int,
+                  patch_size: int = 16, n_layers: int = 3, flip: bool = True) -> dict[int, np.ndarray]:
+    """``generate_attention_maps_ms`` for one image: ``{class: (H, W) map in [0, 1]}`` for present classes."""
+    nb_classes = target.shape[-1]
+    h_orig, w_orig = views[0].shape[-2:]
+    cam_list = []
+    for s, images in enumerate(views):
+        w_featmap, h_featmap = images.shape[2] // patch_size, images.shape[3] // patch_size
+        _, cls_attentions, patch_attn = net(images, return_att=True, n_layers=n_layers)
+        if version == 1:
+            cls_attentions = cls_attentions.reshape(1, nb_classes, w_featmap, h_featmap)
+        patch_attn = torch.sum(patch_attn, dim=0)
+        cls_attentions = torch.matmul(patch_attn.unsqueeze(1), cls_attentions.view(
+            cls_attentions.shape[0], cls_attentions.shape[1], -1, 1)).reshape(1, nb_classes, w_featmap, h_featmap)
+        cls_attentions = F.interpolate(cls_attentions, size=(h_orig, w_orig), mode="bilinear",
+                                       align_corners=False)[0]
+        cls_attentions = cls_attentions.cpu().numpy() * target.clone().view(nb_classes, 1, 1).cpu().numpy()
+        if flip and s % 2 == 1:
+            cls_attentions = np.flip(cls_attentions, axis=-1)
+        cam_list.append(cls_attentions)
+    sum_cam = torch.from_numpy(np.sum(cam_list, axis=0)).unsqueeze(0)
+    out = {}
+    for cls_ind in range(nb_classes):
+        if target[0, cls_ind] > 0:
+            a = sum_cam[0, cls_ind, :]
+            out[cls_ind] = ((a - a.min()) / (a.max() - a.min() + 1e-8)).cpu().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """One warm-up each, then ``rounds`` rounds running every variant once, rotating the order."""
+    for fn in fns.values():
+        fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _summary(times: dict[str, list[float]], baseline: str = "ours") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, ts in times.items():
+        out[name] = {"median_s": round(statistics.median(ts), 4), "min_s": round(min(ts), 4),
+                     "rounds_s": [round(t, 4) for t in ts]}
+        if name != baseline:
+            ratios = [t / b for t, b in zip(ts, times[baseline])]
+            out[name]["ratio_to_ours"] = round(statistics.median(ratios), 3)
+    return out
+
+
+def _child_memory(what: str, variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", what, "--variant", variant,
+           "--child-kwargs", json.dumps(kwargs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child {what}/{variant} failed:\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# --------------------------------------------------------------------------- CAM extraction
+def _cam_setup(version: int, size: int, scales: Sequence[float], flip: bool, num_classes: int,
+               official: str | None, variants: Sequence[str]) -> dict[str, Callable[[], Any]]:
+    ours = build_ours(version, num_classes).eval()
+    torch.manual_seed(1)
+    image = torch.rand(1, 3, size, size)
+    labels = torch.ones(1, num_classes)
+    views = official_views(image, scales, flip)
+    fns: dict[str, Callable[[], Any]] = {}
+    if "ours" in variants:
+        fns["ours"] = lambda: ours.cams(image, labels, scales=scales, flip=flip)[0].numpy()
+    if "official_like" in variants:
+        like = OfficialLike(ours).eval()
+        fns["official_like"] = lambda: official_cams(like, views, labels, version, flip=flip)
+    if "official" in variants:
+        if official is None:
+            raise ValueError("variant 'official' needs official=<checkout of xulianuwa/MCTformer>")
+        net = build_official(load_official(official), ours, version, num_classes).eval()
+        fns["official"] = lambda: official_cams(net, views, labels, version, flip=flip)
+    return {name: _no_grad(fn) for name, fn in fns.items()}
+
+
+def _no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.no_grad():
+            return fn()
+    return run
+
+
+def _cam_difference(outputs: dict[str, Any]) -> dict[str, float]:
+    ours = outputs["ours"]
+    diff = {}
+    for name, out in outputs.items():
+        if name != "ours":
+            diff[name] = float(max(np.abs(ours[c] - out[c]).max() for c in out))
+    return diff
+
+
+def measure_mctformer_cams(version: int = 2, size: int = 448, scales: Sequence[float] = (1.0,), flip: bool = True,
+                           num_classes: int = 20, rounds: int = 5, official: str | None = None,
+                           memory: bool = True) -> dict[str, Any]:
+    """CAM extraction of one ``size``×``size`` image (all ``num_classes`` present), ours vs official(-like).
+
+    Returns ``{"config", "seconds": {variant: {median_s, min_s, rounds_s, ratio_to_ours}},
+    "max_cam_difference": {variant: float}, "peak_memory_mb": {variant: {...}}, "machine"}``;
+    ``ratio_to_ours`` > 1 means the variant is slower than ours by that factor.
+    """
+    from benchmarks.machine import machine_info
+
+    variants = ["ours", "official_like"] + (["official"] if official else [])
+    config = {"version": version, "size": size, "scales": list(scales), "flip": flip, "num_classes": num_classes,
+              "classes_present": num_classes, "rounds": rounds, "backbone": BACKBONE, "weights": "random",
+              "patch_refine": True, "cam_layers": 3, "official": official}
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    fns = _cam_setup(version, size, scales, flip, num_classes, official, variants)
+    outputs = {name: fn() for name, fn in fns.items()}
+    outputs["ours"] = {c: outputs["ours"][c] for c in range(num_classes)}
+    difference = _cam_difference(outputs)
+    times = _interleaved(fns, rounds)
+    result: dict[str, Any] = {"config": config, "seconds": _summary(times), "max_cam_difference": difference}
+    if memory:
+        kwargs = {"version": version, "size": size, "scales": list(scales), "flip": flip,
+                  "num_classes": num_classes, "official": official}
+        result["peak_memory_mb"] = {v: _child_memory("cams", v, kwargs) for v in variants}
+    result["machine"] = machine_info(load_average_before=load_before, threads=torch.get_num_threads())
+    return result
+
+
+# --------------------------------------------------------------------------- training step
+class _Step:
+    """One training step of a variant: forward, loss, zero_grad, backward, AdamW step."""
+
+    def __init__(self, variant: str, version: int, num_classes: int, drop_path_rate: float,
+                 official: str | None) -> None:
+        self.variant, self.version = variant, version
+        self.ours = build_ours(version, num_classes, drop_path_rate).train()
+        if variant == "ours":
+            self.net: Any = self.ours
+        elif variant == "official_like":
+            self.net = OfficialLike(self.ours).train()
+        else:
+            if official is None:
+                raise ValueError("variant 'official' needs official=<checkout of xulianuwa/MCTformer>")
+            self.net = build_official(load_official(official), self.ours, version, num_classes,
+                                      drop_path_rate).train()
+        params = self.ours.param_groups(LR) if variant != "official" else _official_groups(self.net)
+        self.optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        if self.variant == "ours":
+            loss = self.net(images, labels)["loss"]
+        else:
+            out = self.net((images - MEAN) / STD)
+            logits, patch_logits = out if self.version == 2 else (out, None)
+            loss = F.multilabel_soft_margin_loss(logits, labels)
+            if patch_logits is not None:
+                loss = loss + F.multilabel_soft_margin_loss(patch_logits, labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.named_parameters() if not k.startswith("norm.")}
+
+
+def _official_groups(net: Any) -> list[dict[str, Any]]:
+    """timm's ``create_optimizer`` grouping of the official run: no decay for 1-d tensors and its
+    ``no_weight_decay()`` names (the class tokens and position embeddings)."""
+    skip = {"cls_token", "pos_embed"}
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1 and n not in skip]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1 or n in skip]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def measure_mctformer_step(version: int = 2, batch: int = 4, size: int = 224, num_classes: int = 20,
+                           rounds: int = 5, official: str | None = None, memory: bool = True) -> dict[str, Any]:
+    """One training step (batch ``batch`` of ``size``², fp32, drop path 0.1, AdamW), ours vs official(-like).
+
+    Before timing, one step of each variant from the same weights with drop path off: the largest
+    difference of the losses and of the parameters after the step. Returns the same layout as
+    :func:`measure_mctformer_cams` (``"max_loss_difference"``, ``"max_update_difference"``).
+    """
+    from benchmarks.machine import machine_info
+
+    variants = ["ours", "official_like"] + (["official"] if official else [])
+    config = {"version": version, "batch": batch, "size": size, "num_classes": num_classes, "rounds": rounds,
+              "backbone": BACKBONE, "optimizer": f"AdamW lr {LR} wd {WEIGHT_DECAY}", "drop_path_rate": 0.1,
+              "precision": "fp32", "official": official}
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    torch.manual_seed(2)
+    images = torch.rand(batch, 3, size, size)
+    labels = (torch.rand(batch, num_classes) < 0.3).float()
+    # equality: drop path off, one step each from identical weights
+    steps = {v: _Step(v, version, num_classes, 0.0, official) for v in variants}
+    losses = {v: s(images, labels) for v, s in steps.items()}
+    after = {v: s.parameters() for v, s in steps.items()}
+    loss_diff = {v: abs(losses[v] - losses["ours"]) for v in variants if v != "ours"}
+    update_diff = {}
+    for v in variants:
+        if v == "ours":
+            continue
+        prefix = "ours." if v == "official_like" else ""
+        update_diff[v] = max(float((after["ours"][k] - after[v][prefix + k]).abs().max()) for k in after["ours"])
+    del steps, after
+    timed = {v: _Step(v, version, num_classes, 0.1, official) for v in variants}
+    times = _interleaved({v: (lambda s=s: s(images, labels)) for v, s in timed.items()}, rounds)
+    result: dict[str, Any] = {"config": config, "seconds": _summary(times), "loss": losses,
+                              "max_loss_difference": loss_diff, "max_update_difference": update_diff}
+    if memory:
+        kwargs = {"version": version, "batch": batch, "size": size, "num_classes": num_classes, "official": official}
+        result["peak_memory_mb"] = {v: _child_memory("step", v, kwargs) for v in variants}
+    result["machine"] = machine_info(load_average_before=load_before, threads=torch.get_num_threads())
+    return result
+
+
+def _memory_child(what: str, variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if what == "cams":
+        fn = _cam_setup(kwargs["version"], kwargs["size"], kwargs["scales"], kwargs["flip"], kwargs["num_classes"],
+                        kwargs["official"], [variant])[variant]
+    else:
+        step = _Step(variant, kwargs["version"], kwargs["num_classes"], 0.1, kwargs["official"])
+        torch.manual_seed(2)
+        images = torch.rand(kwargs["batch"], 3, kwargs["size"], kwargs["size"])
+        labels = (torch.rand(kwargs["batch"], kwargs["num_classes"]) < 0.3).float()
+
+        def fn() -> Any:
+            return step(images, labels)
+    before = _rss_mb()
+    fn()
+    fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rss_before_mb": round(before), "peak_rss_mb": round(peak), "peak_above_before_mb": round(peak - before)}
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--what", default="cams,step")
+    parser.add_argument("--version", default="2", help="1, 2 or 1,2")
+    parser.add_argument("--size", type=int, default=448, help="CAM image size")
+    parser.add_argument("--scales", default="1")
+    parser.add_argument("--batch", type=int, default=4, help="training batch")
+    parser.add_argument("--step-size", type=int, default=224, help="training crop")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--official", help="checkout of xulianuwa/MCTformer (commit 96065977) to measure too")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--out", help="results JSON (default results/mctformer_speed.json)")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--child-kwargs", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(_memory_child(args.memory_child, args.variant, json.loads(args.child_kwargs))))
+        return 0
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    if set(what) - {"cams", "step"}:
+        parser.error(f"--what takes cams and/or step; got {args.what!r}")
+    versions = [int(v) for v in args.version.split(",")]
+    scales = tuple(float(s) for s in args.scales.split(","))
+    record: dict[str, Any] = {"method": (
+        "one process, torch threads as started (OMP_NUM_THREADS), every variant built with the same random "
+        "DeiT-S weights; one warm-up each, then rounds that run every variant once in rotating order; "
+        "median seconds and the median of per-round ratios; peak memory from one child process per variant")}
+    for version in versions:
+        if "cams" in what:
+            res = measure_mctformer_cams(version, args.size, scales, True, rounds=args.rounds, official=args.official,
+                                         memory=not args.no_memory)
+            record[f"cams_v{version}"] = res
+            print(f"V{version} CAMs {args.size}² scales {list(scales)} + flip:",
+                  {k: (v["median_s"], v.get("ratio_to_ours")) for k, v in res["seconds"].items()},
+                  "max diff", res["max_cam_difference"], flush=True)
+        if "step" in what:
+            res = measure_mctformer_step(version, args.batch, args.step_size, rounds=args.rounds,
+                                         official=args.official, memory=not args.no_memory)
+            record[f"step_v{version}"] = res
+            print(f"V{version} step batch {args.batch} {args.step_size}²:",
+                  {k: (v["median_s"], v.get("ratio_to_ours")) for k, v in res["seconds"].items()},
+                  "loss diff", res["max_loss_difference"], "update diff", res["max_update_difference"], flush=True)
+    from wsss_kit.atomic import write_text
+
+    out = Path(args.out or RESULTS / "mctformer_speed.json")
+    write_text(out, json.dumps(record, indent=2) + "\n")
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    raise SystemExit(main())
