@@ -150,3 +150,14 @@ def test_multiscale_flip_batch_flip_runs_a_scale_and_its_mirror_together():
                        multiscale_flip(net, images, (1.0,), False, **kwargs))  # nothing to batch without flip
     with pytest.raises(ValueError, match="batch_flip"):
         multiscale_flip(lambda x: x[:2], images, (1.0,), True, batch_flip=True)
+
+
+def test_block_adding_attention_without_output_only_adds_the_attention():
+    model = tiny(1)
+    x, _ = model.tokens(torch.rand(2, 3, 64, 48))
+    n = x.shape[1]
+    with torch.no_grad():
+        _, attn = block_with_attention(model.blocks[-1], x)
+        target = torch.zeros(2, n, n)
+        assert block_adding_attention(model.blocks[-1], x, [target], output=False) is x
+    torch.testing.assert_close(target, attn.sum(dim=1), rtol=1e-5, atol=1e-6)

@@ -298,8 +298,10 @@ class MCTformer(wsss_kit.CAMGenerator):
             targets = [full] if full is not None else []
             if i >= depth - self.cam_layers:
                 targets.append(class_rows)
-            # timm's blocks: an nn.Sequential of Blocks; a block whose attention is not read runs fused
-            x = block_adding_attention(cast(Block, block), x, targets) if targets else block(x)
+            # timm's blocks: an nn.Sequential of Blocks; a block whose attention is not read runs fused,
+            # and the last block's tokens are needed only by V2's patch CAM
+            output = i < depth - 1 or (self.version == 2 and self.attention_type != "attention")
+            x = block_adding_attention(cast(Block, block), x, targets, output) if targets else block(x)
         heads = int(cast(Any, self.blocks[0]).attn.num_heads)
         class_to_patch = class_rows[:, :, c:] / heads
         return class_to_patch, None if full is None else full[:, c:, c:] / heads, x

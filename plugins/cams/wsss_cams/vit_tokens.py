@@ -72,7 +72,8 @@ def block_with_attention(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def block_adding_attention(block: Block, x: torch.Tensor, targets: Sequence[torch.Tensor]) -> torch.Tensor:
+def block_adding_attention(block: Block, x: torch.Tensor, targets: Sequence[torch.Tensor],
+                           output: bool = True) -> torch.Tensor:
     """Run ``block`` on tokens ``x`` ``(B, N, D)`` and add its attention, summed over heads, to ``targets``.
 
     Every target ``(B, R, N)`` gets, in place, the first ``R`` query rows of the softmax attention
@@ -83,8 +84,11 @@ def block_adding_attention(block: Block, x: torch.Tensor, targets: Sequence[torc
     (fresh allocations of that size cost page faults, and one head's map stays in cache for the
     softmax, the sum and ``AV``). Inference only (no autograd through the in-place buffers).
 
+    With ``output=False`` (a last block whose tokens nobody reads) only the attention is formed:
+    no ``AV``, projection or MLP, and ``x`` comes back as it was.
+
     Returns:
-        the tokens ``(B, N, D)``, equal to ``block(x)`` to float tolerance.
+        the tokens ``(B, N, D)``, equal to ``block(x)`` to float tolerance (``x`` without ``output``).
     """
     attn: Any = block.attn
     h, q, k, v = _qkv(block, x)
@@ -102,8 +106,10 @@ def block_adding_attention(block: Block, x: torch.Tensor, targets: Sequence[torc
         torch.softmax(scores, dim=-1, out=scores)
         for t in targets:
             t.add_(scores[:, : t.shape[1]])
-        if rows == tokens:
+        if output and rows == tokens:
             per_head.append(attn.attn_drop(scores) @ v[:, i])
+    if not output:
+        return x
     if rows == tokens:
         attended = torch.cat(per_head, dim=-1)
     else:
