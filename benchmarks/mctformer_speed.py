@@ -355,6 +355,17 @@ def _official_groups(net: Any) -> list[dict[str, Any]]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _step_setup(version: int, batch: int, size: int, num_classes: int, official: str | None,
+                variants: Sequence[str]) -> dict[str, Callable[[], Any]]:
+    """``{variant: one training step}`` (drop path 0.1, each variant its own model and AdamW), on one
+    fixed batch of ``batch`` random ``size``² images with random multi-hot labels."""
+    torch.manual_seed(2)
+    images = torch.rand(batch, 3, size, size)
+    labels = (torch.rand(batch, num_classes) < 0.3).float()
+    steps = {v: _Step(v, version, num_classes, 0.1, official) for v in variants}
+    return {v: (lambda s=s: s(images, labels)) for v, s in steps.items()}
+
+
 def measure_mctformer_step(version: int = 2, batch: int = 4, size: int = 224, num_classes: int = 20,
                            rounds: int = 5, official: str | None = None, memory: bool = True) -> dict[str, Any]:
     """One training step (batch ``batch`` of ``size``², fp32, drop path 0.1, AdamW), ours vs official(-like).
@@ -385,8 +396,7 @@ def measure_mctformer_step(version: int = 2, batch: int = 4, size: int = 224, nu
         prefix = "ours." if v == "official_like" else ""
         update_diff[v] = max(float((after["ours"][k] - after[v][prefix + k]).abs().max()) for k in after["ours"])
     del steps, after
-    timed = {v: _Step(v, version, num_classes, 0.1, official) for v in variants}
-    times = _interleaved({v: (lambda s=s: s(images, labels)) for v, s in timed.items()}, rounds)
+    times = _interleaved(_step_setup(version, batch, size, num_classes, official, variants), rounds)
     result: dict[str, Any] = {"config": config, "seconds": _summary(times), "loss": losses,
                               "max_loss_difference": loss_diff, "max_update_difference": update_diff}
     if memory:
@@ -401,13 +411,8 @@ def _memory_child(what: str, variant: str, kwargs: dict[str, Any]) -> dict[str, 
         fn = _cam_setup(kwargs["version"], kwargs["size"], kwargs["scales"], kwargs["flip"], kwargs["num_classes"],
                         kwargs["official"], [variant])[variant]
     else:
-        step = _Step(variant, kwargs["version"], kwargs["num_classes"], 0.1, kwargs["official"])
-        torch.manual_seed(2)
-        images = torch.rand(kwargs["batch"], 3, kwargs["size"], kwargs["size"])
-        labels = (torch.rand(kwargs["batch"], kwargs["num_classes"]) < 0.3).float()
-
-        def fn() -> Any:
-            return step(images, labels)
+        fn = _step_setup(kwargs["version"], kwargs["batch"], kwargs["size"], kwargs["num_classes"],
+                         kwargs["official"], [variant])[variant]
     before = _rss_mb()
     fn()
     fn()
