@@ -44,6 +44,8 @@ from wsss_kit.input_space import check_input_space
 __all__ = ["FrozenCLIPEncoder", "default_stage_layers"]
 
 _OFFICIAL_LAYERS = (3, 5, 7, 11)
+_POS_CACHE_SIZE = 16
+"""Resized position tables kept (one per patch grid: 6 scales × up to 2 window shapes officially)."""
 
 
 def default_stage_layers(num_blocks: int) -> tuple[int, int, int, int]:
@@ -98,6 +100,7 @@ class FrozenCLIPEncoder(nn.Module):
         self.drop_path = float(drop_path)
         self.input_space = check_input_space(input_space)
         self._handles: list[Any] = []
+        self._pos_cache: dict[tuple[Any, ...], Tensor] = {}
         if self.drop_path > 0:
             self._install_drop_path()
 
@@ -175,6 +178,32 @@ class FrozenCLIPEncoder(nn.Module):
         return [features.layers[i] for i in self.layers]
 
     def _position_embedding(self, grid: tuple[int, int]) -> Tensor:
+        """The position table ``(1 + h·w, width)`` for patch grid ``grid``; cached per grid while
+        CLIP's tables are frozen and unchanged (every window of a view, and every view of the same
+        size, shares it; the key holds the tables' storage and version, so a load or an in-place
+        change computes it again)."""
+        visual = self.clip.visual
+        tables = (visual.positional_embedding, visual.class_embedding)
+        if any(t.requires_grad for t in tables):  # a trained CLIP: the table must stay in the graph
+            return self._resize_position_embedding(grid)
+        key = (tuple(grid), self._pos_key(), *((t.data_ptr(), t._version, t.device, t.dtype)
+                                                            for t in tables))
+        cached = self._pos_cache.get(key)
+        if cached is None:
+            if len(self._pos_cache) >= _POS_CACHE_SIZE:
+                self._pos_cache.pop(next(iter(self._pos_cache)))
+            cached = self._pos_cache[key] = self._resize_position_embedding(grid)
+        return cached
+
+    def _pos_key(self) -> tuple[str, int | None, bool]:
+        """What the resized table depends on besides CLIP's tables and the grid."""
+        return self.clip.pos_interpolation, self.pos_base_size, self.cls_embedding_twice
+
+    def clear_position_cache(self) -> None:
+        """Forget the resized position tables."""
+        self._pos_cache.clear()
+
+    def _resize_position_embedding(self, grid: tuple[int, int]) -> Tensor:
         visual = self.clip.visual
         pos, src = visual.positional_embedding, tuple(visual.grid_size)
         mode = self.clip.pos_interpolation

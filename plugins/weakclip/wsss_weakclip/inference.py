@@ -30,6 +30,7 @@ from wsss_kit.crf import dense_crf_batch, dense_crf_torch, images_to_uint8, reso
 from wsss_kit.multiscale import multiscale_flip
 
 from .sliding_window import slide_logits
+from .window_budget import WindowBudget
 
 __all__ = ["OFFICIAL_SCALES", "crf_over_predicted_classes", "multiscale_softmax", "restrict_to_labels",
            "scaled_size"]
@@ -58,7 +59,8 @@ def scaled_size(height: int, width: int, ratio: float,
 
 def multiscale_softmax(predict: Callable[[Tensor], Tensor], images: Tensor, *,
                        scales: Sequence[float] = OFFICIAL_SCALES, base_size: Sequence[int] | None = (2048, 512),
-                       flip: bool = True, window: int = 512, stride: int = 341, window_batch: int = 8) -> Tensor:
+                       flip: bool = True, window: int = 512, stride: int = 341,
+                       window_batch: int | WindowBudget = 8) -> Tensor:
     """Average softmax ``(B, K, H, W)`` over scales and (optionally) horizontal flips.
 
     Args:
@@ -66,7 +68,8 @@ def multiscale_softmax(predict: Callable[[Tensor], Tensor], images: Tensor, *,
         images: ``(B, 3, H, W)`` in [0, 1].
         scales, base_size: the test ratios and the image scale they multiply (:func:`scaled_size`).
         flip: add the mirrored view of every scale.
-        window, stride, window_batch: sliding windows (:func:`~wsss_weakclip.sliding_window.slide_logits`).
+        window, stride, window_batch: sliding windows (:func:`~wsss_weakclip.sliding_window.slide_logits`);
+            ``window_batch``: windows per call, or a :class:`~wsss_weakclip.window_budget.WindowBudget`.
     """
     if not len(scales):
         raise ValueError("scales must hold at least one ratio")

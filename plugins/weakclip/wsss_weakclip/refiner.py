@@ -52,6 +52,7 @@ from .refiner_checkpoint import (
     class_names_mismatch,
     read_checkpoint,
 )
+from .window_budget import WindowBudget
 
 __all__ = ["DATASET_CLASSES", "REFINER_PRESETS", "ClassNamesError", "WeakCLIPRefiner", "check_seed_batch"]
 
@@ -139,7 +140,12 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             give them) for training, :meth:`refine` and :meth:`probabilities`.
         scales, base_size, flip: test ratios of the ``(2048, 512)`` image scale (``None``: of the
             image itself) and horizontal flip.
-        window, stride, window_batch: sliding windows (512 / 341) and windows per network call.
+        window, stride: sliding windows (512 / 341).
+        window_memory_mb: memory budget of one network call's windows: ``"auto"`` (CPU: one window
+            at a time plus a 256 MB margin, the official code's peak; CUDA: 80% of the free memory)
+            or megabytes; the windows per call follow from one measured window per window size
+            (:class:`~wsss_weakclip.window_budget.WindowBudget`).
+        window_batch: at most this many windows per network call (``None``: as the budget allows).
         crf: CRF of the pseudo masks (``"weakclip_voc"``, ``"weakclip_coco"``, a mapping, or
             ``None`` for none), over the classes present in the argmax.
         crf_workers: CRF processes at inference (``None``: one per core, 0 = in process).
@@ -179,11 +185,13 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
                  loss_size: int = 64, loss_crf: Any = "weakclip_loss", loss_crf_workers: int | str | None = "auto",
                  loss_crf_image: str | None = None, input_space: str = "unit",
                  scales: Sequence[float] = OFFICIAL_SCALES, base_size: Sequence[int] | None = (2048, 512),
-                 flip: bool = True, window: int = 512, stride: int = 341, window_batch: int = 8,
+                 flip: bool = True, window: int = 512, stride: int = 341, window_memory_mb: float | str = "auto",
+                 window_batch: int | None = None,
                  crf: Any = "weakclip_voc", crf_workers: int | None = None, restrict_to_labels: bool | None = None,
                  crf_backend: str = "pydensecrf", **network: Any) -> None:
         nn.Module.__init__(self)
         resolve_backend(crf_backend)  # an unknown name fails before the network is built
+        self.window_budget = WindowBudget(window_memory_mb, window_batch)  # bad values fail here too
         names = self._class_names(class_names, num_classes, dataset, background_name)
         defaults = {**_REFINER_DEFAULTS, **REFINER_PRESETS.get(preset if isinstance(preset, str) else "", {})}
         self.loss_crf_image = defaults["loss_crf_image"] if loss_crf_image is None else loss_crf_image
@@ -206,7 +214,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         if not self.scales or any(not s > 0 for s in self.scales):
             raise ValueError(f"scales must be positive ratios, got {list(scales)}")
         self.base_size = None if base_size is None else tuple(int(s) for s in base_size)
-        self.flip, self.window, self.stride, self.window_batch = bool(flip), int(window), int(stride), int(window_batch)
+        self.flip, self.window, self.stride = bool(flip), int(window), int(stride)
         if self.window < 1 or self.stride < 1 or self.stride > self.window:
             raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
         self.crf = None if crf is None else get_params(crf)
@@ -384,7 +392,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         self.net.text_embeddings()  # encode the text once; every window reuses it
         return multiscale_softmax(lambda v: self.net(v)["logits"], x, scales=self.scales, base_size=self.base_size,
                                   flip=self.flip, window=self.window, stride=self.stride,
-                                  window_batch=self.window_batch)
+                                  window_batch=self.window_budget)
 
     @torch.no_grad()
     def refine(self, images: Tensor, cams: Tensor | None, labels: Tensor | None) -> Tensor:

@@ -7,7 +7,8 @@ resized (bilinear, ``align_corners=False``) to the window, are summed into the i
 by the number of windows covering each pixel. An image smaller than the window is one window of
 the image's own size.
 
-Windows of one image all have the same size, so they are run through the network in batches.
+Windows of one image all have the same size, so they are run through the network in batches: a
+fixed number per call, or as many as a memory budget allows (:mod:`~wsss_weakclip.window_budget`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .window_budget import WindowBudget
 
 __all__ = ["slide_logits", "window_boxes", "window_starts"]
 
@@ -45,7 +48,7 @@ def window_boxes(height: int, width: int, window: int, stride: int) -> list[tupl
 
 
 def slide_logits(predict: Callable[[Tensor], Tensor], images: Tensor, window: int, stride: int,
-                 batch_size: int = 8) -> Tensor:
+                 batch_size: int | WindowBudget = 8) -> Tensor:
     """Logits ``(B, K, H, W)`` of ``images`` ``(B, 3, H, W)`` averaged over sliding windows.
 
     Args:
@@ -53,8 +56,15 @@ def slide_logits(predict: Callable[[Tensor], Tensor], images: Tensor, window: in
             the window, bilinear, ``align_corners=False``, as mmseg's ``encode_decode``).
         images: the (already rescaled) images.
         window: window side (official 512); ``stride``: step between windows (official 341).
-        batch_size: windows per ``predict`` call (windows of every image in ``images`` together).
+        batch_size: windows per ``predict`` call (windows of every image in ``images`` together),
+            or a :class:`~wsss_weakclip.window_budget.WindowBudget`: the first window runs alone
+            (and is measured when its size was not measured before), the others go in batches that
+            fit the budget.
+
+    Every window's logits are the same whatever the batching (for a ``predict`` that treats the
+    images of a batch independently); only the number of calls changes.
     """
+    budget, fixed = (batch_size, 1) if isinstance(batch_size, WindowBudget) else (None, max(1, int(batch_size)))
     b, _, h, w = images.shape
     boxes = window_boxes(h, w, window, stride)
     crops = [(i, box) for box in boxes for i in range(b)]
@@ -62,10 +72,18 @@ def slide_logits(predict: Callable[[Tensor], Tensor], images: Tensor, window: in
     count = images.new_zeros((1, 1, h, w))
     for top, left, bottom, right in boxes:
         count[..., top:bottom, left:right] += 1
-    for start in range(0, len(crops), max(1, int(batch_size))):
-        chunk = crops[start:start + max(1, int(batch_size))]
+    sample = images[:1, :, :min(window, h), :min(window, w)]  # every window has this shape (a view, no copy)
+    start = 0
+    while start < len(crops):
+        probe = budget is not None and not budget.knows(sample)
+        # with a budget the first window always runs alone (measured the first time), so that a
+        # call groups its windows the same way whether or not the size was measured before: the
+        # same inputs give bit-equal logits from the first call on
+        n = budget.windows(sample) if budget is not None and start > 0 else fixed
+        chunk = crops[start:start + n]
+        # only this call's windows are copied out of the view (one (n, 3, h, w) tensor)
         x = torch.stack([images[i, :, t:bo, le:r] for i, (t, le, bo, r) in chunk])
-        logits = predict(x)
+        logits = budget.probe(predict, x) if probe and budget is not None else predict(x)
         if logits.shape[-2:] != x.shape[-2:]:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         logits = logits.float()
@@ -73,5 +91,6 @@ def slide_logits(predict: Callable[[Tensor], Tensor], images: Tensor, window: in
             total = logits.new_zeros((b, logits.shape[1], h, w))
         for (i, (t, le, bo, r)), out in zip(chunk, logits):
             total[i, :, t:bo, le:r] += out
+        start += len(chunk)
     assert total is not None
     return total / count
