@@ -15,11 +15,13 @@ from typing import Sequence
 COMMANDS: dict[str, str] = {
     "reproduce": "benchmarks.reproduce.cli",
     "pretrain": "benchmarks.pretrain",
+    "speed": "benchmarks.speed.cli",
 }
 """Sub-command → the module that implements it."""
 
 _HELP = {"reproduce": "run a paper's table (its configs, chained) and score it against the paper",
-         "pretrain": "pretrain the embedded world's foundations (tiny CLIP, ResNet, ViT) from a seed"}
+         "pretrain": "pretrain the embedded world's foundations (tiny CLIP, ResNet, ViT) from a seed",
+         "speed": "time every speed/memory measure (CRF, CAMs, training steps, pseudo masks, mIoU) and plot them"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -32,22 +33,32 @@ MODELS = {
 }
 
 
-def measure(model_name: str, size: int, scales: tuple[float, ...], images: int, device: str, amp: bool) -> dict:
+def cam_extractor(model_name: str, scales: tuple[float, ...], device: str, amp: bool, num_classes: int = 20,
+                  backbone: str | None = None) -> Callable[[torch.Tensor], None]:
+    """``one(image)``: the CAMs of one image ``(1, 3, H, W)`` at ``scales`` plus flip, every class
+    present, with ``model_name`` at random weights (``backbone`` replaces the published one)."""
     import wsss_kit
 
     torch.manual_seed(0)
-    model = wsss_kit.create("cams", model_name, num_classes=20, **MODELS[model_name]).to(device).eval()
-    labels = torch.ones(1, 20, device=device)
-    batch = torch.rand(images + 1, 1, 3, size, size, device=device)
+    kwargs = {**MODELS[model_name], **({"backbone": backbone} if backbone else {})}
+    model = wsss_kit.create("cams", model_name, num_classes=num_classes, **kwargs).to(device).eval()
+    labels = torch.ones(1, num_classes, device=device)
     dtype = torch.bfloat16 if device == "cpu" else torch.float16
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
 
     def one(image: torch.Tensor) -> None:
         with torch.no_grad(), torch.autocast(device_type=device, dtype=dtype, enabled=amp):
             model.cams(image, labels, scales=scales, flip=True)
         if device == "cuda":
             torch.cuda.synchronize()
+
+    return one
+
+
+def measure(model_name: str, size: int, scales: tuple[float, ...], images: int, device: str, amp: bool) -> dict:
+    one = cam_extractor(model_name, scales, device, amp)
+    batch = torch.rand(images + 1, 1, 3, size, size, device=device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
 
     one(batch[0])  # warm-up: allocator, kernels, thread pools
     start = time.perf_counter()

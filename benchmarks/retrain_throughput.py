@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -39,30 +40,42 @@ HEADS = {
 }
 
 
-def measure(head: str, crop: int, batch: int, steps: int, device: str, amp: bool) -> dict:
+def training_step(head: str, device: str, amp: bool,
+                  **overrides: object) -> tuple[Callable[[torch.Tensor, torch.Tensor], None], torch.nn.Module]:
+    """``(step(images, targets), model)``: one training step of ``head`` (random weights, 21 classes)
+    on images ``(B, 3, H, W)`` and masks ``(B, H, W)``; ``overrides`` replace keywords of its node."""
     from wsss_kit.config import build
     from wsss_kit.engine import TrainConfig
     from wsss_kit.engine.trainer import build_optimizer
 
     torch.manual_seed(0)
     model_node, loss_node = HEADS[head]
-    model = build(model_node, "head.model", num_classes=NUM_CLASSES).to(device).train()
+    model = build({**model_node, **overrides}, "head.model", num_classes=NUM_CLASSES).to(device).train()
     loss_fn = build(loss_node, "head.loss")
     optimizer = build_optimizer(model, TrainConfig(steps=1, lr=1e-4, momentum=0.9, weight_decay=5e-4))
-    images = torch.rand(steps + 1, batch, 3, crop, crop, device=device)
-    targets = torch.randint(0, NUM_CLASSES, (steps + 1, batch, crop, crop), device=device)
     dtype = torch.bfloat16 if device == "cpu" else torch.float16
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
 
-    def step(i: int) -> None:
+    def step(images: torch.Tensor, targets: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device, dtype=dtype, enabled=amp):
-            loss = loss_fn(model(images[i]), targets[i])
+            loss = loss_fn(model(images), targets)
         loss.float().backward()
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
+
+    return step, model
+
+
+def measure(head: str, crop: int, batch: int, steps: int, device: str, amp: bool) -> dict:
+    one_step, model = training_step(head, device, amp)
+    images = torch.rand(steps + 1, batch, 3, crop, crop, device=device)
+    targets = torch.randint(0, NUM_CLASSES, (steps + 1, batch, crop, crop), device=device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def step(i: int) -> None:
+        one_step(images[i], targets[i])
 
     step(0)  # warm-up: allocator, kernels, thread pools
     start = time.perf_counter()

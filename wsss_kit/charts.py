@@ -114,8 +114,11 @@ def _smooth(values: list[float], weight: float) -> list[float]:
 
 
 def loss_curve_chart(rows: Sequence[Mapping[str, float]], title: str = "training loss",
-                     size: tuple[int, int] = (820, 460)) -> Image.Image:
+                     size: tuple[int, int] = (820, 460), xlabel: str = "optimizer step",
+                     ylabel: str = "loss") -> Image.Image:
     """Each loss term of ``rows`` (``log.csv`` rows: ``step`` and one value per term) against the step.
+    ``xlabel``/``ylabel`` name the axes (other series against another x, e.g. seconds against the
+    input size, read ``step`` as that x).
 
     The y axis is logarithmic when every value is positive and they span more than
     :data:`LOG_SCALE_RATIO`; with more than 40 steps the raw values are drawn pale and an
@@ -184,10 +187,9 @@ def loss_curve_chart(rows: Sequence[Mapping[str, float]], title: str = "training
         draw.line([width + 4, ly + 8, width + 26, ly + 8], fill=colour, width=3)
         draw.text((width + 32, ly), f"{term} {_fmt(pts[-1][1])}", fill=_BLACK, font=small)
     draw.text((box[0], 12), title, fill=_BLACK, font=font)
-    xlabel = "optimizer step"
     draw.text(((box[0] + box[2]) / 2 - draw.textlength(xlabel, font=font) / 2, box[3] + 28), xlabel,
               fill=_BLACK, font=font)
-    _vertical_text(image, "loss (log scale)" if log else "loss", (20, (box[1] + box[3]) // 2), font)
+    _vertical_text(image, f"{ylabel} (log scale)" if log else ylabel, (20, (box[1] + box[3]) // 2), font)
     if note:
         draw.text((width + 4, box[1] + 8 + 22 * len(series)), note, fill=_GREY, font=small)
     return image
