@@ -162,3 +162,13 @@ def test_report_marks_failures_and_needs_results() -> None:
     assert "| crf | | | failed: ValueError: bad | | |" in markdown_table(results)
     with pytest.raises(ValueError, match="no measure has results"):
         speed_chart(results)
+
+
+def test_pseudo_masks_without_the_official_like_script_times_the_crf_variants() -> None:
+    from benchmarks.speed.harness import summarise as reduce
+    from benchmarks.speed.measures import refine_variants
+
+    (measure,) = get_measures(["pseudo_masks"])
+    timed = refine_variants(measure.sweep("tiny")[0], Context(rounds=1, warmup=0))
+    assert set(reduce(timed, "ours")) == {"ours", "ours_torch_crf", "one_window"}
+    assert timed.official is not None and timed.official.startswith("official-like variant: one_window")

@@ -142,6 +142,44 @@ def measure_retrain_step(point: Mapping[str, Any], ctx: Context) -> Timed:
 
 # --------------------------------------------------------------------------- inference
 def measure_pseudo_masks(point: Mapping[str, Any], ctx: Context) -> Timed:
+    """WeakCLIP pseudo-mask network inference of one ``height`` × ``width`` image (averaged softmax of
+    ``scales`` of the base size ``(4 base, base)``, flip, windows of ``base`` at stride 2/3; no CRF,
+    which the ``crf`` measure times): ``ours`` (``WeakCLIPRefiner.probabilities``) against
+    ``official_like`` (``weakclip_pseudo_masks_speed.py``: one window per forward, the text encoded
+    in every window, sequence-first attention); ``extra``: their outputs' agreement. Without that
+    script, :func:`refine_variants` (the CRF backends and one window per call, CRF included)."""
+    from wsss_kit.data.palette import VOC_CLASSES
+    from wsss_weakclip.refiner import WeakCLIPRefiner
+
+    try:
+        from benchmarks.weakclip_pseudo_masks_speed import OFFICIAL_LIKE, compare, variant_fn
+    except ImportError:
+        return refine_variants(point, ctx)
+    base = int(point["base"])
+    torch.manual_seed(0)
+    refiner = WeakCLIPRefiner(class_names=list(VOC_CLASSES), clip_model=point["clip"], clip_weights=None, crf=None,
+                              scales=tuple(point["scales"]), base_size=(4 * base, base), flip=True, window=base,
+                              stride=max(1, round(base * 2 / 3))).to(ctx.device).eval()
+    image = _rgb(int(point["height"]), int(point["width"]), ctx.device)
+
+    def variant(name: str) -> Callable[[], torch.Tensor]:
+        fn = variant_fn(name)
+
+        def call() -> torch.Tensor:
+            refiner.net.clear_text_cache()  # every image starts without the text, as in a new process
+            return fn(refiner, image)
+        return call
+
+    fns = {"ours": variant("wsss_kit"), "official_like": variant("official-like")}
+    agreement = compare(fns["official_like"](), fns["ours"]())
+    timed = interleave(fns, ctx.rounds, ctx.warmup, ctx.device)
+    timed.official = ctx.official_label("weakclip", OFFICIAL_LIKE, runs=False)
+    timed.extra = {"clip": point["clip"], "scales": list(point["scales"]), "base_size": [4 * base, base],
+                   "window": base, "crf": None, **agreement}
+    return timed
+
+
+def refine_variants(point: Mapping[str, Any], ctx: Context) -> Timed:
     """WeakCLIP pseudo masks of one 375 × 500 image (``WeakCLIPRefiner.refine``: ``scales`` of the base
     size ``(4 base, base)``, flip, windows of ``base`` at stride 2/3, CRF), its CRF by pydensecrf
     (``ours``) and by the torch CRF (``ours_torch_crf``), and ``one_window``: one window per network
