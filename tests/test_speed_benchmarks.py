@@ -172,3 +172,16 @@ def test_pseudo_masks_without_the_official_like_script_times_the_crf_variants() 
     timed = refine_variants(measure.sweep("tiny")[0], Context(rounds=1, warmup=0))
     assert set(reduce(timed, "ours")) == {"ours", "ours_torch_crf", "one_window"}
     assert timed.official is not None and timed.official.startswith("official-like variant: one_window")
+
+
+def test_a_failing_measure_is_recorded_and_the_run_fails(tmp_path, capsys) -> None:
+    out = tmp_path / "speed.json"
+    # an empty folder is not an MCTformer checkout: the child measuring mctformer_cams fails
+    code = benchmarks_main(["speed", "mctformer_cams", "--tiny", "--rounds", "1", "--out", str(out),
+                            "--official-mctformer", str(tmp_path), "--markdown"])
+    assert code == 1
+    record = json.loads(out.read_text())
+    assert record["measures"]["mctformer_cams"]["error"].startswith("child exited with 1: ")
+    assert record["official_checkouts"] == {"mctformer": str(tmp_path.resolve())}
+    assert not out.with_suffix(".png").exists()
+    assert "| mctformer_cams | | | failed: " in capsys.readouterr().out

@@ -141,12 +141,16 @@ def _child(measure: Measure, args: argparse.Namespace, argv_tail: list[str]) -> 
     with tempfile.TemporaryDirectory(prefix="wsss_speed_") as tmp:
         out = Path(tmp) / "measure.json"
         cmd = [sys.executable, "-m", "benchmarks", "speed", measure.name, "--child-out", str(out), *argv_tail]
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
-                              cwd=Path(__file__).resolve().parents[2])
-        sys.stderr.write(proc.stderr)
+        tail: list[str] = []
+        with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2]) as proc:
+            assert proc.stderr is not None
+            for line in proc.stderr:  # progress as it comes; the end kept for the error message
+                sys.stderr.write(line)
+                tail = (tail + [line])[-40:]
         if proc.returncode != 0 or not out.exists():
-            return {"title": measure.title, "error": f"child exited with {proc.returncode}: "
-                                                     f"{proc.stderr.strip()[-2000:] or 'no output'}"}
+            text = "".join(tail).strip()[-2000:] or "no output"
+            return {"title": measure.title, "error": f"child exited with {proc.returncode}: {text}"}
         return dict(json.loads(out.read_text()))
 
 
