@@ -1,7 +1,8 @@
 """What CLIMS's CLIP losses cost per training step: the same CAM network step with and without them.
 
     python benchmarks/clims_loss_cost.py [--setups tiny,b32] [--steps 5] [--warmup 1]
-        [--device cpu|cuda] [--b32-batch 2] [--b32-crop 512] [--threads N]
+        [--device cpu|cuda] [--b32-batch 2] [--b32-crop 512] [--threads N] [--clip-precision auto]
+        [--no-official]
 
 For each setup it builds ``cams/clims`` (random weights everywhere: the cost does not depend on
 them) and times optimizer steps (SGD over ``param_groups``, momentum 0.9) of four objectives on the
@@ -16,12 +17,37 @@ slows them alike; the medians over ``--steps`` rounds after ``--warmup`` are rep
   suppression through the frozen CLIP image encoder, plus the area term) with the fixed prompt
   "a photo of {}." (its text features are encoded once and cached);
 * ``clims_coop``: the same with CoOp's learnable context (POLE Table 1), so the text encoder runs
-  forward and backward every step.
+  forward and backward every step;
+* ``clims_fp32``: ``clims`` with CLIP in fp32, measured when ``--clip-precision`` (default ``auto``:
+  bf16 on a CPU with AMX, fp16 on CUDA, :func:`wsss_kit.clip.resolve_precision`) is not fp32 for
+  ``clims``; the issue's fp32 target (≥ 3× the official step) is measured on it (or on ``clims``
+  when that already runs fp32);
+* ``official_like``: the official step (github CVI-SZU/CLIMS ``step/train_clims.py``,
+  ``clip_utils.clip_forward``, ``clip_loss.py``) built from this plugin's pieces, same network,
+  same loss values: the CLIP weights keep ``requires_grad=True`` (the official freezing lines
+  are commented out; CLIP is not in the optimizer, so backward computes its weight gradients for
+  nothing), CLIP in fp32; every class's CAM is resized to CLIP's input, then the pairs picked;
+  the pairs' prompts are tokenised and encoded with gradients on every step, twice (once with
+  the foreground images, once with the background images), the ten background prompts too; the
+  foreground images go through the image encoder twice (matching, then background
+  suppression), the background images once. Attention runs fused as in ours (the official
+  sequence-first ``nn.MultiheadAttention`` takes PyTorch's fused kernel too), so the ratio
+  counts the official structure's waste only.
+
+Before timing, ``official_like`` and ``clims_fp32`` (or ``clims``) each take one SGD step from the
+same weights on the same batch: the report's ``equality`` gives the loss difference and the
+largest parameter difference after the step (fp32: equal to float rounding).
 
 Each step is split into CAM-network forward, loss (for the CLIMS variants: masking + CLIP image
 encoder + text), backward and optimizer step. The CLIP cost per step is ``clims − area_only``.
 POLE's own additions (per-image selected prompts, read from a cache and encoded once; 512→128→512
 adapters) are negligible next to these and are not timed separately.
+
+Where the time goes (torch.profiler, ``b32``, 1 thread, ``clims`` fp32 at 5.9 s on a loaded
+machine): ResNet-50 at 512² forward + backward ~4.5 s (3×3 convolutions through oneDNN and 1×1
+convolutions through PyTorch's own kernel, which it prefers on one thread, both at ~130 GFLOP/s;
+BatchNorm ~0.7 s), CLIP ViT-B/32 on the 2 × 3 masked images forward + backward to the images ~1 s.
+With fused attention no ``bmm`` on a transposed input is left (the issue's 25.6 ms per layer).
 
 Setups (images are random, labels alternate 1 and 2 classes per image, VOC's mean is ~1.5):
 
@@ -42,14 +68,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +82,8 @@ import torch.nn.functional as F
 from wsss_kit.atomic import write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clims_loss_cost.json"
-VARIANTS = ("multilabel", "area_only", "clims", "clims_coop")
+VARIANTS = ("multilabel", "area_only", "clims", "clims_coop", "clims_fp32", "official_like")
+BASE_VARIANTS = VARIANTS[:4]
 SYNTHETIC_NAMES = ["ball", "box", "kite", "boat", "tree"]
 
 
@@ -84,25 +110,128 @@ def labels_for(batch: int, num_classes: int) -> torch.Tensor:
     return labels
 
 
+def official_like_loss(model: Any, clip: Any, images: torch.Tensor, cams: torch.Tensor,
+                       labels: torch.Tensor) -> torch.Tensor:
+    """The official CLIMS loss computed the official way (module docstring, ``official_like``).
+
+    ``model``: a ``cams/clims`` network (its prompts, background prompts and loss weights);
+    ``clip``: a CLIPModel whose weights require gradients (``frozen=False``: no text cache either);
+    ``images`` ``(B, 3, H, W)`` in [0, 1]; ``cams`` ``(B, C, h, w)`` sigmoid CAMs; ``labels`` ``(B, C)``.
+    """
+    from wsss_kit.clip import IMAGENET_MEAN, IMAGENET_STD
+    from wsss_pole.losses import (
+        area_regularization_loss,
+        background_suppression_loss,
+        background_text_matching_loss,
+        object_text_matching_loss,
+    )
+
+    crit = model.criterion
+    if crit.normalization != "imagenet":
+        raise ValueError(f"official_like follows the official ImageNet normalisation; got {crit.normalization!r}")
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    x = (images - mean) / std  # the official data loader's normalisation
+    size = crit.input_size or clip.image_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    cam_s = F.interpolate(cams, size=size, mode="bilinear", align_corners=True)  # every class's CAM
+    img_s = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    image_index, class_index = torch.nonzero(labels > 0.5, as_tuple=True)
+    p = cam_s[image_index, class_index].unsqueeze(1)
+    fg, bg = p * img_s[image_index], (1 - p) * img_s[image_index]
+    names = [model.prompt_names[k] for k in class_index.tolist()]
+
+    def similarity(image_batch: torch.Tensor) -> torch.Tensor:  # clip_forward: the texts encoded each call
+        text = F.normalize(model.prompt(names, clip=clip), dim=-1)
+        return (F.normalize(clip.encode_image(image_batch, normalized=True), dim=-1) * text).sum(-1)
+
+    otm = object_text_matching_loss(similarity(fg), crit.eps)
+    btm = background_text_matching_loss(similarity(bg), crit.eps)
+    s_cbs = (F.normalize(clip.encode_image(fg, normalized=True), dim=-1)
+             @ F.normalize(clip.encode_text(list(model.background_prompts)), dim=-1).t())
+    cbs = background_suppression_loss(s_cbs, crit.cbs_threshold, crit.eps)
+    return (crit.otm_weight * otm + crit.btm_weight * btm + crit.cbs_weight * cbs
+            + crit.reg_weight * area_regularization_loss(cams))
+
+
 def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Time the four variants on one batch, interleaved step by step (a busy machine slows them
-    alike), and report the median of the timed steps."""
+    """Time the variants on one batch, interleaved step by step (a busy machine slows them
+    alike), and report the median of the timed steps. ``args``: ``device``, ``warmup``, ``steps``,
+    ``b32_batch``, ``b32_crop`` and optionally ``clip_precision`` (default ``auto``), ``official``
+    (default True: ``clims_fp32``/``official_like`` and their one-step equality)."""
     import wsss_kit
     from wsss_kit.clip import load_clip
 
     device = torch.device(args.device)
+    precision = getattr(args, "clip_precision", "auto")
+    with_official = bool(getattr(args, "official", True))
     kwargs, batch, crop = setup_kwargs(name, args)
     images = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device)
     labels = labels_for(batch, kwargs["num_classes"]).to(device)
+    clip_name, clip_weights = kwargs.pop("clip_model"), kwargs.pop("clip_weights")
     torch.manual_seed(0)
-    clip = load_clip(kwargs.pop("clip_model"), kwargs.pop("clip_weights"), device=device)  # shared, frozen
+    clip = load_clip(clip_name, clip_weights, device=device, precision=precision)  # shared, frozen
+    resolved = clip.resolved_precision(device.type) or "fp32"
+    variants = [v for v in VARIANTS if v in BASE_VARIANTS or (with_official and not (
+        v == "clims_fp32" and resolved == "fp32"))]
+    clips = {"ours": clip}
+    if with_official:
+        state = clip.state_dict()
+        clips["fp32"] = clip if resolved == "fp32" else load_clip(clip_name, None, device=device, precision="fp32")
+        clips["official"] = load_clip(clip_name, None, device=device, precision="fp32", frozen=False, keep_eval=True)
+        for c in (clips["fp32"], clips["official"]):
+            c.load_state_dict(state)
     coop = {"type": "prompts/coop", "n_ctx": 3, "init_phrase": "a photo of", "template": "{}."}
-    models = {"template": wsss_kit.create("cams", "clims", **kwargs, clip_model=clip).to(device).train(),
-              "coop": wsss_kit.create("cams", "clims", **kwargs, clip_model=clip, prompt=coop,
-                                      prompt_lr_mult=1.0).to(device).train()}
-    model_of = {"multilabel": "template", "area_only": "template", "clims": "template", "clims_coop": "coop"}
-    optimizers = {v: torch.optim.SGD([g for g in models[m].param_groups(1e-3) if g["params"]], lr=1e-3,
-                                     momentum=0.9, weight_decay=1e-4) for v, m in model_of.items()}
+
+    def build(prompt: Any = None) -> Any:
+        extra = {"prompt": prompt, "prompt_lr_mult": 1.0} if prompt else {}
+        return wsss_kit.create("cams", "clims", **kwargs, clip_model=clip, **extra).to(device).train()
+
+    torch.manual_seed(0)
+    models = {"template": build(), "coop": build(coop)}
+    model_of = {"multilabel": "template", "area_only": "template", "clims": "template", "clims_coop": "coop",
+                "clims_fp32": "template", "official_like": "template"}
+
+    def sgd(model: Any) -> torch.optim.Optimizer:
+        return torch.optim.SGD([g for g in model.param_groups(1e-3) if g["params"]], lr=1e-3, momentum=0.9,
+                               weight_decay=1e-4)
+
+    optimizers = {v: sgd(models[model_of[v]]) for v in variants}
+
+    def loss_of(variant: str, model: Any, raw: torch.Tensor) -> torch.Tensor:
+        if variant == "multilabel":
+            return F.multilabel_soft_margin_loss(raw.mean(dim=(2, 3)), labels)
+        if variant == "area_only":
+            return model.criterion.reg_weight * torch.sigmoid(raw).mean()
+        if variant == "official_like":
+            return official_like_loss(model, clips["official"], images, torch.sigmoid(raw), labels)
+        c = clips["fp32"] if variant == "clims_fp32" else model.clip
+        return model.criterion(images, torch.sigmoid(raw), labels, clip=c,
+                               class_text=model.prompt(model.prompt_names, clip=c),
+                               background_text=model.background_prompts)["loss"]
+
+    equality = None
+    if with_official:  # one step each from the same weights: the same loss and the same update
+        ours_v = "clims_fp32" if "clims_fp32" in variants else "clims"
+        after, losses = {}, {}
+        for v in (ours_v, "official_like"):
+            torch.manual_seed(1)
+            m = build()
+            raw = m.raw_cams(images)
+            loss = loss_of(v, m, raw)
+            opt = sgd(m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[v] = float(loss.detach())
+            after[v] = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+        equality = {"compared": [ours_v, "official_like"], "loss": losses,
+                    "loss_difference": abs(losses[ours_v] - losses["official_like"]),
+                    "max_update_difference": max(float((after[ours_v][n] - after["official_like"][n]).abs().max())
+                                                 for n in after[ours_v]),
+                    "official_clip_weights_given_grads": sum(
+                        p.numel() for p in clips["official"].parameters() if p.grad is not None)}
+        clips["official"].zero_grad(set_to_none=True)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -115,17 +244,12 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
         raw = model.raw_cams(images)
         sync()
         t1 = time.perf_counter()
-        if variant == "multilabel":
-            loss = F.multilabel_soft_margin_loss(raw.mean(dim=(2, 3)), labels)
-        elif variant == "area_only":
-            loss = model.criterion.reg_weight * torch.sigmoid(raw).mean()
-        else:
-            loss = model.criterion(images, torch.sigmoid(raw), labels, clip=model.clip,
-                                   class_text=model.class_text_features(),
-                                   background_text=model.background_prompts)["loss"]
+        loss = loss_of(variant, model, raw)
         sync()
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
+        if variant == "official_like":  # the official step zeroes only the optimizer's parameters
+            clips["official"].zero_grad(set_to_none=False)
         loss.backward()
         sync()
         t3 = time.perf_counter()
@@ -135,10 +259,10 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0
 
     keys = ("cam_forward", "loss", "backward", "optimizer", "step")
-    times: dict[str, dict[str, list[float]]] = {v: {k: [] for k in keys} for v in VARIANTS}
+    times: dict[str, dict[str, list[float]]] = {v: {k: [] for k in keys} for v in variants}
     peak_cuda: dict[str, int] = {}
     for i in range(args.warmup + args.steps):
-        for variant in VARIANTS:
+        for variant in variants:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             measured = step(variant)
@@ -152,8 +276,8 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {"batch": batch, "crop": crop, "pairs": int(labels.sum()), "clip_model": clip.name,
                            "clip_image_size": list(clip.image_size), "backbone": kwargs["backbone"],
-                           "variants": {}}
-    for variant in VARIANTS:
+                           "clip_precision": precision, "clip_precision_resolved": resolved, "variants": {}}
+    for variant in variants:
         t = times[variant]
         result = {k: round(statistics.median(v), 4) for k, v in t.items()}
         result["step_min"] = round(min(t["step"]), 4)
@@ -166,8 +290,58 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
     out["clip_cost_seconds"] = round(v["clims"]["step"] - v["area_only"]["step"], 4)
     out["clims_over_area_only"] = round(v["clims"]["step"] / v["area_only"]["step"], 3)
     out["coop_text_cost_seconds"] = round(v["clims_coop"]["step"] - v["clims"]["step"], 4)
+    if with_official:
+        fp32 = v.get("clims_fp32", v["clims"])
+        out["speedup_official_like_over_clims_fp32"] = round(v["official_like"]["step"] / fp32["step"], 3)
+        out["speedup_official_like_over_clims"] = round(v["official_like"]["step"] / v["clims"]["step"], 3)
+        out["equality"] = equality
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
+
+
+def measure_clims_step(setups: str | Sequence[str] = ("b32",), steps: int = 5, warmup: int = 1, device: str = "cpu",
+                       b32_batch: int = 2, b32_crop: int = 512, threads: int | None = 1, clip_precision: str = "auto",
+                       official: bool = True) -> dict[str, Any]:
+    """Every setup in its own child process (its peak RSS its own); returns the record :func:`main` saves:
+    ``results[setup]`` (:func:`measure_setup`), ``settings``, ``method``, ``machine``."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.machine import machine_info
+
+    names = [s.strip() for s in (setups.split(",") if isinstance(setups, str) else setups) if s.strip()]
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0; got steps={steps}, warmup={warmup}")
+    ns = argparse.Namespace(b32_batch=b32_batch, b32_crop=b32_crop)
+    for name in names:
+        setup_kwargs(name, ns)  # validate the names before spawning
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    results: dict[str, Any] = {}
+    for name in names:
+        print(f"setup {name}:", flush=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--steps", str(steps), "--warmup",
+               str(warmup), "--device", device, "--b32-batch", str(b32_batch), "--b32-crop", str(b32_crop),
+               "--clip-precision", clip_precision] + ([] if official else ["--no-official"])
+        if threads:
+            cmd += ["--threads", str(threads)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        lines = proc.stdout.rstrip().splitlines()
+        for line in lines[:-1]:
+            print(line)
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"setup {name} failed with exit code {proc.returncode}")
+        results[name] = json.loads(lines[-1])
+    return {
+        "results": results,
+        "settings": {"steps": steps, "warmup": warmup, "device": device, "clip_precision": clip_precision,
+                     "b32_batch": b32_batch, "b32_crop": b32_crop},
+        "method": f"variants built in one child process per setup (threads={threads}), one step of each per "
+                  f"round, {warmup} warm-up round(s) then the median of {steps}; official_like = the official "
+                  "CLIMS step's structure rebuilt from wsss_pole's pieces (not the official code)",
+        "target_speedup_fp32": 3.0,
+        "machine": machine_info(load_average_before=load_before, torch_threads=threads or torch.get_num_threads(),
+                                cuda_device=torch.cuda.get_device_name(0) if device.startswith("cuda") else None),
+    }
 
 
 def main() -> int:
@@ -178,7 +352,9 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--b32-batch", type=int, default=2)
     parser.add_argument("--b32-crop", type=int, default=512)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
+    parser.add_argument("--clip-precision", default="auto", help="CLIP precision of 'clims' (default: auto)")
+    parser.add_argument("--no-official", action="store_true", help="skip clims_fp32 and official_like")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -187,47 +363,32 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:  # one setup in this process; the result goes to stdout's last line
+        args.official = not args.no_official
         print(json.dumps(measure_setup(args.child, args)))
         return 0
 
-    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
-    results: dict[str, Any] = {}
-    for name in setups:
-        setup_kwargs(name, args)  # validate the name before spawning
-        print(f"setup {name}:", flush=True)
-        cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--device", args.device, "--b32-batch", str(args.b32_batch), "--b32-crop", str(args.b32_crop)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-        lines = proc.stdout.rstrip().splitlines()
-        for line in lines[:-1]:
-            print(line)
-        if proc.returncode != 0 or not lines:
-            raise SystemExit(f"setup {name} failed with exit code {proc.returncode}")
-        results[name] = json.loads(lines[-1])
-
+    record = measure_clims_step(args.setups, steps=args.steps, warmup=args.warmup, device=args.device,
+                                b32_batch=args.b32_batch, b32_crop=args.b32_crop, threads=args.threads,
+                                clip_precision=args.clip_precision, official=not args.no_official)
+    results = record["results"]
     print(f"\nmedian seconds of {args.steps} interleaved steps")
-    print(f"{'setup':<6} {'variant':<11} {'step s':>8} {'min-max':>15} {'CAM fwd':>8} {'loss':>8} {'backward':>9} "
+    print(f"{'setup':<6} {'variant':<13} {'step s':>8} {'min-max':>15} {'CAM fwd':>8} {'loss':>8} {'backward':>9} "
           f"{'optim':>7}")
     for name, r in results.items():
         for variant, v in r["variants"].items():
             spread = f"{v['step_min']:.2f}-{v['step_max']:.2f}"
-            print(f"{name:<6} {variant:<11} {v['step']:>8.3f} {spread:>15} {v['cam_forward']:>8.3f} {v['loss']:>8.3f} "
+            print(f"{name:<6} {variant:<13} {v['step']:>8.3f} {spread:>15} {v['cam_forward']:>8.3f} {v['loss']:>8.3f} "
                   f"{v['backward']:>9.3f} {v['optimizer']:>7.3f}")
     for name, r in results.items():
         print(f"{name}: batch {r['batch']}, crop {r['crop']}, {r['pairs']} (image, class) pairs, "
-              f"{r['backbone']} + {r['clip_model']}: the CLIP terms add {r['clip_cost_seconds']:.3f} s per step "
-              f"({r['clims_over_area_only']:.2f}x the step without them); CoOp's text encoder adds "
-              f"{r['coop_text_cost_seconds']:.3f} s; peak RSS {r['peak_rss_mb']} MB")
-    record = {
-        "results": results,
-        "settings": {"steps": args.steps, "warmup": args.warmup, "device": args.device},
-        "machine": {"cpus": os.cpu_count(), "torch_threads": args.threads or torch.get_num_threads(),
-                    "platform": platform.platform(), "torch": torch.__version__,
-                    "cuda_device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-                    "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
-    }
+              f"{r['backbone']} + {r['clip_model']} ({r['clip_precision_resolved']}): the CLIP terms add "
+              f"{r['clip_cost_seconds']:.3f} s per step ({r['clims_over_area_only']:.2f}x the step without them); "
+              f"CoOp's text encoder adds {r['coop_text_cost_seconds']:.3f} s; peak RSS {r['peak_rss_mb']} MB")
+        if "equality" in r:
+            print(f"  official_like / clims fp32 {r['speedup_official_like_over_clims_fp32']:.2f}x (target >= 3x), "
+                  f"/ clims {r['speedup_official_like_over_clims']:.2f}x; one step from the same weights: loss "
+                  f"difference {r['equality']['loss_difference']:.2e}, largest update difference "
+                  f"{r['equality']['max_update_difference']:.2e}")
     write_text(Path(args.results), json.dumps(record, indent=2) + "\n")
     print(f"\nsaved {args.results}")
     return 0
