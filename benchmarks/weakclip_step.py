@@ -51,12 +51,14 @@ per round), so that a shared machine whose load changes slows them alike; per st
 split into forward, losses (and the CRF within them), backward and optimizer; reported are the
 medians after ``--warmup`` rounds and the min/max step. Memory: each variant then runs alone in
 its own process for warm-up + 1 steps: its peak RSS (CPU) or ``torch.cuda.max_memory_allocated``
-(CUDA). Headline: the speed ratios ``official_like / ours_fp32`` (target ≥ 4) and ``official_like / ours``. On a CPU shared with
-other jobs use ``--threads 1``: with 2 threads on 2 cores next to a busy job, the AdamW step of
-``ours`` once took 2.5 s instead of 0.03 s (threads waiting on descheduled siblings, we
-assume), which makes the timings meaningless. Prints a table and saves
+(CUDA). Headline: the speed ratios ``official_like / ours_fp32`` (target ≥ 4) and
+``official_like / ours``. On a CPU shared with other jobs use ``--threads 1`` (the default):
+with 2 threads on 2 cores next to a busy job, the AdamW step of ``ours`` once took 2.5 s instead
+of 0.03 s (threads waiting on descheduled siblings, we assume), which makes the timings
+meaningless. Prints a table and saves
 ``benchmarks/results/weakclip_step_<device>.json``. Needs ``pip install -e plugins/weakclip``
-(or ``PYTHONPATH=plugins/weakclip``) and pydensecrf; never run by the tests.
+(or ``PYTHONPATH=plugins/weakclip``) and pydensecrf; never timed by the tests
+(``tests/test_training_step_benchmarks.py`` checks the one-step equality on a tiny CLIP).
 """
 
 from __future__ import annotations
