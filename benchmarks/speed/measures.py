@@ -268,22 +268,22 @@ register(Measure(
     {"tiny": _sizes("crop", [64], clip=TINY_CLIP, batch=2), "quick": _sizes("crop", [96, 160], clip=B16, batch=1),
      "full": _sizes("crop", [128, 256, 384], clip=B16, batch=2)}, measure_weakclip_step, official="weakclip"))
 register(Measure(
-    "pseudo_masks", "WeakCLIP pseudo masks of one 375x500 image (windows, flip, CRF)", "base",
+    "pseudo_masks", "WeakCLIP pseudo-mask inference of one 375x500 image (windows, flip; no CRF)", "base",
     "base size short side (px; windows of that side)", "image", "ours",
     {"tiny": _sizes("base", [32], clip=TINY_CLIP, scales=(1.0,), height=24, width=32),
-     "quick": _sizes("base", [128, 224], clip=B16, scales=(1.0,), height=375, width=500),
+     "quick": _sizes("base", [96, 192], clip=B16, scales=(1.0,), height=375, width=500),
      "full": _sizes("base", [128, 256, 512], clip=B16, scales=OFFICIAL_RATIOS, height=375, width=500)},
     measure_pseudo_masks, official="weakclip"))
 register(Measure(
     "clims_step", "CLIMS/POLE training step with and without the CLIP loss terms", "crop", "crop side (px)",
     "image", "clims",
-    {"tiny": _sizes("crop", [96], setup="tiny", batch=8), "quick": _sizes("crop", [128, 192], setup="b32", batch=2),
+    {"tiny": _sizes("crop", [96], setup="tiny", batch=8), "quick": _sizes("crop", [96, 160], setup="b32", batch=1),
      "full": _sizes("crop", [256, 384, 512], setup="b32", batch=2)}, measure_clims_step, official="clims"))
 register(Measure(
     "retrain_step", "retrain head training step (forward, loss, backward, SGD), batch 2", "crop",
     "crop side (px)", "image", None,
     {"tiny": _sizes("crop", [64], heads=["smp_unet_r18"], batch=2),
-     "quick": _sizes("crop", [128, 192], heads=["smp_unet_r18", "deeplab_v2_r101"], batch=2),
+     "quick": _sizes("crop", [96, 160], heads=["smp_unet_r18", "deeplab_v2_r101"], batch=2),
      "full": _sizes("crop", [224, 321, 448], heads=["smp_unet_r18", "deeplab_v1_wr38", "deeplab_v2_r101"],
                     batch=2)}, measure_retrain_step))
 register(Measure(

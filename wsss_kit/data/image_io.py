@@ -226,10 +226,12 @@ def mask_size_problem(path: PathLike, mask: np.ndarray, expected_size: Sequence[
 
 def mask_value_problem(path: PathLike, mask: np.ndarray, num_classes: int) -> str | None:
     """The message for a mask with values outside ``0..num_classes`` and 255, or ``None``."""
-    values = np.unique(mask)
-    bad = values[((values < 0) | (values > num_classes)) & (values != IGNORE_INDEX)]
-    if bad.size == 0:
+    # Compare every pixel first and sort only the bad ones: np.unique over a whole 375x500 mask
+    # was a third of the eval stage's scoring time (benchmarks speed miou_eval).
+    outside = (mask < 0) | ((mask > num_classes) & (mask != IGNORE_INDEX))
+    if not outside.any():
         return None
+    bad = np.unique(mask[outside])
     shown = ", ".join(str(int(v)) for v in bad[:20]) + (", ..." if bad.size > 20 else "")
     return (
         f"mask {path} has values outside 0..{num_classes} and {IGNORE_INDEX}: [{shown}] "
