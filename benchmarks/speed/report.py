@@ -21,9 +21,10 @@ def _point_label(measure: Mapping[str, Any], point: Mapping[str, Any]) -> str:
 
 def markdown_table(results: Mapping[str, Any], largest_only: bool = False) -> str:
     """One row per (measure, sweep point, variant): median seconds per unit with min–max, peak RSS
-    (and CUDA) memory, the ratio to the measure's baseline; ``largest_only``: the largest point of
-    each measure only. Measures that failed get a row saying so."""
-    lines = ["| measure | input | variant | per unit (median, min-max) | peak RSS | ratio to baseline |",
+    (in brackets its rise during a call: the call's own) and CUDA memory, the ratio to the baseline;
+    ``largest_only``: the largest point of each measure only. Measures that failed get a row saying so."""
+    lines = ["| measure | input | variant | per unit (median, min-max) | peak RSS (+ during a call) "
+             "| ratio to baseline |",
              "|---|---|---|---|---|---|"]
     for name, m in results["measures"].items():
         if m.get("error"):
@@ -36,6 +37,8 @@ def markdown_table(results: Mapping[str, Any], largest_only: bool = False) -> st
                 per = row["per_unit_s"]
                 spread = f"{_fmt_s(row['min_s'] / units)}-{_fmt_s(row['max_s'] / units)}"
                 memory = f"{row['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in row else ""
+                if "peak_rss_above_start_mb" in row:  # the call's own working memory
+                    memory += f" (+{row['peak_rss_above_start_mb']:.0f})"
                 if "peak_cuda_mb" in row:
                     memory += f", CUDA {row['peak_cuda_mb']:.0f} MB"
                 ratio = row.get(f"ratio_to_{m['baseline']}")
