@@ -37,6 +37,8 @@ slows them alike; the medians over ``--steps`` rounds after ``--warmup`` are rep
 Before timing, ``official_like`` and ``clims_fp32`` (or ``clims``) each take one SGD step from the
 same weights on the same batch: the report's ``equality`` gives the loss difference and the
 largest parameter difference after the step (fp32: equal to float rounding).
+``--channels-last`` builds ours' networks with ``channels_last=True`` (``official_like`` keeps
+the default layout on a network of its own).
 
 Each step is split into CAM-network forward, loss (for the CLIMS variants: masking + CLIP image
 encoder + text), backward and optimizer step. The CLIP cost per step is ``clims − area_only``.
@@ -165,6 +167,7 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     precision = getattr(args, "clip_precision", "auto")
     with_official = bool(getattr(args, "official", True))
+    channels_last = bool(getattr(args, "channels_last", False))
     kwargs, batch, crop = setup_kwargs(name, args)
     images = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device)
     labels = labels_for(batch, kwargs["num_classes"]).to(device)
@@ -183,14 +186,18 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
             c.load_state_dict(state)
     coop = {"type": "prompts/coop", "n_ctx": 3, "init_phrase": "a photo of", "template": "{}."}
 
-    def build(prompt: Any = None) -> Any:
+    def build(prompt: Any = None, layout: bool = channels_last) -> Any:
         extra = {"prompt": prompt, "prompt_lr_mult": 1.0} if prompt else {}
-        return wsss_kit.create("cams", "clims", **kwargs, clip_model=clip, **extra).to(device).train()
+        return wsss_kit.create("cams", "clims", **kwargs, clip_model=clip, channels_last=layout,
+                               **extra).to(device).train()
 
     torch.manual_seed(0)
     models = {"template": build(), "coop": build(coop)}
+    if with_official:  # the official network keeps the default layout
+        torch.manual_seed(0)
+        models["official"] = build(layout=False)
     model_of = {"multilabel": "template", "area_only": "template", "clims": "template", "clims_coop": "coop",
-                "clims_fp32": "template", "official_like": "template"}
+                "clims_fp32": "template", "official_like": "official"}
 
     def sgd(model: Any) -> torch.optim.Optimizer:
         return torch.optim.SGD([g for g in model.param_groups(1e-3) if g["params"]], lr=1e-3, momentum=0.9,
@@ -216,7 +223,7 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
         after, losses = {}, {}
         for v in (ours_v, "official_like"):
             torch.manual_seed(1)
-            m = build()
+            m = build(layout=channels_last and v != "official_like")
             raw = m.raw_cams(images)
             loss = loss_of(v, m, raw)
             opt = sgd(m)
@@ -276,7 +283,8 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {"batch": batch, "crop": crop, "pairs": int(labels.sum()), "clip_model": clip.name,
                            "clip_image_size": list(clip.image_size), "backbone": kwargs["backbone"],
-                           "clip_precision": precision, "clip_precision_resolved": resolved, "variants": {}}
+                           "clip_precision": precision, "clip_precision_resolved": resolved,
+                           "channels_last": channels_last, "variants": {}}
     for variant in variants:
         t = times[variant]
         result = {k: round(statistics.median(v), 4) for k, v in t.items()}
@@ -301,7 +309,7 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_clims_step(setups: str | Sequence[str] = ("b32",), steps: int = 5, warmup: int = 1, device: str = "cpu",
                        b32_batch: int = 2, b32_crop: int = 512, threads: int | None = 1, clip_precision: str = "auto",
-                       official: bool = True) -> dict[str, Any]:
+                       official: bool = True, channels_last: bool = False) -> dict[str, Any]:
     """Every setup in its own child process (its peak RSS its own); returns the record :func:`main` saves:
     ``results[setup]`` (:func:`measure_setup`), ``settings``, ``method``, ``machine``."""
     root = str(Path(__file__).resolve().parents[1])
@@ -321,7 +329,8 @@ def measure_clims_step(setups: str | Sequence[str] = ("b32",), steps: int = 5, w
         print(f"setup {name}:", flush=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--steps", str(steps), "--warmup",
                str(warmup), "--device", device, "--b32-batch", str(b32_batch), "--b32-crop", str(b32_crop),
-               "--clip-precision", clip_precision] + ([] if official else ["--no-official"])
+               "--clip-precision", clip_precision] + ([] if official else ["--no-official"]) + (
+                   ["--channels-last"] if channels_last else [])
         if threads:
             cmd += ["--threads", str(threads)]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
@@ -334,6 +343,7 @@ def measure_clims_step(setups: str | Sequence[str] = ("b32",), steps: int = 5, w
     return {
         "results": results,
         "settings": {"steps": steps, "warmup": warmup, "device": device, "clip_precision": clip_precision,
+                     "channels_last": channels_last,
                      "b32_batch": b32_batch, "b32_crop": b32_crop},
         "method": f"variants built in one child process per setup (threads={threads}), one step of each per "
                   f"round, {warmup} warm-up round(s) then the median of {steps}; official_like = the official "
@@ -355,6 +365,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
     parser.add_argument("--clip-precision", default="auto", help="CLIP precision of 'clims' (default: auto)")
     parser.add_argument("--no-official", action="store_true", help="skip clims_fp32 and official_like")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="ours' CAM networks channels-last (cams/clims channels_last=True)")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -369,7 +381,8 @@ def main() -> int:
 
     record = measure_clims_step(args.setups, steps=args.steps, warmup=args.warmup, device=args.device,
                                 b32_batch=args.b32_batch, b32_crop=args.b32_crop, threads=args.threads,
-                                clip_precision=args.clip_precision, official=not args.no_official)
+                                clip_precision=args.clip_precision, official=not args.no_official,
+                                channels_last=args.channels_last)
     results = record["results"]
     print(f"\nmedian seconds of {args.steps} interleaved steps")
     print(f"{'setup':<6} {'variant':<13} {'step s':>8} {'min-max':>15} {'CAM fwd':>8} {'loss':>8} {'backward':>9} "
