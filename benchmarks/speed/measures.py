@@ -74,12 +74,13 @@ def measure_mctformer_cams(point: Mapping[str, Any], ctx: Context) -> Timed:
     variants = ["ours", "official_like"] + (["official"] if official else [])
     fns = mctformer_speed._cam_setup(int(point["version"]), int(point["size"]), tuple(point["scales"]), True,
                                      int(point["classes"]), official, variants)
-    timed = interleave(fns, ctx.rounds, ctx.warmup, ctx.device)
+    # mctformer_speed builds its networks on the CPU: the measure runs there whatever --device says
+    timed = interleave(fns, ctx.rounds, ctx.warmup, "cpu")
     timed.official = ctx.official_label(
         "mctformer", "the official MCTformerV1/V2 forward and generate_attention_maps_ms (commit 96065977) "
         "over the same modules (mctformer_speed.OfficialLike)")
     timed.extra = {"version": point["version"], "scales": list(point["scales"]), "flip": True,
-                   "backbone": mctformer_speed.BACKBONE}
+                   "backbone": mctformer_speed.BACKBONE, "device": "cpu"}
     return timed
 
 
