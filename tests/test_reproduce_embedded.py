@@ -69,9 +69,44 @@ def _nodes(value: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
 @pytest.mark.parametrize("table_id", sorted(TABLES))
 def test_every_tables_embedded_runs_resolve_and_validate(table_id, tmp_path, world_weights):
     """Schema, weight files (world stand-ins), plugins planned on the meta device for the first runs."""
-    runs = resolve_table(TABLES[table_id], tmp_path, embedded=True)
+    runs = resolve_table(emb.embedded_table(TABLES[table_id]), tmp_path, embedded=True)
     validate_runs(runs)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing ran
+
+
+def test_test_rows_are_scored_on_the_worlds_test_split_by_the_val_heads(tmp_path):
+    table = TABLES["weakclip_table7"]
+    world = emb.embedded_table(table)
+    assert all(row.run is None and row.why_not for row in table.rows)  # the VOC table is unchanged
+    assert {row.row: row.run for row in world.rows} == {"MCTformer": "deeplab_mct_test",
+                                                        "WeakCLIP": "deeplab_weakclip_test"}
+    assert all(row.result == "eval.eval.miou" and not row.why_not for row in world.rows)
+    runs = {rr.run.name: rr for rr in resolve_table(world, tmp_path, embedded=True)}
+    for head in ("deeplab_mct", "deeplab_weakclip"):
+        trained, test = runs[head], runs[f"{head}_test"]
+        assert trained.cfg["data"]["eval"]["split"] == "val"
+        assert test.cfg["data"]["eval"]["split"] == "test"
+        assert test.cfg["data"]["train"] == trained.cfg["data"]["train"]
+        assert test.cfg["head"]["model"]["checkpoint"] == str(trained.run_dir / "train_head" / "model.pt")
+        assert test.run.stages == trained.run.stages and test.run_dir != trained.run_dir
+
+
+def test_every_unscorable_test_row_names_the_head_that_predicts_it():
+    for table in TABLES.values():
+        names = {run.name for run in table.runs}
+        for row in table.rows:
+            if row.split == "test" and row.run is None and "not public" in row.why_not:
+                assert row.test_of in names, (table.id, row.row)
+        world = emb.embedded_table(table)
+        assert not [r.row for r in world.rows if r.split == "test" and r.run is None and "not public" in r.why_not]
+
+
+def test_a_test_row_naming_no_run_of_its_table_is_refused():
+    table = TABLES["weakclip_table7"]
+    broken = Table(table.id, table.title, table.paper, table.runs[:1], table.rows, table.data)
+    with pytest.raises(ConfigError, match=r"weakclip_table7, row 'MCTformer': test_of names run 'deeplab_mct', "
+                                          r"which is not a run of the table \(runs: mct_psa\)"):
+        emb.embedded_table(broken)
 
 
 @pytest.mark.parametrize("table_id", sorted(TABLES))

@@ -96,6 +96,10 @@ def reproduce(table: "Table | str", out: str | os.PathLike[str], *, data_root: s
         ReproduceRunError: a run failed (naming it and its log); rerunning resumes.
     """
     table = lookup_table(table) if isinstance(table, str) else table
+    if embedded:
+        from .embedded import embedded_table
+
+        table = embedded_table(table)
     root = check_data_root(data_root, smoke or embedded)
     out_dir = Path(out).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():

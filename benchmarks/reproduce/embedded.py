@@ -32,6 +32,7 @@ starts: ``null`` (random initialisation) is always accepted.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
@@ -42,10 +43,10 @@ from wsss_kit.errors import ConfigError
 from wsss_kit.weights.released import RELEASED
 from wsss_kit.weights.required import is_weights_keyword
 
-from ..tables.schema import Run
+from ..tables.schema import Input, Run, Table
 
 __all__ = ["EMBEDDED_BATCH", "EMBEDDED_CROP", "EMBEDDED_EVAL_IMAGES", "EMBEDDED_FINETUNE_STEPS", "EMBEDDED_IMAGE_SIZE", "EMBEDDED_NODES",
-           "EMBEDDED_RUNS", "EMBEDDED_SCALES", "EMBEDDED_STEPS", "EMBEDDED_TRAIN_IMAGES", "EMBEDDED_WR38",
+           "EMBEDDED_RUNS", "EMBEDDED_SCALES", "EMBEDDED_STEPS", "EMBEDDED_TRAIN_IMAGES", "EMBEDDED_WR38", "embedded_table",
            "WORLD_BACKGROUND", "WORLD_CLIP", "WORLD_RESNET", "WORLD_VIT", "EmbeddedRun", "embedded_argv",
            "embedded_config", "trained_weights"]
 
@@ -374,7 +375,11 @@ def embedded_config(cfg: Mapping[str, Any], where: str = "config") -> dict[str, 
                                   f"world weights")
     data = out.get("data")
     if isinstance(data, Mapping):
-        sizes = {"train": ("train", EMBEDDED_TRAIN_IMAGES), "eval": ("val", EMBEDDED_EVAL_IMAGES)}
+        # an eval on the test split (a test row's head, embedded_table) scores the world's test split,
+        # whose masks are public; every other eval scores the world's val split
+        evals = data.get("eval")
+        eval_split = "test" if isinstance(evals, Mapping) and evals.get("split") == "test" else "val"
+        sizes = {"train": ("train", EMBEDDED_TRAIN_IMAGES), "eval": (eval_split, EMBEDDED_EVAL_IMAGES)}
         out["data"] = {key: {"type": "datasets/synthetic", "split": sizes[key][0], "num_images": sizes[key][1],
                              "image_size": EMBEDDED_IMAGE_SIZE} if key in sizes and node is not None else node
                        for key, node in data.items()}
@@ -399,3 +404,39 @@ def embedded_config(cfg: Mapping[str, Any], where: str = "config") -> dict[str, 
         out["pseudo_masks"] = {**out["pseudo_masks"], "batch_size": EMBEDDED_BATCH["refiner"]}
     out["eval"] = {**(out.get("eval") or {}), "pictures": 4}
     return out
+
+
+def embedded_table(table: Table) -> Table:
+    """``table`` with its test rows scored on the world (a new table; ``table`` itself is unchanged).
+
+    VOC's test masks are not public, so a paper's test rows have no run (:attr:`Row.test_of` names the
+    run whose trained head predicts them). The world's test split has its masks: for each such head
+    ``H`` the table gets a run ``H_test`` (``H``'s config, inputs and overrides, ``data.eval.split=test``,
+    the eval stage only, the head read from ``H``'s ``train_head/model.pt``) and the row reads its
+    ``eval.eval.miou``.
+
+    Raises:
+        ConfigError: a test row names a head run that is not a run of the table.
+    """
+    by_name = {run.name: run for run in table.runs}
+    derived: dict[str, Run] = {}
+    rows = []
+    for row in table.rows:
+        if row.test_of is None or row.run is not None:
+            rows.append(row)
+            continue
+        head = by_name.get(row.test_of)
+        if head is None:
+            raise ConfigError(f"table {table.id}, row {row.row!r}: test_of names run {row.test_of!r}, which is not "
+                              f"a run of the table (runs: {', '.join(by_name) or 'none'})")
+        name = f"{head.name}_test"
+        if name not in derived:
+            derived[name] = Run(
+                name, head.config, head.stages,
+                inputs=tuple(head.inputs) + (Input("head.model.checkpoint", head.name, "train_head/model.pt"),),
+                overrides=tuple(head.overrides) + ("data.eval.split=test",),
+                note=f"the head trained in {head.name}, scored on the world's test split (public masks)")
+        rows.append(dataclasses.replace(row, run=name, result="eval.eval.miou", why_not=""))
+    if not derived:
+        return table
+    return dataclasses.replace(table, runs=tuple(table.runs) + tuple(derived.values()), rows=tuple(rows))

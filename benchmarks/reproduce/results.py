@@ -184,8 +184,9 @@ def _markdown(table: "Table", measured: Sequence[Measured], runs: Sequence[Resol
         r = m.row
         note = m.reason or r.note
         data = f"{r.dataset} {r.split}"
-        if embedded and r.dataset != "synthetic":  # every run read the world's val split; the row names the paper's
-            data = f"synthetic val (paper: {data})"
+        if embedded and r.dataset != "synthetic":  # the world's val split (test for a test row's head run); the
+            world = "test" if r.split == "test" and r.run is not None else "val"  # row names the paper's
+            data = f"synthetic {world} (paper: {data})"
         lines.append(f"| {_cell(r.row)} | {r.metric} | {data} | {yes[r.crf]} | {yes[r.multiscale]} | "
                      f"{yes[r.random_walk]} | {_fmt(r.paper) or '-'} | {_fmt(m.measured) or '-'} | "
                      f"{'' if m.delta is None else f'{m.delta:+.1f}'} | {_cell(note)} |")

@@ -40,7 +40,7 @@ def _mctformer_voc() -> Table:
         Row("DeepLabV1-ResNet38 / val", "mIoU", 71.9, "VOC2012", "val", "deeplab_mct", "eval.eval.miou",
             note=MCT_RETRAIN_NOTE, **_SEG),
         Row("DeepLabV1-ResNet38 / test", "mIoU", 71.6, "VOC2012", "test", None, None, why_not=NO_TEST_GT,
-            note=MCT_RETRAIN_NOTE, **_SEG),
+            note=MCT_RETRAIN_NOTE, test_of="deeplab_mct", **_SEG),
     )
     runs = (mct_psa_run(), deeplab_run("deeplab_mct", "deeplab/mctformer_v1_wr38.yaml", "mct_psa"))
     return Table("mctformer_voc", "MCTformer-V2 on VOC 2012: seeds, PSA pseudo masks, DeepLabV1-ResNet38 retrain",
@@ -73,7 +73,7 @@ def _clims_voc() -> Table:
         Row("DeepLabV2-R101 (COCO init) / val", "mIoU", 70.4, "VOC2012", "val", "deeplab_clims", "eval.eval.miou",
             note=CLIMS_RETRAIN_NOTE, **_SEG),
         Row("DeepLabV2-R101 (COCO init) / test", "mIoU", 70.0, "VOC2012", "test", None, None, why_not=NO_TEST_GT,
-            note=CLIMS_RETRAIN_NOTE, **_SEG),
+            note=CLIMS_RETRAIN_NOTE, test_of="deeplab_clims", **_SEG),
     )
     runs = (clims_run("clims", "pole/table1_manual_photo.yaml"),
             deeplab_run("deeplab_clims", "deeplab/pole_v2_r101.yaml", "clims"))

@@ -132,7 +132,7 @@ _SEG = {"crf": True, "multiscale": True}
 def _seg(label: str, run: str | None, val: float, test: float, note: str) -> list[Row]:
     return [Row(f"{label} / val", "mIoU", val, "VOC2012", "val", run, "eval.eval.miou", note=note, **_SEG),
             Row(f"{label} / test", "mIoU", test, "VOC2012", "test", None, None, why_not=NO_TEST_GT, note=note,
-                **_SEG)]
+                test_of=run, **_SEG)]
 
 
 def _table3() -> Table:

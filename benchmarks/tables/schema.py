@@ -125,6 +125,10 @@ class Row:
         per_class: the paper gives per-class IoUs for this row (``{class: IoU}``), else empty.
         why_not: for a row the toolkit cannot produce (``run is None``), the reason.
         note: paper-vs-code remarks that move this number.
+        test_of: for a test-split row the toolkit cannot score (``run is None``: VOC's test masks are
+            not public), the run whose trained head predicts the test images. Under ``--embedded`` the
+            world's test split has its masks, so the harness scores that head on it in a run of its own
+            (:func:`benchmarks.reproduce.embedded.embedded_table`).
     """
 
     row: str
@@ -141,6 +145,7 @@ class Row:
     per_class: dict[str, float] = field(default_factory=dict)
     why_not: str = ""
     note: str = ""
+    test_of: str | None = None
 
 
 @dataclass(frozen=True)
