@@ -50,6 +50,15 @@ machine): ResNet-50 at 512² forward + backward ~4.5 s (3×3 convolutions throug
 convolutions through PyTorch's own kernel, which it prefers on one thread, both at ~130 GFLOP/s;
 BatchNorm ~0.7 s), CLIP ViT-B/32 on the 2 × 3 masked images forward + backward to the images ~1 s.
 With fused attention no ``bmm`` on a transposed input is left (the issue's 25.6 ms per layer).
+The 3× target cannot be met in fp32 at this setting: measured side by side (``b32``, 1 thread,
+load 3.7-5.2), ``official_like`` 14.3 s, ``clims_fp32`` 7.7 s (1.84×), ``clims`` at ``auto`` (bf16 on
+AMX) 6.9 s (2.08×), while the network without any CLIP term (``area_only``) takes 5.7 s by itself:
+even a free CLIP would give 14.3 / 5.7 = 2.5×. ``official_like``'s extra 6.6 s is CLIP work
+(weight gradients, three image passes, prompts encoded twice), all of which ours removes but the
+one image pass of each masked image, forward and backward to the images (~1-2 s). With
+``--channels-last`` (a second run, load 4.4 → 2.9): ``official_like`` 13.2 s, ``clims_fp32`` 6.9 s
+(1.92×), ``clims`` bf16 6.2 s (2.13×), equal loss, updates within 2.2e-7
+(``results/clims_loss_cost_channels_last.json``).
 
 Setups (images are random, labels alternate 1 and 2 classes per image, VOC's mean is ~1.5):
 
