@@ -64,9 +64,9 @@ def test_auto_on_cpu_is_one_window_plus_the_margin():
     cpu = torch.device("cpu")
     assert budget.budget_bytes(100 * MB, cpu) == 100 * MB + CPU_MARGIN_MB * MB
     x = torch.zeros(1, 3, 8, 8)
-    budget.per_window_bytes[budget.key(x)] = 100 * MB   # (100 + 256) // 100 = 3
-    assert budget.windows(x) == 3
-    budget.per_window_bytes[budget.key(x)] = 1024 * MB  # a large window: one at a time, as the official code
+    budget.per_window_bytes[budget.key(x)] = 30 * MB    # (30 + 64) // 30 = 3
+    assert CPU_MARGIN_MB == 64 and budget.windows(x) == 3
+    budget.per_window_bytes[budget.key(x)] = 200 * MB   # a ViT-B/16 512-px window: one at a time, as the official code
     assert budget.windows(x) == 1
     fixed = WindowBudget(350, max_windows=2)
     fixed.per_window_bytes[fixed.key(x)] = 100 * MB
