@@ -9,11 +9,12 @@ quality does not matter for the timing), ``cams`` (one scale, no flip) and ``see
 synthetic train and held-out splits. Then the ``pseudo_masks`` stage (dense CRF ``psa``, 10 mean-field
 iterations, on every image of both splits, then scoring) is recomputed (``--restart pseudo_masks``) as
 
-* ``1 process``: ``wsss pseudo-masks`` with the CRF in the process itself (``refiner.workers=0``);
+* ``1 process``: ``wsss pseudo-masks`` with the CRF in the process itself (``threads.crf_workers=0``);
 * ``2 processes``: ``torchrun --nproc_per_node=2 -m wsss_kit.cli.main pseudo-masks``, each rank
-  refining half of the images in itself (``refiner.workers=0``);
-* ``1 process + 2 CRF workers``: the refiner's own process pool (``refiner.workers=2``), the other
-  way to use 2 cores, for comparison.
+  refining half of the images in itself (``threads.crf_workers=0``);
+* ``1 process + 2 CRF workers``: the refiner's own process pool (``threads.crf_workers=2``), the
+  other way to use 2 cores, for comparison. (``threads`` is not part of a stage's settings, so the
+  variants share the stages before ``pseudo_masks``; ``refiner.workers`` is.)
 
 and the ``cams`` stage (the CAM network's forward over both splits, then the threshold sweep) as
 ``1 process`` and ``2 processes (torchrun)``, after the pseudo-mask variants (restarting ``cams``
@@ -158,7 +159,7 @@ def main() -> int:
             for name, (procs, workers) in {"1 process": (1, 0), "2 processes (torchrun)": (2, 0),
                                            "1 process + 2 CRF workers": (1, 2)}.items():
                 results[name] = _time_stage(args, config, common, env, "pseudo_masks", procs,
-                                            ["--set", f"refiner.workers={workers}"], run_dir)
+                                            ["--set", f"threads.crf_workers={workers}"], run_dir)
                 results[name]["crf_workers"] = workers
         if "cams" in stages:  # last: restarting cams drops seeds and pseudo_masks
             for name, procs in {"1 process": 1, "2 processes (torchrun)": 2}.items():
