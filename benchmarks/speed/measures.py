@@ -85,6 +85,30 @@ def measure_mctformer_cams(point: Mapping[str, Any], ctx: Context) -> Timed:
 
 
 # --------------------------------------------------------------------------- training steps
+def measure_mctformer_step(point: Mapping[str, Any], ctx: Context) -> Timed:
+    """One MCTformer training step (``mctformer_speed._Step``: forward, multilabel loss(es), backward,
+    AdamW; DeiT-S, fp32, drop path 0.1) on ``batch`` images of ``size``², CPU: ours against the
+    official network (``--official-mctformer``) or its forward over the same modules."""
+    from benchmarks import mctformer_speed
+
+    official = ctx.official.get("mctformer")
+    version, classes = int(point["version"]), int(point["classes"])
+    batch, size = int(point["batch"]), int(point["size"])
+    gen = torch.Generator().manual_seed(2)
+    images = torch.rand(batch, 3, size, size, generator=gen)
+    labels = (torch.rand(batch, classes, generator=gen) < 0.3).float()
+    labels[:, 0] = 1.0  # every image has a class
+    steps = {v: mctformer_speed._Step(v, version, classes, 0.1, official)
+             for v in ["ours", "official_like"] + (["official"] if official else [])}
+    timed = interleave({v: functools.partial(s, images, labels) for v, s in steps.items()}, ctx.rounds, ctx.warmup,
+                       "cpu", {v: batch for v in steps})
+    timed.official = ctx.official_label(
+        "mctformer", "the official MCTformerV1/V2 forward (commit 96065977) over the same modules, timm's optimizer "
+        "groups (mctformer_speed.OfficialLike)")
+    timed.extra = {"version": version, "size": size, "backbone": mctformer_speed.BACKBONE, "device": "cpu"}
+    return timed
+
+
 def measure_weakclip_step(point: Mapping[str, Any], ctx: Context) -> Timed:
     """One WeakCLIP training step (``weakclip_step.VariantRun``: ``ours`` against the official
     config's waste, ``official_like``) at ``crop``² with ``batch`` images."""
@@ -263,6 +287,13 @@ register(Measure(
      "quick": _sizes("size", [160, 224], version=2, scales=(1.0,), classes=20),
      "full": _sizes("size", [224, 448, 640], version=2, scales=(1.0,), classes=20)},
     measure_mctformer_cams, official="mctformer"))
+register(Measure(
+    "mctformer_step", "MCTformer-V2 training step (DeiT-S, fp32, AdamW): ours vs official", "batch",
+    "images per step", "image", "ours",
+    {"tiny": _sizes("batch", [2], version=2, size=32, classes=3),
+     "quick": _sizes("batch", [1, 2], version=2, size=224, classes=20),
+     "full": _sizes("batch", [1, 4, 8], version=2, size=224, classes=20)},
+    measure_mctformer_step, official="mctformer"))
 register(Measure(
     "weakclip_step", "WeakCLIP training step (ViT-B/16, random weights): ours vs official-like", "crop",
     "crop side (px)", "image", "ours",
