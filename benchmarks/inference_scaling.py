@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -111,6 +112,17 @@ def _time_stage(args: argparse.Namespace, config: str, common: list[str], env: d
             "all_stage_seconds": seconds, "all_command_seconds": [round(c, 2) for c in command],
             "outputs": {label: json.loads(sorted(outputs)[0]) if stage != "cams" else sorted(outputs)[0]},
             "identical_across_repeats": len(outputs) == 1}
+
+
+def _scaling(results: dict[str, Any], images: int, same_key: str) -> dict[str, Any]:
+    """Speed-ups of 2 processes over 1 (stage and whole command), images/s, and whether outputs agree."""
+    base, two = results["1 process"], results["2 processes (torchrun)"]
+    return {
+        "speedup_2_processes": {"stage": round(base["stage_seconds"] / two["stage_seconds"], 2),
+                                "command": round(base["command_seconds"] / two["command_seconds"], 2)},
+        "images_per_second": {name: round(images / r["stage_seconds"], 2) for name, r in results.items()},
+        same_key: len({json.dumps(r["outputs"]) for r in results.values()}) == 1,
+    }
 
 
 def main() -> int:
@@ -182,26 +194,12 @@ def main() -> int:
                                    "the 0.9 N target must be checked on idle cores"),
     }
     if results:
-        base, two = results["1 process"], results["2 processes (torchrun)"]
-        out.update({
-            "results": results,
-            "speedup_2_processes": {"stage": round(base["stage_seconds"] / two["stage_seconds"], 2),
-                                    "command": round(base["command_seconds"] / two["command_seconds"], 2)},
-            "images_per_second": {name: round(images / r["stage_seconds"], 2) for name, r in results.items()},
-            "same_masks_in_every_variant": len({json.dumps(r["outputs"]) for r in results.values()}) == 1,
-        })
+        out.update(results=results, **_scaling(results, images, "same_masks_in_every_variant"))
         print(f"pseudo_masks speed-up with 2 processes: {out['speedup_2_processes']['stage']}x (stage), "
               f"{out['speedup_2_processes']['command']}x (whole command); same masks: "
               f"{out['same_masks_in_every_variant']}")
     if cam_results:
-        base, two = cam_results["1 process"], cam_results["2 processes (torchrun)"]
-        out["cams"] = {
-            "results": cam_results,
-            "speedup_2_processes": {"stage": round(base["stage_seconds"] / two["stage_seconds"], 2),
-                                    "command": round(base["command_seconds"] / two["command_seconds"], 2)},
-            "images_per_second": {name: round(images / r["stage_seconds"], 2) for name, r in cam_results.items()},
-            "same_cams_in_every_variant": len({json.dumps(r["outputs"]) for r in cam_results.values()}) == 1,
-        }
+        out["cams"] = {"results": cam_results, **_scaling(cam_results, images, "same_cams_in_every_variant")}
         print(f"cams speed-up with 2 processes: {out['cams']['speedup_2_processes']['stage']}x (stage), "
               f"{out['cams']['speedup_2_processes']['command']}x (whole command); same CAMs: "
               f"{out['cams']['same_cams_in_every_variant']}")
