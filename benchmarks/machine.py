@@ -25,3 +25,33 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     return {**info, **extra}
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MiB (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def reset_peak_rss() -> bool:
+    """Set this process's peak RSS (``VmHWM``) back to its current RSS (Linux ``clear_refs`` 5), so a
+    peak read afterwards is that of what runs next, not of imports and model building; ``False``
+    where the kernel does not allow it (the peak then counts from the process start)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MiB: ``VmHWM`` (which :func:`reset_peak_rss` resets), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

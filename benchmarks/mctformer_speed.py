@@ -35,7 +35,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -201,30 +200,6 @@ def official_cams(net: Callable[..., Any], views: list[torch.Tensor], target: to
 
 
 # --------------------------------------------------------------------------- helpers
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux ``clear_refs`` 5), so the
-    peak read afterwards is that of what runs next, not of importing and building the models."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
     """One warm-up each, then ``rounds`` rounds running every variant once, rotating the order."""
     for fn in fns.values():
@@ -432,11 +407,13 @@ def _memory_child(what: str, variant: str, kwargs: dict[str, Any]) -> dict[str, 
     else:
         fn = _step_setup(kwargs["version"], kwargs["batch"], kwargs["size"], kwargs["num_classes"],
                          kwargs["official"], [variant])[variant]
-    reset = _reset_peak_rss()
-    before = _rss_mb()
+    from benchmarks.machine import peak_rss_mb, reset_peak_rss, rss_mb
+
+    reset = reset_peak_rss()
+    before = rss_mb()
     fn()
     fn()
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     return {"rss_before_mb": round(before), "peak_rss_mb": round(peak), "peak_above_before_mb": round(peak - before),
             "peak_since": "models built" if reset else "process start (clear_refs unavailable)"}
 

@@ -238,29 +238,21 @@ def measure_pseudo_masks(scales: Sequence[float] = (0.5, 1.0), flip: bool = True
     return result
 
 
-def _status_mb(key: str) -> float:
-    """A ``/proc/self/status`` memory line (``VmRSS``, ``VmHWM``) in MiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(key)
-
-
 def _peak_one(variant: str, scales: Sequence[float], threads: int) -> dict[str, float]:
     """In this (fresh) process: RSS after the build and peak RSS over one image of ``variant``.
 
     Building the network peaks higher than it ends (open_clip's initialisation), so the kernel's
     high-water mark is reset after the build (``/proc/self/clear_refs`` ← 5) and read after the image."""
+    from machine import peak_rss_mb, reset_peak_rss, rss_mb  # run as a script (a fresh child process)
+
     torch.set_num_threads(threads)
     refiner = build_refiner(scales)
     images = scene_images(1)
     build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    built = _status_mb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+    built = rss_mb()
+    reset_peak_rss()
     variant_fn(variant)(refiner, images)
-    peak = _status_mb("VmHWM")
+    peak = peak_rss_mb()
     return {"rss_after_build_mb": round(built, 1), "build_peak_rss_mb": round(build_peak, 1),
             "inference_peak_rss_mb": round(peak, 1), "inference_peak_above_build_mb": round(peak - built, 1)}
 

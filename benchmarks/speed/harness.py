@@ -16,7 +16,6 @@ baseline, and the peak memory during its calls:
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import threading
@@ -26,16 +25,10 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from benchmarks.machine import rss_mb
+
 SAMPLE_S = 0.005
 """Seconds between two RSS samples."""
-
-_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def rss_mb() -> float:
-    """This process's resident set size now, in MiB (Linux ``/proc/self/statm``)."""
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * _PAGE_MB
 
 
 def max_rss_mb() -> float:
