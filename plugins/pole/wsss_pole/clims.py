@@ -47,7 +47,7 @@ from .convert import has_official_adapters
 from .losses import CLIMSLoss, describe_value
 from .presets import CLIMS_TEMPLATE, clims_preset
 
-__all__ = ["CLIMS", "DEFAULT_CLIP_WEIGHTS"]
+__all__ = ["CLIMS", "DEFAULT_CLIP_WEIGHTS", "prefers_channels_last"]
 
 
 
@@ -106,7 +106,10 @@ class CLIMS(wsss_kit.CAMGenerator):
         channels_last: store the CAM network's weights in the channels-last memory format, so its
             convolutions run channels-last (oneDNN) whatever the input's layout: the same network and
             numbers to float rounding (~5e-5 on the raw CAMs). ResNet-50 forward + backward at 512²,
-            batch 2, 1 CPU thread (Xeon, AVX-512): 1.18× faster. Off by default (the official layout).
+            batch 2, 1 CPU thread (Xeon, AVX-512): 1.18× faster. ``"auto"`` (default): channels-last
+            where that was measured faster (:func:`prefers_channels_last`: a CPU with AVX-512 and
+            oneDNN), the default layout elsewhere (CUDA: not measured); it follows the model's device
+            when it is moved (``.to(device)``). ``False``: the official layout.
 
     Inputs are images ``(B, 3, H, W)`` in ``input_space`` ([0, 1] by default); labels ``(B, C)`` multi-hot.
     """
@@ -153,12 +156,13 @@ class CLIMS(wsss_kit.CAMGenerator):
         cbs_threshold: float | None = None,
         prompt_lr_mult: float = 1e-3,
         input_space: str = "unit",
-        channels_last: bool = False,
+        channels_last: bool | str = "auto",
     ) -> None:
         super().__init__()
         check_input_space(input_space)
-        if not isinstance(channels_last, bool):
-            raise ValueError(f"channels_last must be true or false; got {channels_last!r}")
+        if not (isinstance(channels_last, bool) or channels_last == "auto"):
+            raise ValueError(f"channels_last must be true or false; got {channels_last!r} (or \"auto\": "
+                             f"channels-last where it is faster, see prefers_channels_last)")
         settings = clims_preset(preset)
         if stem_batch_stats is None:
             stem_batch_stats = not fixed_bn
@@ -177,8 +181,8 @@ class CLIMS(wsss_kit.CAMGenerator):
                              fixed_bn=fixed_bn, frozen_stages=frozen_stages, upsample=upsample,
                              backbone_kwargs=backbone_kwargs, input_space=input_space)
         self.channels_last = channels_last
-        if channels_last:  # weights channels-last make every convolution (and its backward) run channels-last
-            self.cam.to(memory_format=torch.channels_last)
+        self._channels_last_now = False
+        self._set_layout(torch.device("cpu"))  # built on the CPU; _apply follows later moves
         self.input_space = input_space
         self.num_classes = num_classes
         self.preset = preset
@@ -240,6 +244,27 @@ class CLIMS(wsss_kit.CAMGenerator):
         return prompt
 
     # ------------------------------------------------------------------ network
+    @property
+    def uses_channels_last(self) -> bool:
+        """Whether the CAM network's weights are channels-last now (``channels_last`` resolved)."""
+        return self._channels_last_now
+
+    def _set_layout(self, device: torch.device) -> None:
+        want = self.channels_last if isinstance(self.channels_last, bool) else prefers_channels_last(device)
+        if want != self._channels_last_now:
+            # weights channels-last make every convolution (and its backward) run channels-last; the
+            # parameters keep their identity (optimizers built before still hold them)
+            self.cam.to(memory_format=torch.channels_last if want else torch.contiguous_format)
+            self._channels_last_now = want
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> CLIMS:
+        super()._apply(fn, *args, **kwargs)
+        if getattr(self, "channels_last", None) == "auto":
+            param = next(self.cam.parameters(), None)
+            if param is not None:
+                self._set_layout(param.device)
+        return self
+
     def train(self, mode: bool = True) -> CLIMS:
         """Set the mode (``ResNetCAM``'s rules; CLIP stays in eval). With ``stem_batch_stats`` the
         frozen stem's BatchNorm follows ``mode`` like every other BatchNorm (official CLIMS)."""
@@ -343,6 +368,18 @@ class CLIMS(wsss_kit.CAMGenerator):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, preset={self.preset!r}, stem_batch_stats={self.stem_batch_stats}, "
                 f"background_prompts={len(self.background_prompts)}, clip_input_size={self.clip_input_size}")
+
+
+def prefers_channels_last(device: torch.device | str) -> bool:
+    """Whether ``cams/clims``'s ``channels_last="auto"`` stores the CAM network channels-last on ``device``.
+
+    True on a CPU with AVX-512 where PyTorch has oneDNN: there the ResNet-50 forward + backward at
+    512², batch 2, 1 thread ran 1.18× faster (Xeon Sapphire Rapids; ``benchmarks/clims_loss_cost.py``).
+    False elsewhere: not measured (CUDA in fp32, CPUs without AVX-512).
+    """
+    device = torch.device(device)
+    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and torch.backends.cpu.get_cpu_capability() == "AVX512")
 
 
 def _keep_out_of_state_dict(parent: nn.Module, name: str) -> None:
