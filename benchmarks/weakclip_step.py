@@ -78,7 +78,7 @@ import torch
 import torch.nn.functional as F
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-VARIANTS = ("official_like", "ours_fp32", "ours")
+VARIANTS = ("official", "official_like", "ours_fp32", "ours")  # "official" only with --official
 SCORE_MAP_WEIGHT = 0.4
 LR, WEIGHT_DECAY = 1e-4, 3e-5
 
@@ -153,6 +153,11 @@ class VariantRun:
 
         self.variant = variant
         self.device = torch.device(args.device)
+        self.steps_done = 0
+        self.times: dict[str, list[float]] = {k: [] for k in self.keys}
+        if variant == "official":
+            self._init_official(args)
+            return
         self.model, self.optimizer, self.counts = build_model(variant, args, self.device)
         self.flipped = self.optimizer.param_groups[-1]["params"] if variant == "official_like" else []
         self.workers: int | str = 0 if variant == "official_like" else "auto"
@@ -167,8 +172,58 @@ class VariantRun:
             # The encoder builds no graph when nothing upstream needs a gradient (its CLIP is
             # frozen); an input that requires one makes it run as the official code does.
             self.images.requires_grad_(True)
-        self.steps_done = 0
-        self.times: dict[str, list[float]] = {k: [] for k in self.keys}
+
+    def _init_official(self, args: argparse.Namespace) -> None:
+        """The official segmentor and mmcv optimizer from a checkout (:mod:`benchmarks.weakclip_official`)."""
+        from benchmarks import weakclip_official as wo
+        from wsss_kit.data.palette import VOC_CLASSES
+
+        if args.clip != "ViT-B-16":
+            raise SystemExit(f"--official runs the official VOC config (ViT-B/16); got --clip {args.clip}")
+        wo.import_official(args.official, getattr(args, "official_site", None), args.device)
+        torch.manual_seed(0)
+        self.model = wo.build_official(args.official, ["background", *VOC_CLASSES], args.device)
+        self.model.train()  # the official train() returns None
+        self.optimizer = wo.build_official_optimizer(self.model, args.official)
+        self.num_classes = int(self.model.num_classes)
+        images, seeds = synthetic_batch(args.batch, args.crop, self.num_classes)
+        self.images, self.metas, self.gt = wo.official_inputs(images.to(self.device), seeds.to(self.device))
+        self.flipped, self.workers = [], 0
+        self.counts = {
+            "params_total": sum(p.numel() for p in self.model.parameters()),
+            "params_with_grad": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "params_trained": sum(p.numel() for g in self.optimizer.param_groups if g["lr"] > 0 for p in g["params"]),
+            "clip_precision": "fp32",
+            "code": f"{args.official} (official hustvl/WeakCLIP, mmseg 0.19 forward_train + mmcv AdamW)",
+        }
+
+    def _step_official(self, timed: bool) -> float:
+        """``forward_train`` (the losses and the CRF run inside the head: ``forward`` is the rest,
+        ``losses`` and ``crf`` the CRF's share), ``_parse_losses``, backward, mmcv's AdamW."""
+        from benchmarks import weakclip_official as wo
+
+        self.sync()
+        crf_before = wo.CRF_SECONDS[0]
+        t0 = time.perf_counter()
+        loss, _ = self.model._parse_losses(self.model.forward_train(self.images, self.metas, self.gt))
+        self.sync()
+        t2 = time.perf_counter()
+        crf_time = wo.CRF_SECONDS[0] - crf_before
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.sync()
+        t3 = time.perf_counter()
+        self.optimizer.step()
+        self.sync()
+        t4 = time.perf_counter()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"official: the loss is not finite at step {self.steps_done}: {loss.item()}")
+        self.steps_done += 1
+        self.last_loss = float(loss.detach())
+        if timed:
+            for key, value in zip(self.keys, (t2 - t0 - crf_time, crf_time, crf_time, t3 - t2, t4 - t3, t4 - t0)):
+                self.times[key].append(value)
+        return t4 - t0
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -177,6 +232,8 @@ class VariantRun:
     def step(self, timed: bool) -> float:
         from wsss_weakclip.losses import boundary_loss_from_crf, crf_targets, dsrg_probabilities
 
+        if self.variant == "official":
+            return self._step_official(timed)
         self.sync()
         t0 = time.perf_counter()
         out = self.model(self.images)
@@ -256,8 +313,8 @@ def measure_memory(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 def child_command(mode: str, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode]
     for name in ("clip", "weights", "crop", "batch", "steps", "warmup", "device", "preset",
-                 "clip_precision", "baseline_precision", "threads"):
-        value = getattr(args, name)
+                 "clip_precision", "baseline_precision", "threads", "official", "official_site"):
+        value = getattr(args, name, None)
         if value is not None and value != "":
             cmd += [f"--{name.replace('_', '-')}", str(value)]
     return cmd
@@ -288,7 +345,7 @@ def one_step_equality(variants: list[str], args: argparse.Namespace) -> dict[str
     random stream (dropout, drop path): the largest difference of its loss and of every trained
     parameter after the step from ``official_like``'s (0 up to float rounding for ``ours_fp32``;
     bf16 ``ours`` differs by its precision), and whether the frozen CLIP weights stayed put."""
-    runs = {v: VariantRun(v, args) for v in variants}
+    runs = {v: VariantRun(v, args) for v in variants if v != "official"}
     for run in runs.values():
         torch.manual_seed(1)
         run.step(timed=False)
@@ -304,26 +361,107 @@ def one_step_equality(variants: list[str], args: argparse.Namespace) -> dict[str
             float((p.detach() - ref_params[n].detach()).abs().max()) for n, p in trained)
         out.setdefault("trained_tensors", {})[v] = len(trained)
     # official_like's CLIP weights got gradients and AdamW moments, yet stay equal to the untouched ones
-    other = dict(runs[variants[-1]].model.named_parameters())
+    other = dict(runs[[v for v in runs][-1]].model.named_parameters())
     flipped = {id(p) for p in ref.flipped}
     out["official_like_clip_unchanged"] = all(torch.equal(p, other[n]) for n, p in ref_params.items()
                                               if id(p) in flipped)
     return out
 
 
+def official_equality(args: argparse.Namespace) -> dict[str, Any]:
+    """The official segmentor (random weights) and ``WeakCLIPNet`` built from its state dict
+    (:func:`wsss_weakclip.official_clip.clip_from_official` + :func:`~wsss_weakclip.convert.load_official_checkpoint`,
+    CLIP in fp32) take one step on the same batch, both in eval mode (dropout and drop path off:
+    their random streams differ; the norm layers then use their running statistics in both): each
+    loss term, the gradients of every trained tensor (largest difference relative to the tensor's
+    largest gradient), and the parameters after one AdamW step. AdamW's first step moves every
+    element by ``lr · g / (|g| + eps)``, about ``± lr``, so elements whose gradient is within
+    rounding of 0 may move opposite ways: counted, with the largest difference elsewhere."""
+    from benchmarks import weakclip_official as wo
+    from wsss_kit.data.palette import VOC_CLASSES
+    from wsss_weakclip.convert import convert_official_weakclip, load_official_checkpoint
+    from wsss_weakclip.losses import (
+        BalancedSeedLoss,
+        ScoreMapLoss,
+        boundary_loss_from_crf,
+        crf_targets,
+        dsrg_probabilities,
+    )
+    from wsss_weakclip.model import WeakCLIPNet
+    from wsss_weakclip.official_clip import clip_from_official
+
+    wo.import_official(args.official, getattr(args, "official_site", None), args.device)
+    names = ["background", *VOC_CLASSES]
+    torch.manual_seed(0)
+    official = wo.build_official(args.official, names, args.device)
+    state = {k: v.detach().clone() for k, v in official.state_dict().items()}
+    clip = clip_from_official(state, "ViT-B-16", precision="fp32", normalization="imagenet",
+                              pos_interpolation="bilinear")
+    ours = WeakCLIPNet(names, clip_model=clip, preset=args.preset or "official")
+    load_official_checkpoint(ours, state, clip_check="off")
+    ours.to(args.device).eval()
+    official.eval()
+    off_opt = wo.build_official_optimizer(official, args.official)
+    ours_opt = torch.optim.AdamW([g for g in ours.param_groups(LR) if g["params"]], lr=LR, weight_decay=WEIGHT_DECAY)
+    images, seeds = synthetic_batch(args.batch, args.crop, len(names))
+    images, seeds = images.to(args.device), seeds.to(args.device)
+    x, metas, gt = wo.official_inputs(images, seeds)
+    official_terms = official.forward_train(x, metas, gt)
+    official_loss, _ = official._parse_losses(official_terms)
+    out = ours(images)
+    probs = dsrg_probabilities(out["logits"], 64)
+    terms = {"seeding": BalancedSeedLoss(size=64)(out["logits"], seeds),
+             "boundary": boundary_loss_from_crf(probs, crf_targets(probs, images, workers=0)),
+             "score_map": SCORE_MAP_WEIGHT * ScoreMapLoss()(out["score_map"], seeds)}
+    loss = terms["seeding"] + terms["boundary"] + terms["score_map"]
+    for optimizer, value in ((off_opt, official_loss), (ours_opt, loss)):
+        optimizer.zero_grad()
+        value.backward()
+    official_grads = convert_official_weakclip({n: p.grad for n, p in official.named_parameters()
+                                                if p.grad is not None}, source="the official gradients")
+    trained = {n: p for n, p in ours.named_parameters() if p.requires_grad}
+    grad_rel = max(float((p.grad - official_grads[n]).abs().max()) / max(float(p.grad.abs().max()), 1e-30)
+                   for n, p in trained.items())
+    missing = sorted(set(trained) - set(official_grads))
+    off_opt.step()
+    ours_opt.step()
+    after = convert_official_weakclip(official.state_dict(), source="the official weights after the step")
+    diffs = torch.cat([(p.detach() - after[n]).abs().flatten() for n, p in trained.items()])
+    flipped = diffs > LR  # moved about ±lr the other way: gradient within rounding of zero
+    official_named = {"seeding": "decode.loss_seeding", "boundary": "decode.loss_boundary",
+                      "score_map": "aux_identity.loss_ce"}
+    return {
+        "mode": "eval (no dropout / drop path), one step from the official weights, CLIP fp32",
+        "loss": {"official": float(official_loss.detach()), "ours_fp32": float(loss.detach())},
+        "terms": {k: {"official": float(official_terms[official_named[k]].detach()), "ours_fp32": float(v.detach())}
+                  for k, v in terms.items()},
+        "max_relative_loss_difference": abs(float(loss.detach() - official_loss.detach())) / abs(float(
+            official_loss.detach())),
+        "trained_tensors": len(trained), "trained_tensors_without_official_gradient": missing,
+        "max_relative_gradient_difference": grad_rel,
+        "update_elements": int(diffs.numel()), "update_elements_opposite": int(flipped.sum()),
+        "max_update_difference_elsewhere": float(diffs[~flipped].max()),
+    }
+
+
 def measure_weakclip_step(clip: str = "ViT-B-16", weights: str = "none", crop: int = 256, batch: int = 2,
                           steps: int = 5, warmup: int = 1, device: str = "cpu", preset: str = "official",
                           clip_precision: str = "auto", baseline_precision: str = "fp32", threads: int | None = 1,
-                          memory: bool = True, equality: bool = True) -> dict[str, Any]:
+                          memory: bool = True, equality: bool = True, official: str | None = None,
+                          official_site: str | None = None) -> dict[str, Any]:
     """The WeakCLIP training step of ``ours`` (and ``ours_fp32``) against ``official_like`` (module
     docstring): medians of ``steps`` interleaved rounds after ``warmup`` in a child process, each
     variant's peak memory alone in its own process (``memory``), and the one-step equality of losses
-    and updates (``equality``). Returns the report :func:`main` saves."""
+    and updates (``equality``). ``official``: a checkout of hustvl/WeakCLIP, measured as the
+    ``official`` variant (``official_site``: where mmcv 1.4.0 / mmseg 0.19.0 are, see
+    :mod:`benchmarks.weakclip_official`), with its own one-step equality against ``ours_fp32``.
+    Returns the report :func:`main` saves."""
     from benchmarks.machine import machine_info
 
     args = argparse.Namespace(clip=clip, weights=weights, crop=int(crop), batch=int(batch), steps=int(steps),
                               warmup=int(warmup), device=device, preset=preset, clip_precision=clip_precision,
-                              baseline_precision=baseline_precision, threads=threads)
+                              baseline_precision=baseline_precision, threads=threads, official=official,
+                              official_site=official_site)
     if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.crop < 32:
         raise ValueError(f"need steps >= 1, warmup >= 0, batch >= 1, crop >= 32; got steps={steps}, "
                          f"warmup={warmup}, batch={batch}, crop={crop}")
@@ -331,11 +469,15 @@ def measure_weakclip_step(clip: str = "ViT-B-16", weights: str = "none", crop: i
     load_before = [round(v, 2) for v in os.getloadavg()]
     results = run_child("times", args)
     equal = run_child("equality", args) if equality else None
+    equal_official = run_child("official_equality", args) if equality and official else None
     if memory:
         for variant in variants:
             results[variant].update(run_child(f"memory:{variant}", args))
+    ours_fp32 = results.get("ours_fp32", results["ours"])["step"]
     speedup = results["official_like"]["step"] / results["ours"]["step"]
-    speedup_fp32 = results["official_like"]["step"] / results.get("ours_fp32", results["ours"])["step"]
+    speedup_fp32 = results["official_like"]["step"] / ours_fp32
+    reference = "official" if official else "official_like"
+    headline = results[reference]["step"] / ours_fp32
     device_name = device
     if device.startswith("cuda") and torch.cuda.is_available():
         device_name = torch.cuda.get_device_name(torch.device(device))
@@ -349,7 +491,9 @@ def measure_weakclip_step(clip: str = "ViT-B-16", weights: str = "none", crop: i
         "method": f"variants built in one process (threads={threads}), one step of each per round, "
                   f"{warmup} warm-up round(s) then median of {steps}; official_like = the official "
                   "config's waste (CLIP weights requiring grad in an lr-0 AdamW group, CRFs serial), "
-                  "not the official code itself",
+                  "not the official code itself"
+                  + ("; official = the official code (hustvl/WeakCLIP forward_train, mmseg 0.19, mmcv "
+                     "AdamW from its VOC config) from the checkout " + str(official) if official else ""),
         "settings": {"clip": clip, "weights": weights, "crop": crop, "batch": batch, "steps": steps,
                      "warmup": warmup, "preset": preset, "clip_precision": clip_precision,
                      "clip_precision_resolved": resolved, "baseline_precision": baseline_precision,
@@ -358,10 +502,14 @@ def measure_weakclip_step(clip: str = "ViT-B-16", weights: str = "none", crop: i
                                 torch.get_num_threads()),
         "variants": results,
         "equality": equal,
+        "equality_official": equal_official,
         "speedup_official_like_over_ours": round(speedup, 3),
         "speedup_official_like_over_ours_fp32": round(speedup_fp32, 3),
+        **({"speedup_official_over_ours": round(results["official"]["step"] / results["ours"]["step"], 3),
+            "speedup_official_over_ours_fp32": round(headline, 3)} if official else {}),
+        "target_reference": reference,
         "target_speedup_fp32": 4.0,
-        "meets_target_fp32": bool(speedup_fp32 >= 4.0),
+        "meets_target_fp32": bool(headline >= 4.0),
     }
 
 
@@ -382,7 +530,8 @@ def variants_for(args: argparse.Namespace) -> list[str]:
     from wsss_kit.clip import resolve_precision
 
     resolved = resolve_precision(args.clip_precision, torch.device(args.device).type, vision_width(args.clip))
-    return [v for v in VARIANTS if not (v == "ours_fp32" and resolved in ("fp32", ""))]
+    return [v for v in VARIANTS if not (v == "ours_fp32" and resolved in ("fp32", ""))
+            and (v != "official" or getattr(args, "official", None))]
 
 
 def main() -> int:
@@ -405,6 +554,11 @@ def main() -> int:
                         help="CLIP precision of 'official_like' and 'ours_fp32' (default fp32)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-variant memory runs")
+    parser.add_argument("--official", metavar="PATH",
+                        help="a checkout of hustvl/WeakCLIP: also measure the official code (variant 'official')")
+    parser.add_argument("--official-site", metavar="DIR",
+                        help="where mmcv 1.4.0 / mmsegmentation 0.19.0 are (python benchmarks/weakclip_official.py "
+                             "--prepare DIR)")
     parser.add_argument("--results", help="output JSON (default benchmarks/results/weakclip_step_<device>.json)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -414,19 +568,28 @@ def main() -> int:
         mode, _, variant = args.child.partition(":")
         variants = variants_for(args)
         result = (measure_times(variants, args) if mode == "times" else one_step_equality(variants, args)
-                  if mode == "equality" else measure_memory(variant, args))
+                  if mode == "equality" else official_equality(args) if mode == "official_equality"
+                  else measure_memory(variant, args))
         print(json.dumps(result))
         return 0
 
     report = measure_weakclip_step(clip=args.clip, weights=args.weights, crop=args.crop, batch=args.batch,
                                    steps=args.steps, warmup=args.warmup, device=args.device, preset=args.preset,
                                    clip_precision=args.clip_precision, baseline_precision=args.baseline_precision,
-                                   threads=args.threads, memory=not args.no_memory)
+                                   threads=args.threads, memory=not args.no_memory, official=args.official,
+                                   official_site=args.official_site)
     variants = list(report["variants"])
     print(table(report["variants"], args.device, variants, memory=not args.no_memory))
     print(f"speed ratio official_like / ours: {report['speedup_official_like_over_ours']:.2f}x"
           + (f"; official_like / ours_fp32: {report['speedup_official_like_over_ours_fp32']:.2f}x (target >= 4x)"
              if "ours_fp32" in variants else " (target >= 4x in fp32)"))
+    if "speedup_official_over_ours_fp32" in report:
+        print(f"speed ratio official / ours: {report['speedup_official_over_ours']:.2f}x; official / ours_fp32: "
+              f"{report['speedup_official_over_ours_fp32']:.2f}x (target >= 4x)")
+    if report.get("equality_official"):
+        eq = report["equality_official"]
+        print(f"official vs ours_fp32 from the official's weights: loss {eq['loss']}, gradients within "
+              f"{eq['max_relative_gradient_difference']:.1e} (relative)")
     if report["equality"]:
         print(f"one step from the same weights: loss differences {report['equality']['max_loss_difference']}, "
               f"largest update differences {report['equality']['max_update_difference']}")
