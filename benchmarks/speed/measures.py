@@ -111,18 +111,23 @@ def measure_mctformer_step(point: Mapping[str, Any], ctx: Context) -> Timed:
 
 def measure_weakclip_step(point: Mapping[str, Any], ctx: Context) -> Timed:
     """One WeakCLIP training step (``weakclip_step.VariantRun``: ``ours`` against the official
-    config's waste, ``official_like``) at ``crop``² with ``batch`` images."""
+    config's waste, ``official_like``, and the official code itself when ``--official-weakclip`` is
+    given with ViT-B/16; its mmcv/mmseg from ``$WEAKCLIP_OFFICIAL_SITE``, see
+    ``benchmarks/weakclip_official.py``) at ``crop``² with ``batch`` images."""
     from benchmarks import weakclip_step
 
+    official = ctx.official.get("weakclip")
     args = argparse.Namespace(clip=point["clip"], weights="none", preset="official", clip_precision="auto",
                               baseline_precision="fp32", crop=int(point["crop"]), batch=int(point["batch"]),
-                              device=str(ctx.device), steps=ctx.rounds, warmup=ctx.warmup, threads=None)
-    runs = {v: weakclip_step.VariantRun(v, args) for v in ("ours", "official_like")}
+                              device=str(ctx.device), steps=ctx.rounds, warmup=ctx.warmup, threads=None,
+                              official=official, official_site=None)
+    runs = {v: weakclip_step.VariantRun(v, args)
+            for v in ("ours", "official_like") + (("official",) if official and point["clip"] == "ViT-B-16" else ())}
     timed = interleave({v: functools.partial(r.step, timed=False) for v, r in runs.items()}, ctx.rounds, ctx.warmup,
                        ctx.device, {v: int(point["batch"]) for v in runs})
     timed.official = ctx.official_label(
         "weakclip", "the official config's waste: CLIP weights requiring grad in an lr-0 AdamW group, "
-        "fp32 CLIP, boundary-loss CRFs one after the other (weakclip_step.py)", runs=False)
+        "fp32 CLIP, boundary-loss CRFs one after the other (weakclip_step.py)", runs="official" in runs)
     timed.extra = {"clip": point["clip"], "counts": {v: r.counts for v, r in runs.items()}}
     return timed
 
