@@ -217,17 +217,34 @@ def build_official_optimizer(model: torch.nn.Module, checkout: str | Path) -> to
     return build_optimizer(model, cfg.optimizer)
 
 
+def official_normalize(images: torch.Tensor) -> torch.Tensor:
+    """Images ``(B, 3, H, W)`` in [0, 1] as the official loader gives them: ``(255 x - mean) / std``."""
+    mean = torch.as_tensor(MEAN, device=images.device)[:, None, None]
+    std = torch.as_tensor(STD, device=images.device)[:, None, None]
+    return (images * 255.0 - mean) / std
+
+
 def official_inputs(images: torch.Tensor,
                     seeds: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any]], torch.Tensor]:
     """The official loader's tensors for images ``(B, 3, H, W)`` in [0, 1] and seeds ``(B, H, W)``:
     ``(x - mean) / std`` on the 0-255 scale, img_metas with ``img_norm_cfg``, seeds ``(B, 1, H, W)``."""
-    mean = torch.as_tensor(MEAN, device=images.device)[:, None, None]
-    std = torch.as_tensor(STD, device=images.device)[:, None, None]
-    x = (images * 255.0 - mean) / std
+    x = official_normalize(images)
     h, w = images.shape[-2:]
     metas = [{"img_norm_cfg": {"mean": MEAN, "std": STD, "to_rgb": True}, "img_shape": (h, w, 3),
               "ori_shape": (h, w, 3), "pad_shape": (h, w, 3), "flip": False} for _ in range(images.shape[0])]
     return x, metas, seeds[:, None].long()
+
+
+def official_window_logits(model: torch.nn.Module, window: torch.Tensor) -> torch.Tensor:
+    """The official network on sliding windows ``(B, 3, h, w)`` in [0, 1]: the decode head's logits
+    ``(B, K, h/4, w/4)``, i.e. the official ``encode_decode`` (backbone, text encoder and
+    co-attention in ``after_extract_feat``, neck, head) before its final resize, which the caller's
+    window loop does as the official ``slide_inference`` does (bilinear, no corner alignment)."""
+    feats = model.extract_feat(official_normalize(window))
+    _, levels, _ = model.after_extract_feat(feats)
+    if model.with_neck:
+        levels = list(model.neck(levels))
+    return model.decode_head.forward(levels)
 
 
 def main() -> int:

@@ -16,6 +16,10 @@ identical in both and ~1 s per image, is left out. They differ in what the offic
 * ``wsss_kit``: ``WeakCLIPRefiner.probabilities`` as it ships: windows per call from the memory
   budget (``window_memory_mb: auto``), the text encoded once, fused SDPA attention on batch-first
   tokens, the resized position tables cached per grid;
+* ``official`` (``--official CHECKOUT``): the official network itself (hustvl/WeakCLIP's
+  ``extract_feat``, ``after_extract_feat``, neck and decode head, mmseg 0.19; see
+  ``benchmarks/weakclip_official.py``) on every window, one per forward, over the same views and
+  windows; every variant then runs the official model's random weights, converted;
 * ``wsss_kit bf16`` (``--bf16``): the same with the frozen CLIP under bf16 autocast
   (``clip_precision: bf16``; fast on CPUs with AMX), which changes the floats, so its masks are
   compared too.
@@ -52,20 +56,47 @@ import torch
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "weakclip_pseudo_masks_speed.json"
 FULL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-VARIANTS = ("official-like", "wsss_kit", "wsss_kit bf16")
+VARIANTS = ("official-like", "wsss_kit", "wsss_kit bf16", "official")  # "official": with --official
 OFFICIAL_LIKE = ("the same network and weights; one window per forward; the text encoder inside every window's "
                  "forward; CLIP blocks sequence-first through nn.MultiheadAttention(batch_first=False) = "
                  "F.multi_head_attention_forward (open_clip's own block); no position-table cache")
 
 
-def build_refiner(scales: Sequence[float], flip: bool = True, seed: int = 0) -> Any:
-    """The measured refiner: official preset, random ViT-B/16, 21 VOC classes, no CRF."""
+def build_refiner(scales: Sequence[float], flip: bool = True, seed: int = 0,
+                  official_state: dict[str, torch.Tensor] | None = None) -> Any:
+    """The measured refiner: official preset, random ViT-B/16, 21 VOC classes, no CRF; with
+    ``official_state`` (an official WeakCLIP state dict) its weights, CLIP included."""
     from wsss_kit.data import VOC_CLASSES
     from wsss_weakclip.refiner import WeakCLIPRefiner
 
     torch.manual_seed(seed)
     return WeakCLIPRefiner(class_names=VOC_CLASSES, clip_model="ViT-B-16", clip_weights=None, crf=None,
-                           scales=tuple(scales), base_size=(2048, 512), flip=flip, window=512, stride=341).eval()
+                           scales=tuple(scales), base_size=(2048, 512), flip=flip, window=512, stride=341,
+                           **({"checkpoint": official_state} if official_state is not None else {})).eval()
+
+
+def build_official(checkout: str, site: str | None, seed: int = 0) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The official segmentor (random weights, eval mode) and its state dict (for :func:`build_refiner`)."""
+    import benchmarks.weakclip_official as wo
+    from wsss_kit.data import VOC_CLASSES
+
+    wo.import_official(checkout, site)
+    torch.manual_seed(seed)
+    model = wo.build_official(checkout, ["background", *VOC_CLASSES])
+    model.eval()  # the official train() returns None
+    return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def official_probabilities(official: Any, refiner: Any, images: torch.Tensor) -> torch.Tensor:
+    """The averaged softmax ``(B, K, H, W)`` with the official network on every window, one window per
+    forward (:func:`benchmarks.weakclip_official.official_window_logits`), over the refiner's views."""
+    from benchmarks.weakclip_official import official_window_logits
+    from wsss_weakclip.inference import multiscale_softmax
+
+    with torch.no_grad():
+        return multiscale_softmax(lambda w: official_window_logits(official, w), images.float(),
+                                  scales=refiner.scales, base_size=refiner.base_size, flip=refiner.flip,
+                                  window=refiner.window, stride=refiner.stride, window_batch=1)
 
 
 def scene_images(count: int = 1, size: tuple[int, int] = (375, 500)) -> torch.Tensor:
@@ -127,7 +158,11 @@ def ours_probabilities(refiner: Any, images: torch.Tensor, precision: str = "fp3
         clip.precision = before
 
 
-def variant_fn(name: str) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+def variant_fn(name: str, official: Any = None) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    if name == "official":
+        if official is None:
+            raise ValueError("the 'official' variant needs the official model (--official CHECKOUT)")
+        return lambda r, x: official_probabilities(official, r, x)
     if name == "official-like":
         return official_like_probabilities
     if name == "wsss_kit":
@@ -148,10 +183,11 @@ def count_windows(refiner: Any, height: int, width: int) -> int:
 
 
 class _TextCounter:
-    """Counts the prompt's text encodings (the learnable context's forward)."""
+    """Counts the text encodings: the forward calls of ``prompt`` (the learnable context's module, or
+    the official text encoder)."""
 
-    def __init__(self, refiner: Any) -> None:
-        self.prompt, self.count = refiner.net.prompt, 0
+    def __init__(self, prompt: Any) -> None:
+        self.prompt, self.count = prompt, 0
         self.forward = self.prompt.forward
 
     def __enter__(self) -> "_TextCounter":
@@ -174,8 +210,14 @@ def compare(reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
 
 def measure_pseudo_masks(scales: Sequence[float] = (0.5, 1.0), flip: bool = True, rounds: int = 5, warmup: int = 1,
                          variants: Sequence[str] = ("official-like", "wsss_kit"),
-                         image_size: tuple[int, int] = (375, 500), threads: int | None = 1) -> dict[str, Any]:
+                         image_size: tuple[int, int] = (375, 500), threads: int | None = 1,
+                         official: str | None = None, official_site: str | None = None) -> dict[str, Any]:
     """Seconds per image of each variant, interleaved; ratios to ``official-like``; equality of the outputs.
+
+    ``official``: a checkout of hustvl/WeakCLIP (``official_site``: its mmcv/mmseg, see
+    :mod:`benchmarks.weakclip_official`): every variant then runs the official model's random weights
+    (converted, CLIP included), the official network is measured as the variant ``official``, and the
+    ratios and the equality are taken against it.
 
     Returns a JSON-able dict: per variant the seconds of every counted round (wall and process CPU),
     their medians, the median per-round speed-up over ``official-like``, text encodings per image,
@@ -185,9 +227,12 @@ def measure_pseudo_masks(scales: Sequence[float] = (0.5, 1.0), flip: bool = True
     if threads is not None:
         torch.set_num_threads(int(threads))
     load_before = [round(x, 2) for x in os.getloadavg()]
-    refiner = build_refiner(scales, flip)
+    official_model, state = build_official(official, official_site) if official else (None, None)
+    if official and "official" not in variants:
+        variants = [*variants, "official"]
+    refiner = build_refiner(scales, flip, official_state=state)
     images = scene_images(1, image_size)
-    fns = {name: variant_fn(name) for name in variants}
+    fns = {name: variant_fn(name, official_model) for name in variants}
     wall: dict[str, list[float]] = {n: [] for n in variants}
     cpu: dict[str, list[float]] = {n: [] for n in variants}
     outputs: dict[str, torch.Tensor] = {}
@@ -197,7 +242,8 @@ def measure_pseudo_masks(scales: Sequence[float] = (0.5, 1.0), flip: bool = True
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             refiner.net.clear_text_cache()  # each image starts without the text (a new process would)
-            with _TextCounter(refiner) as counter:
+            text_module = official_model.text_encoder if name == "official" else refiner.net.prompt
+            with _TextCounter(text_module) as counter:
                 t0, c0 = time.perf_counter(), time.process_time()
                 out = fns[name](refiner, images)
                 t1, c1 = time.perf_counter(), time.process_time()
@@ -206,12 +252,14 @@ def measure_pseudo_masks(scales: Sequence[float] = (0.5, 1.0), flip: bool = True
             if r >= warmup:
                 wall[name].append(t1 - t0)
                 cpu[name].append(c1 - c0)
-    base = "official-like" if "official-like" in variants else names[0]
+    base = "official" if "official" in variants else "official-like" if "official-like" in variants else names[0]
     per_window = {f"{k[0]}x{k[1]}": round(v / 2**20, 1) for k, v in refiner.window_budget.per_window_bytes.items()}
     result: dict[str, Any] = {
         "what": "WeakCLIP pseudo-mask network inference (averaged softmax, no CRF) of one 375x500 image, "
                 "random ViT-B/16, 21 classes",
-        "official": f"official-like variant: {OFFICIAL_LIKE}",
+        "official": (f"official code (hustvl/WeakCLIP network per window: extract_feat, after_extract_feat, neck, "
+                     f"decode head) from {official}; official-like variant: {OFFICIAL_LIKE}") if official
+        else f"official-like variant: {OFFICIAL_LIKE}",
         "scales": list(scales), "flip": flip, "base_size": [2048, 512], "window": 512, "stride": 341,
         "windows_per_image": count_windows(refiner, *image_size), "image_size": list(image_size),
         "rounds": rounds, "warmup": warmup, "threads": torch.get_num_threads(),
@@ -238,7 +286,8 @@ def measure_pseudo_masks(scales: Sequence[float] = (0.5, 1.0), flip: bool = True
     return result
 
 
-def _peak_one(variant: str, scales: Sequence[float], threads: int) -> dict[str, float]:
+def _peak_one(variant: str, scales: Sequence[float], threads: int, official: str | None = None,
+              official_site: str | None = None) -> dict[str, float]:
     """In this (fresh) process: RSS after the build and peak RSS over one image of ``variant``.
 
     Building the network peaks higher than it ends (open_clip's initialisation), so the kernel's
@@ -246,23 +295,28 @@ def _peak_one(variant: str, scales: Sequence[float], threads: int) -> dict[str, 
     from machine import peak_rss_mb, reset_peak_rss, rss_mb  # run as a script (a fresh child process)
 
     torch.set_num_threads(threads)
-    refiner = build_refiner(scales)
+    official_model, state = build_official(official, official_site) if official else (None, None)
+    refiner = build_refiner(scales, official_state=state)
     images = scene_images(1)
     build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     built = rss_mb()
     reset_peak_rss()
-    variant_fn(variant)(refiner, images)
+    variant_fn(variant, official_model)(refiner, images)
     peak = peak_rss_mb()
     return {"rss_after_build_mb": round(built, 1), "build_peak_rss_mb": round(build_peak, 1),
             "inference_peak_rss_mb": round(peak, 1), "inference_peak_above_build_mb": round(peak - built, 1)}
 
 
-def measure_peak_memory(variants: Sequence[str], scales: Sequence[float], threads: int = 1) -> dict[str, Any]:
-    """Peak RSS of one image per variant, each in its own fresh process (so neither sees the other's)."""
+def measure_peak_memory(variants: Sequence[str], scales: Sequence[float], threads: int = 1,
+                        official: str | None = None, official_site: str | None = None) -> dict[str, Any]:
+    """Peak RSS of one image per variant, each in its own fresh process (so neither sees the other's);
+    with ``official`` every process also holds the official model (the weights every variant uses)."""
     out: dict[str, Any] = {}
     for name in variants:
         cmd = [sys.executable, __file__, "--peak-of", name, "--threads", str(threads), "--scales",
                *map(str, scales)]
+        if official:
+            cmd += ["--official", official, *(["--official-site", official_site] if official_site else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         if proc.returncode != 0:
             raise SystemExit(f"memory run of {name!r} failed:\n{proc.stderr[-3000:]}")
@@ -282,25 +336,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="also one full-configuration image per variant")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--official", metavar="PATH",
+                        help="a checkout of hustvl/WeakCLIP: also measure the official network (variant 'official')")
+    parser.add_argument("--official-site", metavar="DIR",
+                        help="where mmcv 1.4.0 / mmsegmentation 0.19.0 are (benchmarks/weakclip_official.py --prepare)")
     parser.add_argument("--peak-of", choices=VARIANTS, help=argparse.SUPPRESS)  # the memory subprocess
     args = parser.parse_args(argv)
     if args.peak_of:
-        print(json.dumps(_peak_one(args.peak_of, args.scales, args.threads)))
+        sys.path.insert(0, str(HERE.parent))  # benchmarks.weakclip_official
+        print(json.dumps(_peak_one(args.peak_of, args.scales, args.threads, args.official, args.official_site)))
         return 0
     sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE.parent))
     from machine import machine_info
 
-    variants = list(VARIANTS if args.bf16 else VARIANTS[:2])
+    variants = list(VARIANTS[:3] if args.bf16 else VARIANTS[:2]) + (["official"] if args.official else [])
     result: dict[str, Any] = {"method": "interleaved rounds in one process (order rotated), median after warm-up; "
                                         "memory: each variant alone in a fresh process"}
     result["reduced"] = measure_pseudo_masks(args.scales, rounds=args.rounds, warmup=args.warmup, variants=variants,
-                                             threads=args.threads)
+                                             threads=args.threads, official=args.official,
+                                             official_site=args.official_site)
     print(json.dumps(result["reduced"], indent=2))
     if args.memory:
-        result["peak_memory"] = {"scales": args.scales, **measure_peak_memory(variants, args.scales, args.threads)}
+        result["peak_memory"] = {"scales": args.scales, **measure_peak_memory(variants, args.scales, args.threads,
+                                                                              args.official, args.official_site)}
         print(json.dumps(result["peak_memory"], indent=2))
     if args.full:
-        result["full"] = measure_pseudo_masks(FULL_SCALES, rounds=1, warmup=0, variants=variants, threads=args.threads)
+        result["full"] = measure_pseudo_masks(FULL_SCALES, rounds=1, warmup=0, variants=variants, threads=args.threads,
+                                              official=args.official, official_site=args.official_site)
         print(json.dumps(result["full"], indent=2))
     result["machine"] = machine_info()
     if not args.no_save:
