@@ -20,6 +20,7 @@ The budget, ``window_memory_mb``:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from numbers import Real
 
@@ -81,6 +82,10 @@ def peak_memory_during(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tenso
     """
     from torch.profiler import ProfilerActivity, profile
 
+    # kineto starts on the first profile and then logs its start/stop (and, without CUDA, an
+    # "ERROR ... gpuGetDeviceCount failed" line) to stderr: noise to a user running inference, who
+    # did not ask for a profiler. Level 6 silences it; a level the user set is kept.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.device.type == "cuda" else [])
     try:
         with profile(activities=activities, profile_memory=True) as prof:
