@@ -2,12 +2,16 @@
 
     python benchmarks/clims_loss_cost.py [--setups tiny,b32] [--steps 5] [--warmup 1]
         [--device cpu|cuda] [--b32-batch 2] [--b32-crop 512] [--threads N] [--clip-precision auto]
-        [--no-official]
+        [--no-official] [--channels-last] [--variants clims,clims_fp32,...]
+        [--official CLIMS_CHECKOUT --official-site SITE]
 
 For each setup it builds ``cams/clims`` (random weights everywhere: the cost does not depend on
-them) and times optimizer steps (SGD over ``param_groups``, momentum 0.9) of four objectives on the
-same batch, interleaved round by round (one step of each variant per round, so that a busy machine
-slows them alike; the medians over ``--steps`` rounds after ``--warmup`` are reported):
+them; for ``b32`` the random CLIP's final LayerNorm biases are set so that its image-text cosines
+fall inside the losses' clamps, :func:`live_similarities`, or no gradient would reach the CAMs through
+CLIP) and times optimizer steps (SGD over ``param_groups``, the official learning rate 2.5e-4, 10x
+for the classifier, weight decay 1e-4, momentum 0.9) of four objectives on the same batch,
+interleaved round by round (one step of each variant per round, so that a busy machine slows them
+alike; the medians over ``--steps`` rounds after ``--warmup`` are reported):
 
 * ``multilabel``: the baseline CAM objective (multilabel soft margin on the pooled logits), what the
   network costs without CLIMS;
@@ -37,8 +41,18 @@ slows them alike; the medians over ``--steps`` rounds after ``--warmup`` are rep
 Before timing, ``official_like`` and ``clims_fp32`` (or ``clims``) each take one SGD step from the
 same weights on the same batch: the report's ``equality`` gives the loss difference and the
 largest parameter difference after the step (fp32: equal to float rounding).
-``--channels-last`` builds ours' networks with ``channels_last=True`` (``official_like`` keeps
-the default layout on a network of its own).
+Ours' networks are built with ``cams/clims``'s default ``channels_last="auto"`` (channels-last on a
+CPU with AVX-512, :func:`wsss_pole.clims.prefers_channels_last`); ``--channels-last`` forces it
+(``official_like`` keeps the default layout on a network of its own). ``--variants`` times a subset.
+
+``--official PATH`` (``b32`` on the CPU) also runs the official code itself from a checkout of
+github CVI-SZU/CLIMS: ``train_clims.run`` over the same batch (``benchmarks/clims_official.py``
+says what is adapted to run it here; ``--official-site`` is where OpenAI's ``clip`` package is).
+Every network starts from the official network's initial weights and CLIP has the same weights
+in both; after each official step one round of ours' variants runs (interleaved). Before that,
+ours (``clims_fp32``, as timed) takes one SGD step, and its loss and parameters are compared with
+the official's after its first step (``official.equality``). The official step is timed whole
+(from handing out its batch to asking for the next one).
 
 Each step is split into CAM-network forward, loss (for the CLIMS variants: masking + CLIP image
 encoder + text), backward and optimizer step. The CLIP cost per step is ``clims − area_only``.
@@ -95,6 +109,8 @@ from wsss_kit.atomic import write_text
 RESULTS = Path(__file__).resolve().parent / "results" / "clims_loss_cost.json"
 VARIANTS = ("multilabel", "area_only", "clims", "clims_coop", "clims_fp32", "official_like")
 BASE_VARIANTS = VARIANTS[:4]
+OFFICIAL_LR = 2.5e-4
+"""The official CLIMS learning rate (``--clims_learning_rate``; 10x for the classifier): every variant's SGD."""
 SYNTHETIC_NAMES = ["ball", "box", "kite", "boat", "tree"]
 
 
@@ -106,10 +122,27 @@ def setup_kwargs(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], i
                       clip_model="wsss-tiny-clip", clip_weights=None,
                       background=["sky", "cloud", "water", "grass", "sand"])
         return kwargs, 8, 96
-    if name == "b32":
-        kwargs = dict(num_classes=20, backbone="resnet50", clip_model="ViT-B-32", clip_weights=None)
+    if name == "b32":  # OpenAI's ViT-B/32 (QuickGELU), as the official code loads it
+        kwargs = dict(num_classes=20, backbone="resnet50", clip_model="ViT-B-32", clip_weights=None,
+                      clip_quick_gelu=True)
         return kwargs, args.b32_batch, args.b32_crop
     raise SystemExit(f"unknown setup {name!r}; choose from tiny, b32")
+
+
+def live_similarities(clip: Any, seed: int = 7) -> None:
+    """Make a random CLIP's image-text cosines land inside CLIMS's clamps ([1e-4, 0.9999]; ~0.4 here).
+
+    A random ViT-B/32's cosines are ~0 and clamped, so no gradient would reach the CAMs through CLIP
+    and the one-step equality would test the area term only. The final LayerNorm biases of both towers
+    are set along one random direction ``u`` of the embedding space (through each tower's projection),
+    so every embedding shares a component along ``u``. ``clip``: a :class:`wsss_kit.clip.CLIPModel`.
+    """
+    m = clip.model
+    u = F.normalize(torch.randn(m.text_projection.shape[1], generator=torch.Generator().manual_seed(seed)), dim=0)
+    with torch.no_grad():
+        for bias, proj in ((m.visual.ln_post.bias, m.visual.proj), (m.ln_final.bias, m.text_projection)):
+            bias.copy_(F.normalize(proj @ u.to(proj), dim=0) * proj.shape[0] ** 0.5)
+    clip.clear_text_cache()
 
 
 def labels_for(batch: int, num_classes: int) -> torch.Tensor:
@@ -176,41 +209,69 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     precision = getattr(args, "clip_precision", "auto")
     with_official = bool(getattr(args, "official", True))
-    channels_last = bool(getattr(args, "channels_last", False))
+    # ours: True = channels-last, None = the model's default ("auto": channels-last where faster)
+    channels_last: bool | str = True if getattr(args, "channels_last", False) else "auto"
+    official_path = getattr(args, "official_path", None)
+    chosen = getattr(args, "variants", None)
     kwargs, batch, crop = setup_kwargs(name, args)
+    if official_path and (name != "b32" or device.type != "cpu"):
+        raise SystemExit("--official runs the official VOC step (20 classes) on the CPU: setup b32, --device cpu")
     images = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device)
     labels = labels_for(batch, kwargs["num_classes"]).to(device)
     clip_name, clip_weights = kwargs.pop("clip_model"), kwargs.pop("clip_weights")
+    gelu = {"quick_gelu": True} if kwargs.pop("clip_quick_gelu", False) else {}
     torch.manual_seed(0)
-    clip = load_clip(clip_name, clip_weights, device=device, precision=precision)  # shared, frozen
+    clip = load_clip(clip_name, clip_weights, device=device, precision=precision, **gelu)  # shared, frozen
+    if clip_weights is None and name == "b32":
+        live_similarities(clip)
     resolved = clip.resolved_precision(device.type) or "fp32"
     variants = [v for v in VARIANTS if v in BASE_VARIANTS or (with_official and not (
         v == "clims_fp32" and resolved == "fp32"))]
+    if chosen:
+        unknown = sorted(set(chosen) - set(VARIANTS))
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+        variants = [v for v in variants if v in chosen]
     clips = {"ours": clip}
-    if with_official:
+    if with_official or official_path:
         state = clip.state_dict()
-        clips["fp32"] = clip if resolved == "fp32" else load_clip(clip_name, None, device=device, precision="fp32")
-        clips["official"] = load_clip(clip_name, None, device=device, precision="fp32", frozen=False, keep_eval=True)
-        for c in (clips["fp32"], clips["official"]):
-            c.load_state_dict(state)
+        clips["fp32"] = clip if resolved == "fp32" else load_clip(clip_name, None, device=device, precision="fp32",
+                                                                 **gelu)
+        clips["fp32"].load_state_dict(state)
+    if with_official:
+        clips["official"] = load_clip(clip_name, None, device=device, precision="fp32", frozen=False, keep_eval=True,
+                                      **gelu)
+        clips["official"].load_state_dict(state)
+    start_state = None  # the official network's initial weights, which every network here starts from
+    if official_path:
+        from benchmarks.clims_official import load_official, official_network
+        from wsss_cams import convert_irn_resnet50_cam
+
+        official = load_official(official_path, getattr(args, "official_site", None))
+        torch.manual_seed(0)
+        official_start = official_network(official, kwargs["num_classes"]).state_dict()
+        start_state = convert_irn_resnet50_cam(official_start, num_classes=kwargs["num_classes"])
     coop = {"type": "prompts/coop", "n_ctx": 3, "init_phrase": "a photo of", "template": "{}."}
 
-    def build(prompt: Any = None, layout: bool = channels_last) -> Any:
+    def build(prompt: Any = None, layout: bool | str = channels_last, clip_model: Any = clip) -> Any:
         extra = {"prompt": prompt, "prompt_lr_mult": 1.0} if prompt else {}
-        return wsss_kit.create("cams", "clims", **kwargs, clip_model=clip, channels_last=layout,
-                               **extra).to(device).train()
+        model = wsss_kit.create("cams", "clims", **kwargs, clip_model=clip_model, channels_last=layout,
+                                **extra).to(device).train()
+        if start_state is not None:
+            model.cam.load_state_dict(start_state)
+        return model
 
     torch.manual_seed(0)
     models = {"template": build(), "coop": build(coop)}
-    if with_official:  # the official network keeps the default layout
+    if with_official and "official_like" in variants:  # the official network keeps the default layout
         torch.manual_seed(0)
         models["official"] = build(layout=False)
     model_of = {"multilabel": "template", "area_only": "template", "clims": "template", "clims_coop": "coop",
                 "clims_fp32": "template", "official_like": "official"}
 
     def sgd(model: Any) -> torch.optim.Optimizer:
-        return torch.optim.SGD([g for g in model.param_groups(1e-3) if g["params"]], lr=1e-3, momentum=0.9,
-                               weight_decay=1e-4)
+        return torch.optim.SGD([g for g in model.param_groups(OFFICIAL_LR) if g["params"]], lr=OFFICIAL_LR,
+                               momentum=0.9, weight_decay=1e-4)
 
     optimizers = {v: sgd(models[model_of[v]]) for v in variants}
 
@@ -226,13 +287,14 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
                                class_text=model.prompt(model.prompt_names, clip=c),
                                background_text=model.background_prompts)["loss"]
 
+    ours_v = "clims_fp32" if resolved != "fp32" else "clims"
     equality = None
-    if with_official:  # one step each from the same weights: the same loss and the same update
-        ours_v = "clims_fp32" if "clims_fp32" in variants else "clims"
+    if with_official and "official_like" in variants:  # one step each from the same weights: same loss, update
         after, losses = {}, {}
         for v in (ours_v, "official_like"):
             torch.manual_seed(1)
-            m = build(layout=channels_last and v != "official_like")
+            m = build(layout=channels_last if v != "official_like" else False)
+            before = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
             raw = m.raw_cams(images)
             loss = loss_of(v, m, raw)
             opt = sgd(m)
@@ -245,6 +307,7 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     "loss_difference": abs(losses[ours_v] - losses["official_like"]),
                     "max_update_difference": max(float((after[ours_v][n] - after["official_like"][n]).abs().max())
                                                  for n in after[ours_v]),
+                    "max_update": max(float((after[ours_v][n] - before[n]).abs().max()) for n in after[ours_v]),
                     "official_clip_weights_given_grads": sum(
                         p.numel() for p in clips["official"].parameters() if p.grad is not None)}
         clips["official"].zero_grad(set_to_none=True)
@@ -277,7 +340,8 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
     keys = ("cam_forward", "loss", "backward", "optimizer", "step")
     times: dict[str, dict[str, list[float]]] = {v: {k: [] for k in keys} for v in variants}
     peak_cuda: dict[str, int] = {}
-    for i in range(args.warmup + args.steps):
+
+    def run_round(i: int) -> None:
         for variant in variants:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -290,10 +354,20 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {name}: round {i + 1}/{args.warmup + args.steps}" + (" (warm-up)" if i < args.warmup else ""),
               flush=True)
 
+    official_record: dict[str, Any] | None = None
+    if official_path:
+        official_record = _run_official(official, official_start, clips["fp32"], images, labels, args, run_round,
+                                        build, loss_of, sgd, ours_v)
+    else:
+        for i in range(args.warmup + args.steps):
+            run_round(i)
+
     out: dict[str, Any] = {"batch": batch, "crop": crop, "pairs": int(labels.sum()), "clip_model": clip.name,
                            "clip_image_size": list(clip.image_size), "backbone": kwargs["backbone"],
                            "clip_precision": precision, "clip_precision_resolved": resolved,
-                           "channels_last": channels_last, "variants": {}}
+                           "channels_last": channels_last,
+                           "ours_channels_last_resolved": bool(models["template"].uses_channels_last),
+                           "variants": {}}
     for variant in variants:
         t = times[variant]
         result = {k: round(statistics.median(v), 4) for k, v in t.items()}
@@ -304,21 +378,85 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
             result["peak_cuda_mb"] = round(peak_cuda[variant] / 2**20)
         out["variants"][variant] = result
     v = out["variants"]
-    out["clip_cost_seconds"] = round(v["clims"]["step"] - v["area_only"]["step"], 4)
-    out["clims_over_area_only"] = round(v["clims"]["step"] / v["area_only"]["step"], 3)
-    out["coop_text_cost_seconds"] = round(v["clims_coop"]["step"] - v["clims"]["step"], 4)
-    if with_official:
-        fp32 = v.get("clims_fp32", v["clims"])
-        out["speedup_official_like_over_clims_fp32"] = round(v["official_like"]["step"] / fp32["step"], 3)
-        out["speedup_official_like_over_clims"] = round(v["official_like"]["step"] / v["clims"]["step"], 3)
+    if "clims" in v and "area_only" in v:
+        out["clip_cost_seconds"] = round(v["clims"]["step"] - v["area_only"]["step"], 4)
+        out["clims_over_area_only"] = round(v["clims"]["step"] / v["area_only"]["step"], 3)
+    if "clims" in v and "clims_coop" in v:
+        out["coop_text_cost_seconds"] = round(v["clims_coop"]["step"] - v["clims"]["step"], 4)
+    fp32 = v.get("clims_fp32", v.get("clims"))
+    for base in ("official_like", "official"):
+        if base == "official" and official_record is not None:
+            t = official_record.pop("step_seconds")[args.warmup:]
+            v["official"] = {"step": round(statistics.median(t), 4), "step_min": round(min(t), 4),
+                             "step_max": round(max(t), 4),
+                             "trainable_params": official_record.pop("trainable_params")}
+            out["official"] = official_record
+        if base in v and fp32 is not None:
+            out[f"speedup_{base}_over_clims_fp32"] = round(v[base]["step"] / fp32["step"], 3)
+            if "clims" in v:
+                out[f"speedup_{base}_over_clims"] = round(v[base]["step"] / v["clims"]["step"], 3)
+    if equality is not None:
         out["equality"] = equality
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 
 
+def _run_official(official: Any, start: dict[str, torch.Tensor], clip: Any, images: torch.Tensor,
+                  labels: torch.Tensor, args: argparse.Namespace, run_round: Any, build: Any, loss_of: Any,
+                  sgd: Any, ours_v: str) -> dict[str, Any]:
+    """The official step (``clims_official.OfficialRun``) for ``warmup + steps`` rounds, each followed by
+    ``run_round(i)`` (one step of each of ours' variants), so the two interleave. First, ours' ``ours_v``
+    takes one SGD step from ``start`` (the official network's initial weights), fp32 CLIP: its loss
+    and parameters are compared with the official's after its first step."""
+    from benchmarks.clims_official import OfficialRun
+    from wsss_cams import convert_irn_resnet50_cam
+
+    m = build(clip_model=clip)  # ours as timed (channels-last where "auto" picks it)
+    raw = m.raw_cams(images)
+    loss = loss_of(ours_v, m, raw)
+    opt = sgd(m)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    ours_after = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+    ours_loss = float(loss.detach())
+    del m, opt, raw, loss
+    start_ours = convert_irn_resnet50_cam(start, num_classes=labels.shape[1])
+    record: dict[str, Any] = {}
+
+    def between(i: int) -> None:
+        if i == 1:  # the official network after its first step, from the same weights
+            assert run.network is not None
+            state = convert_irn_resnet50_cam(run.network.state_dict(), num_classes=labels.shape[1])
+            diffs = [float((ours_after[f"cam.{k}"] - state[k]).abs().max()) for k in state if f"cam.{k}" in ours_after]
+            meter = run.meters[0]
+            record["equality"] = {
+                "compared": [ours_v, "official"], "loss": {ours_v: ours_loss, "official": meter["loss1"]},
+                "official_terms": {k: meter[k] for k in ("L_OTM", "L_BTM", "L_CBS", "L_REG")},
+                "loss_difference": abs(ours_loss - meter["loss1"]), "parameters_compared": len(diffs),
+                "max_update_difference": max(diffs),
+                "max_update": max(float((ours_after[f"cam.{k}"] - start_ours[k]).abs().max()) for k in state
+                                  if f"cam.{k}" in ours_after),
+                "official_clip_weights_given_grads": sum(p.numel() for p in run.clip.parameters()
+                                                         if p.grad is not None)}
+        run_round(i - 1)
+
+    run = OfficialRun(official, start, clip.model.state_dict(), images.cpu(), labels.cpu(),
+                      args.warmup + args.steps, between)
+    run.run()
+    assert run.optimizer is not None
+    record.update(step_seconds=run.step_seconds, checkout=str(args.official_path),
+                  trainable_params=sum(p.numel() for g in run.optimizer.param_groups for p in g["params"]
+                                       if p.requires_grad),
+                  optimizer=f"{type(run.optimizer).__mro__[1].__name__} (SGD, momentum "
+                            f"{run.optimizer.param_groups[0]['momentum']}, the official PolyOptimizer's)")
+    return record
+
+
 def measure_clims_step(setups: str | Sequence[str] = ("b32",), steps: int = 5, warmup: int = 1, device: str = "cpu",
                        b32_batch: int = 2, b32_crop: int = 512, threads: int | None = 1, clip_precision: str = "auto",
-                       official: bool = True, channels_last: bool = False) -> dict[str, Any]:
+                       official: bool = True, channels_last: bool = False, official_path: str | None = None,
+                       official_site: str | None = None, variants: Sequence[str] | None = None) -> dict[str, Any]:
     """Every setup in its own child process (its peak RSS its own); returns the record :func:`main` saves:
     ``results[setup]`` (:func:`measure_setup`), ``settings``, ``method``, ``machine``."""
     root = str(Path(__file__).resolve().parents[1])
@@ -339,7 +477,10 @@ def measure_clims_step(setups: str | Sequence[str] = ("b32",), steps: int = 5, w
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--steps", str(steps), "--warmup",
                str(warmup), "--device", device, "--b32-batch", str(b32_batch), "--b32-crop", str(b32_crop),
                "--clip-precision", clip_precision] + ([] if official else ["--no-official"]) + (
-                   ["--channels-last"] if channels_last else [])
+                   ["--channels-last"] if channels_last else []) + (
+                   ["--official", str(official_path)] if official_path else []) + (
+                   ["--official-site", str(official_site)] if official_site else []) + (
+                   ["--variants", ",".join(variants)] if variants else [])
         if threads:
             cmd += ["--threads", str(threads)]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
@@ -352,11 +493,13 @@ def measure_clims_step(setups: str | Sequence[str] = ("b32",), steps: int = 5, w
     return {
         "results": results,
         "settings": {"steps": steps, "warmup": warmup, "device": device, "clip_precision": clip_precision,
-                     "channels_last": channels_last,
+                     "channels_last": channels_last, "official_path": official_path, "variants": variants,
                      "b32_batch": b32_batch, "b32_crop": b32_crop},
         "method": f"variants built in one child process per setup (threads={threads}), one step of each per "
                   f"round, {warmup} warm-up round(s) then the median of {steps}; official_like = the official "
-                  "CLIMS step's structure rebuilt from wsss_pole's pieces (not the official code)",
+                  "CLIMS step's structure rebuilt from wsss_pole's pieces (not the official code)"
+                  + ("; official = the official code's train_clims.run from the checkout, each of its steps "
+                     "followed by one round of ours (clims_official.py)" if official_path else ""),
         "target_speedup_fp32": 3.0,
         "machine": machine_info(load_average_before=load_before, torch_threads=threads or torch.get_num_threads(),
                                 cuda_device=torch.cuda.get_device_name(0) if device.startswith("cuda") else None),
@@ -375,7 +518,12 @@ def main() -> int:
     parser.add_argument("--clip-precision", default="auto", help="CLIP precision of 'clims' (default: auto)")
     parser.add_argument("--no-official", action="store_true", help="skip clims_fp32 and official_like")
     parser.add_argument("--channels-last", action="store_true",
-                        help="ours' CAM networks channels-last (cams/clims channels_last=True)")
+                        help="ours' CAM networks channels-last (cams/clims channels_last=True; default: 'auto')")
+    parser.add_argument("--official", dest="official_path", metavar="PATH",
+                        help="a checkout of github CVI-SZU/CLIMS: also time its own step (b32, CPU)")
+    parser.add_argument("--official-site", metavar="SITE",
+                        help="where OpenAI's clip package is (python benchmarks/clims_official.py --prepare SITE)")
+    parser.add_argument("--variants", help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -383,7 +531,12 @@ def main() -> int:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.variants:
+        args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.child:  # one setup in this process; the result goes to stdout's last line
+        root = str(Path(__file__).resolve().parents[1])
+        if root not in sys.path:  # benchmarks.clims_official, when --official is given
+            sys.path.insert(0, root)
         args.official = not args.no_official
         print(json.dumps(measure_setup(args.child, args)))
         return 0
@@ -391,7 +544,8 @@ def main() -> int:
     record = measure_clims_step(args.setups, steps=args.steps, warmup=args.warmup, device=args.device,
                                 b32_batch=args.b32_batch, b32_crop=args.b32_crop, threads=args.threads,
                                 clip_precision=args.clip_precision, official=not args.no_official,
-                                channels_last=args.channels_last)
+                                channels_last=args.channels_last, official_path=args.official_path,
+                                official_site=args.official_site, variants=args.variants)
     results = record["results"]
     print(f"\nmedian seconds of {args.steps} interleaved steps")
     print(f"{'setup':<6} {'variant':<13} {'step s':>8} {'min-max':>15} {'CAM fwd':>8} {'loss':>8} {'backward':>9} "
@@ -399,14 +553,24 @@ def main() -> int:
     for name, r in results.items():
         for variant, v in r["variants"].items():
             spread = f"{v['step_min']:.2f}-{v['step_max']:.2f}"
-            print(f"{name:<6} {variant:<13} {v['step']:>8.3f} {spread:>15} {v['cam_forward']:>8.3f} {v['loss']:>8.3f} "
-                  f"{v['backward']:>9.3f} {v['optimizer']:>7.3f}")
+            parts = [f"{v[k]:>{w}.3f}" if k in v else " " * w for k, w in
+                     (("cam_forward", 8), ("loss", 8), ("backward", 9), ("optimizer", 7))]
+            print(f"{name:<6} {variant:<13} {v['step']:>8.3f} {spread:>15} " + " ".join(parts))
     for name, r in results.items():
+        if "official" in r:
+            e = r["official"].get("equality", {})
+            print(f"  official code / clims fp32 {r['speedup_official_over_clims_fp32']:.2f}x (target >= 3x)"
+                  + (f", / clims {r['speedup_official_over_clims']:.2f}x" if "speedup_official_over_clims" in r else "")
+                  + f"; first step from the same weights: loss difference "
+                  f"{e.get('loss_difference', float('nan')):.2e}, largest update difference "
+                  f"{e.get('max_update_difference', float('nan')):.2e}")
+        if "clip_cost_seconds" not in r or "coop_text_cost_seconds" not in r:
+            continue
         print(f"{name}: batch {r['batch']}, crop {r['crop']}, {r['pairs']} (image, class) pairs, "
               f"{r['backbone']} + {r['clip_model']} ({r['clip_precision_resolved']}): the CLIP terms add "
               f"{r['clip_cost_seconds']:.3f} s per step ({r['clims_over_area_only']:.2f}x the step without them); "
               f"CoOp's text encoder adds {r['coop_text_cost_seconds']:.3f} s; peak RSS {r['peak_rss_mb']} MB")
-        if "equality" in r:
+        if "equality" in r and "speedup_official_like_over_clims" in r:
             print(f"  official_like / clims fp32 {r['speedup_official_like_over_clims_fp32']:.2f}x (target >= 3x), "
                   f"/ clims {r['speedup_official_like_over_clims']:.2f}x; one step from the same weights: loss "
                   f"difference {r['equality']['loss_difference']:.2e}, largest update difference "

@@ -76,3 +76,71 @@ def test_clims_official_like_loss_and_gradients_equal_ours() -> None:
     # the official way: CLIP's weights get gradients (computed for nothing); ours: none
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in official_clip.parameters())
     assert all(p.grad is None for p in clip.parameters())
+
+
+def test_live_similarities_bring_a_random_clips_cosines_inside_the_clims_clamps() -> None:
+    """clims_loss_cost.live_similarities: a random CLIP's cosines (~0, clamped to 1e-4) move to a value
+    inside the clamps, so CLIP's terms reach the CAMs with gradients (what the one-step equality needs)."""
+    pytest.importorskip("wsss_pole")
+    import torch.nn.functional as F
+
+    from wsss_kit.clip import TINY_CLIP, load_clip
+    from wsss_pole import clims_loss
+
+    torch.manual_seed(0)
+    clip = load_clip(TINY_CLIP, None, precision="fp32")
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    texts = ["a photo of cat.", "a photo of dog."]
+
+    def cosines() -> torch.Tensor:
+        with torch.no_grad():
+            return F.normalize(clip.encode_image(images), dim=-1) @ F.normalize(clip.encode_text(texts), dim=-1).t()
+
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    present = labels > 0.5
+
+    def pair_gradients() -> torch.Tensor:
+        """|d loss / d CAM| summed over each present (image, class) pair's map: CLIP's terms only."""
+        cams = torch.full((2, 2, 8, 8), 0.5, requires_grad=True)
+        terms = clims_loss(images, cams, labels, clip=clip, class_text=clip.encode_text(texts), background_text=[],
+                           reg_weight=0.0)
+        terms["loss"].backward()
+        assert cams.grad is not None
+        return cams.grad.abs().sum(dim=(2, 3))[present]
+
+    before = cosines()
+    assert before.min() < 1e-4  # some clamped away by the losses' 1e-4 floor ...
+    assert (pair_gradients() == 0).any()  # ... so their CAMs get nothing through CLIP
+    misses = clip.cache_misses
+    cl.live_similarities(clip)
+    after = cosines()
+    assert float(after.min()) > 0.05 and float(after.max()) < 0.95
+    assert (pair_gradients() > 0).all()
+    assert clip.cache_misses > misses  # the text cache was cleared with the new weights
+
+
+def test_clims_official_refuses_what_is_not_the_checkout_or_the_clip_site(tmp_path) -> None:
+    from benchmarks import clims_official as co
+
+    with pytest.raises(FileNotFoundError, match=r"no step/train_clims\.py; give a checkout of github CVI-SZU/CLIMS"):
+        co.load_official(tmp_path)
+    for name in ("step/train_clims.py", "net/resnet50_clims.py", "clip_utils.py", "clip_loss.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    site = tmp_path / "site"
+    with pytest.raises(FileNotFoundError, match=r"no clip/model\.py; run python benchmarks/clims_official\.py "
+                                                 r"--prepare"):
+        co.load_official(tmp_path, site)
+    stand_in = co._stand_in("cv2", "not needed here")
+    with pytest.raises(RuntimeError, match=r"cv2\.imread is a stand-in here \(not needed here\)"):
+        stand_in.imread("x.png")
+
+
+def test_clims_loss_cost_refuses_unknown_variants_and_official_outside_b32() -> None:
+    pytest.importorskip("wsss_pole")
+    args = argparse.Namespace(device="cpu", warmup=0, steps=1, b32_batch=2, b32_crop=64, variants=["clims", "nope"])
+    with pytest.raises(SystemExit, match=r"unknown variants \['nope'\]; choose from multilabel"):
+        cl.measure_setup("tiny", args)
+    args = argparse.Namespace(device="cpu", warmup=0, steps=1, b32_batch=2, b32_crop=64, official_path="/x")
+    with pytest.raises(SystemExit, match="--official runs the official VOC step .* setup b32"):
+        cl.measure_setup("tiny", args)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import os
 from typing import Any, Callable, Mapping, cast
 
 import torch
@@ -134,11 +135,15 @@ def measure_weakclip_step(point: Mapping[str, Any], ctx: Context) -> Timed:
 
 def measure_clims_step(point: Mapping[str, Any], ctx: Context) -> Timed:
     """One CLIMS training step with and without the CLIP loss terms (``clims_loss_cost.measure_setup``:
-    ResNet-50 + ViT-B/32 at ``crop``², or the ``tiny`` setup), its own interleaved timing."""
+    ResNet-50 + ViT-B/32 at ``crop``², or the ``tiny`` setup), its own interleaved timing; with
+    ``--official-clims`` also the official code's step (``b32`` on the CPU; OpenAI's ``clip`` package from
+    ``$CLIMS_OFFICIAL_SITE``, see ``benchmarks/clims_official.py``)."""
     from benchmarks import clims_loss_cost
 
+    official = ctx.official.get("clims") if point["setup"] == "b32" and ctx.device.type == "cpu" else None
     args = argparse.Namespace(device=str(ctx.device), warmup=ctx.warmup, steps=ctx.rounds,
-                              b32_batch=int(point["batch"]), b32_crop=int(point["crop"]))
+                              b32_batch=int(point["batch"]), b32_crop=int(point["crop"]), official_path=official,
+                              official_site=os.environ.get("CLIMS_OFFICIAL_SITE"))
     out = clims_loss_cost.measure_setup(point["setup"], args)
     summaries = {v: {"median_s": r["step"], "min_s": r["step_min"], "max_s": r["step_max"], "runs": ctx.rounds}
                  for v, r in out["variants"].items()}
@@ -150,7 +155,7 @@ def measure_clims_step(point: Mapping[str, Any], ctx: Context) -> Timed:
                  official=ctx.official_label("clims", "official_like: the official CLIMS step's structure "
                                              "(step/train_clims.py) from this plugin's pieces, CLIP weights "
                                              "requiring grad, fp32, prompts encoded every step "
-                                             "(clims_loss_cost.py)", runs=False),
+                                             "(clims_loss_cost.py)", runs=bool(official)),
                  extra={k: out[k] for k in ("clip_model", "backbone", "clip_cost_seconds", "clims_over_area_only")
                         if k in out} | {"memory": "peak RSS of the process over all variants"})
 
