@@ -148,3 +148,23 @@ def test_normalize_and_resize_helpers():
     up = resize_cams(x, (4, 6))
     assert up.shape == (1, 1, 4, 6)
     assert torch.allclose(up, F.interpolate(x, size=(4, 6), mode="bilinear", align_corners=False))
+
+
+@pytest.mark.parametrize("mode", ["max", "minmax"])
+def test_normalisation_in_place_keeps_values_and_gradients(mode: str) -> None:
+    """normalize_cams/multiscale_cams divide and mask in place (fewer full-size buffers): the values
+    and the gradients are those of the out-of-place formulas."""
+    torch.manual_seed(0)
+    maps = torch.rand(2, 3, 5, 6, requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    got = multiscale_cams(lambda x: maps, torch.rand(2, 3, 5, 6), labels, normalize=mode, relu=False, eps=1e-8)
+    (got * torch.arange(180.0).view(2, 3, 5, 6)).sum().backward()
+    grad, maps.grad = maps.grad, None
+    masked = maps * labels[:, :, None, None]
+    high = masked.flatten(2).amax(2)[..., None, None]
+    low = masked.flatten(2).amin(2)[..., None, None] if mode == "minmax" else 0.0
+    expected = (masked - low) / (high - low + 1e-8) * (labels[:, :, None, None] != 0)
+    (expected * torch.arange(180.0).view(2, 3, 5, 6)).sum().backward()
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(grad, maps.grad, rtol=1e-6, atol=1e-6)
+    assert float(grad.abs().sum()) > 0

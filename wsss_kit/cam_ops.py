@@ -45,7 +45,7 @@ def normalize_cams(cams: torch.Tensor, mode: str = "max", eps: float = 1e-5) -> 
     if mode == "max":
         return cams / (high + eps)
     low = flat.amin(dim=2)[..., None, None]
-    return (cams - low) / (high - low + eps)
+    return (cams - low).div_(high - low + eps)  # in place: one (B, C, H, W) allocation, not two
 
 
 def resize_cams(
@@ -141,7 +141,7 @@ def multiscale_cams(
     mask = labels.to(total.dtype)[:, :, None, None]
     cams = normalize_cams(total * mask, normalize, eps=eps)
     # minmax shifts by the minimum, which is the only way a masked class could become non-zero.
-    return cams * (mask != 0).to(cams.dtype)
+    return cams.mul_((mask != 0).to(cams.dtype))  # cams is normalize_cams' own new tensor
 
 
 def _check_size(size: Sequence[int]) -> tuple[int, int]:

@@ -285,7 +285,10 @@ class MCTformer(wsss_kit.CAMGenerator):
             maps = maps * patch_cam if self.attention_type == "fused" else patch_cam
         if patch_to_patch is not None:
             maps = torch.bmm(patch_to_patch, maps.transpose(1, 2)).transpose(1, 2)
-        return maps.reshape(x.shape[0], self.num_classes, *grid)
+        # the refined maps come out (B, P, C) in memory: made contiguous here (C·P values), else the
+        # resize to the image keeps that channels-last layout and every per-class step after it
+        # (flip, sum, mask, min/max) strides across memory (the min/max alone 10x slower)
+        return maps.reshape(x.shape[0], self.num_classes, *grid).contiguous()
 
     def _attention_sums(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """``(class_to_patch (B, C, P), patch_to_patch (B, P, P) or None, final tokens)``: the head
