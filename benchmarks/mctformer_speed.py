@@ -8,22 +8,28 @@ Variants, all with the same (random) DeiT-S weights, 20 classes, all present (th
 
 * ``ours``: ``cams/mctformer_v{1,2}`` as the toolkit runs it: ``cams()`` (unit images, flip and
   original in one batch, explicit attention only where it is read) and ``forward(images, labels)``
-  (fused SDPA) with the trainer's AdamW.
+  (fused SDPA) with the trainer's optimizer (``wsss_kit.engine.build_optimizer``: AdamW with
+  ``optimizer_impl: auto``, the fused kernel).
 * ``official_like``: what the official code (xulianuwa/MCTformer, commit 96065977) computes, written
   here on the same modules: every block forms its explicit attention and returns it, all blocks'
   maps are stacked and averaged over heads, each view (scale, mirror) is its own forward, the
   refinement is the broadcast ``matmul(patch_attn.unsqueeze(1), cams[..., None])``, the maps go to
   NumPy, are masked, mirrored, summed and normalised class by class (``generate_attention_maps_ms``);
   the training forward is the official ``forward`` (V2 also stacks the attention and builds the CAM
-  pieces in training mode), ``F.multilabel_soft_margin_loss`` and the same AdamW.
+  pieces in training mode), ``F.multilabel_soft_margin_loss`` and AdamW as the official run makes it
+  (timm's ``create_optimizer``: ``torch.optim.AdamW`` with torch's default kernel, a per-parameter
+  loop on the CPU).
 * ``official``: the official code itself, imported from a checkout given with ``--official``
   (its ``models.py``/``vision_transformer.py`` run with the installed timm), our weights loaded
   into it; its CAM procedure is ``official_like``'s (the generation script's loop) around its model.
 
 Timing: one process, one thread (``OMP_NUM_THREADS=1`` before starting), one warm-up each, then
-``rounds`` rounds that run every variant once in rotating order; medians and the median of the
-per-round ratios. Views of the official CAM procedure (the resized/mirrored images, which its data
-loader prepares in worker processes) are made outside the timed region. Peak memory: each variant
+``rounds`` rounds that run every variant once in rotating order (``benchmarks.speed.harness``'s
+``interleave``/``summarise``, the loop every speed measure uses); medians and the median of the
+per-round ratios. :func:`cam_variants` and :func:`step_variants` build the timed callables, for
+this script and for ``python -m benchmarks speed mctformer_cams|mctformer_step``. Views of the
+official CAM procedure (the resized/mirrored images, which its data loader prepares in worker
+processes) are made outside the timed region. Peak memory: each variant
 in a child process of its own (peak RSS, reset after building the models, above the RSS then). Before timing,
 outputs are checked equal: CAMs (largest difference), logits and loss and, with drop path off, the
 parameters after one AdamW step. Results in ``results/mctformer_speed.json``.
@@ -35,10 +41,8 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,7 +56,7 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 LR, WEIGHT_DECAY = 6.25e-5, 0.05
 
-__all__ = ["measure_mctformer_cams", "measure_mctformer_step"]
+__all__ = ["cam_variants", "measure_mctformer_cams", "measure_mctformer_step", "step_variants"]
 
 
 # --------------------------------------------------------------------------- models
@@ -200,29 +204,16 @@ def official_cams(net: Callable[..., Any], views: list[torch.Tensor], target: to
 
 
 # --------------------------------------------------------------------------- helpers
-def _interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-    """One warm-up each, then ``rounds`` rounds running every variant once, rotating the order."""
-    for fn in fns.values():
-        fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
+def _timed(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Any]:
+    """The harness's interleaved rounds (one warm-up) and summary against ``ours``, with every
+    counted call's seconds (``rounds_s``) kept for the results file."""
+    from benchmarks.speed.harness import interleave, summarise
 
-
-def _summary(times: dict[str, list[float]], baseline: str = "ours") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, ts in times.items():
-        out[name] = {"median_s": round(statistics.median(ts), 4), "min_s": round(min(ts), 4),
-                     "rounds_s": [round(t, 4) for t in ts]}
-        if name != baseline:
-            ratios = [t / b for t, b in zip(ts, times[baseline])]
-            out[name]["ratio_to_ours"] = round(statistics.median(ratios), 3)
-    return out
+    timed = interleave(fns, rounds, warmup=1)
+    summary = summarise(timed, baseline="ours")
+    for name, row in summary.items():
+        row["rounds_s"] = [round(t, 4) for t in timed.seconds[name]]
+    return summary
 
 
 def _child_memory(what: str, variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -235,8 +226,12 @@ def _child_memory(what: str, variant: str, kwargs: dict[str, Any]) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- CAM extraction
-def _cam_setup(version: int, size: int, scales: Sequence[float], flip: bool, num_classes: int,
-               official: str | None, variants: Sequence[str]) -> dict[str, Callable[[], Any]]:
+def cam_variants(version: int, size: int, scales: Sequence[float], flip: bool, num_classes: int,
+                 official: str | None, variants: Sequence[str]) -> dict[str, Callable[[], Any]]:
+    """``{variant: CAMs of one image}`` (no gradients) for ``variants`` among ``ours``,
+    ``official_like`` and ``official`` (which needs ``official``, a checkout), all on the same random
+    DeiT-S weights and one random ``size``² image with all ``num_classes`` classes present. Each call
+    returns ``ours``' ``(C, H, W)`` array or the official procedure's ``{class: (H, W)}``."""
     ours = build_ours(version, num_classes).eval()
     torch.manual_seed(1)
     image = torch.rand(1, 3, size, size)
@@ -288,12 +283,11 @@ def measure_mctformer_cams(version: int = 2, size: int = 448, scales: Sequence[f
               "classes_present": num_classes, "rounds": rounds, "backbone": BACKBONE, "weights": "random",
               "patch_refine": True, "cam_layers": 3, "official": official}
     load_before = [round(v, 2) for v in os.getloadavg()]
-    fns = _cam_setup(version, size, scales, flip, num_classes, official, variants)
+    fns = cam_variants(version, size, scales, flip, num_classes, official, variants)
     outputs = {name: fn() for name, fn in fns.items()}
     outputs["ours"] = {c: outputs["ours"][c] for c in range(num_classes)}
     difference = _cam_difference(outputs)
-    times = _interleaved(fns, rounds)
-    result: dict[str, Any] = {"config": config, "seconds": _summary(times), "max_cam_difference": difference}
+    result: dict[str, Any] = {"config": config, "seconds": _timed(fns, rounds), "max_cam_difference": difference}
     if memory:
         kwargs = {"version": version, "size": size, "scales": list(scales), "flip": flip,
                   "num_classes": num_classes, "official": official}
@@ -319,8 +313,14 @@ class _Step:
                 raise ValueError("variant 'official' needs official=<checkout of xulianuwa/MCTformer>")
             self.net = build_official(load_official(official), self.ours, version, num_classes,
                                       drop_path_rate).train()
-        params = self.ours.param_groups(LR) if variant != "official" else _official_groups(self.net)
-        self.optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
+        if variant == "ours":  # the trainer's optimizer, as `wsss train` builds it
+            from wsss_kit.engine import TrainConfig, build_optimizer
+
+            config = TrainConfig(steps=1, lr=LR, optimizer="adamw", weight_decay=WEIGHT_DECAY)
+            self.optimizer: torch.optim.Optimizer = build_optimizer(self.ours, config)
+        else:  # timm's create_optimizer of the official run: torch's AdamW, default kernel
+            params = self.ours.param_groups(LR) if variant == "official_like" else _official_groups(self.net)
+            self.optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         if self.variant == "ours":
@@ -340,6 +340,12 @@ class _Step:
         return {k: v.detach().clone() for k, v in self.net.named_parameters() if not k.startswith("norm.")}
 
 
+def _step_batch(batch: int, size: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The measured batch: ``batch`` random ``size``² images and multi-hot labels (seed 2)."""
+    torch.manual_seed(2)
+    return torch.rand(batch, 3, size, size), (torch.rand(batch, num_classes) < 0.3).float()
+
+
 def _official_groups(net: Any) -> list[dict[str, Any]]:
     """timm's ``create_optimizer`` grouping of the official run: no decay for 1-d tensors and its
     ``no_weight_decay()`` names (the class tokens and position embeddings)."""
@@ -349,13 +355,14 @@ def _official_groups(net: Any) -> list[dict[str, Any]]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _step_setup(version: int, batch: int, size: int, num_classes: int, official: str | None,
-                variants: Sequence[str]) -> dict[str, Callable[[], Any]]:
-    """``{variant: one training step}`` (drop path 0.1, each variant its own model and AdamW), on one
-    fixed batch of ``batch`` random ``size``² images with random multi-hot labels."""
-    torch.manual_seed(2)
-    images = torch.rand(batch, 3, size, size)
-    labels = (torch.rand(batch, num_classes) < 0.3).float()
+def step_variants(version: int, batch: int, size: int, num_classes: int, official: str | None,
+                  variants: Sequence[str], images: torch.Tensor | None = None,
+                  labels: torch.Tensor | None = None) -> dict[str, Callable[[], Any]]:
+    """``{variant: one training step}`` (drop path 0.1, each variant its own model and optimizer;
+    a call returns the loss), all on one fixed batch: ``images`` ``(batch, 3, size, size)`` in [0, 1]
+    and multi-hot ``labels`` ``(batch, num_classes)``, by default random (seed 2)."""
+    if images is None or labels is None:
+        images, labels = _step_batch(batch, size, num_classes)
     steps = {v: _Step(v, version, num_classes, 0.1, official) for v in variants}
     return {v: (lambda s=s: s(images, labels)) for v, s in steps.items()}
 
@@ -372,12 +379,11 @@ def measure_mctformer_step(version: int = 2, batch: int = 4, size: int = 224, nu
 
     variants = ["ours", "official_like"] + (["official"] if official else [])
     config = {"version": version, "batch": batch, "size": size, "num_classes": num_classes, "rounds": rounds,
-              "backbone": BACKBONE, "optimizer": f"AdamW lr {LR} wd {WEIGHT_DECAY}", "drop_path_rate": 0.1,
+              "backbone": BACKBONE, "optimizer": f"AdamW lr {LR} wd {WEIGHT_DECAY} (ours: fused kernel, "
+              f"optimizer_impl auto; official: torch's default kernel)", "drop_path_rate": 0.1,
               "precision": "fp32", "official": official}
     load_before = [round(v, 2) for v in os.getloadavg()]
-    torch.manual_seed(2)
-    images = torch.rand(batch, 3, size, size)
-    labels = (torch.rand(batch, num_classes) < 0.3).float()
+    images, labels = _step_batch(batch, size, num_classes)
     # equality: drop path off, one step each from identical weights
     steps = {v: _Step(v, version, num_classes, 0.0, official) for v in variants}
     losses = {v: s(images, labels) for v, s in steps.items()}
@@ -390,8 +396,8 @@ def measure_mctformer_step(version: int = 2, batch: int = 4, size: int = 224, nu
         prefix = "ours." if v == "official_like" else ""
         update_diff[v] = max(float((after["ours"][k] - after[v][prefix + k]).abs().max()) for k in after["ours"])
     del steps, after
-    times = _interleaved(_step_setup(version, batch, size, num_classes, official, variants), rounds)
-    result: dict[str, Any] = {"config": config, "seconds": _summary(times), "loss": losses,
+    fns = step_variants(version, batch, size, num_classes, official, variants, images, labels)
+    result: dict[str, Any] = {"config": config, "seconds": _timed(fns, rounds), "loss": losses,
                               "max_loss_difference": loss_diff, "max_update_difference": update_diff}
     if memory:
         kwargs = {"version": version, "batch": batch, "size": size, "num_classes": num_classes, "official": official}
@@ -402,10 +408,10 @@ def measure_mctformer_step(version: int = 2, batch: int = 4, size: int = 224, nu
 
 def _memory_child(what: str, variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     if what == "cams":
-        fn = _cam_setup(kwargs["version"], kwargs["size"], kwargs["scales"], kwargs["flip"], kwargs["num_classes"],
+        fn = cam_variants(kwargs["version"], kwargs["size"], kwargs["scales"], kwargs["flip"], kwargs["num_classes"],
                         kwargs["official"], [variant])[variant]
     else:
-        fn = _step_setup(kwargs["version"], kwargs["batch"], kwargs["size"], kwargs["num_classes"],
+        fn = step_variants(kwargs["version"], kwargs["batch"], kwargs["size"], kwargs["num_classes"],
                          kwargs["official"], [variant])[variant]
     from benchmarks.machine import peak_rss_mb, reset_peak_rss, rss_mb
 

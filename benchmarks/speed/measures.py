@@ -73,8 +73,8 @@ def measure_mctformer_cams(point: Mapping[str, Any], ctx: Context) -> Timed:
 
     official = ctx.official.get("mctformer")
     variants = ["ours", "official_like"] + (["official"] if official else [])
-    fns = mctformer_speed._cam_setup(int(point["version"]), int(point["size"]), tuple(point["scales"]), True,
-                                     int(point["classes"]), official, variants)
+    fns = mctformer_speed.cam_variants(int(point["version"]), int(point["size"]), tuple(point["scales"]), True,
+                                       int(point["classes"]), official, variants)
     # mctformer_speed builds its networks on the CPU: the measure runs there whatever --device says
     timed = interleave(fns, ctx.rounds, ctx.warmup, "cpu")
     timed.official = ctx.official_label(
@@ -87,8 +87,8 @@ def measure_mctformer_cams(point: Mapping[str, Any], ctx: Context) -> Timed:
 
 # --------------------------------------------------------------------------- training steps
 def measure_mctformer_step(point: Mapping[str, Any], ctx: Context) -> Timed:
-    """One MCTformer training step (``mctformer_speed._Step``: forward, multilabel loss(es), backward,
-    AdamW; DeiT-S, fp32, drop path 0.1) on ``batch`` images of ``size``², CPU: ours against the
+    """One MCTformer training step (``mctformer_speed.step_variants``: forward, multilabel loss(es),
+    backward, AdamW; DeiT-S, fp32, drop path 0.1) on ``batch`` images of ``size``², CPU: ours against the
     official network (``--official-mctformer``) or its forward over the same modules."""
     from benchmarks import mctformer_speed
 
@@ -99,10 +99,9 @@ def measure_mctformer_step(point: Mapping[str, Any], ctx: Context) -> Timed:
     images = torch.rand(batch, 3, size, size, generator=gen)
     labels = (torch.rand(batch, classes, generator=gen) < 0.3).float()
     labels[:, 0] = 1.0  # every image has a class
-    steps = {v: mctformer_speed._Step(v, version, classes, 0.1, official)
-             for v in ["ours", "official_like"] + (["official"] if official else [])}
-    timed = interleave({v: functools.partial(s, images, labels) for v, s in steps.items()}, ctx.rounds, ctx.warmup,
-                       "cpu", {v: batch for v in steps})
+    variants = ["ours", "official_like"] + (["official"] if official else [])
+    steps = mctformer_speed.step_variants(version, batch, size, classes, official, variants, images, labels)
+    timed = interleave(steps, ctx.rounds, ctx.warmup, "cpu", {v: batch for v in steps})
     timed.official = ctx.official_label(
         "mctformer", "the official MCTformerV1/V2 forward (commit 96065977) over the same modules, timm's optimizer "
         "groups (mctformer_speed.OfficialLike)")
