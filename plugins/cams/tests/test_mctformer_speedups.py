@@ -1,6 +1,7 @@
 """The speed-ups of issue 15 leave MCTformer's results as they were: contiguous refined maps (and
-the in-place normalisation) give the CAMs of the step-by-step computation, and a training step with
-the trainer's optimizer (fused AdamW) gives the loss and the updates of torch's per-parameter AdamW."""
+the in-place normalisation) give the CAMs of the step-by-step computation; a training step with
+the trainer's optimizer (fused AdamW) gives the loss and the updates of torch's per-parameter AdamW;
+V1's last block, forming only the class-token rows its logits read, gives the whole block's rows."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from wsss_cams.losses import multilabel_soft_margin_loss
 from wsss_cams.mctformer import MCTformer, MCTformerV1, MCTformerV2
+from wsss_cams.vit_tokens import block_first_rows
 from wsss_kit.engine import TrainConfig, build_optimizer
 
 C = 3
@@ -107,3 +110,43 @@ def test_training_step_with_the_trainers_optimizer_equals_torchs_adamw(version: 
     for name in params_a:
         assert not torch.equal(params_a[name], start[name].detach()), name
         torch.testing.assert_close(params_a[name], params_b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("drop_path", [0.0, 0.5])
+def test_block_first_rows_equals_the_whole_block(drop_path: float) -> None:
+    model = tiny(1, drop_path_rate=drop_path).train()
+    block = model.blocks[-1]
+    torch.manual_seed(6)
+    x = torch.randn(2, 20, 64, requires_grad=True)
+    torch.manual_seed(7)
+    whole = block(x)[:, :C]
+    (whole * torch.arange(float(whole.numel())).view(whole.shape)).sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+    x.grad = None
+    block.zero_grad()
+    torch.manual_seed(7)  # the same drop-path draw: one per sample in both
+    rows = block_first_rows(block, x, C)
+    (rows * torch.arange(float(rows.numel())).view(rows.shape)).sum().backward()
+    assert rows.shape == (2, C, 64)
+    torch.testing.assert_close(rows, whole, rtol=1e-5, atol=1e-6)
+    for got, expected in zip([x.grad] + [p.grad for p in block.parameters()], grads):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_v1_forward_reads_the_class_rows_of_the_last_block_only() -> None:
+    """V1's logits (and their gradients) equal those of running every block on every token."""
+    model = tiny(1, drop_path_rate=0.0).train()
+    torch.manual_seed(8)
+    images, labels = torch.rand(2, 3, 48, 64), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    loss = model(images, labels)["loss"]
+    grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    x, _ = model.tokens(images)
+    for block in model.blocks:
+        x = block(x)
+    expected = multilabel_soft_margin_loss(x[:, :C].mean(dim=-1), labels)
+    expected_grads = torch.autograd.grad(expected, list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-7)
+    for got, want in zip(grads, expected_grads):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

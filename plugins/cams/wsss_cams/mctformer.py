@@ -38,7 +38,13 @@ from .checks import check_backbone_name, check_images
 from .convert_mctformer import convert_deit_classifier, convert_mctformer
 from .losses import multilabel_soft_margin_loss
 from .resnet_cam import IMAGENET_MEAN, IMAGENET_STD
-from .vit_tokens import block_adding_attention, block_with_attention, check_block, resize_patch_pos_embed
+from .vit_tokens import (
+    block_adding_attention,
+    block_first_rows,
+    block_with_attention,
+    check_block,
+    resize_patch_pos_embed,
+)
 
 ATTENTION_TYPES = ("fused", "patchcam", "attention")
 """V2 CAM sources: attention × patch CAM (official), the patch CAM alone, the attention alone."""
@@ -251,8 +257,12 @@ class MCTformer(wsss_kit.CAMGenerator):
             for V2, ``"patch_loss"``.
         """
         x, grid = self.tokens(images)
-        for block in self.blocks:
-            x = block(x)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if i == last and self.version == 1:  # V1 reads only the final class tokens: the last block
+                x = block_first_rows(cast(Block, block), x, self.num_classes)  # forms only their rows
+            else:
+                x = block(x)
         out = {"logits": x[:, : self.num_classes].mean(dim=-1)}
         if self.version == 2:
             out["patch_logits"] = self.head(self._patch_map(x, grid)).mean(dim=(2, 3))

@@ -19,6 +19,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 __all__ = [
+    "block_first_rows",
     "block_with_attention",
     "block_adding_attention",
     "check_block",
@@ -69,6 +70,28 @@ def block_with_attention(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, t
     weights = ((q @ k.transpose(-2, -1)) * attn.scale).softmax(dim=-1)
     attended = (attn.attn_drop(weights) @ v).transpose(1, 2).reshape(x.shape)
     return _finish(block, x, h, attended), weights
+
+
+def block_first_rows(block: Block, x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``block(x)[:, :rows]`` ``(B, rows, D)`` for tokens ``x`` ``(B, N, D)``, forming only those rows.
+
+    Keys and values come from every token; the queries, the attention, the projection and the MLP
+    only from the first ``rows`` (MCTformer V1's class tokens, the only final tokens its logits
+    read). Equal to ``block(x)[:, :rows]`` to float tolerance, also under drop path (one draw per
+    sample, as in ``block(x)``); differentiable.
+    """
+    attn: Any = block.attn
+    h = block.norm1(x)
+    batch, tokens, dim = x.shape
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    # the q third of the packed projection for the kept rows only; k and v for every token
+    q = F.linear(h[:, :rows], weight[:dim], None if bias is None else bias[:dim])
+    kv = F.linear(h, weight[dim:], None if bias is None else bias[dim:])
+    q = q.reshape(batch, rows, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k, v = kv.reshape(batch, tokens, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    attended = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    return _finish(block, x[:, :rows], h[:, :rows], attended.transpose(1, 2).reshape(batch, rows, dim))
 
 
 @torch.no_grad()
