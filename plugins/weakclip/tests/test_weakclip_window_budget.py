@@ -59,19 +59,30 @@ def test_windows_per_batch_hand_computed(budget, per_window, cap, expected):
     assert windows_per_batch(budget, per_window, cap) == expected
 
 
-def test_auto_on_cpu_is_one_window_plus_the_margin():
+def test_auto_on_cpu_is_one_window_at_a_time_and_never_probed():
     budget = WindowBudget("auto")
     cpu = torch.device("cpu")
     assert budget.budget_bytes(100 * MB, cpu) == 100 * MB + CPU_MARGIN_MB * MB
     x = torch.zeros(1, 3, 8, 8)
-    budget.per_window_bytes[budget.key(x)] = 30 * MB    # (30 + 64) // 30 = 3
-    assert CPU_MARGIN_MB == 64 and budget.windows(x) == 3
-    budget.per_window_bytes[budget.key(x)] = 200 * MB   # a ViT-B/16 512-px window: one at a time, as the official code
+    assert budget.one_at_a_time(cpu) and not budget.needs_probe(x) and budget.windows(x) == 1
+    budget.per_window_bytes[budget.key(x)] = 30 * MB    # even a small measured window: one at a time, as the official
     assert budget.windows(x) == 1
+    measured = WindowBudget(100)                       # a number of megabytes: windows are measured and grouped
+    assert not measured.one_at_a_time(cpu) and measured.needs_probe(x)
+    measured.per_window_bytes[measured.key(x)] = 30 * MB
+    assert not measured.needs_probe(x) and measured.windows(x) == 3
+    assert WindowBudget(1e6, max_windows=1).one_at_a_time(cpu)
     fixed = WindowBudget(350, max_windows=2)
     fixed.per_window_bytes[fixed.key(x)] = 100 * MB
     assert fixed.windows(x) == 2                        # floor(350 / 100) = 3, capped at 2
     assert WindowBudget(350).windows(torch.zeros(1, 3, 9, 9)) == 1  # not measured yet
+
+
+def test_auto_on_cpu_runs_no_profiler():
+    refiner = make(scales=(1.0,), base_size=None, flip=False, window=48, stride=32, crf=None).eval()
+    with torch.no_grad():
+        refiner.probabilities(torch.rand(1, 3, 64, 80))
+    assert refiner.window_budget.per_window_bytes == {}
 
 
 @pytest.mark.parametrize("bad", ["lots", 0, -5, float("nan"), float("inf"), True, None, [512]])
@@ -172,7 +183,8 @@ def test_batched_windows_give_the_one_window_logits():
 
 
 def test_the_refiner_keeps_what_it_measured_across_images():
-    refiner = make(scales=(1.0, 0.75), base_size=None, flip=True, window=48, stride=32, crf=None).eval()
+    refiner = make(scales=(1.0, 0.75), base_size=None, flip=True, window=48, stride=32, crf=None,
+                   window_memory_mb=1000).eval()  # a number: measured (``auto`` on a CPU measures nothing)
     probs = refiner.refine(torch.rand(1, 3, 64, 80), None, None)
     torch.testing.assert_close(probs.sum(1), torch.ones(1, 64, 80))
     measured = dict(refiner.window_budget.per_window_bytes)

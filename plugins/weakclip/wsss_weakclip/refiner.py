@@ -142,7 +142,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
             image itself) and horizontal flip.
         window, stride: sliding windows (512 / 341).
         window_memory_mb: memory budget of one network call's windows: ``"auto"`` (CPU: one window
-            at a time plus a 64 MB margin, the official code's peak; CUDA: 80% of the free memory)
+            at a time, the official code's peak, nothing measured; CUDA: 80% of the free memory)
             or megabytes; the windows per call follow from one measured window per window size
             (:class:`~wsss_weakclip.window_budget.WindowBudget`).
         window_batch: at most this many windows per network call (``None``: as the budget allows).

@@ -75,7 +75,7 @@ def slide_logits(predict: Callable[[Tensor], Tensor], images: Tensor, window: in
     sample = images[:1, :, :min(window, h), :min(window, w)]  # every window has this shape (a view, no copy)
     start = 0
     while start < len(crops):
-        probe = budget is not None and not budget.knows(sample)
+        probe = budget is not None and budget.needs_probe(sample)
         # with a budget the first window always runs alone (measured the first time), so that a
         # call groups its windows the same way whether or not the size was measured before: the
         # same inputs give bit-equal logits from the first call on

@@ -11,10 +11,13 @@ The budget, ``window_memory_mb``:
 
 * a number: megabytes of activations one call may use (``per_window · n <= budget``);
 * ``"auto"``: on CUDA the device's free memory (``torch.cuda.mem_get_info`` plus what the caching
-  allocator holds unused) times :data:`CUDA_FREE_FRACTION`; on CPU one window plus
-  :data:`CPU_MARGIN_MB`, so the peak stays that of one window at a time (the official code's) plus
-  the margin: a single-threaded CPU gains little from larger batches, while every extra window
-  costs its activations again (8 ViT-B/16 windows of 512 px: +1.4 GB).
+  allocator holds unused) times :data:`CUDA_FREE_FRACTION`; on CPU one window per call, not
+  measured, so the peak is that of one window at a time (the official code's): a single-threaded
+  CPU gains little from larger batches, every extra window costs its activations again (8 ViT-B/16
+  windows of 512 px: +1.4 GB), and the profiler that measures a window would itself raise the
+  process's peak (by 35-60 MB around a 512-px ViT-B/16 window: kineto's buffers and records).
+  :data:`CPU_MARGIN_MB` is what :meth:`WindowBudget.budget_bytes` still allows beyond one window
+  for callers that measured one themselves.
 """
 
 from __future__ import annotations
@@ -131,6 +134,14 @@ class WindowBudget:
         """Whether the cost of windows shaped like ``x`` has been measured."""
         return self.key(x) in self.per_window_bytes
 
+    def one_at_a_time(self, device: torch.device) -> bool:
+        """Whether every call gets one window whatever it costs: ``"auto"`` on a CPU, or ``max_windows=1``."""
+        return self.max_windows == 1 or (self.memory_mb == "auto" and device.type != "cuda")
+
+    def needs_probe(self, x: Tensor) -> bool:
+        """Whether the next window shaped like ``x`` should run under the memory probe."""
+        return not self.knows(x) and not self.one_at_a_time(x.device)
+
     def budget_bytes(self, per_window: int, device: torch.device) -> float:
         """The budget in bytes for windows of ``per_window`` bytes on ``device``."""
         if self.memory_mb != "auto":
@@ -144,7 +155,7 @@ class WindowBudget:
     def windows(self, x: Tensor) -> int:
         """Windows shaped like ``x`` per call (1 until their cost is measured)."""
         per_window = self.per_window_bytes.get(self.key(x))
-        if per_window is None:
+        if per_window is None or self.one_at_a_time(x.device):
             return 1
         return windows_per_batch(self.budget_bytes(per_window, x.device), per_window, self.max_windows)
 
