@@ -20,9 +20,13 @@ wastes time:
 * ``official_like``: what the official config does: every frozen parameter (the CLIP image and
   text encoders) has ``requires_grad=True`` and sits in an AdamW group with lr 0 (gradients are
   computed and the moments updated, the weights do not move: the same updates), CLIP in fp32,
-  the CRFs one after the other on the main thread (``workers=0``). It is not the official code:
-  the issue author measured the real one (hustvl/WeakCLIP, same CPU, 1 thread) at 12.1 s per
-  step where this variant takes about 6-7 s, so ratios against it are conservative.
+  the CRFs one after the other on the main thread (``workers=0``). It is not the official code.
+* ``official`` (with ``--official CHECKOUT``): the official code itself, hustvl/WeakCLIP's
+  ``forward_train`` (mmseg 0.19) and mmcv's AdamW from its VOC config, random weights
+  (:mod:`benchmarks.weakclip_official` says how it is imported and what is adapted for a CPU).
+  It does more than ``official_like``: the k-NN matrix of the 64 × 64 features on every step
+  (unused by its ``dgcn_lite`` config), SyncBN, mmseg's head bookkeeping. Measured beside the
+  others (1 thread, crop 256, batch 2, load ~1.2): official 7.0 s, official_like 5.4 s.
 
 Equality: before timing, every variant is built from the same weights and takes one step on
 the same batch with the same random stream; the report's ``equality`` gives the loss and the
@@ -37,9 +41,12 @@ image forward (``addmm`` ~0.72 s at ~145 GFLOP/s, the fused SDPA attention 0.07 
 ~0.4 s). Everything left is needed by the update and already runs near the core's fp32 peak;
 ``official_like`` adds the ViT's and the text encoder's weight gradients (backward 3.0 s vs 0.85 s)
 and AdamW over 171M instead of 10M parameters (0.9 s vs 0.04 s). Hence fp32 stays near 2.2×
-against this variant. bf16 autocast of the frozen CLIP (AMX) takes the image forward from 1.6 s to
-0.9 s. (Before the fused attention of :mod:`wsss_kit.attention`, bf16 made the image forward
-~12× *slower* on a 2-core AMD EPYC: ``nn.MultiheadAttention``'s input projection ran as
+against this variant and 2.7× against the official code: the official step's forward alone
+(2.8 s) is what ours must also compute plus its k-NN matrix; with ours' forward at 1.5 s and the
+backward it needs (decoder and learnable-prompt text encoder, 0.9-1.0 s) near the core's fp32 peak,
+4× in fp32 would need the official step at ~10 s. bf16 autocast of the frozen CLIP (AMX) takes
+the image forward from 1.6 s to 0.9 s. (Before the fused attention of :mod:`wsss_kit.attention`,
+bf16 made the image forward ~12× *slower* on a 2-core AMD EPYC: ``nn.MultiheadAttention``'s input projection ran as
 ``aten::bmm`` against an expanded weight; the fused path projects with one ``F.linear``.)
 
 Inputs are image-like, not noise (a CRF's time depends on the image content): smooth colour
@@ -51,8 +58,10 @@ per round), so that a shared machine whose load changes slows them alike; per st
 split into forward, losses (and the CRF within them), backward and optimizer; reported are the
 medians after ``--warmup`` rounds and the min/max step. Memory: each variant then runs alone in
 its own process for warm-up + 1 steps: its peak RSS (CPU) or ``torch.cuda.max_memory_allocated``
-(CUDA). Headline: the speed ratios ``official_like / ours_fp32`` (target ≥ 4) and
-``official_like / ours``. On a CPU shared with other jobs use ``--threads 1`` (the default):
+(CUDA). Headline: the speed ratios ``official / ours_fp32`` (target ≥ 4; ``official_like /
+ours_fp32`` without a checkout) and ``official / ours``; ``equality_official`` holds the one-step
+comparison of the official code with ``ours_fp32`` built from its weights. On a CPU shared with
+other jobs use ``--threads 1`` (the default):
 with 2 threads on 2 cores next to a busy job, the AdamW step of ``ours`` once took 2.5 s instead
 of 0.03 s (threads waiting on descheduled siblings, we assume), which makes the timings
 meaningless. Prints a table and saves
