@@ -218,21 +218,7 @@ class VariantRun:
         self.sync()
         t2 = time.perf_counter()
         crf_time = wo.CRF_SECONDS[0] - crf_before
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.sync()
-        t3 = time.perf_counter()
-        self.optimizer.step()
-        self.sync()
-        t4 = time.perf_counter()
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"official: the loss is not finite at step {self.steps_done}: {loss.item()}")
-        self.steps_done += 1
-        self.last_loss = float(loss.detach())
-        if timed:
-            for key, value in zip(self.keys, (t2 - t0 - crf_time, crf_time, crf_time, t3 - t2, t4 - t3, t4 - t0)):
-                self.times[key].append(value)
-        return t4 - t0
+        return self._update(loss, (t0, t2 - crf_time, t2), crf_time, timed)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -258,9 +244,15 @@ class VariantRun:
             + SCORE_MAP_WEIGHT * self.score_loss(out["score_map"], self.seeds)
         )
         self.sync()
-        t2 = time.perf_counter()
+        return self._update(loss, (t0, t1, time.perf_counter()), crf_time, timed)
+
+    def _update(self, loss: torch.Tensor, times: tuple[float, float, float], crf_time: float, timed: bool) -> float:
+        """Backward and optimizer step after the forward (``times``: its start, the end of the
+        network's forward, the end of the losses); records the split; returns the step's seconds."""
+        t0, t1, t2 = times
         self.optimizer.zero_grad(set_to_none=True)
-        self.images.grad = None
+        if self.variant != "official":
+            self.images.grad = None
         loss.backward()
         self.sync()
         t3 = time.perf_counter()
