@@ -180,24 +180,29 @@ def measure_pseudo_masks(point: Mapping[str, Any], ctx: Context) -> Timed:
     ``scales`` of the base size ``(4 base, base)``, flip, windows of ``base`` at stride 2/3; no CRF,
     which the ``crf`` measure times): ``ours`` (``WeakCLIPRefiner.probabilities``) against
     ``official_like`` (``weakclip_pseudo_masks_speed.py``: one window per forward, the text encoded
-    in every window, sequence-first attention); ``extra``: their outputs' agreement. Without that
-    script, :func:`refine_variants` (the CRF backends and one window per call, CRF included)."""
+    in every window, sequence-first attention) and, with ``--official-weakclip`` and ViT-B/16, the
+    official network on every window (``official``; every variant then has its random weights);
+    ``extra``: the outputs' agreement. Without that script, :func:`refine_variants` (the CRF backends
+    and one window per call, CRF included)."""
     from wsss_kit.data.palette import VOC_CLASSES
     from wsss_weakclip.refiner import WeakCLIPRefiner
 
     try:
-        from benchmarks.weakclip_pseudo_masks_speed import OFFICIAL_LIKE, compare, variant_fn
+        from benchmarks.weakclip_pseudo_masks_speed import OFFICIAL_LIKE, build_official, compare, variant_fn
     except ImportError:
         return refine_variants(point, ctx)
     base = int(point["base"])
+    checkout = ctx.official.get("weakclip") if point["clip"] == "ViT-B-16" else None
+    official, state = build_official(checkout, None) if checkout else (None, None)
     torch.manual_seed(0)
     refiner = WeakCLIPRefiner(class_names=list(VOC_CLASSES), clip_model=point["clip"], clip_weights=None, crf=None,
                               scales=tuple(point["scales"]), base_size=(4 * base, base), flip=True, window=base,
-                              stride=max(1, round(base * 2 / 3))).to(ctx.device).eval()
+                              stride=max(1, round(base * 2 / 3)),
+                              **({"checkpoint": state} if state is not None else {})).to(ctx.device).eval()
     image = _rgb(int(point["height"]), int(point["width"]), ctx.device)
 
     def variant(name: str) -> Callable[[], torch.Tensor]:
-        fn = variant_fn(name)
+        fn = variant_fn(name, official)
 
         def call() -> torch.Tensor:
             refiner.net.clear_text_cache()  # every image starts without the text, as in a new process
@@ -205,9 +210,12 @@ def measure_pseudo_masks(point: Mapping[str, Any], ctx: Context) -> Timed:
         return call
 
     fns = {"ours": variant("wsss_kit"), "official_like": variant("official-like")}
-    agreement = compare(fns["official_like"](), fns["ours"]())
+    if official is not None:
+        official.to(ctx.device)
+        fns["official"] = variant("official")
+    agreement = compare(fns["official" if official is not None else "official_like"](), fns["ours"]())
     timed = interleave(fns, ctx.rounds, ctx.warmup, ctx.device)
-    timed.official = ctx.official_label("weakclip", OFFICIAL_LIKE, runs=False)
+    timed.official = ctx.official_label("weakclip", OFFICIAL_LIKE, runs=official is not None)
     timed.extra = {"clip": point["clip"], "scales": list(point["scales"]), "base_size": [4 * base, base],
                    "window": base, "crf": None, **agreement}
     return timed
