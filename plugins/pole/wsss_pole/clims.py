@@ -374,7 +374,8 @@ def prefers_channels_last(device: torch.device | str) -> bool:
     """Whether ``cams/clims``'s ``channels_last="auto"`` stores the CAM network channels-last on ``device``.
 
     True on a CPU with AVX-512 where PyTorch has oneDNN: there the ResNet-50 forward + backward at
-    512², batch 2, 1 thread ran 1.18× faster (Xeon Sapphire Rapids; ``benchmarks/clims_loss_cost.py``).
+    512², batch 2, 1 thread ran 1.15-1.18× faster (Xeon Sapphire Rapids; ``benchmarks/clims_loss_cost.py``);
+    at the embedded demo's sizes (ResNet-18, 96², batch 8) 0.97× (pass ``channels_last=False`` there).
     False elsewhere: not measured (CUDA in fp32, CPUs without AVX-512).
     """
     device = torch.device(device)
