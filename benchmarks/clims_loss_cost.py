@@ -233,6 +233,9 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--official runs the official VOC step (20 classes) on the CPU: setup b32, --device cpu")
     images = torch.rand(batch, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device)
     labels = labels_for(batch, kwargs["num_classes"]).to(device)
+    if official_path and int(labels.sum()) < 2:
+        raise SystemExit("--official: the official step fails on a batch with one (image, class) pair (it squeezes "
+                         "the pair indices to a 0-dim tensor); use --b32-batch 2 or more")
     clip_name, clip_weights = kwargs.pop("clip_model"), kwargs.pop("clip_weights")
     gelu = {"quick_gelu": True} if kwargs.pop("clip_quick_gelu", False) else {}
     torch.manual_seed(0)

@@ -144,3 +144,6 @@ def test_clims_loss_cost_refuses_unknown_variants_and_official_outside_b32() -> 
     args = argparse.Namespace(device="cpu", warmup=0, steps=1, b32_batch=2, b32_crop=64, official_path="/x")
     with pytest.raises(SystemExit, match="--official runs the official VOC step .* setup b32"):
         cl.measure_setup("tiny", args)
+    args = argparse.Namespace(device="cpu", warmup=0, steps=1, b32_batch=1, b32_crop=64, official_path="/x")
+    with pytest.raises(SystemExit, match="one \\(image, class\\) pair .* --b32-batch 2 or more"):
+        cl.measure_setup("b32", args)

@@ -139,7 +139,9 @@ def measure_clims_step(point: Mapping[str, Any], ctx: Context) -> Timed:
     ``$CLIMS_OFFICIAL_SITE``, see ``benchmarks/clims_official.py``)."""
     from benchmarks import clims_loss_cost
 
-    official = ctx.official.get("clims") if point["setup"] == "b32" and ctx.device.type == "cpu" else None
+    # the official step needs >= 2 (image, class) pairs (its squeeze() of the pair indices), i.e. batch >= 2 here
+    official = (ctx.official.get("clims") if point["setup"] == "b32" and ctx.device.type == "cpu"
+                and int(point["batch"]) >= 2 else None)
     args = argparse.Namespace(device=str(ctx.device), warmup=ctx.warmup, steps=ctx.rounds,
                               b32_batch=int(point["batch"]), b32_crop=int(point["crop"]), official_path=official,
                               official_site=os.environ.get("CLIMS_OFFICIAL_SITE"))
