@@ -208,6 +208,18 @@ def build_official(checkout: str | Path, class_names: list[str], device: str = "
     return model.to(device)
 
 
+def load_official(checkout: str | Path, site: str | Path | None = None, device: str = "cpu",
+                  seed: int = 0, train: bool = False) -> torch.nn.Module:
+    """:func:`import_official` then :func:`build_official` with VOC's 21 classes, seeded, in train or eval mode."""
+    from wsss_kit.data.palette import VOC_CLASSES
+
+    import_official(checkout, site, device)
+    torch.manual_seed(seed)
+    model = build_official(checkout, ["background", *VOC_CLASSES], device)
+    model.train(train)  # the official train() returns None
+    return model
+
+
 def build_official_optimizer(model: torch.nn.Module, checkout: str | Path) -> torch.optim.Optimizer:
     """mmcv's optimizer from the official config (AdamW lr 1e-4, wd 3e-5; lr_mult 0 for CLIP)."""
     from mmcv import Config

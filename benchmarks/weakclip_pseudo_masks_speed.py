@@ -78,12 +78,8 @@ def build_refiner(scales: Sequence[float], flip: bool = True, seed: int = 0,
 def build_official(checkout: str, site: str | None, seed: int = 0) -> tuple[Any, dict[str, torch.Tensor]]:
     """The official segmentor (random weights, eval mode) and its state dict (for :func:`build_refiner`)."""
     import benchmarks.weakclip_official as wo
-    from wsss_kit.data import VOC_CLASSES
 
-    wo.import_official(checkout, site)
-    torch.manual_seed(seed)
-    model = wo.build_official(checkout, ["background", *VOC_CLASSES])
-    model.eval()  # the official train() returns None
+    model = wo.load_official(checkout, site, seed=seed)
     return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

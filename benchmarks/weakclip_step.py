@@ -191,14 +191,10 @@ class VariantRun:
     def _init_official(self, args: argparse.Namespace) -> None:
         """The official segmentor and mmcv optimizer from a checkout (:mod:`benchmarks.weakclip_official`)."""
         from benchmarks import weakclip_official as wo
-        from wsss_kit.data.palette import VOC_CLASSES
 
         if args.clip != "ViT-B-16":
             raise SystemExit(f"--official runs the official VOC config (ViT-B/16); got --clip {args.clip}")
-        wo.import_official(args.official, getattr(args, "official_site", None), args.device)
-        torch.manual_seed(0)
-        self.model = wo.build_official(args.official, ["background", *VOC_CLASSES], args.device)
-        self.model.train()  # the official train() returns None
+        self.model = wo.load_official(args.official, getattr(args, "official_site", None), args.device, train=True)
         self.optimizer = wo.build_official_optimizer(self.model, args.official)
         self.num_classes = int(self.model.num_classes)
         images, seeds = synthetic_batch(args.batch, args.crop, self.num_classes)
@@ -398,17 +394,14 @@ def official_equality(args: argparse.Namespace) -> dict[str, Any]:
     from wsss_weakclip.model import WeakCLIPNet
     from wsss_weakclip.official_clip import clip_from_official
 
-    wo.import_official(args.official, getattr(args, "official_site", None), args.device)
     names = ["background", *VOC_CLASSES]
-    torch.manual_seed(0)
-    official = wo.build_official(args.official, names, args.device)
+    official = wo.load_official(args.official, getattr(args, "official_site", None), args.device)
     state = {k: v.detach().clone() for k, v in official.state_dict().items()}
     clip = clip_from_official(state, "ViT-B-16", precision="fp32", normalization="imagenet",
                               pos_interpolation="bilinear")
     ours = WeakCLIPNet(names, clip_model=clip, preset=args.preset or "official")
     load_official_checkpoint(ours, state, clip_check="off")
     ours.to(args.device).eval()
-    official.eval()
     off_opt = wo.build_official_optimizer(official, args.official)
     ours_opt = torch.optim.AdamW([g for g in ours.param_groups(LR) if g["params"]], lr=LR, weight_decay=WEIGHT_DECAY)
     images, seeds = synthetic_batch(args.batch, args.crop, len(names))
