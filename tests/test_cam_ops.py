@@ -168,3 +168,28 @@ def test_normalisation_in_place_keeps_values_and_gradients(mode: str) -> None:
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     torch.testing.assert_close(grad, maps.grad, rtol=1e-6, atol=1e-6)
     assert float(grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("shape", [(16, 6, 32, 32), (1, 21, 37, 50), (2, 2, 1, 1), (3, 1, 4, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_class_argmax_equals_torch_argmax_ties_included(shape, dtype):
+    from wsss_kit.cam_ops import class_argmax
+
+    g = torch.Generator().manual_seed(sum(shape))
+    scores = (torch.rand(shape, generator=g) * 4).round().to(dtype)  # few values: many ties
+    out = class_argmax(scores)
+    assert out.dtype == torch.int64 and out.shape == (shape[0], *shape[2:])
+    assert torch.equal(out, scores.argmax(1))
+    strided = scores.transpose(2, 3)  # a non-contiguous view
+    assert torch.equal(class_argmax(strided), strided.argmax(1))
+
+
+def test_class_argmax_hand_cases_and_nan():
+    from wsss_kit.cam_ops import class_argmax
+
+    planes = [[[0.2, 0.5], [0.5, 0.1]], [[0.7, 0.5], [0.9, 0.1]], [[0.1, 0.0], [0.9, 0.3]]]  # class 0, 1, 2
+    s = torch.tensor([planes])  # (1, 3, 2, 2)
+    # (0,0): 0.2 0.7 0.1 -> 1; (0,1): 0.5 0.5 0.0 -> 0, the first on a tie; (1,0): 0.5 0.9 0.9 -> 1; (1,1) -> 2
+    assert class_argmax(s).tolist() == [[[1, 0], [1, 2]]]
+    s[0, 2, 1, 1] = float("nan")  # torch's argmax takes a NaN as the maximum; so does class_argmax
+    assert torch.equal(class_argmax(s), s.argmax(1)) and int(class_argmax(s)[0, 1, 1]) == 2

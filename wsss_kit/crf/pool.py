@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from ..engine.threads import available_cpus, current_plan
+
 if TYPE_CHECKING:  # pragma: no cover
     from wsss_kit.crf.params import CRFParams
 
@@ -139,14 +141,6 @@ def worker_module() -> Any:
     if WORKER_MODULE not in sys.modules:
         exec(_bootstrap_code(), {})  # noqa: S102 - our own fixed code, see the module docstring
     return sys.modules[WORKER_MODULE]
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -305,11 +299,12 @@ def shutdown_shared_pool() -> None:
 
 
 def resolve_workers(workers: int | None, n_items: int) -> int:
-    """Worker processes to use for ``n_items`` CRFs (0 means this process). ``None``: one per CPU
-    core, shared out among the processes torchrun started on this machine (``LOCAL_WORLD_SIZE``),
-    so that N ranks do not start N pools of one worker per core each."""
+    """Worker processes to use for ``n_items`` CRFs (0 means this process). ``None``: the run's
+    thread plan (:func:`wsss_kit.engine.threads.current_plan`: a config's ``threads.crf_workers``,
+    else one per CPU core shared out among the processes torchrun started on this machine, so that
+    N ranks do not start N pools of one worker per core each)."""
     if workers is None:
-        workers = max(1, available_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+        workers = current_plan().crf_workers
     workers = int(workers)
     if workers < 0:
         raise ValueError(f"workers must be >= 0 or None, got {workers}")

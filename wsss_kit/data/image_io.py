@@ -7,10 +7,11 @@ truncated file fails here, with its name, instead of deep inside a training loop
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -264,6 +265,20 @@ def flat_palette(palette: Sequence[Sequence[int]] | None) -> list[int]:
 
     Padding with the VOC map keeps 255 (ignore) drawn in VOC's cream even for a short palette.
     """
+    try:  # hashable, so that a stage saving thousands of masks with one palette builds it once
+        key = None if palette is None else tuple(tuple(colour) for colour in palette)
+        hash(key)
+    except TypeError:  # e.g. an entry that is not a sequence: the uncached path names it
+        return _flat_palette(palette)
+    return list(_flat_palette_cached(key))
+
+
+@functools.lru_cache(maxsize=8)
+def _flat_palette_cached(palette: tuple[tuple[Any, ...], ...] | None) -> tuple[int, ...]:
+    return tuple(_flat_palette(palette))
+
+
+def _flat_palette(palette: Sequence[Sequence[int]] | None) -> list[int]:
     full = voc_colormap(256)
     given = list(palette) if palette is not None else []
     if len(given) > 256:

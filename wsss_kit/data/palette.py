@@ -51,8 +51,12 @@ def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
     """
     if not 0 <= n <= 256:
         raise ValueError(f"voc_colormap: n must be in 0..256, got {n}")
+    return list(_VOC_COLOURS[:n])
+
+
+def _voc_colours() -> tuple[tuple[int, int, int], ...]:
     colours = []
-    for index in range(n):
+    for index in range(256):
         rgb = [0, 0, 0]
         bits = index
         for shift in range(7, -1, -1):
@@ -60,4 +64,7 @@ def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
                 rgb[channel] |= ((bits >> channel) & 1) << shift
             bits >>= 3
         colours.append((rgb[0], rgb[1], rgb[2]))
-    return colours
+    return tuple(colours)
+
+
+_VOC_COLOURS = _voc_colours()  # computed once: every saved mask PNG asks for the map

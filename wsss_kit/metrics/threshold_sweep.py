@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from ..cam_ops import class_argmax
 from ..shapes import check_shape
 from .confusion import IGNORE_INDEX, ConfusionMatrix, all_reduce_sum, iou_from_confusion
 
@@ -108,7 +109,7 @@ class ThresholdSweep:
             raise ValueError(
                 f"target holds values outside [0, {k}) that are not ignore_index={self.ignore_index}: {vals}")
 
-        cls = cams.argmax(dim=1)  # first maximum on ties, as in cams_to_seeds
+        cls = class_argmax(cams)  # first maximum on ties, as in cams_to_seeds
         top = cams.amax(dim=1)
         # Thresholds cast to the CAM dtype so that comparisons match cams_to_seeds exactly;
         # bucket = number of thresholds strictly below the pixel's top CAM.

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..cam_ops import class_argmax
 from ..data.artifacts import load_cams, read_mask_artifact
 from ..data.image_io import save_mask_png
 from ..errors import ConfigError
@@ -95,5 +96,5 @@ def write_predictions(model: torch.nn.Module, ds: WSSSDataset, todo: Sequence[in
         except (ValueError, ConfigError) as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         check_head_output(model, prob, num_outputs, tuple(image.shape[-2:]), [name])
-        save_mask_png(out / f"{name}.png", prob.argmax(1)[0], palette)
+        save_mask_png(out / f"{name}.png", class_argmax(prob)[0], palette)
     return len(todo)

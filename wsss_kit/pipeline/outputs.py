@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..cam_ops import class_argmax
 from ..errors import PluginOutputError
 from ..interfaces import IGNORE_INDEX
 
@@ -102,7 +103,7 @@ def check_refiner_output(who: Any, out: Any, num_classes: int, size: tuple[int, 
         lo, hi = float(out.min()), float(out.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise _fail(who, stage, names, f"probabilities in [{lo:.4g}, {hi:.4g}]; expected values in [0, 1]")
-        return out.argmax(1)
+        return class_argmax(out)
     if tuple(out.shape) != (n, *size):
         raise _fail(who, stage, names, f"masks of shape {tuple(out.shape)}; expected (B, H, W) = {(n, *size)}")
     masks = out.long()

@@ -31,7 +31,6 @@ from ..crf.pool import resolve_workers
 from ..data.artifacts import load_cams
 from ..data.image_io import mask_value_problem, save_mask_png
 from ..engine.distributed import barrier, get_rank, get_world_size, is_main_process
-from ..engine.threads import current_plan
 from ..errors import ConfigError, DataError
 from ..interfaces import HasTrainingTargets, makes_own_targets
 from ..progress import Progress
@@ -131,7 +130,7 @@ def make_cam_targets(ctx: RunContext, refiner: Any, fingerprint: str) -> Path:
     label = str(ctx.get("refiner.type", "refiner"))
     jobs = _TargetJobs(ds, todo, ctx.path("cams", "train"), ctx.num_classes, refiner, label)
     workers = _settings(ctx)[1]
-    workers = resolve_workers(current_plan().crf_workers if workers is None else workers, len(todo))
+    workers = resolve_workers(workers, len(todo))  # None: the run's threads.crf_workers
     # Forked workers share the built refiner; batch_size=None hands over one item at a time.
     loader = DataLoader(jobs, batch_size=None, num_workers=workers)
     for name, arr in Progress(len(todo), f"refiner targets from CAMs ({label})").wrap(loader):
