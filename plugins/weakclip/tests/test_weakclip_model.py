@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import wsss_kit
 from wsss_kit.clip import TINY_CLIP, interpolate_pos_embed, load_clip
@@ -26,11 +27,11 @@ from wsss_weakclip import (
     load_official_checkpoint,
     resolve_settings,
 )
-from wsss_weakclip.decoder import FPNHead, TextGuidedDecoder, concat_scores
+from wsss_weakclip.decoder import FPNHead, FPNNeck, TextGuidedDecoder, concat_scores, resized_scores
 from wsss_weakclip.encoder import FrozenCLIPEncoder, default_stage_layers
 from wsss_weakclip.matching import CoAttentionMatching, match_scores
 from wsss_weakclip.presets import TABLE4, TABLE5, TABLE8
-from wsss_weakclip.pyramid import PyramidAdapter, pyramid_sizes
+from wsss_weakclip.pyramid import PatchConvTranspose2d, PyramidAdapter, conv_transpose_2x2, pyramid_sizes
 
 NAMES = ("background", "cat", "dog")
 TINY = dict(matching_width=16, decoder_channels=8)
@@ -143,6 +144,41 @@ def test_pyramid_adapter_shapes(grid):
     assert pyramid_sizes(grid)[3] == (grid[0] // 2, grid[1] // 2)
 
 
+@pytest.mark.parametrize("shape", [(1, 6, 4, 4), (3, 5, 2, 7), (2, 4, 1, 1)])
+def test_conv_transpose_2x2_equals_conv_transpose2d(shape):
+    torch.manual_seed(sum(shape))
+    x = torch.randn(shape)
+    for bias in (True, False):
+        ref = nn.ConvTranspose2d(shape[1], 3, 2, stride=2, bias=bias)
+        ours = PatchConvTranspose2d(shape[1], 3, bias=bias)
+        ours.load_state_dict(ref.state_dict())  # the same parameter names and shapes
+        out = ours(x)
+        assert out.shape == (shape[0], 3, 2 * shape[2], 2 * shape[3]) and out.is_contiguous()
+        assert torch.allclose(out, ref(x), atol=1e-6)
+        assert torch.allclose(ours(x.to(memory_format=torch.channels_last)), out, atol=1e-6)
+    # hand case: one input pixel spreads its 2x2 kernel, scaled, over its output block
+    w = torch.arange(8.0).reshape(1, 2, 2, 2)
+    y = conv_transpose_2x2(torch.tensor([[[[2.0]]]]), w, torch.tensor([1.0, -1.0]))
+    assert y.tolist() == [[[[1.0, 3.0], [5.0, 7.0]], [[7.0, 9.0], [11.0, 13.0]]]]
+
+
+def test_conv_transpose_2x2_gradcheck_and_bad_input():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(3, 2, 2, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(conv_transpose_2x2, (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: conv_transpose_2x2(x, w), (x, w))
+    with pytest.raises(ValueError, match="weight"):
+        conv_transpose_2x2(torch.randn(1, 3, 2, 2), torch.randn(3, 2, 3, 3))
+    with pytest.raises(ValueError, match="weight"):
+        conv_transpose_2x2(torch.randn(1, 4, 2, 2), torch.randn(3, 2, 2, 2))
+    with pytest.raises(ValueError, match="bias"):
+        conv_transpose_2x2(torch.randn(1, 3, 2, 2), torch.randn(3, 2, 2, 2), torch.randn(3))
+    with pytest.raises(ValueError, match="output_size"):
+        PatchConvTranspose2d(3, 2)(torch.randn(1, 3, 2, 2), output_size=[4, 4])
+
+
 def test_frozen_adapter_has_no_gradient_but_batchnorm_statistics_move():
     adapter = PyramidAdapter(8, trainable=False).train()
     assert not any(p.requires_grad for p in adapter.parameters())
@@ -212,6 +248,54 @@ def test_fpn_head_branch_depths_and_decoder_shapes():
         joined = concat_scores(levels, scores)
         assert torch.allclose(joined[0][:, 16:], F.interpolate(scores, size=levels[0].shape[-2:], mode="bilinear",
                                                                 align_corners=True))
+
+
+def test_fpn_neck_with_extras_equals_the_neck_of_the_concatenation():
+    """The decoder hands the resized scores beside the levels; the laterals of the two parts
+    are the laterals of their concatenation (to float rounding), gradients included."""
+    torch.manual_seed(0)
+    levels = [torch.randn(2, 16, *s, requires_grad=True) for s in pyramid_sizes((3, 5))]
+    scores = torch.randn(2, 3, 3, 5, requires_grad=True)
+    for mode in ("all", "one", "none"):
+        dec = TextGuidedDecoder(16, 3, 8, score_concat=mode).eval()
+        ref = dec.head(dec.neck(concat_scores(levels, scores, mode)))
+        out = dec(levels, scores)
+        assert torch.allclose(out, ref, atol=1e-5)
+        grads = torch.autograd.grad(out.square().sum(), [scores, *levels, *dec.neck.parameters()], allow_unused=True)
+        refs = torch.autograd.grad(ref.square().sum(), [scores, *levels, *dec.neck.parameters()], allow_unused=True)
+        for got, want in zip(grads, refs):
+            assert (got is None) == (want is None)
+            assert got is None or torch.allclose(got, want, atol=1e-4)
+    neck = FPNNeck([16 + 3, 16, 16, 16], 8)
+    with pytest.raises(ValueError, match=r"level 0: 16 \+ 0 channels, but its lateral conv takes 19"):
+        neck([torch.randn(1, 16, *s) for s in pyramid_sizes((2, 2))])
+    with pytest.raises(ValueError, match="4 levels but 3 extras"):
+        neck([torch.randn(1, 16, *s) for s in pyramid_sizes((2, 2))], [None] * 3)
+
+
+@pytest.mark.parametrize("mode", ["all", "one", "none"])
+def test_decoder_folds_the_adapters_last_layers_into_its_laterals(mode):
+    """``split_last`` + the decoder with ``upsample`` give the logits (and gradients) of the plain
+    adapter → decoder path: the transposed convs of levels 0 and 1 and the 1×1 laterals compose."""
+    torch.manual_seed(1)
+    adapter = PyramidAdapter(16).eval()
+    dec = TextGuidedDecoder(16, 3, 8, score_concat=mode).eval()
+    stages = [torch.randn(2, 16, 3, 5, requires_grad=True) for _ in range(4)]
+    scores = torch.randn(2, 3, 3, 5)
+    maps, last = adapter.split_last(stages)
+    assert [u is not None for u in last] == [True, True, False, False]
+    assert [tuple(m.shape[-2:]) for m in maps] == [(6, 10), (3, 5), (3, 5), (1, 2)]
+    full = adapter(stages)
+    assert all(torch.allclose(u(m) if u is not None else m, f, atol=1e-6) for m, u, f in zip(maps, last, full))
+    ref, out = dec(full, scores), dec(maps, scores, last)
+    assert torch.allclose(out, ref, atol=1e-5)
+    params = [*stages, *adapter.parameters(), *dec.parameters()]
+    for got, want in zip(torch.autograd.grad(out.sum(), params, allow_unused=True),
+                         torch.autograd.grad(ref.sum(), params, allow_unused=True)):
+        assert (got is None) == (want is None) and (got is None or torch.allclose(got, want, atol=1e-4))
+    with pytest.raises(ValueError, match="upsampling layer that takes 16"):
+        dec.neck([torch.randn(2, 8, 3, 5), *maps[1:]], resized_scores([tuple(f.shape[-2:]) for f in full], scores,
+                                                                       mode), last)
 
 
 # ---------------------------------------------------------------------------------------------- network

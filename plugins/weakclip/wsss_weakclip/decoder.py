@@ -28,27 +28,39 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SCORE_CONCAT", "FPNHead", "FPNNeck", "ConvBNReLU", "TextGuidedDecoder", "concat_scores"]
+from .pyramid import PatchConvTranspose2d, conv_transpose_2x2
+
+__all__ = ["SCORE_CONCAT", "FPNHead", "FPNNeck", "ConvBNReLU", "TextGuidedDecoder", "concat_scores", "resized_scores"]
 
 SCORE_CONCAT = ("all", "one", "none")
 """Where the score map joins the pyramid: every level (text-guided), one level, or none."""
 
 
+def resized_scores(sizes: Sequence[Sequence[int]], scores: Tensor, mode: str = "all", index: int = 2,
+                   dtype: torch.dtype | None = None) -> list[Tensor | None]:
+    """``scores`` ``(B, K, h, w)`` resized bilinearly (``align_corners=True``) to the size of each pyramid
+    level that takes it (``mode="all"``: every level; ``"one"``: level ``index``; ``"none"``: none),
+    cast to ``dtype`` (default: its own); ``None`` for the others."""
+    if mode not in SCORE_CONCAT:
+        raise ValueError(f"score_concat must be one of {', '.join(SCORE_CONCAT)}, got {mode!r}")
+    targets = range(len(sizes)) if mode == "all" else [index] if mode == "one" else []
+    out: list[Tensor | None] = [None] * len(sizes)
+    for i in targets:
+        size = tuple(sizes[i])
+        s = scores if tuple(scores.shape[-2:]) == size else F.interpolate(scores, size=size, mode="bilinear",
+                                                                          align_corners=True)
+        out[i] = s if dtype is None else s.to(dtype)
+    return out
+
+
 def concat_scores(levels: Sequence[Tensor], scores: Tensor, mode: str = "all", index: int = 2) -> list[Tensor]:
     """Concatenate ``scores`` ``(B, K, h, w)``, resized bilinearly (``align_corners=True``), to pyramid levels.
 
-    ``mode="all"``: every level; ``"one"``: level ``index`` only; ``"none"``: no level.
+    ``mode="all"``: every level; ``"one"``: level ``index`` only; ``"none"``: no level. (The decoder
+    itself never builds these tensors: :class:`FPNNeck` takes the resized scores beside the levels.)
     """
-    if mode not in SCORE_CONCAT:
-        raise ValueError(f"score_concat must be one of {', '.join(SCORE_CONCAT)}, got {mode!r}")
-    out = list(levels)
-    targets = range(len(out)) if mode == "all" else [index] if mode == "one" else []
-    for i in targets:
-        size = tuple(out[i].shape[-2:])
-        s = scores if tuple(scores.shape[-2:]) == size else F.interpolate(scores, size=size, mode="bilinear",
-                                                                          align_corners=True)
-        out[i] = torch.cat([out[i], s.to(out[i].dtype)], dim=1)
-    return out
+    extras = resized_scores([tuple(x.shape[-2:]) for x in levels], scores, mode, index)
+    return [x if e is None else torch.cat([x, e.to(x.dtype)], dim=1) for x, e in zip(levels, extras)]
 
 
 class ConvBNReLU(nn.Module):
@@ -82,13 +94,56 @@ class FPNNeck(nn.Module):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
 
-    def forward(self, levels: Sequence[Tensor]) -> list[Tensor]:
+    def forward(self, levels: Sequence[Tensor], extras: Sequence[Tensor | None] | None = None,
+                upsample: Sequence[PatchConvTranspose2d | None] | None = None) -> list[Tensor]:
+        """Args:
+            levels: ``(B, C_i, h_i, w_i)``, finest first.
+            extras: per level ``None`` or channels that follow the level's own (the resized score
+                map), at the level's output size; ``in_channels[i]`` counts both. The lateral conv
+                of the two is the conv of their concatenation, computed per part (a 1×1 conv is
+                linear in its channels), so the concatenated copy (50 MB at the finest level of a
+                512² window) is never built.
+            upsample: per level ``None`` or the 2×2 stride-2 transposed conv that would make the
+                level from ``levels[i]`` (the pyramid adapter's last layer,
+                :meth:`~wsss_weakclip.pyramid.PyramidAdapter.split_last`). Both it and the lateral
+                conv are linear, so they run as one transposed conv with the composed weights
+                straight to the neck's width (256 instead of 768 channels at the finest level).
+        """
         if len(levels) != len(self.lateral):
             raise ValueError(f"FPNNeck expects {len(self.lateral)} levels, got {len(levels)}")
-        lat = [conv(x) for conv, x in zip(self.lateral, levels)]
+        extras = [None] * len(levels) if extras is None else list(extras)
+        upsample = [None] * len(levels) if upsample is None else list(upsample)
+        if len(extras) != len(levels) or len(upsample) != len(levels):
+            raise ValueError(f"FPNNeck got {len(levels)} levels but {len(extras)} extras and {len(upsample)} "
+                             f"upsampling layers")
+        lat = [self._lateral(i, x, e, u) for i, (x, e, u) in enumerate(zip(levels, extras, upsample))]
         for i in range(len(lat) - 1, 0, -1):
             lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=tuple(lat[i - 1].shape[-2:]), mode="nearest")
         return [conv(x) for conv, x in zip(self.output, lat)]
+
+    def _lateral(self, i: int, x: Tensor, extra: Tensor | None, up: PatchConvTranspose2d | None) -> Tensor:
+        conv = cast(nn.Conv2d, self.lateral[i])
+        own = x.shape[1] if up is None else up.out_channels
+        extra_channels = extra.shape[1] if extra is not None else 0
+        if x.dim() != 4 or own + extra_channels != conv.in_channels:
+            raise ValueError(f"FPNNeck level {i}: {own} + {extra_channels} channels, but its lateral conv takes "
+                             f"{conv.in_channels}")
+        if extra is None and up is None:
+            return conv(x)
+        if up is None:
+            out = F.conv2d(x, conv.weight[:, :own], conv.bias)
+        else:
+            if up.in_channels != x.shape[1]:
+                raise ValueError(f"FPNNeck level {i}: {x.shape[1]} channels into an upsampling layer that takes "
+                                 f"{up.in_channels}")
+            own_weight = conv.weight[:, :own, 0, 0]  # (out, mid): the lateral is 1x1
+            composed = torch.einsum("cmab,om->coab", up.weight, own_weight)  # (in, out, 2, 2)
+            bias = conv.bias if up.bias is None else (own_weight @ up.bias if conv.bias is None
+                                                       else torch.addmv(conv.bias, own_weight, up.bias))
+            out = conv_transpose_2x2(x, composed, bias)
+        if extra is not None:
+            out = out.add_(F.conv2d(extra, conv.weight[:, own:]))
+        return out
 
 
 class FPNHead(nn.Module):
@@ -185,8 +240,14 @@ class TextGuidedDecoder(nn.Module):
         self.neck.reset_parameters()
         self.head.reset_parameters()
 
-    def forward(self, levels: Sequence[Tensor], scores: Tensor) -> Tensor:
-        return self.head(self.neck(concat_scores(levels, scores, self.score_concat, self.score_concat_index)))
+    def forward(self, levels: Sequence[Tensor], scores: Tensor,
+                upsample: Sequence[PatchConvTranspose2d | None] | None = None) -> Tensor:
+        """``upsample``: per level ``None`` or the layer that makes the level from ``levels[i]``
+        (see :meth:`FPNNeck.forward`); such a level is twice the size of ``levels[i]``."""
+        ups = [None] * len(levels) if upsample is None else list(upsample)
+        sizes = [tuple(x.shape[-2:]) if u is None else (2 * x.shape[-2], 2 * x.shape[-1]) for x, u in zip(levels, ups)]
+        extras = resized_scores(sizes, scores, self.score_concat, self.score_concat_index, dtype=levels[0].dtype)
+        return self.head(self.neck(levels, extras, ups))
 
     def extra_repr(self) -> str:
         return f"score_concat={self.score_concat!r}, score_concat_index={self.score_concat_index}"

@@ -218,8 +218,9 @@ class WeakCLIPNet(nn.Module):
         scores = match_scores(pixels, text)
         if self.decoder is not None:
             assert self.adapter is not None  # decoder='fpn' requires pyramid_adapter (checked in __init__)
-            levels = self.adapter(self.encoder.stages(feats))
-            logits = self.decoder(levels, scores)
+            # levels 0 and 1 one layer short: the decoder folds their last (linear) layer into its own
+            maps, last = self.adapter.split_last(self.encoder.stages(feats))
+            logits = self.decoder(maps, scores, last)
         else:
             logits = F.interpolate(scores / float(self.settings["score_temperature"]), size=pyramid_sizes((h, w))[0],
                                    mode="bilinear", align_corners=False)
