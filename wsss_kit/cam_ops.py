@@ -170,4 +170,3 @@ def class_argmax(scores: torch.Tensor) -> torch.Tensor:
         index.masked_fill_(plane > best, k)  # strictly greater: an earlier class keeps a tie
         torch.maximum(best, plane, out=best)
     return index
-
