@@ -142,3 +142,30 @@ def test_the_crf_refiner_follows_the_runs_crf_workers(monkeypatch) -> None:
         assert resolve_workers(None, 10) == 2  # the rule: the cores shared among torchrun's processes
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_run_with_crf_workers_0_refines_in_its_own_process(tmp_path, monkeypatch) -> None:
+    """End to end: ``threads.crf_workers: 0`` keeps the pseudo-mask stage's CRFs in the run's
+    process (no worker pool), and 2 starts a pool of 2; the masks are the same either way."""
+    from test_pipeline import tiny_config
+
+    import wsss_kit.crf.pool as pool
+    import wsss_kit.engine.threads as threads
+    from wsss_kit.pipeline import run_pipeline
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_APPLIED", [])
+    pools: list[int] = []
+    real = pool.shared_pool
+    monkeypatch.setattr(pool, "shared_pool", lambda workers: pools.append(workers) or real(workers))
+    stages = ["train_cam", "cams", "seeds", "pseudo_masks"]
+    try:  # refiner.workers unset (tiny_config pins it to 0): the run's threads section decides
+        run_pipeline(tiny_config(["refiner.workers=null", "threads.crf_workers=0"]), tmp_path / "a", stages=stages)
+        assert pools == []
+        run_pipeline(tiny_config(["refiner.workers=null", "threads.crf_workers=2"]), tmp_path / "b", stages=stages)
+        assert pools and set(pools) == {2}
+    finally:
+        torch.set_num_threads(before)
+        pool.shutdown_shared_pool()
+    for name in sorted((tmp_path / "a" / "pseudo_masks" / "train").glob("*.png")):
+        assert name.read_bytes() == (tmp_path / "b" / "pseudo_masks" / "train" / name.name).read_bytes()
