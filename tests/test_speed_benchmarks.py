@@ -62,6 +62,33 @@ def test_interleave_rotates_counts_rounds_and_sees_memory() -> None:
         interleave({"a": small}, rounds=0)
 
 
+def test_rss_sampler_drops_a_sample_read_before_reset(monkeypatch) -> None:
+    """The sampler thread reads the RSS of the previous call, then the next call resets the window:
+    that late sample must not become the next call's peak (a race that once failed CI)."""
+    import threading
+
+    import benchmarks.speed.harness as harness
+
+    reading, release = threading.Event(), threading.Event()
+    rss = {"mb": 500.0}
+
+    def fake_rss() -> float:
+        value = rss["mb"]
+        if threading.current_thread().name == "rss-sampler" and not release.is_set():
+            reading.set()  # read 500 MB; hold it until the main thread has reset
+            release.wait(5)
+        return value
+
+    monkeypatch.setattr(harness, "rss_mb", fake_rss)
+    with harness.RssSampler(interval=0.001) as sampler:
+        assert reading.wait(5)
+        rss["mb"] = 100.0
+        start = sampler.reset()
+        release.set()
+        time.sleep(0.05)  # the held sample lands, then fresh ones at 100 MB
+        assert start == 100.0 and sampler.peak() == 100.0
+
+
 def test_summarise_hand_computed() -> None:
     timed = Timed(seconds={"base": [1.0, 2.0, 4.0], "other": [2.0, 6.0, 4.0]}, units_per_call={"other": 2},
                   summaries={"reduced": {"median_s": 4.0, "min_s": 3.0, "max_s": 5.0, "runs": 3}})

@@ -43,6 +43,8 @@ class RssSampler:
     def __init__(self, interval: float = SAMPLE_S) -> None:
         self.interval = interval
         self._peak = 0.0
+        self._window = 0  # which window a sample belongs to; :meth:`reset` starts the next
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -58,12 +60,21 @@ class RssSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, rss_mb())
+            window = self._window
+            value = rss_mb()
+            with self._lock:
+                # A sample read before a reset belongs to the previous call: storing it would give
+                # the next call the previous call's peak (seen as a 256 MB "rise" in a call that
+                # allocates nothing).
+                if window == self._window:
+                    self._peak = max(self._peak, value)
 
     def reset(self) -> float:
         """Start a new window; returns the RSS now."""
-        now = rss_mb()
-        self._peak = now
+        with self._lock:
+            self._window += 1
+            now = rss_mb()
+            self._peak = now
         return now
 
     def peak(self) -> float:
