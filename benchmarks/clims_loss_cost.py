@@ -313,14 +313,7 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
             torch.manual_seed(1)
             m = build(layout=channels_last if v != "official_like" else False)
             before = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
-            raw = m.raw_cams(images)
-            loss = loss_of(v, m, raw)
-            opt = sgd(m)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses[v] = float(loss.detach())
-            after[v] = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+            losses[v], after[v] = _first_step(m, loss_of(v, m, m.raw_cams(images)), sgd(m))
         equality = {"compared": [ours_v, "official_like"], "loss": losses,
                     "loss_difference": abs(losses[ours_v] - losses["official_like"]),
                     "max_update_difference": max(float((after[ours_v][n] - after["official_like"][n]).abs().max())
@@ -424,6 +417,14 @@ def measure_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _first_step(model: Any, loss: torch.Tensor, opt: torch.optim.Optimizer) -> tuple[float, dict[str, torch.Tensor]]:
+    """One optimizer step on ``loss``: the loss and the trained parameters after it (copies)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach()), {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
 def _run_official(official: Any, start: dict[str, torch.Tensor], clip: Any, images: torch.Tensor,
                   labels: torch.Tensor, args: argparse.Namespace, run_round: Any, build: Any, loss_of: Any,
                   sgd: Any, ours_v: str) -> dict[str, Any]:
@@ -442,15 +443,8 @@ def _run_official(official: Any, start: dict[str, torch.Tensor], clip: Any, imag
     ours: dict[str, tuple[float, dict[str, torch.Tensor], bool]] = {}
     for key, layout in (("equality", False), ("equality_as_timed", None)):
         m = build(clip_model=clip) if layout is None else build(layout=layout, clip_model=clip)
-        raw = m.raw_cams(images)
-        loss = loss_of(ours_v, m, raw)
-        opt = sgd(m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ours[key] = (float(loss.detach()), {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad},
-                     bool(m.uses_channels_last))
-        del m, opt, raw, loss
+        ours[key] = (*_first_step(m, loss_of(ours_v, m, m.raw_cams(images)), sgd(m)), bool(m.uses_channels_last))
+        del m
     record: dict[str, Any] = {}
 
     def between(i: int) -> None:
