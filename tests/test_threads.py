@@ -169,3 +169,15 @@ def test_a_run_with_crf_workers_0_refines_in_its_own_process(tmp_path, monkeypat
         pool.shutdown_shared_pool()
     for name in sorted((tmp_path / "a" / "pseudo_masks" / "train").glob("*.png")):
         assert name.read_bytes() == (tmp_path / "b" / "pseudo_masks" / "train" / name.name).read_bytes()
+
+
+@pytest.mark.parametrize("setting", ["refiner.workers=two", "refiner.workers=-1", "refiner.workers=1.5"])
+def test_a_bad_refiner_workers_value_fails_before_any_stage(tmp_path, setting) -> None:
+    """It used to pass the config checks and fail in the pseudo-mask stage, after CAM training."""
+    from test_pipeline import tiny_config
+
+    from wsss_kit.pipeline import run_pipeline
+
+    with pytest.raises(ConfigError, match=r"refiner .*workers must be an integer >= 0 .* or null"):
+        run_pipeline(tiny_config([setting]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

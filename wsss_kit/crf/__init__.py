@@ -11,7 +11,7 @@ from .params import (
     param_names,
     register_crf_params,
 )
-from .pool import CRFPool, dense_crf_batch, shared_pool, shutdown_shared_pool
+from .pool import CRFPool, check_workers, dense_crf_batch, shared_pool, shutdown_shared_pool
 from .refiner import DenseCRF, cams_to_probs, images_to_uint8, seeds_to_probs
 from .torch_crf import BACKENDS, DenseCRFTorch, dense_crf_torch, dense_crf_torch_batch, resolve_backend
 
@@ -24,6 +24,7 @@ __all__ = [
     "DenseCRF",
     "DenseCRFTorch",
     "cams_to_probs",
+    "check_workers",
     "dense_crf",
     "dense_crf_batch",
     "dense_crf_torch",

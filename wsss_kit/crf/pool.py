@@ -54,7 +54,7 @@ from ..engine.threads import available_cpus, current_plan
 if TYPE_CHECKING:  # pragma: no cover
     from wsss_kit.crf.params import CRFParams
 
-__all__ = ["CRFPool", "available_cpus", "dense_crf_batch", "resolve_workers", "shared_pool",
+__all__ = ["CRFPool", "available_cpus", "check_workers", "dense_crf_batch", "resolve_workers", "shared_pool",
            "shutdown_shared_pool"]
 
 # Not ``from . import dense_crf``: the package re-exports the function of that name.
@@ -298,16 +298,29 @@ def shutdown_shared_pool() -> None:
         pool.close()
 
 
+def check_workers(workers: Any, name: str = "workers") -> int | None:
+    """``workers`` as given when it is ``None`` or an integer >= 0 (a whole float or numeric string
+    is taken as its integer); otherwise a ValueError naming ``name`` and what is expected."""
+    if workers is None:
+        return None
+    try:
+        value = int(workers)
+        valid = not isinstance(workers, bool) and value >= 0 and float(workers) == value
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{name} must be an integer >= 0 (CRF worker processes; 0 = in this process) or null "
+                         f"(the run's threads.crf_workers), got {workers!r}")
+    return value
+
+
 def resolve_workers(workers: int | None, n_items: int) -> int:
     """Worker processes to use for ``n_items`` CRFs (0 means this process). ``None``: the run's
     thread plan (:func:`wsss_kit.engine.threads.current_plan`: a config's ``threads.crf_workers``,
     else one per CPU core shared out among the processes torchrun started on this machine, so that
     N ranks do not start N pools of one worker per core each)."""
-    if workers is None:
-        workers = current_plan().crf_workers
-    workers = int(workers)
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0 or None, got {workers}")
+    checked = check_workers(workers)
+    workers = current_plan().crf_workers if checked is None else checked
     # Daemonic processes (e.g. DataLoader workers) may not start children.
     if workers <= 1 or n_items <= 1 or multiprocessing.current_process().daemon:
         return 0

@@ -11,7 +11,7 @@ from ..interfaces import IGNORE_INDEX, Refiner
 from ..shapes import check_shape
 from .dense_crf import DEFAULT_MIN_PROB
 from .params import CRFParams, get_params
-from .pool import dense_crf_batch
+from .pool import check_workers, dense_crf_batch
 from .torch_crf import dense_crf_torch, resolve_backend
 
 __all__ = ["DenseCRF", "cams_to_probs", "images_to_uint8", "seeds_to_probs"]
@@ -133,7 +133,7 @@ class DenseCRF(Refiner):
         self.bg_threshold = None if bg_threshold is None else float(bg_threshold)
         self.bg_power = float(bg_power)
         self.seed_confidence = float(seed_confidence)
-        self.workers = workers
+        self.workers = check_workers(workers)
         self.min_prob = float(min_prob)
         self.backend = backend
 

@@ -340,3 +340,10 @@ def test_crf_boundary_loss_bad_inputs():
 def test_modules_declare_the_api_version():
     for cls in (BalancedSeedLoss, CRFBoundaryLoss, ScoreMapLoss):
         assert cls.wsss_api_version == "1.0"
+
+
+def test_refiner_crf_workers_are_checked_when_built():
+    from wsss_weakclip.refiner import WeakCLIPRefiner
+
+    with pytest.raises(ValueError, match=r"crf_workers must be an integer >= 0 .* got 'two'"):
+        WeakCLIPRefiner(class_names=("cat", "dog"), clip_model="wsss-tiny-clip", clip_weights=None, crf_workers="two")

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 import wsss_kit
 from wsss_kit import IGNORE_INDEX
 from wsss_kit.clip.preprocessing import normalization_stats
-from wsss_kit.crf import get_params, resolve_backend
+from wsss_kit.crf import check_workers, get_params, resolve_backend
 from wsss_kit.data import COCO_CLASSES, VOC_CLASSES
 from wsss_kit.errors import WeightsError
 from wsss_kit.input_space import to_unit
@@ -148,7 +148,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         window_batch: at most this many windows per network call (``None``: as the budget allows).
         crf: CRF of the pseudo masks (``"weakclip_voc"``, ``"weakclip_coco"``, a mapping, or
             ``None`` for none), over the classes present in the argmax.
-        crf_workers: CRF processes at inference (``None``: one per core, 0 = in process).
+        crf_workers: CRF processes at inference (``None``: the run's ``threads.crf_workers``, 0 = in process).
         crf_backend: dense-CRF backend of the boundary loss and the pseudo masks: ``"pydensecrf"``
             (the reference, worker processes), ``"torch"`` (batched on the tensors' device, see
             :func:`wsss_kit.crf.dense_crf_torch`) or ``"auto"`` (torch on CUDA, else pydensecrf).
@@ -218,7 +218,7 @@ class WeakCLIPRefiner(wsss_kit.Refiner, nn.Module):
         if self.window < 1 or self.stride < 1 or self.stride > self.window:
             raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
         self.crf = None if crf is None else get_params(crf)
-        self.crf_workers = crf_workers
+        self.crf_workers = check_workers(crf_workers, "crf_workers")  # a typo fails here, not after training
         self.crf_backend = crf_backend
         if restrict_to_labels is None:
             restrict_to_labels = defaults["restrict_to_labels"]
